@@ -1,0 +1,62 @@
+# idefics2-go — see README.md. `make run` and `make test` are the two commands a new user needs.
+GO        ?= go
+export GOFLAGS ?= -buildvcs=false
+OLLAMA    := github.com/ollama/ollama
+BIN       := bin
+LIBDIR    := $(BIN)/lib
+
+# ggml's headers come from the pinned ollama module (never copied into this repository).
+OLLAMA_DIR = $(shell $(GO) mod download $(OLLAMA) >/dev/null 2>&1; $(GO) list -m -f '{{.Dir}}' $(OLLAMA))
+export CGO_CPPFLAGS = -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include
+# Per-ISA CPU backends, built once and cached outside the clone (scripts/ggml-cpu-variants.sh).
+GGML_CPU_DIR = $(shell scripts/ggml-cpu-variants.sh --dir)
+
+RUN_MODEL_DIR := testdata/demo/checkpoint-bf16
+RUN_OUT       := $(BIN)/demo
+RUN_IMAGE     ?= testdata/demo/images/demo_00.png
+RUN_PROMPT    ?= What shape is in the picture?
+
+.PHONY: all build ggml-cpu test test-short run bench fmt vet env clean cuda fuzz
+
+all: build
+
+ggml-cpu:
+	@scripts/ggml-cpu-variants.sh >/dev/null
+
+build: ggml-cpu
+	@mkdir -p $(LIBDIR)
+	@cp -P $(GGML_CPU_DIR)/*.so* $(LIBDIR)/ 2>/dev/null || true
+	$(GO) build -o $(BIN)/idefics2-run ./cmd/idefics2-run
+	$(GO) build -o $(BIN)/convert ./cmd/convert
+
+test: ggml-cpu
+	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -count=1 ./...
+
+test-short: ggml-cpu
+	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -short ./...
+
+run: build
+	$(BIN)/idefics2-run info
+
+bench: build
+	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -run '^$$' -bench . -benchtime 3x ./ggml/ ./quant/
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+# Prints the exports needed to call `go build` / `go test` directly.
+env:
+	@echo 'export CGO_CPPFLAGS="$(CGO_CPPFLAGS)"'
+	@echo 'export IDEFICS2_LIB_DIR="$(GGML_CPU_DIR)"'
+
+# CUDA backend (needs nvcc and the CUDA toolkit): builds libggml-cuda.so into bin/lib, where the binaries find it.
+cuda: build
+	cmake -S $(OLLAMA_DIR) -B $(BIN)/cuda-build -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF '-DCMAKE_BUILD_RPATH=$$ORIGIN'
+	cmake --build $(BIN)/cuda-build --target ggml-cuda -j
+	cp -P $(BIN)/cuda-build/lib/ollama/libggml-cuda.so* $(LIBDIR)/
+
+clean:
+	rm -rf $(BIN)

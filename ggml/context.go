@@ -1,0 +1,312 @@
+package ggml
+
+// #include <stdlib.h>
+// #include "ggml.h"
+// #include "ggml-backend.h"
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"unsafe"
+)
+
+// MaxDims is the number of dimensions of a ggml tensor (GGML_MAX_DIMS).
+const MaxDims = 4
+
+// ShapeError reports an op whose operands ggml would reject with an abort. Graph builders raise it with panic;
+// Catch turns it back into an error so that no user input can reach a GGML_ASSERT.
+type ShapeError struct {
+	Op  string
+	Msg string
+}
+
+func (e *ShapeError) Error() string { return "ggml: " + e.Op + ": " + e.Msg }
+
+func shapeErr(op, format string, args ...any) {
+	panic(&ShapeError{Op: op, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Catch runs build and returns a *ShapeError raised inside it as an error (other panics propagate).
+func Catch(build func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			var se *ShapeError
+			if e, ok := r.(error); ok && errors.As(e, &se) {
+				err = se
+				return
+			}
+			panic(r)
+		}
+	}()
+	build()
+	return nil
+}
+
+// Context owns tensor and graph metadata (ggml_context). Contexts made by NewContext never allocate tensor data
+// (no_alloc): data lives in backend buffers.
+type Context struct {
+	ptr      *C.struct_ggml_context
+	capacity int
+	count    int
+}
+
+// NewContext makes a metadata-only context for up to maxTensors tensors and one graph of up to graphSize nodes
+// (graphSize 0: no graph).
+func NewContext(maxTensors, graphSize int) *Context {
+	if maxTensors < 1 {
+		maxTensors = 1
+	}
+	size := C.size_t(maxTensors)*C.ggml_tensor_overhead() + 1024
+	if graphSize > 0 {
+		size += C.ggml_graph_overhead_custom(C.size_t(graphSize), false)
+	}
+	ptr := C.ggml_init(C.struct_ggml_init_params{mem_size: size, mem_buffer: nil, no_alloc: true})
+	if ptr == nil {
+		panic("ggml: ggml_init failed")
+	}
+	c := &Context{ptr: ptr, capacity: maxTensors}
+	return c
+}
+
+// Close frees the context; tensors made in it must no longer be used. Idempotent.
+func (c *Context) Close() {
+	if c != nil && c.ptr != nil {
+		C.ggml_free(c.ptr)
+		c.ptr = nil
+	}
+}
+
+func (c *Context) take(op string) {
+	if c.ptr == nil {
+		shapeErr(op, "context is closed")
+	}
+	c.count++
+	if c.count > c.capacity {
+		shapeErr(op, "context holds at most %d tensors", c.capacity)
+	}
+}
+
+// Tensor is a handle to a ggml tensor. Its zero value is "no tensor" (IsNil).
+type Tensor struct {
+	ptr *C.struct_ggml_tensor
+}
+
+// IsNil reports whether t refers to no tensor.
+func (t Tensor) IsNil() bool { return t.ptr == nil }
+
+// NewTensor makes a tensor of type typ and shape (ggml order, 1 to 4 dims).
+func (c *Context) NewTensor(typ Type, shape ...int) Tensor {
+	if len(shape) < 1 || len(shape) > MaxDims {
+		shapeErr("new_tensor", "%d dimensions, want 1 to 4", len(shape))
+	}
+	if !typ.Valid() {
+		shapeErr("new_tensor", "unknown type %d", int(typ))
+	}
+	var ne [MaxDims]C.int64_t
+	total := int64(1)
+	for i, d := range shape {
+		if d < 0 || (d > 0 && total > math.MaxInt64/int64(d)) {
+			shapeErr("new_tensor", "bad shape %v", shape)
+		}
+		ne[i] = C.int64_t(d)
+		total *= int64(d)
+	}
+	if shape[0]%typ.BlockSize() != 0 {
+		shapeErr("new_tensor", "ne0 %d is not a multiple of the %s block size %d", shape[0], typ, typ.BlockSize())
+	}
+	c.take("new_tensor")
+	return Tensor{C.ggml_new_tensor(c.ptr, C.enum_ggml_type(typ), C.int(len(shape)), &ne[0])}
+}
+
+// Name is the tensor's name.
+func (t Tensor) Name() string { return C.GoString(&t.ptr.name[0]) }
+
+// SetName names the tensor (ggml keeps at most 63 bytes) and returns it.
+func (t Tensor) SetName(name string) Tensor {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	C.ggml_set_name(t.ptr, cs)
+	return t
+}
+
+// Type is the element type.
+func (t Tensor) Type() Type { return Type(t.ptr._type) }
+
+// Ne returns dimension i (ggml order).
+func (t Tensor) Ne(i int) int { return int(t.ptr.ne[i]) }
+
+// Nb returns the stride in bytes of dimension i.
+func (t Tensor) Nb(i int) int { return int(t.ptr.nb[i]) }
+
+// Shape is [ne0, ne1, ne2, ne3] trimmed of trailing 1s (at least one dim).
+func (t Tensor) Shape() []int {
+	n := MaxDims
+	for n > 1 && t.ptr.ne[n-1] == 1 {
+		n--
+	}
+	s := make([]int, n)
+	for i := range s {
+		s[i] = int(t.ptr.ne[i])
+	}
+	return s
+}
+
+// Ne4 is the full four-dimensional shape.
+func (t Tensor) Ne4() [4]int {
+	return [4]int{int(t.ptr.ne[0]), int(t.ptr.ne[1]), int(t.ptr.ne[2]), int(t.ptr.ne[3])}
+}
+
+// NumElements is the product of the dimensions.
+func (t Tensor) NumElements() int { return int(C.ggml_nelements(t.ptr)) }
+
+// Nbytes is the byte size of the tensor data.
+func (t Tensor) Nbytes() int { return int(C.ggml_nbytes(t.ptr)) }
+
+// IsContiguous reports whether the tensor's elements are laid out without gaps in ggml order.
+func (t Tensor) IsContiguous() bool { return bool(C.ggml_is_contiguous(t.ptr)) }
+
+// SetInput marks the tensor as a graph input (so schedulers allocate it before compute).
+func (t Tensor) SetInput() Tensor { C.ggml_set_input(t.ptr); return t }
+
+// SetOutput marks the tensor as a graph output (its buffer is not reused by later nodes).
+func (t Tensor) SetOutput() Tensor { C.ggml_set_output(t.ptr); return t }
+
+// Allocated reports whether the tensor has been given memory in a backend buffer (graph inputs the graph does not
+// use are never allocated).
+func (t Tensor) Allocated() bool { return t.ptr != nil && t.ptr.buffer != nil }
+
+// HasData reports whether the tensor has storage (allocated in a buffer or a view of allocated data).
+func (t Tensor) HasData() bool { return t.ptr.data != nil || (t.ptr.view_src != nil && t.ptr.view_src.data != nil) }
+
+func (t Tensor) checkIO(op string, nbytes int) {
+	if t.ptr == nil {
+		shapeErr(op, "nil tensor")
+	}
+	if t.ptr.buffer == nil {
+		shapeErr(op, "tensor %q has no buffer", t.Name())
+	}
+	if nbytes != t.Nbytes() {
+		shapeErr(op, "tensor %q holds %d bytes, got %d", t.Name(), t.Nbytes(), nbytes)
+	}
+}
+
+// SetBytes copies raw data into the tensor (which must be allocated in a backend buffer).
+func (t Tensor) SetBytes(data []byte) error {
+	return Catch(func() {
+		t.checkIO("set", len(data))
+		if len(data) > 0 {
+			C.ggml_backend_tensor_set(t.ptr, unsafe.Pointer(&data[0]), 0, C.size_t(len(data)))
+		}
+	})
+}
+
+// SetFloat32 copies float32 values into an F32 tensor.
+func (t Tensor) SetFloat32(v []float32) error {
+	if t.ptr != nil && t.Type() != TypeF32 {
+		return &ShapeError{Op: "set", Msg: fmt.Sprintf("tensor %q is %s, not f32", t.Name(), t.Type())}
+	}
+	var p []byte
+	if len(v) > 0 {
+		p = unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+	}
+	err := t.SetBytes(p)
+	runtime.KeepAlive(v)
+	return err
+}
+
+// SetInt32 copies int32 values into an I32 tensor.
+func (t Tensor) SetInt32(v []int32) error {
+	if t.ptr != nil && t.Type() != TypeI32 {
+		return &ShapeError{Op: "set", Msg: fmt.Sprintf("tensor %q is %s, not i32", t.Name(), t.Type())}
+	}
+	var p []byte
+	if len(v) > 0 {
+		p = unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+	}
+	err := t.SetBytes(p)
+	runtime.KeepAlive(v)
+	return err
+}
+
+// Bytes copies the tensor data out.
+func (t Tensor) Bytes() ([]byte, error) {
+	out := make([]byte, 0)
+	err := Catch(func() {
+		n := t.Nbytes()
+		t.checkIO("get", n)
+		out = make([]byte, n)
+		if n > 0 {
+			C.ggml_backend_tensor_get(t.ptr, unsafe.Pointer(&out[0]), 0, C.size_t(n))
+		}
+	})
+	return out, err
+}
+
+// Float32s copies an F32 (or F16) tensor out as float32 values.
+func (t Tensor) Float32s() ([]float32, error) {
+	var out []float32
+	err := Catch(func() {
+		switch t.Type() {
+		case TypeF32:
+			out = make([]float32, t.NumElements())
+			t.checkIO("get", 4*len(out))
+			if len(out) > 0 {
+				C.ggml_backend_tensor_get(t.ptr, unsafe.Pointer(&out[0]), 0, C.size_t(4*len(out)))
+			}
+		case TypeF16:
+			h := make([]C.ggml_fp16_t, t.NumElements())
+			t.checkIO("get", 2*len(h))
+			out = make([]float32, len(h))
+			if len(h) > 0 {
+				C.ggml_backend_tensor_get(t.ptr, unsafe.Pointer(&h[0]), 0, C.size_t(2*len(h)))
+				C.ggml_fp16_to_fp32_row(&h[0], (*C.float)(unsafe.Pointer(&out[0])), C.int64_t(len(h)))
+			}
+		default:
+			shapeErr("get", "tensor %q is %s; want f32 or f16", t.Name(), t.Type())
+		}
+	})
+	return out, err
+}
+
+// Int32s copies an I32 tensor out.
+func (t Tensor) Int32s() ([]int32, error) {
+	var out []int32
+	err := Catch(func() {
+		if t.Type() != TypeI32 {
+			shapeErr("get", "tensor %q is %s; want i32", t.Name(), t.Type())
+		}
+		out = make([]int32, t.NumElements())
+		t.checkIO("get", 4*len(out))
+		if len(out) > 0 {
+			C.ggml_backend_tensor_get(t.ptr, unsafe.Pointer(&out[0]), 0, C.size_t(4*len(out)))
+		}
+	})
+	return out, err
+}
+
+// Graph is a computation graph (ggml_cgraph) built in a Context.
+type Graph struct {
+	ptr *C.struct_ggml_cgraph
+}
+
+// NewGraph makes a graph of up to size nodes in c (the context must have been made with a graphSize ≥ size).
+func (c *Context) NewGraph(size int) *Graph {
+	if c.ptr == nil {
+		shapeErr("new_graph", "context is closed")
+	}
+	return &Graph{C.ggml_new_graph_custom(c.ptr, C.size_t(size), false)}
+}
+
+// Build adds t and everything it depends on to the graph.
+func (g *Graph) Build(t Tensor) {
+	C.ggml_build_forward_expand(g.ptr, t.ptr)
+}
+
+// NumNodes is the number of compute nodes in the graph.
+func (g *Graph) NumNodes() int { return int(C.ggml_graph_n_nodes(g.ptr)) }
+
+// Node returns node i (negative counts from the end).
+func (g *Graph) Node(i int) Tensor { return Tensor{C.ggml_graph_node(g.ptr, C.int(i))} }

@@ -1,0 +1,288 @@
+package ggml
+
+// #include <stdlib.h>
+// #include <dlfcn.h>
+// #include <string.h>
+// #include "ggml.h"
+// #include "ggml-backend.h"
+//
+// typedef int (*idefics2_score_fn)(void);
+// static int idefics2_lib_score(const char *path, char *err, size_t errlen) {
+//     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+//     if (!h) { const char *e = dlerror(); if (e) { strncpy(err, e, errlen - 1); err[errlen-1] = 0; } return -1; }
+//     idefics2_score_fn f = (idefics2_score_fn) dlsym(h, "ggml_backend_score");
+//     int s = f ? f() : 0;
+//     dlclose(h);
+//     return s;
+// }
+// typedef struct ggml_backend_feature * (*idefics2_features_fn)(ggml_backend_reg_t);
+// static struct ggml_backend_feature * idefics2_features(ggml_backend_reg_t reg) {
+//     idefics2_features_fn f = (idefics2_features_fn) ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features");
+//     return f ? f(reg) : NULL;
+// }
+// static struct ggml_backend_feature * idefics2_feature_at(struct ggml_backend_feature *f, int i) { return &f[i]; }
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+// DeviceKind is ggml's device type.
+type DeviceKind int
+
+// Device kinds (enum ggml_backend_dev_type).
+const (
+	DeviceCPU   DeviceKind = C.GGML_BACKEND_DEVICE_TYPE_CPU
+	DeviceGPU   DeviceKind = C.GGML_BACKEND_DEVICE_TYPE_GPU
+	DeviceIGPU  DeviceKind = C.GGML_BACKEND_DEVICE_TYPE_IGPU
+	DeviceAccel DeviceKind = C.GGML_BACKEND_DEVICE_TYPE_ACCEL
+)
+
+func (k DeviceKind) String() string {
+	switch k {
+	case DeviceCPU:
+		return "cpu"
+	case DeviceGPU:
+		return "gpu"
+	case DeviceIGPU:
+		return "igpu"
+	case DeviceAccel:
+		return "accel"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Device is one ggml compute device (a CPU backend variant, a CUDA GPU, a Metal device, ...).
+type Device struct {
+	ptr         C.ggml_backend_dev_t
+	Name        string // ggml device name ("CPU", "CUDA0", "Metal", ...)
+	Description string
+	Backend     string // registry name ("CPU", "CUDA", "Metal", "Vulkan")
+	Kind        DeviceKind
+	FreeMemory  uint64 // bytes
+	TotalMemory uint64 // bytes
+	// Variant names the CPU backend library in use ("icelake", "haswell", ... or "portable" for the CPU backend
+	// compiled into the binary); empty for other devices.
+	Variant string
+	// Features are the backend's reported build features (e.g. AVX512=1), for CPU backends.
+	Features map[string]string
+}
+
+// LoadReport says what LoadBackends found and chose.
+type LoadReport struct {
+	Dir        string
+	CPUVariant string         // chosen CPU library variant ("" if none loaded)
+	CPUScores  map[string]int // score of every CPU library found (0: this CPU cannot run it)
+	Loaded     []string       // library files registered with ggml
+	Problems   []string       // libraries that could not be scored or loaded
+}
+
+var (
+	loadOnce   sync.Once
+	loadReport LoadReport
+	dynamicCPU C.ggml_backend_reg_t
+)
+
+// LibDirEnv is the environment variable naming the folder of ggml backend libraries (libggml-cpu-*.so, CUDA,
+// Vulkan); by default the folder lib/ beside the executable is searched.
+const LibDirEnv = "IDEFICS2_LIB_DIR"
+
+// DefaultLibDir is $IDEFICS2_LIB_DIR, else <dir of the executable>/lib.
+func DefaultLibDir() string {
+	if d := os.Getenv(LibDirEnv); d != "" {
+		return d
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if r, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = r
+	}
+	return filepath.Join(filepath.Dir(exe), "lib")
+}
+
+func libExt() string {
+	switch {
+	case isDarwin:
+		return ".so"
+	case isWindows:
+		return ".dll"
+	}
+	return ".so"
+}
+
+// LoadBackends registers the best CPU variant library and every GPU backend library found in DefaultLibDir().
+// It runs once per process; later calls return the first report. CPU variants are scored by ggml's own
+// ggml_backend_score (which checks this CPU's features), so a variant using instructions this CPU lacks is never
+// loaded; without any library the CPU backend compiled into the binary (portable, no AVX) is used.
+func LoadBackends() LoadReport {
+	loadOnce.Do(func() { loadReport = loadFrom(DefaultLibDir()) })
+	return loadReport
+}
+
+func loadFrom(dir string) LoadReport {
+	rep := LoadReport{Dir: dir, CPUScores: map[string]int{}}
+	if dir == "" {
+		return rep
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if !os.IsNotExist(err) {
+			rep.Problems = append(rep.Problems, err.Error())
+		}
+		return rep
+	}
+	bestScore, best := 0, ""
+	var others []string
+	errbuf := (*C.char)(C.calloc(512, 1))
+	defer C.free(unsafe.Pointer(errbuf))
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "libggml-") || !strings.HasSuffix(name, libExt()) || strings.HasPrefix(name, "libggml-base") {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		family := strings.TrimSuffix(strings.TrimPrefix(name, "libggml-"), libExt())
+		if strings.HasPrefix(family, "cpu") {
+			cp := C.CString(path)
+			s := int(C.idefics2_lib_score(cp, errbuf, 512))
+			C.free(unsafe.Pointer(cp))
+			variant := strings.TrimPrefix(strings.TrimPrefix(family, "cpu"), "-")
+			if variant == "" {
+				variant = "default"
+			}
+			if s < 0 {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s", name, C.GoString(errbuf)))
+				continue
+			}
+			rep.CPUScores[variant] = s
+			if s > bestScore {
+				bestScore, best = s, path
+			}
+			continue
+		}
+		others = append(others, path)
+	}
+	sort.Strings(others)
+	if best != "" {
+		cp := C.CString(best)
+		reg := C.ggml_backend_load(cp)
+		C.free(unsafe.Pointer(cp))
+		if reg == nil {
+			rep.Problems = append(rep.Problems, "ggml could not load "+best)
+		} else {
+			dynamicCPU = reg
+			rep.Loaded = append(rep.Loaded, best)
+			rep.CPUVariant = strings.TrimPrefix(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(best), "libggml-cpu"), libExt()), "-")
+		}
+	}
+	for _, p := range others {
+		cp := C.CString(p)
+		reg := C.ggml_backend_load(cp)
+		C.free(unsafe.Pointer(cp))
+		if reg == nil {
+			rep.Problems = append(rep.Problems, "ggml could not load "+p)
+			continue
+		}
+		rep.Loaded = append(rep.Loaded, p)
+	}
+	return rep
+}
+
+func regFeatures(reg C.ggml_backend_reg_t) map[string]string {
+	f := C.idefics2_features(reg)
+	if f == nil {
+		return nil
+	}
+	m := map[string]string{}
+	for i := 0; i < 256; i++ {
+		e := C.idefics2_feature_at(f, C.int(i))
+		if e.name == nil {
+			break
+		}
+		m[C.GoString(e.name)] = C.GoString(e.value)
+	}
+	return m
+}
+
+// Devices lists every registered device (after LoadBackends). When a CPU variant library is loaded, the portable
+// CPU device compiled into the binary is listed after it.
+func Devices() []Device {
+	LoadBackends()
+	n := int(C.ggml_backend_dev_count())
+	var out []Device
+	for i := 0; i < n; i++ {
+		d := C.ggml_backend_dev_get(C.size_t(i))
+		reg := C.ggml_backend_dev_backend_reg(d)
+		var free, total C.size_t
+		C.ggml_backend_dev_memory(d, &free, &total)
+		dev := Device{
+			ptr:         d,
+			Name:        C.GoString(C.ggml_backend_dev_name(d)),
+			Description: C.GoString(C.ggml_backend_dev_description(d)),
+			Backend:     C.GoString(C.ggml_backend_reg_name(reg)),
+			Kind:        DeviceKind(C.ggml_backend_dev_type(d)),
+			FreeMemory:  uint64(free),
+			TotalMemory: uint64(total),
+		}
+		if dev.Kind == DeviceCPU {
+			dev.Features = regFeatures(reg)
+			if reg == dynamicCPU {
+				dev.Variant = loadReport.CPUVariant
+			} else {
+				dev.Variant = "portable"
+			}
+		}
+		out = append(out, dev)
+	}
+	// Best first: GPUs, then the loaded CPU variant, then the portable CPU backend.
+	rank := func(d Device) int {
+		switch {
+		case d.Kind == DeviceGPU:
+			return 0
+		case d.Kind == DeviceIGPU:
+			return 1
+		case d.Kind == DeviceCPU && d.Variant != "portable":
+			return 2
+		case d.Kind == DeviceCPU:
+			return 3
+		}
+		return 4
+	}
+	sort.SliceStable(out, func(i, j int) bool { return rank(out[i]) < rank(out[j]) })
+	return out
+}
+
+// SelectDevice picks a device by the user's choice: "auto" (best: CUDA/Metal/other GPU, else the best CPU variant),
+// "cpu", "cuda", "metal", "vulkan", or an exact device name such as "CUDA1". An unavailable choice is an error
+// listing what is available.
+func SelectDevice(choice string) (Device, error) {
+	devs := Devices()
+	if len(devs) == 0 {
+		return Device{}, fmt.Errorf("ggml: no compute device is registered")
+	}
+	want := strings.ToLower(strings.TrimSpace(choice))
+	if want == "" || want == "auto" {
+		return devs[0], nil
+	}
+	for _, d := range devs {
+		switch {
+		case want == "cpu" && d.Kind == DeviceCPU,
+			want == strings.ToLower(d.Backend) && d.Kind != DeviceCPU,
+			want == strings.ToLower(d.Name):
+			return d, nil
+		}
+	}
+	var names []string
+	for _, d := range devs {
+		names = append(names, strings.ToLower(d.Backend)+" ("+d.Name+")")
+	}
+	return Device{}, fmt.Errorf("ggml: device %q is not available; available: %s", choice, strings.Join(names, ", "))
+}

@@ -1,0 +1,8 @@
+package ggml
+
+import "runtime"
+
+var (
+	isDarwin  = runtime.GOOS == "darwin"
+	isWindows = runtime.GOOS == "windows"
+)
