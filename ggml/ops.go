@@ -58,7 +58,7 @@ func (w Tensor) MulMatF32(ctx *Context, x Tensor) Tensor {
 	return r
 }
 
-func binary(op string, ctx *Context, a, b Tensor, f func(*C.struct_ggml_context, *C.struct_ggml_tensor, *C.struct_ggml_tensor) *C.struct_ggml_tensor) Tensor {
+func binaryOp(op string, ctx *Context, a, b Tensor, f func(*C.struct_ggml_context, *C.struct_ggml_tensor, *C.struct_ggml_tensor) *C.struct_ggml_tensor) Tensor {
 	need(op, a, b)
 	if !canRepeat(b, a) {
 		shapeErr(op, "%s does not broadcast to %s", shapeOf(b), shapeOf(a))
@@ -71,21 +71,21 @@ func binary(op string, ctx *Context, a, b Tensor, f func(*C.struct_ggml_context,
 
 // Add is a + b with b broadcast over a.
 func (a Tensor) Add(ctx *Context, b Tensor) Tensor {
-	return binary("add", ctx, a, b, func(c *C.struct_ggml_context, x, y *C.struct_ggml_tensor) *C.struct_ggml_tensor {
+	return binaryOp("add", ctx, a, b, func(c *C.struct_ggml_context, x, y *C.struct_ggml_tensor) *C.struct_ggml_tensor {
 		return C.ggml_add(c, x, y)
 	})
 }
 
 // Sub is a − b with b broadcast over a.
 func (a Tensor) Sub(ctx *Context, b Tensor) Tensor {
-	return binary("sub", ctx, a, b, func(c *C.struct_ggml_context, x, y *C.struct_ggml_tensor) *C.struct_ggml_tensor {
+	return binaryOp("sub", ctx, a, b, func(c *C.struct_ggml_context, x, y *C.struct_ggml_tensor) *C.struct_ggml_tensor {
 		return C.ggml_sub(c, x, y)
 	})
 }
 
 // Mul is a ⊙ b with b broadcast over a.
 func (a Tensor) Mul(ctx *Context, b Tensor) Tensor {
-	return binary("mul", ctx, a, b, func(c *C.struct_ggml_context, x, y *C.struct_ggml_tensor) *C.struct_ggml_tensor {
+	return binaryOp("mul", ctx, a, b, func(c *C.struct_ggml_context, x, y *C.struct_ggml_tensor) *C.struct_ggml_tensor {
 		return C.ggml_mul(c, x, y)
 	})
 }

@@ -1,0 +1,102 @@
+package graph
+
+import (
+	"fmt"
+
+	"github.com/idefics2-go/idefics2/ggml"
+)
+
+// DecoderLayer is one MistralDecoderLayer. GGUF names follow llama.cpp (blk.N.*); q/k rows are permuted by the
+// converter so that ggml's normal (adjacent-pair) RoPE equals HF's rotate-half RoPE.
+type DecoderLayer struct {
+	AttnNorm RMSNorm `gguf:"attn_norm"`
+	Query    Linear  `gguf:"attn_q"`
+	Key      Linear  `gguf:"attn_k"`
+	Value    Linear  `gguf:"attn_v"`
+	Output   Linear  `gguf:"attn_output"`
+	FFNNorm  RMSNorm `gguf:"ffn_norm"`
+	MLP      FFN     `gguf:""`
+}
+
+// Decoder is MistralForCausalLM in llama.cpp's `llama` layout.
+type Decoder struct {
+	TokEmbd  ggml.Tensor    `gguf:"token_embd.weight"`
+	Layers   []DecoderLayer `gguf:"blk"`
+	OutNorm  RMSNorm        `gguf:"output_norm"`
+	Output   Linear         `gguf:"output,optional"` // absent when tied to token_embd
+	opts     TextOptions
+	flash    bool
+	exactOut bool
+}
+
+func (d *Decoder) check(c *shapeCheck) {
+	o := d.opts
+	c.want("token_embd.weight", d.TokEmbd, o.Hidden, o.VocabSize)
+	for i, l := range d.Layers {
+		p := fmt.Sprintf("blk.%d.", i)
+		c.want(p+"attn_norm.weight", l.AttnNorm.Weight, o.Hidden)
+		c.want(p+"attn_q.weight", l.Query.Weight, o.Hidden, o.Heads*o.HeadDim)
+		c.want(p+"attn_k.weight", l.Key.Weight, o.Hidden, o.KVHeads*o.HeadDim)
+		c.want(p+"attn_v.weight", l.Value.Weight, o.Hidden, o.KVHeads*o.HeadDim)
+		c.want(p+"attn_output.weight", l.Output.Weight, o.Heads*o.HeadDim, o.Hidden)
+		c.want(p+"ffn_norm.weight", l.FFNNorm.Weight, o.Hidden)
+		c.want(p+"ffn_gate.weight", l.MLP.Gate.Weight, o.Hidden, o.FFN)
+		c.want(p+"ffn_up.weight", l.MLP.Up.Weight, o.Hidden, o.FFN)
+		c.want(p+"ffn_down.weight", l.MLP.Down.Weight, o.FFN, o.Hidden)
+	}
+	c.want("output_norm.weight", d.OutNorm.Weight, o.Hidden)
+	c.want("output.weight", d.Output.Weight, o.Hidden, o.VocabSize)
+}
+
+// decodeInputs are the input tensors of one decoder step (a chunk of tokens appended at position nPast).
+type decodeInputs struct {
+	ids      ggml.Tensor // I32 [n]
+	images   ggml.Tensor // F32 [hidden, nImg] or nil
+	selector ggml.Tensor // I32 [n]: row of [tokens; images] for each position (nil without images)
+	pos      ggml.Tensor // I32 [n]
+	mask     ggml.Tensor // [nKV, n] F32 (F16 for flash attention)
+}
+
+// Forward appends n tokens at position nPast to the cache and returns logits [vocab, n] (or [vocab, 1] for the
+// last position when lastOnly). The cache writes are expanded into g before the attention that reads them.
+// Mirrors MistralForCausalLM.forward with the Idefics2 merge of image features at `<image>` positions.
+func (d *Decoder) Forward(ctx *ggml.Context, g *ggml.Graph, in decodeInputs, cache *KVCache, nPast int, lastOnly bool) ggml.Tensor {
+	o := d.opts
+	n := in.ids.Ne(0)
+	nKV := nPast + n
+	h := d.TokEmbd.GetRows(ctx, in.ids) // [hidden, n]
+	if !in.images.IsNil() {
+		h = h.Concat(ctx, in.images, 1).GetRows(ctx, in.selector)
+	}
+	h = h.SetName("dec.embeddings")
+	scale := float32(1 / sqrt(float64(o.HeadDim)))
+	rope := ggml.RoPEOptions{Dims: o.RoPEDims, Mode: ggml.RoPENormal, Base: o.RoPEBase, CtxOrig: o.ContextLength}
+	kvWidth := o.HeadDim * o.KVHeads
+	for il, l := range d.Layers {
+		res := h
+		a := l.AttnNorm.Forward(ctx, h, o.Eps)
+		q := l.Query.Forward(ctx, a).Reshape(ctx, o.HeadDim, o.Heads, n).RoPE(ctx, in.pos, rope)
+		k := l.Key.Forward(ctx, a).Reshape(ctx, o.HeadDim, o.KVHeads, n).RoPE(ctx, in.pos, rope)
+		v := l.Value.Forward(ctx, a)
+		kc, vc := cache.K[il], cache.V[il]
+		row := kc.Nb(1)
+		g.Build(k.Reshape(ctx, kvWidth, n).Copy(ctx, kc.View(ctx, nPast*row, []int{kvWidth, n}, []int{row})))
+		g.Build(v.Copy(ctx, vc.View(ctx, nPast*row, []int{kvWidth, n}, []int{row})))
+		esz := kc.Type().TypeSize()
+		kAll := kc.View(ctx, 0, []int{o.HeadDim, o.KVHeads, nKV}, []int{o.HeadDim * esz, row})
+		vAll := vc.View(ctx, 0, []int{o.HeadDim, o.KVHeads, nKV}, []int{o.HeadDim * esz, row})
+		z := attend(ctx, q, kAll, vAll, in.mask, scale, d.flash)
+		h = res.Add(ctx, l.Output.Forward(ctx, z))
+		res = h
+		h = res.Add(ctx, l.MLP.Forward(ctx, l.FFNNorm.Forward(ctx, h, o.Eps))).SetName(fmt.Sprintf("dec.blk.%d", il))
+	}
+	if lastOnly && n > 1 {
+		h = h.View(ctx, (n-1)*h.Nb(1), []int{o.Hidden, 1}, []int{h.Nb(1)})
+	}
+	h = d.OutNorm.Forward(ctx, h, o.Eps)
+	out := d.Output.Weight
+	if out.IsNil() {
+		out = d.TokEmbd
+	}
+	return out.MulMat(ctx, h).SetName("dec.logits")
+}

@@ -1,0 +1,207 @@
+package graph
+
+import (
+	"fmt"
+
+	"github.com/idefics2-go/idefics2/gguf"
+)
+
+// TextOptions are the decoder's hyper-parameters, from the `llama.*` keys of the text GGUF.
+type TextOptions struct {
+	VocabSize     int
+	ContextLength int
+	Hidden        int
+	Layers        int
+	FFN           int
+	Heads         int
+	KVHeads       int
+	HeadDim       int
+	RoPEDims      int
+	Eps           float32
+	RoPEBase      float32
+	SlidingWindow int // 0: none
+}
+
+// VisionOptions are the vision tower's hyper-parameters (`clip.vision.*`).
+type VisionOptions struct {
+	Hidden    int
+	FFN       int
+	Layers    int
+	Heads     int
+	Patch     int
+	ImageSize int
+	Eps       float32
+	// PosSide is the number of position-table entries per side (image_size / patch_size).
+	PosSide int
+}
+
+// ConnectorOptions are the modality projection and perceiver hyper-parameters (`idefics2.*`).
+type ConnectorOptions struct {
+	FFN            int // modality projection inner width
+	TextHidden     int
+	Latents        int
+	Depth          int
+	Heads          int
+	KVHeads        int
+	HeadDim        int
+	PerceiverFFN   int
+	PerceiverEps   float32
+	ImageSeqLen    int
+	ImageTokenID   int
+	ProjectionSize int
+}
+
+type mdReader struct {
+	md   gguf.Metadata
+	path string
+	err  error
+}
+
+func (r *mdReader) int(key string) int {
+	if r.err != nil {
+		return 0
+	}
+	v, err := r.md.Int(key)
+	if err != nil {
+		r.err = fmt.Errorf("graph: %s: %w", r.path, err)
+		return 0
+	}
+	if v <= 0 {
+		r.err = fmt.Errorf("graph: %s: key %q is %d, want a positive value", r.path, key, v)
+	}
+	return v
+}
+
+func (r *mdReader) optInt(key string, def int) int {
+	if r.err != nil || !r.md.Has(key) {
+		return def
+	}
+	v, err := r.md.Int(key)
+	if err != nil {
+		r.err = fmt.Errorf("graph: %s: %w", r.path, err)
+	}
+	return v
+}
+
+func (r *mdReader) f32(key string) float32 {
+	if r.err != nil {
+		return 0
+	}
+	v, err := r.md.Float32(key)
+	if err != nil {
+		r.err = fmt.Errorf("graph: %s: %w", r.path, err)
+	}
+	return v
+}
+
+func (r *mdReader) str(key string) string {
+	if r.err != nil {
+		return ""
+	}
+	v, err := r.md.String(key)
+	if err != nil {
+		r.err = fmt.Errorf("graph: %s: %w", r.path, err)
+	}
+	return v
+}
+
+// newTextOptions reads the decoder hyper-parameters of a `llama` text GGUF.
+func newTextOptions(f *gguf.File) (TextOptions, error) {
+	r := &mdReader{md: f.Metadata, path: f.Path}
+	if a := r.str("general.architecture"); r.err == nil && a != "llama" {
+		if a == "clip" {
+			return TextOptions{}, fmt.Errorf("graph: %s is an mmproj (vision) file, not a text model; pass it with --mmproj", f.Path)
+		}
+		return TextOptions{}, fmt.Errorf("graph: %s: architecture %q is not supported (want llama)", f.Path, a)
+	}
+	o := TextOptions{
+		ContextLength: r.int("llama.context_length"),
+		Hidden:        r.int("llama.embedding_length"),
+		Layers:        r.int("llama.block_count"),
+		FFN:           r.int("llama.feed_forward_length"),
+		Heads:         r.int("llama.attention.head_count"),
+		Eps:           r.f32("llama.attention.layer_norm_rms_epsilon"),
+	}
+	// llama.cpp's defaults: head_count_kv = head_count, rope dims = head size, freq_base 10000.
+	o.KVHeads = r.optInt("llama.attention.head_count_kv", o.Heads)
+	o.SlidingWindow = r.optInt("llama.attention.sliding_window", 0)
+	o.RoPEBase = 10000
+	if f.Metadata.Has("llama.rope.freq_base") {
+		o.RoPEBase = r.f32("llama.rope.freq_base")
+	}
+	if r.err != nil {
+		return o, r.err
+	}
+	if o.Hidden%o.Heads != 0 || o.KVHeads <= 0 || o.Heads%o.KVHeads != 0 {
+		return o, fmt.Errorf("graph: %s: %d heads, %d kv heads do not divide hidden size %d", f.Path, o.Heads, o.KVHeads, o.Hidden)
+	}
+	o.HeadDim = o.Hidden / o.Heads
+	o.RoPEDims = r.optInt("llama.rope.dimension_count", o.HeadDim)
+	if toks, err := f.Metadata.Array("tokenizer.ggml.tokens"); err == nil {
+		o.VocabSize = toks.Len()
+	}
+	if f.Metadata.Has("llama.vocab_size") {
+		o.VocabSize = r.int("llama.vocab_size")
+	}
+	if r.err != nil {
+		return o, r.err
+	}
+	if o.RoPEDims > o.HeadDim || o.RoPEDims%2 != 0 {
+		return o, fmt.Errorf("graph: %s: rope dimension_count %d for head size %d", f.Path, o.RoPEDims, o.HeadDim)
+	}
+	return o, nil
+}
+
+// newVisionOptions reads the vision and connector hyper-parameters of an idefics2 mmproj GGUF.
+func newVisionOptions(f *gguf.File) (VisionOptions, ConnectorOptions, error) {
+	r := &mdReader{md: f.Metadata, path: f.Path}
+	if a := r.str("general.architecture"); r.err == nil && a != "clip" {
+		if a == "llama" {
+			return VisionOptions{}, ConnectorOptions{}, fmt.Errorf("graph: %s is a text model, not an mmproj file; pass it with -m", f.Path)
+		}
+		return VisionOptions{}, ConnectorOptions{}, fmt.Errorf("graph: %s: architecture %q is not an mmproj (want clip)", f.Path, a)
+	}
+	if p := r.str("clip.projector_type"); r.err == nil && p != "idefics2" {
+		return VisionOptions{}, ConnectorOptions{}, fmt.Errorf("graph: %s: projector type %q is not supported (want idefics2)", f.Path, p)
+	}
+	v := VisionOptions{
+		Hidden:    r.int("clip.vision.embedding_length"),
+		FFN:       r.int("clip.vision.feed_forward_length"),
+		Layers:    r.int("clip.vision.block_count"),
+		Heads:     r.int("clip.vision.attention.head_count"),
+		Patch:     r.int("clip.vision.patch_size"),
+		ImageSize: r.int("clip.vision.image_size"),
+		Eps:       r.f32("clip.vision.attention.layer_norm_epsilon"),
+	}
+	c := ConnectorOptions{
+		FFN:            r.int("idefics2.connector.feed_forward_length"),
+		TextHidden:     r.int("idefics2.text_embedding_length"),
+		Latents:        r.int("idefics2.perceiver.latent_count"),
+		Depth:          r.int("idefics2.perceiver.block_count"),
+		Heads:          r.int("idefics2.perceiver.head_count"),
+		KVHeads:        r.int("idefics2.perceiver.head_count_kv"),
+		HeadDim:        r.int("idefics2.perceiver.key_length"),
+		PerceiverFFN:   r.int("idefics2.perceiver.feed_forward_length"),
+		PerceiverEps:   r.f32("idefics2.perceiver.layer_norm_rms_epsilon"),
+		ImageSeqLen:    r.int("idefics2.image_seq_len"),
+		ImageTokenID:   r.int("idefics2.image_token_id"),
+		ProjectionSize: r.int("clip.vision.projection_dim"),
+	}
+	if r.err != nil {
+		return v, c, r.err
+	}
+	if v.Hidden%v.Heads != 0 {
+		return v, c, fmt.Errorf("graph: %s: vision hidden size %d is not a multiple of %d heads", f.Path, v.Hidden, v.Heads)
+	}
+	if v.ImageSize%v.Patch != 0 {
+		return v, c, fmt.Errorf("graph: %s: image size %d is not a multiple of patch size %d", f.Path, v.ImageSize, v.Patch)
+	}
+	v.PosSide = v.ImageSize / v.Patch
+	if c.Heads%c.KVHeads != 0 {
+		return v, c, fmt.Errorf("graph: %s: perceiver heads %d not a multiple of kv heads %d", f.Path, c.Heads, c.KVHeads)
+	}
+	if c.ImageSeqLen != c.Latents {
+		return v, c, fmt.Errorf("graph: %s: image_seq_len %d differs from perceiver latents %d", f.Path, c.ImageSeqLen, c.Latents)
+	}
+	return v, c, nil
+}

@@ -1,0 +1,69 @@
+package graph
+
+import (
+	"math"
+
+	"github.com/idefics2-go/idefics2/ggml"
+)
+
+// Linear is y = W·x (+ b): weight [in, out], optional bias [out].
+type Linear struct {
+	Weight ggml.Tensor `gguf:"weight"`
+	Bias   ggml.Tensor `gguf:"bias,optional"`
+}
+
+// Forward maps x [in, n] to [out, n].
+func (l Linear) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
+	y := l.Weight.MulMat(ctx, x)
+	if !l.Bias.IsNil() {
+		y = y.Add(ctx, l.Bias)
+	}
+	return y
+}
+
+// LayerNorm is torch.nn.LayerNorm with affine weight and bias over ne0.
+type LayerNorm struct {
+	Weight ggml.Tensor `gguf:"weight"`
+	Bias   ggml.Tensor `gguf:"bias"`
+}
+
+// Forward normalizes each column of x.
+func (n LayerNorm) Forward(ctx *ggml.Context, x ggml.Tensor, eps float32) ggml.Tensor {
+	return x.Norm(ctx, eps).Mul(ctx, n.Weight).Add(ctx, n.Bias)
+}
+
+// RMSNorm is the Llama/Mistral RMSNorm: w ⊙ x / sqrt(mean(x²) + eps).
+type RMSNorm struct {
+	Weight ggml.Tensor `gguf:"weight"`
+}
+
+// Forward normalizes each column of x.
+func (n RMSNorm) Forward(ctx *ggml.Context, x ggml.Tensor, eps float32) ggml.Tensor {
+	return x.RMSNorm(ctx, eps).Mul(ctx, n.Weight)
+}
+
+// SwiGLU is down(SiLU(gate(x)) ⊙ up(x)) without biases (Mistral MLP, Idefics2 connector and perceiver MLPs).
+type SwiGLU struct {
+	Gate Linear `gguf:"gate"`
+	Up   Linear `gguf:"up"`
+	Down Linear `gguf:"down"`
+}
+
+// Forward maps x [in, n] to [out, n].
+func (m SwiGLU) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
+	return m.Down.Forward(ctx, m.Gate.Forward(ctx, x).SwiGLU(ctx, m.Up.Forward(ctx, x)))
+}
+
+// FFN is the SwiGLU MLP of decoder and perceiver layers, named ffn_gate / ffn_up / ffn_down in GGUF.
+type FFN struct {
+	Gate Linear `gguf:"ffn_gate"`
+	Up   Linear `gguf:"ffn_up"`
+	Down Linear `gguf:"ffn_down"`
+}
+
+// Forward maps x [in, n] to [out, n].
+func (m FFN) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
+	return m.Down.Forward(ctx, m.Gate.Forward(ctx, x).SwiGLU(ctx, m.Up.Forward(ctx, x)))
+}
+
+func sqrt(x float64) float64 { return math.Sqrt(x) }

@@ -1,0 +1,208 @@
+package graph
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/idefics2-go/idefics2/ggml"
+	"github.com/idefics2-go/idefics2/gguf"
+)
+
+// Weights are the tensors of one GGUF file placed on a backend: on the CPU they are used in place from the file's
+// read-only memory map; on other devices they are copied once into device memory.
+type Weights struct {
+	file   *gguf.File
+	ctx    *ggml.Context
+	buf    *ggml.Buffer
+	byName map[string]ggml.Tensor
+	used   map[string]bool
+}
+
+// LoadWeights creates a ggml tensor for every tensor of f and gives it data on backend b.
+func LoadWeights(f *gguf.File, b *ggml.Backend) (*Weights, error) {
+	w := &Weights{file: f, byName: map[string]ggml.Tensor{}, used: map[string]bool{}}
+	w.ctx = ggml.NewContext(len(f.Tensors)+1, 0)
+	err := ggml.Catch(func() {
+		for _, ti := range f.Tensors {
+			typ := ggml.Type(ti.Type)
+			if !typ.Valid() {
+				panic(&ggml.ShapeError{Op: "load", Msg: fmt.Sprintf("tensor %q has type %d that ggml does not know", ti.Name, ti.Type)})
+			}
+			shape := make([]int, len(ti.Shape))
+			for i, d := range ti.Shape {
+				shape[i] = int(d)
+			}
+			w.byName[ti.Name] = w.ctx.NewTensor(typ, shape...).SetName(ti.Name)
+		}
+	})
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
+	}
+	if len(f.Tensors) == 0 {
+		return w, nil
+	}
+	data := f.DataSection()
+	if b.Device.Kind == ggml.DeviceCPU && data != nil {
+		buf, err := ggml.HostBuffer(b.Device, data)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
+		}
+		w.buf = buf
+		for _, ti := range f.Tensors {
+			end := ti.Offset + ti.Size()
+			if end > uint64(len(data)) {
+				w.Close()
+				return nil, fmt.Errorf("graph: %s: tensor %q ends beyond the data section", f.Path, ti.Name)
+			}
+			if err := buf.Place(w.byName[ti.Name], data[ti.Offset:end]); err != nil {
+				w.Close()
+				return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
+			}
+		}
+	} else {
+		buf, err := ggml.AllocTensors(w.ctx, b.DefaultBufferType())
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
+		}
+		w.buf = buf
+		for _, ti := range f.Tensors {
+			d, err := f.TensorData(ti.Name)
+			if err == nil {
+				err = w.byName[ti.Name].SetBytes(d)
+			}
+			if err != nil {
+				w.Close()
+				return nil, fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
+			}
+		}
+	}
+	w.buf.SetWeightsUsage()
+	return w, nil
+}
+
+// Close frees the tensors' context and device memory. Idempotent.
+func (w *Weights) Close() {
+	if w == nil {
+		return
+	}
+	w.buf.Close()
+	w.ctx.Close()
+}
+
+// Bind fills the ggml.Tensor fields of the struct pointed to by dst by name. A field's `gguf:"seg"` tag gives its
+// name segment, joined to prefix with dots; slices of structs (allocated by the caller to their length) add the
+// index (`blk.0`, `blk.1`, …); struct fields without a tag share the parent's prefix. A tag option "optional"
+// allows the tensor to be absent.
+func (w *Weights) Bind(prefix string, dst any) error {
+	v := reflect.ValueOf(dst)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		panic("graph: Bind needs a pointer to a struct")
+	}
+	return w.bind(v.Elem(), prefix)
+}
+
+var tensorType = reflect.TypeOf(ggml.Tensor{})
+
+func join(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "." + b
+}
+
+func (w *Weights) bind(v reflect.Value, prefix string) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag, opts, _ := strings.Cut(f.Tag.Get("gguf"), ",")
+		if tag == "-" {
+			continue
+		}
+		name := join(prefix, tag)
+		fv := v.Field(i)
+		switch {
+		case f.Type == tensorType:
+			tn, ok := w.byName[name]
+			if !ok {
+				if opts == "optional" {
+					continue
+				}
+				return fmt.Errorf("graph: %s: missing tensor %q", w.file.Path, name)
+			}
+			w.used[name] = true
+			fv.Set(reflect.ValueOf(tn))
+		case f.Type.Kind() == reflect.Struct:
+			if err := w.bind(fv, name); err != nil {
+				return err
+			}
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+			for j := 0; j < fv.Len(); j++ {
+				if err := w.bind(fv.Index(j), join(name, strconv.Itoa(j))); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Unused lists the file's tensors that no Bind consumed.
+func (w *Weights) Unused() []string {
+	var out []string
+	for n := range w.byName {
+		if !w.used[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// shapeCheck collects shape mismatches of bound tensors.
+type shapeCheck struct {
+	path string
+	errs []string
+}
+
+// want checks that t has exactly the shape dims (ggml order); an absent optional tensor is skipped.
+func (c *shapeCheck) want(name string, t ggml.Tensor, dims ...int) {
+	if t.IsNil() {
+		return
+	}
+	got := t.Ne4()
+	exp := [4]int{1, 1, 1, 1}
+	copy(exp[:], dims)
+	if got != exp {
+		c.errs = append(c.errs, fmt.Sprintf("tensor %q has shape %v, want %v", name, trim(got), dims))
+	}
+}
+
+func trim(s [4]int) []int {
+	n := 4
+	for n > 1 && s[n-1] == 1 {
+		n--
+	}
+	return s[:n]
+}
+
+func (c *shapeCheck) err() error {
+	if len(c.errs) == 0 {
+		return nil
+	}
+	if len(c.errs) > 5 {
+		c.errs = append(c.errs[:5], fmt.Sprintf("and %d more", len(c.errs)-5))
+	}
+	return fmt.Errorf("graph: %s: %s", c.path, strings.Join(c.errs, "; "))
+}
