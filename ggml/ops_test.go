@@ -23,6 +23,7 @@ type input struct {
 	shape []int
 	f32   []float32
 	i32   []int32
+	raw   []byte // data of any other type, as is
 }
 
 func randF32(r *rand.Rand, n int) []float32 {
@@ -91,6 +92,10 @@ func eval(t *testing.T, dev Device, ins []input, build func(ctx *Context, x []Te
 			case TypeF16:
 				err = xs[i].SetBytes(f16Bytes(in.f32))
 			default:
+				if in.raw != nil {
+					err = xs[i].SetBytes(in.raw)
+					break
+				}
 				err = fmt.Errorf("test input type %s", in.typ)
 			}
 			if err != nil {

@@ -1,0 +1,85 @@
+package ggml
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// BenchmarkMatVec measures weight-matrix × one activation vector (the generation hot path) for a 4096×14336
+// weight (the FFN up projection of the 8B decoder, larger than the CPU caches) on every CPU device (the SIMD variant loaded at run time and the portable cgo build), reporting the
+// weight bytes streamed per second.
+func BenchmarkMatVec(b *testing.B) {
+	const k, m = 4096, 14336
+	r := rand.New(rand.NewPCG(3, 4))
+	w := make([]float32, k*m)
+	for i := range w {
+		w[i] = float32(r.NormFloat64())
+	}
+	x := make([]float32, k)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	var devs []Device
+	for _, d := range Devices() {
+		if d.Kind == DeviceCPU {
+			devs = append(devs, d)
+		}
+	}
+	for _, typ := range []Type{TypeQ4_0, TypeQ8_0, TypeF16, TypeQ4_K} {
+		raw, err := QuantizeChunk(int(typ), w, m, k)
+		if typ == TypeF16 {
+			raw, err = f16Bytes(w), nil
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, dev := range devs {
+			for _, threads := range []int{1, 2} {
+				b.Run(fmt.Sprintf("%s/%s/t%d", typ, dev.Variant, threads), func(b *testing.B) {
+					benchMatVec(b, dev, typ, raw, x, k, m, threads)
+				})
+			}
+		}
+	}
+}
+
+func benchMatVec(b *testing.B, dev Device, typ Type, raw []byte, x []float32, k, m, threads int) {
+	r, err := NewRunner(dev, threads, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	wctx := NewContext(1, 0)
+	defer wctx.Close()
+	wt := wctx.NewTensor(typ, k, m)
+	buf, err := AllocTensors(wctx, r.Main.DefaultBufferType())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer buf.Close()
+	buf.SetWeightsUsage()
+	if err := wt.SetBytes(raw); err != nil {
+		b.Fatal(err)
+	}
+	ctx := NewContext(8, 16)
+	defer ctx.Close()
+	xt := ctx.NewTensor(TypeF32, k, 1).SetInput()
+	out := wt.MulMat(ctx, xt).SetOutput()
+	g := ctx.NewGraph(16)
+	g.Build(out)
+	r.Sched.Reset()
+	if err := r.Sched.Alloc(g); err != nil {
+		b.Fatal(err)
+	}
+	if err := xt.SetFloat32(x); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(raw)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := r.Sched.Compute(g); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
