@@ -179,7 +179,9 @@ func (t Tensor) SetOutput() Tensor { C.ggml_set_output(t.ptr); return t }
 func (t Tensor) Allocated() bool { return t.ptr != nil && t.ptr.buffer != nil }
 
 // HasData reports whether the tensor has storage (allocated in a buffer or a view of allocated data).
-func (t Tensor) HasData() bool { return t.ptr.data != nil || (t.ptr.view_src != nil && t.ptr.view_src.data != nil) }
+func (t Tensor) HasData() bool {
+	return t.ptr.data != nil || (t.ptr.view_src != nil && t.ptr.view_src.data != nil)
+}
 
 func (t Tensor) checkIO(op string, nbytes int) {
 	if t.ptr == nil {

@@ -109,7 +109,9 @@ func unary(op string, ctx *Context, a Tensor, f func(*C.struct_ggml_context, *C.
 
 // GELU is ggml's tanh-approximation GELU (on the CPU it reads an fp16 table: about 1e-3 relative error).
 func (a Tensor) GELU(ctx *Context) Tensor {
-	return unary("gelu", ctx, a, func(c *C.struct_ggml_context, x *C.struct_ggml_tensor) *C.struct_ggml_tensor { return C.ggml_gelu(c, x) })
+	return unary("gelu", ctx, a, func(c *C.struct_ggml_context, x *C.struct_ggml_tensor) *C.struct_ggml_tensor {
+		return C.ggml_gelu(c, x)
+	})
 }
 
 // GELUTanhExact is 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) built from F32 ops, matching PyTorch's
@@ -126,12 +128,16 @@ func (a Tensor) GELUTanhExact(ctx *Context) Tensor {
 
 // Tanh is the element-wise hyperbolic tangent.
 func (a Tensor) Tanh(ctx *Context) Tensor {
-	return unary("tanh", ctx, a, func(c *C.struct_ggml_context, x *C.struct_ggml_tensor) *C.struct_ggml_tensor { return C.ggml_tanh(c, x) })
+	return unary("tanh", ctx, a, func(c *C.struct_ggml_context, x *C.struct_ggml_tensor) *C.struct_ggml_tensor {
+		return C.ggml_tanh(c, x)
+	})
 }
 
 // SiLU is x·σ(x).
 func (a Tensor) SiLU(ctx *Context) Tensor {
-	return unary("silu", ctx, a, func(c *C.struct_ggml_context, x *C.struct_ggml_tensor) *C.struct_ggml_tensor { return C.ggml_silu(c, x) })
+	return unary("silu", ctx, a, func(c *C.struct_ggml_context, x *C.struct_ggml_tensor) *C.struct_ggml_tensor {
+		return C.ggml_silu(c, x)
+	})
 }
 
 // SwiGLU is SiLU(a) ⊙ b, fused.

@@ -332,7 +332,7 @@ func testOps(t *testing.T, dev Device) {
 		idx := []int32{6, 0, 3}
 		got, ne := eval(t, dev, []input{{typ: TypeF32, shape: []int{5, 7}, f32: a}, {typ: TypeI32, shape: []int{3}, i32: idx}},
 			func(ctx *Context, in []Tensor) Tensor {
-				rows := in[0].GetRows(ctx, in[1])             // [5, 3]
+				rows := in[0].GetRows(ctx, in[1])              // [5, 3]
 				cat := rows.Concat(ctx, rows.Scale(ctx, 2), 1) // [5, 6]
 				return cat.Transpose(ctx).Cont(ctx)            // [6, 5]
 			})
@@ -356,7 +356,7 @@ func testOps(t *testing.T, dev Device) {
 		got, ne := eval(t, dev, []input{{typ: TypeF32, shape: []int{2, 3, 4}, f32: a}},
 			func(ctx *Context, in []Tensor) Tensor {
 				v := in[0].View(ctx, 4*2, []int{2, 2, 4}, []int{2 * 4, 6 * 4}) // rows 1..2 of each matrix
-				p := v.Permute(ctx, 1, 0, 2, 3).Cont(ctx)                       // [2(rows), 2(cols), 4]
+				p := v.Permute(ctx, 1, 0, 2, 3).Cont(ctx)                      // [2(rows), 2(cols), 4]
 				return p.Reshape(ctx, 16)
 			})
 		if ne != [4]int{16, 1, 1, 1} {

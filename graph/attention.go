@@ -20,8 +20,8 @@ func attend(ctx *ggml.Context, q, k, v, mask ggml.Tensor, scale float32, flash b
 		o := qp.FlashAttnExt(ctx, kp, vp, mask, scale) // [hd, heads, nq]
 		return o.Reshape(ctx, hd*heads, nq)
 	}
-	kq := kp.MulMatF32(ctx, qp)            // [nk, nq, heads]
-	kq = kq.SoftMaxExt(ctx, mask, scale)   // over nk
+	kq := kp.MulMatF32(ctx, qp)                // [nk, nq, heads]
+	kq = kq.SoftMaxExt(ctx, mask, scale)       // over nk
 	vt := v.Permute(ctx, 1, 2, 0, 3).Cont(ctx) // [nk, hd, kvHeads]
 	if vt.Type() != ggml.TypeF32 {
 		vt = vt.Cast(ctx, ggml.TypeF32)

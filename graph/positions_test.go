@@ -15,8 +15,8 @@ func TestPositionBucketsMatchHF(t *testing.T) {
 		t.Fatal(err)
 	}
 	var doc struct {
-		Side    int                         `json:"num_patches_per_side"`
-		Buckets map[string][]int            `json:"buckets"`
+		Side    int              `json:"num_patches_per_side"`
+		Buckets map[string][]int `json:"buckets"`
 		Tiny    map[string]struct {
 			Side    int              `json:"num_patches_per_side"`
 			Buckets map[string][]int `json:"buckets"`
