@@ -312,3 +312,7 @@ func (g *Graph) NumNodes() int { return int(C.ggml_graph_n_nodes(g.ptr)) }
 
 // Node returns node i (negative counts from the end).
 func (g *Graph) Node(i int) Tensor { return Tensor{C.ggml_graph_node(g.ptr, C.int(i))} }
+
+// HasExtra reports whether a buffer's init hook attached backend-specific data to the tensor (the CPU repack
+// buffer does so exactly for the tensors it can repack).
+func (t Tensor) HasExtra() bool { return t.ptr != nil && t.ptr.extra != nil }

@@ -27,6 +27,9 @@ type Options struct {
 	KVType ggml.Type
 	// BatchSize is the number of prompt tokens per decoder graph (default 512).
 	BatchSize int
+	// NoRepack keeps every weight in the file's layout (used in place from the mapping) instead of reading
+	// Q4_0/Q4_K/IQ4_NL matrices into the CPU's faster row-interleaved layout.
+	NoRepack bool
 }
 
 // Model is a loaded Idefics2 GGUF pair (the mmproj is optional: without it the model is text-only).
@@ -92,7 +95,7 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 	if m.runner, err = ggml.NewRunner(m.Device, o.Threads, graphSize); err != nil {
 		return nil, err
 	}
-	if m.tw, err = LoadWeights(m.TextFile, m.runner.Main); err != nil {
+	if m.tw, err = LoadWeights(m.TextFile, m.runner.Main, !o.NoRepack); err != nil {
 		return nil, err
 	}
 	m.decoder = &Decoder{Layers: make([]DecoderLayer, m.Text.Layers), opts: m.Text, flash: o.FlashAttn}
@@ -108,7 +111,7 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 		return nil, fmt.Errorf("graph: %s: %d tensors the model does not use: %s", textPath, len(u), first(u))
 	}
 	if m.HasVision {
-		if m.vw, err = LoadWeights(m.MMProj, m.runner.Main); err != nil {
+		if m.vw, err = LoadWeights(m.MMProj, m.runner.Main, !o.NoRepack); err != nil {
 			return nil, err
 		}
 		m.vision = &VisionModel{Layers: make([]VisionLayer, m.Vision.Layers), opts: m.Vision, exactGELU: !o.TableGELU}

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package graph
+
+// releasePages is a no-op where madvise is unavailable.
+func releasePages(d []byte) {}
