@@ -1,0 +1,248 @@
+// Package bench measures a loaded model in the spirit of llama-bench: prompt processing (pp), token generation
+// (tg), image encoding at given sizes, the perceiver alone and time to first token, each repeated, with mean and
+// standard deviation. Result fields use llama-bench's JSON names where they apply.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/idefics2-go/idefics2/graph"
+)
+
+// Result is one test's figures (llama-bench field names where they apply).
+type Result struct {
+	Test       string    `json:"test"`      // "pp512", "tg128", "image 980x980", "perceiver 4900", "ttft"
+	ModelFile  string    `json:"model_filename"`
+	ModelType  string    `json:"model_type"`
+	ModelSize  int64     `json:"model_size"` // bytes of the text GGUF
+	NParams    int64     `json:"model_n_params"`
+	Backend    string    `json:"backends"`
+	Variant    string    `json:"cpu_variant"`
+	NThreads   int       `json:"n_threads"`
+	NPrompt    int       `json:"n_prompt"`
+	NGen       int       `json:"n_gen"`
+	FlashAttn  bool      `json:"flash_attn"`
+	AvgNs      int64     `json:"avg_ns"`
+	StddevNs   int64     `json:"stddev_ns"`
+	AvgTs      float64   `json:"avg_ts"`    // tokens (or images) per second
+	StddevTs   float64   `json:"stddev_ts"` // of the per-repetition rates
+	SamplesNs  []int64   `json:"samples_ns"`
+	SamplesTs  []float64 `json:"samples_ts"`
+	PeakRSS    int64     `json:"peak_rss_bytes"`
+	Unit       string    `json:"unit"` // "t/s" or "images/s"
+	Repetition int       `json:"repetitions"`
+}
+
+// Config selects what to run.
+type Config struct {
+	Prompt      []int    // pp tests (tokens), e.g. 512
+	Gen         []int    // tg tests (tokens), e.g. 128
+	ImageSizes  [][2]int // image encodes (W, H), e.g. 378×378, 980×980
+	Split       bool     // also encode one 980×980 image split into 4 crops + the full image
+	Perceiver   bool     // the perceiver alone on a full 980×980 image's patches
+	TTFT        bool     // one 378×378 image + a 16-token question, time to the first generated token
+	Repetitions int
+	Warmup      bool
+	Threads     int  // as the model was loaded with (reported)
+	FlashAttn   bool // as the model was loaded with (reported)
+}
+
+// Run executes cfg's tests on m and calls emit after each.
+func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) error {
+	if cfg.Repetitions <= 0 {
+		cfg.Repetitions = 5
+	}
+	rng := rand.New(rand.NewPCG(42, 1))
+	base := Result{ModelFile: m.TextFile.Path, ModelSize: m.TextFile.Size, Backend: m.Device.Backend,
+		Variant: m.Device.Variant, Repetition: cfg.Repetitions, NThreads: cfg.Threads, FlashAttn: cfg.FlashAttn}
+	for _, ti := range m.TextFile.Tensors {
+		base.NParams += int64(ti.NumElements())
+	}
+	if ft, err := m.TextFile.Metadata.Int("general.file_type"); err == nil {
+		base.ModelType = fmt.Sprintf("llama %s", fileTypeName(ft))
+	}
+	tokens := func(n int) []int32 {
+		t := make([]int32, n)
+		for i := range t {
+			t[i] = int32(rng.IntN(m.Text.VocabSize-3) + 3)
+		}
+		return t
+	}
+	run := func(name string, nPrompt, nGen int, units float64, unit string, f func() error) error {
+		if cfg.Warmup {
+			if err := f(); err != nil {
+				return err
+			}
+		}
+		r := base
+		r.Test, r.Unit, r.NPrompt, r.NGen = name, unit, nPrompt, nGen
+		for i := 0; i < cfg.Repetitions; i++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			t0 := time.Now()
+			if err := f(); err != nil {
+				return err
+			}
+			d := time.Since(t0)
+			r.SamplesNs = append(r.SamplesNs, d.Nanoseconds())
+			r.SamplesTs = append(r.SamplesTs, units/d.Seconds())
+		}
+		r.AvgNs, r.StddevNs = meanSD(r.SamplesNs)
+		r.AvgTs, r.StddevTs = meanSDf(r.SamplesTs)
+		r.PeakRSS = PeakRSS()
+		emit(r)
+		return nil
+	}
+	for _, n := range cfg.Prompt {
+		toks := tokens(n)
+		s, err := m.NewSession(min(n, m.Text.ContextLength))
+		if err != nil {
+			return err
+		}
+		err = run(fmt.Sprintf("pp%d", n), n, 0, float64(n), "t/s", func() error {
+			s.Reset()
+			_, err := s.Eval(toks, nil, false)
+			return err
+		})
+		s.Close()
+		if err != nil {
+			return err
+		}
+	}
+	for _, n := range cfg.Gen {
+		toks := tokens(n)
+		s, err := m.NewSession(min(n+1, m.Text.ContextLength))
+		if err != nil {
+			return err
+		}
+		err = run(fmt.Sprintf("tg%d", n), 0, n, float64(n), "t/s", func() error {
+			s.Reset()
+			for _, t := range toks {
+				if _, err := s.Eval([]int32{t}, nil, false); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		s.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if !m.HasVision && (len(cfg.ImageSizes) > 0 || cfg.Split || cfg.Perceiver || cfg.TTFT) {
+		return errors.New("bench: image tests need an mmproj file")
+	}
+	for _, sz := range cfg.ImageSizes {
+		in := randomImage(rng, sz[0], sz[1])
+		if err := run(fmt.Sprintf("image %dx%d", sz[0], sz[1]), 0, 0, 1, "images/s", func() error {
+			_, err := m.EncodeImage(in, false)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if cfg.Split {
+		// A 1960×1960 picture split: 4 crops of 980×980 plus the whole image resized to 980×980.
+		in := randomImage(rng, 980, 980)
+		if err := run("image 1960x1960 split (5 x 980x980)", 0, 0, 1, "images/s", func() error {
+			for i := 0; i < 5; i++ {
+				if _, err := m.EncodeImage(in, false); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	if cfg.Perceiver {
+		p := m.Vision.Patch
+		n := (980 / p) * (980 / p)
+		c := make([]float32, n*m.Connector.TextHidden)
+		for i := range c {
+			c[i] = float32(rng.NormFloat64())
+		}
+		if err := run(fmt.Sprintf("perceiver %d", n), 0, 0, 1, "images/s", func() error {
+			_, err := m.RunPerceiver(c, n)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if cfg.TTFT {
+		in := randomImage(rng, 378, 378)
+		q := tokens(16)
+		if err := run("ttft 378x378 + 16 tokens", 16, 1, 1, "1/s", func() error {
+			f, err := m.EncodeImage(in, false)
+			if err != nil {
+				return err
+			}
+			prompt := make([]int32, 0, m.Connector.ImageSeqLen+len(q))
+			for i := 0; i < m.Connector.ImageSeqLen; i++ {
+				prompt = append(prompt, int32(m.Connector.ImageTokenID))
+			}
+			prompt = append(prompt, q...)
+			s, err := m.NewSession(len(prompt) + 1)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			_, err = s.Eval(prompt, f.Embeddings, false)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func randomImage(rng *rand.Rand, w, h int) graph.ImageInput {
+	px := make([]float32, 3*w*h)
+	for i := range px {
+		px[i] = float32(rng.Float64()*2 - 1)
+	}
+	return graph.ImageInput{Pixels: px, H: h, W: w, RealH: h, RealW: w}
+}
+
+func meanSD(v []int64) (int64, int64) {
+	f := make([]float64, len(v))
+	for i, x := range v {
+		f[i] = float64(x)
+	}
+	m, s := meanSDf(f)
+	return int64(m), int64(s)
+}
+
+func meanSDf(v []float64) (float64, float64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	m := 0.0
+	for _, x := range v {
+		m += x
+	}
+	m /= float64(len(v))
+	if len(v) < 2 {
+		return m, 0
+	}
+	s := 0.0
+	for _, x := range v {
+		s += (x - m) * (x - m)
+	}
+	return m, math.Sqrt(s / float64(len(v)-1))
+}
+
+func fileTypeName(ft int) string {
+	names := map[int]string{0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+		12: "Q3_K_M", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+	if n, ok := names[ft]; ok {
+		return n
+	}
+	return fmt.Sprintf("ftype %d", ft)
+}
