@@ -94,9 +94,8 @@ func (d *Decoder) Forward(ctx *ggml.Context, g *ggml.Graph, in decodeInputs, cac
 		h = h.View(ctx, (n-1)*h.Nb(1), []int{o.Hidden, 1}, []int{h.Nb(1)})
 	}
 	h = d.OutNorm.Forward(ctx, h, o.Eps)
-	out := d.Output.Weight
-	if out.IsNil() {
-		out = d.TokEmbd
+	if d.Output.Weight.IsNil() {
+		return d.TokEmbd.MulMat(ctx, h).SetName("dec.logits")
 	}
-	return out.MulMat(ctx, h).SetName("dec.logits")
+	return d.Output.Forward(ctx, h).SetName("dec.logits")
 }

@@ -14,7 +14,16 @@ type Linear struct {
 
 // Forward maps x [in, n] to [out, n].
 func (l Linear) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
-	y := l.Weight.MulMat(ctx, x)
+	var y ggml.Tensor
+	if v, ok := nf4Weights.Load(l.Weight); ok {
+		info := v.(nf4Info)
+		if !x.IsContiguous() {
+			x = x.Cont(ctx)
+		}
+		y = l.Weight.MulMatNF4(ctx, x, info.shape[1], info.blockSize)
+	} else {
+		y = l.Weight.MulMat(ctx, x)
+	}
 	if !l.Bias.IsNil() {
 		y = y.Add(ctx, l.Bias)
 	}

@@ -19,6 +19,9 @@ type Weights struct {
 	buf    *ggml.Buffer
 	pctx   *ggml.Context // repacked tensors
 	pbuf   *ggml.Buffer
+	ectx   *ggml.Context // NF4 tensors expanded to F16
+	ebuf   *ggml.Buffer
+	nf4    []ggml.Tensor // tensors registered in nf4Weights
 	byName map[string]ggml.Tensor
 	used   map[string]bool
 }
@@ -71,8 +74,32 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	for _, ti := range packed {
 		isPacked[ti.Name] = true
 	}
+	// NF4 weights: the CPU multiplies them in place with the NF4 kernel; tensors read by get_rows or used as
+	// activations, and every NF4 tensor on other backends, are expanded to F16 once at load.
+	layouts, err := nf4Layouts(f)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	var expand []gguf.TensorInfo
+	for _, ti := range f.Tensors {
+		info, ok := layouts[ti.Name]
+		if !ok {
+			continue
+		}
+		if b.Device.Kind != ggml.DeviceCPU || !nf4Multiplied(ti.Name, info) {
+			expand = append(expand, ti)
+			isPacked[ti.Name] = true
+		}
+	}
+	if len(expand) > 0 {
+		if err := w.loadExpanded(f, expand, layouts, b); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
 	w.ctx = ggml.NewContext(len(f.Tensors)+1, 0)
-	err := ggml.Catch(func() {
+	err = ggml.Catch(func() {
 		for _, ti := range f.Tensors {
 			if isPacked[ti.Name] {
 				continue
@@ -85,14 +112,19 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 			for i, d := range ti.Shape {
 				shape[i] = int(d)
 			}
-			w.byName[ti.Name] = w.ctx.NewTensor(typ, shape...).SetName(ti.Name)
+			t := w.ctx.NewTensor(typ, shape...).SetName(ti.Name)
+			w.byName[ti.Name] = t
+			if info, ok := layouts[ti.Name]; ok {
+				nf4Weights.Store(t, info)
+				w.nf4 = append(w.nf4, t)
+			}
 		}
 	})
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
 	}
-	if len(f.Tensors) == len(packed) {
+	if len(f.Tensors) == len(isPacked) {
 		return w, nil
 	}
 	data := f.DataSection()
@@ -176,11 +208,60 @@ func (w *Weights) loadRepacked(f *gguf.File, ts []gguf.TensorInfo, bt ggml.Buffe
 	return nil
 }
 
+// loadExpanded creates F16 tensors of the logical shapes of the NF4 tensors ts and fills them with the
+// dequantized values.
+func (w *Weights) loadExpanded(f *gguf.File, ts []gguf.TensorInfo, layouts map[string]nf4Info, b *ggml.Backend) error {
+	w.ectx = ggml.NewContext(len(ts)+1, 0)
+	err := ggml.Catch(func() {
+		for _, ti := range ts {
+			w.byName[ti.Name] = w.ectx.NewTensor(ggml.TypeF16, layouts[ti.Name].shape...).SetName(ti.Name)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("graph: %s: %w", f.Path, err)
+	}
+	buf, err := ggml.AllocTensors(w.ectx, b.DefaultBufferType())
+	if err != nil {
+		return fmt.Errorf("graph: %s: expanded NF4 weights: %w", f.Path, err)
+	}
+	w.ebuf = buf
+	for _, ti := range ts {
+		d, err := f.TensorData(ti.Name)
+		if err == nil {
+			d, err = dequantNF4(d, layouts[ti.Name])
+		}
+		if err == nil {
+			err = w.byName[ti.Name].SetBytes(d)
+		}
+		if err != nil {
+			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
+		}
+	}
+	buf.SetWeightsUsage()
+	return nil
+}
+
+// nf4Multiplied reports whether an NF4 tensor is a matrix used only by matrix products (so the NF4 kernel can
+// take it as is).
+func nf4Multiplied(name string, info nf4Info) bool {
+	switch name {
+	case "token_embd.weight", "v.patch_embd.weight", "v.position_embd.weight", "mm.perceiver.latents":
+		return false
+	}
+	return len(info.shape) == 2
+}
+
 // Close frees the tensors' contexts and device memory. Idempotent.
 func (w *Weights) Close() {
 	if w == nil {
 		return
 	}
+	for _, t := range w.nf4 {
+		nf4Weights.Delete(t)
+	}
+	w.nf4 = nil
+	w.ebuf.Close()
+	w.ectx.Close()
 	w.buf.Close()
 	w.ctx.Close()
 	w.pbuf.Close()
@@ -274,6 +355,10 @@ func (c *shapeCheck) want(name string, t ggml.Tensor, dims ...int) {
 		return
 	}
 	got := t.Ne4()
+	if v, ok := nf4Weights.Load(t); ok {
+		got = [4]int{1, 1, 1, 1}
+		copy(got[:], v.(nf4Info).shape)
+	}
 	exp := [4]int{1, 1, 1, 1}
 	copy(exp[:], dims)
 	if got != exp {
