@@ -1,12 +1,168 @@
-// Command convert turns a Hugging Face Idefics2 checkpoint into a GGUF pair (model + mmproj).
+// Command convert turns a Hugging Face Idefics2 checkpoint into a GGUF pair: model.gguf (the
+// Mistral decoder as llama.cpp's "llama" architecture) and mmproj.gguf (vision tower, connector
+// and image processor settings).
+//
+// Usage:
+//
+//	convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T]
+//	        [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]
+//
+// Without --mmproj-out the mmproj file is written next to --out as "mmproj-<name of --out>".
+// --dry-run prints the plan (every tensor: source name and dtype → GGUF name, type, shape, size)
+// and the totals, and writes nothing.
+//
+// Exit status: 0 on success, 1 on a run-time failure (I/O, interruption), 2 on bad usage or bad
+// input (flags, checkpoint files, an existing output without --force). Errors are one line naming
+// the culprit.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/idefics2-go/idefics2/convert"
+)
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "convert: the converter is not built yet in this version")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// run is the whole command, separated from main for tests.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		opts      convert.Options
+		overrides stringList
+		dryRun    bool
+	)
+	fs.StringVar(&opts.InDir, "in", "", "Hugging Face checkpoint `folder` (config.json, safetensors, tokenizer)")
+	fs.StringVar(&opts.Out, "out", "", "output `path` of model.gguf")
+	fs.StringVar(&opts.MMProjOut, "mmproj-out", "", "output `path` of mmproj.gguf (default: mmproj-<name of --out> next to --out)")
+	fs.StringVar(&opts.Type, "type", "f16", "`type` of the text matrices: "+strings.Join(convert.SchemeNames(), ", "))
+	fs.StringVar(&opts.VisionType, "vision-type", "", "`type` of the vision and connector matrices (default: f32 with --type f32, else f16)")
+	fs.Var(&overrides, "override", "per-tensor type `REGEX=TYPE` matched against GGUF names (repeatable; first match wins)")
+	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and write nothing")
+	fs.BoolVar(&opts.Force, "force", false, "replace existing output files")
+	fs.IntVar(&opts.Threads, "threads", 0, "quantization `threads` (default: all cores)")
+	// Parse errors are reported on one line; the full usage only for -h / --help.
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "usage: convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]\n\n")
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "convert: %v\n", err)
+		return exitUsage
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "convert: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	case opts.InDir == "":
+		fmt.Fprintln(stderr, "convert: --in is required")
+		return exitUsage
+	case opts.Out == "":
+		fmt.Fprintln(stderr, "convert: --out is required")
+		return exitUsage
+	case opts.Threads < 0:
+		fmt.Fprintf(stderr, "convert: --threads %d is negative\n", opts.Threads)
+		return exitUsage
+	}
+	opts.Overrides = overrides
+	if opts.Threads > 0 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(opts.Threads))
+	}
+
+	plan, err := convert.NewPlan(opts)
+	if err != nil {
+		return report(stderr, err)
+	}
+	defer plan.Close()
+	if dryRun {
+		if err := plan.Print(stdout); err != nil {
+			return report(stderr, err)
+		}
+		return exitOK
+	}
+
+	total := plan.InputBytes()
+	bar := progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetVisibility(isTerminal(stderr)),
+		progressbar.OptionSetDescription("converting"),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionShowTotalBytes(true),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionFullWidth(),
+		progressbar.OptionSetRenderBlankState(true),
+	)
+	start := time.Now()
+	err = plan.Run(ctx, func(n int64) { _ = bar.Add64(n) })
+	if err != nil {
+		_ = bar.Exit()
+		fmt.Fprintln(stderr)
+		return report(stderr, err)
+	}
+	_ = bar.Finish()
+	if isTerminal(stderr) {
+		fmt.Fprintln(stderr)
+	}
+	fmt.Fprintf(stderr, "convert: wrote %s and %s (%d MiB read in %.1fs)\n",
+		plan.Model.Path, plan.MMProj.Path, total>>20, time.Since(start).Seconds())
+	return exitOK
+}
+
+// report prints err on one line and returns its exit status.
+func report(stderr io.Writer, err error) int {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if !strings.HasPrefix(msg, "convert:") {
+		msg = "convert: " + msg
+	}
+	fmt.Fprintln(stderr, msg)
+	if convert.IsInputError(err) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// isTerminal reports whether w is a character device (a terminal), where a progress bar makes
+// sense.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/idefics2-go/idefics2/gguf"
+)
+
+var p1 = filepath.Join("..", "..", "testdata", "hf", "checkpoints", "p1")
+
+// TestCLI runs the command with a table of arguments and checks the exit status, the output and
+// the files in the output folder.
+func TestCLI(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string // "OUT" is replaced by the output folder
+		existing  []string // files created in the output folder first
+		wantCode  int
+		wantErr   string   // substring of stderr
+		wantOut   string   // substring of stdout
+		wantFiles []string // the output folder afterwards
+	}{
+		{name: "no arguments", wantCode: exitUsage, wantErr: "--in is required"},
+		{name: "no out", args: []string{"--in", p1}, wantCode: exitUsage, wantErr: "--out is required"},
+		{name: "unknown flag", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--bogus"}, wantCode: exitUsage, wantErr: "bogus"},
+		{name: "stray argument", args: []string{"--in", p1, "--out", "OUT/m.gguf", "extra"}, wantCode: exitUsage, wantErr: `unexpected argument "extra"`},
+		{name: "bad type", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--type", "q2_k"}, wantCode: exitUsage, wantErr: `--type "q2_k"`},
+		{name: "bad vision type", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--vision-type", "x"}, wantCode: exitUsage, wantErr: `--vision-type "x"`},
+		{name: "bad override", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--override", "(=f16"}, wantCode: exitUsage, wantErr: "--override"},
+		{name: "negative threads", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--threads", "-2"}, wantCode: exitUsage, wantErr: "--threads -2"},
+		{name: "missing output folder", args: []string{"--in", p1, "--out", "OUT/no/m.gguf"}, wantCode: exitUsage, wantErr: "output folder"},
+		{name: "missing input", args: []string{"--in", "OUT/nothing", "--out", "OUT/m.gguf"}, wantCode: exitUsage, wantErr: "nothing"},
+		{
+			name: "existing output without force", args: []string{"--in", p1, "--out", "OUT/m.gguf"}, existing: []string{"m.gguf"},
+			wantCode: exitUsage, wantErr: "--force", wantFiles: []string{"m.gguf"},
+		},
+		{
+			name: "existing mmproj without force", args: []string{"--in", p1, "--out", "OUT/m.gguf"}, existing: []string{"mmproj-m.gguf"},
+			wantCode: exitUsage, wantErr: "mmproj-m.gguf", wantFiles: []string{"mmproj-m.gguf"},
+		},
+		{
+			name: "dry run writes nothing", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--type", "q4_k_m", "--dry-run"},
+			wantCode: exitOK, wantOut: "token_embd.weight", wantFiles: nil,
+		},
+		{
+			name: "convert", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--type", "q8_0", "--threads", "1"},
+			wantCode: exitOK, wantErr: "wrote", wantFiles: []string{"m.gguf", "mmproj-m.gguf"},
+		},
+		{
+			name: "convert with force and mmproj path", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--mmproj-out", "OUT/v.gguf", "--force", "--override", "ffn_up=f32"},
+			existing: []string{"m.gguf"}, wantCode: exitOK, wantFiles: []string{"m.gguf", "v.gguf"},
+		},
+		{name: "help", args: []string{"--help"}, wantCode: exitOK, wantErr: "usage: convert"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			for _, f := range tc.existing {
+				if err := os.WriteFile(filepath.Join(out, f), []byte("old"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			args := make([]string, len(tc.args))
+			for i, a := range tc.args {
+				args[i] = strings.ReplaceAll(a, "OUT", out)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), args, &stdout, &stderr)
+			if code != tc.wantCode {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.wantCode, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.wantErr) {
+				t.Errorf("stderr %q does not contain %q", stderr.String(), tc.wantErr)
+			}
+			if !strings.Contains(stdout.String(), tc.wantOut) {
+				t.Errorf("stdout does not contain %q", tc.wantOut)
+			}
+			if code != exitOK && strings.Count(strings.TrimSpace(stderr.String()), "\n") > 0 && tc.name != "help" {
+				t.Errorf("error is not one line: %q", stderr.String())
+			}
+			var files []string
+			entries, _ := os.ReadDir(out)
+			for _, e := range entries {
+				files = append(files, e.Name())
+			}
+			if !slices.Equal(files, tc.wantFiles) {
+				t.Errorf("output folder holds %v, want %v", files, tc.wantFiles)
+			}
+			for _, f := range tc.existing {
+				if code != exitOK {
+					if b, _ := os.ReadFile(filepath.Join(out, f)); string(b) != "old" {
+						t.Errorf("%s was modified", f)
+					}
+				}
+			}
+			if code == exitOK && len(tc.wantFiles) > 0 {
+				for _, f := range tc.wantFiles {
+					g, err := gguf.Open(filepath.Join(out, f))
+					if err != nil {
+						t.Fatalf("%s: %v", f, err)
+					}
+					g.Close()
+				}
+			}
+		})
+	}
+}

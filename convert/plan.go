@@ -1,0 +1,506 @@
+package convert
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/idefics2-go/idefics2/gguf"
+	"github.com/idefics2-go/idefics2/quant"
+	"github.com/idefics2-go/idefics2/safetensors"
+)
+
+// Options configures a conversion.
+type Options struct {
+	// InDir is the Hugging Face checkpoint folder.
+	InDir string
+	// Out is the path of model.gguf.
+	Out string
+	// MMProjOut is the path of mmproj.gguf; "" means "mmproj-<base name of Out>" next to Out.
+	MMProjOut string
+	// Type is the --type scheme name (ParseScheme); "" means f16.
+	Type string
+	// VisionType is the type of the vision and connector matrices (ParseStorageType); "" means
+	// f32 when Type is f32 and f16 otherwise.
+	VisionType string
+	// Overrides are "REGEX=TYPE" strings (ParseOverride), tried in order; the first match wins.
+	Overrides []string
+	// Force allows replacing existing output files.
+	Force bool
+	// Threads is the number of goroutines that quantize rows; 0 means GOMAXPROCS.
+	Threads int
+	// Logger receives warnings (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultMMProjPath returns the mmproj path used when Options.MMProjOut is empty:
+// "mmproj-<base name of out>" in the folder of out.
+func DefaultMMProjPath(out string) string {
+	return filepath.Join(filepath.Dir(out), "mmproj-"+filepath.Base(out))
+}
+
+// TensorPlan is one tensor of an output file.
+type TensorPlan struct {
+	Name        string     // GGUF name, e.g. "blk.0.attn_q.weight"
+	Source      string     // HF name, e.g. "model.text_model.layers.0.self_attn.q_proj.weight"
+	SourceDType string     // safetensors dtype ("F32", "F16", "BF16"), or "NF4" for a bitsandbytes weight
+	SourceShape []int64    // PyTorch order
+	Shape       []uint64   // ggml order (logical; NF4 tensors are stored as an I8 byte stream)
+	Type        quant.Type // type written (quant.NF4 for NF4 streams)
+	Requested   quant.Type // type asked for before a row-length fallback
+	Note        string     // why Type differs from the file's base type ("" when it does not)
+	Bytes       uint64     // data bytes in the file
+	InputBytes  int64      // bytes read from the checkpoint
+	// PermuteHeads is the head count of the Q/K row permutation applied (0: none).
+	PermuteHeads int
+	// BlockSize is the number of values per NF4 block (0 unless Type is NF4).
+	BlockSize int
+
+	bnb    *quant.BNBQuantState // the quant state of a bitsandbytes NF4 source; nil for float sources
+	repack bool                 // bnb source written as NF4 without loss
+}
+
+// Repacked reports whether the tensor is a bitsandbytes NF4 weight copied without loss.
+func (t *TensorPlan) Repacked() bool { return t.repack }
+
+// StorageShape returns the shape written to the GGUF tensor info: Shape, or [Bytes] for NF4.
+func (t *TensorPlan) StorageShape() []uint64 {
+	if t.Type == quant.NF4 {
+		return []uint64{t.Bytes}
+	}
+	return t.Shape
+}
+
+// OutputPlan is one output file.
+type OutputPlan struct {
+	Path     string
+	FileType uint32
+	KV       []gguf.KV
+	Tensors  []TensorPlan
+}
+
+// Bytes returns the tensor data bytes of the file.
+func (o *OutputPlan) Bytes() uint64 {
+	var n uint64
+	for i := range o.Tensors {
+		n += o.Tensors[i].Bytes
+	}
+	return n
+}
+
+// Plan is a validated conversion: every hyper-parameter, tokenizer entry and tensor has been
+// read and checked, every output tensor has its type. Run executes it; Close releases the
+// checkpoint.
+type Plan struct {
+	InDir      string
+	Scheme     Scheme
+	VisionType quant.Type
+	Model      OutputPlan
+	MMProj     OutputPlan
+
+	ckpt    *safetensors.Checkpoint
+	force   bool
+	threads int
+	log     *slog.Logger
+}
+
+// NewPlan reads and validates the checkpoint in opts.InDir and decides the layout and type of
+// every output tensor. It writes nothing. Problems with the checkpoint or the options are
+// InputErrors naming the file and field or tensor.
+func NewPlan(opts Options) (*Plan, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.InDir == "" {
+		return nil, inputErrorf("convert: no input folder")
+	}
+	if opts.Out == "" {
+		return nil, inputErrorf("convert: no output path")
+	}
+	if opts.Threads < 0 {
+		return nil, inputErrorf("convert: threads %d is negative", opts.Threads)
+	}
+	if st, err := os.Stat(opts.InDir); err != nil {
+		return nil, inputErrorf("convert: %v", err)
+	} else if !st.IsDir() {
+		return nil, inputErrorf("convert: %s: not a folder", opts.InDir)
+	}
+	typeName := opts.Type
+	if typeName == "" {
+		typeName = "f16"
+	}
+	scheme, err := ParseScheme(typeName)
+	if err != nil {
+		return nil, err
+	}
+	visionType := quant.F16
+	if scheme.Base == quant.F32 {
+		visionType = quant.F32
+	}
+	if opts.VisionType != "" {
+		if visionType, err = ParseStorageType(opts.VisionType); err != nil {
+			return nil, inputErrorf("convert: --vision-type %q: %s", opts.VisionType, unknownStorageType())
+		}
+	}
+	var overrides []Override
+	for _, s := range opts.Overrides {
+		o, err := ParseOverride(s)
+		if err != nil {
+			return nil, err
+		}
+		overrides = append(overrides, o)
+	}
+	mmprojPath := opts.MMProjOut
+	if mmprojPath == "" {
+		mmprojPath = DefaultMMProjPath(opts.Out)
+	}
+	if filepath.Clean(mmprojPath) == filepath.Clean(opts.Out) {
+		return nil, inputErrorf("convert: model and mmproj outputs are the same file %s", opts.Out)
+	}
+
+	h, err := parseConfig(opts.InDir)
+	if err != nil {
+		return nil, err
+	}
+	pre, err := parsePreprocessor(opts.InDir, h)
+	if err != nil {
+		return nil, err
+	}
+	voc, tokCfg, err := buildVocab(opts.InDir, h.text.vocabSize, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkVocab(voc, h); err != nil {
+		return nil, err
+	}
+	chatTemplate, err := readChatTemplate(opts.InDir, tokCfg)
+	if err != nil {
+		return nil, err
+	}
+	if chatTemplate == "" {
+		log.Warn("convert: no chat template in the checkpoint; tokenizer.chat_template is not written", "dir", opts.InDir)
+	}
+	genEOS, err := readGenerationEOS(opts.InDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range genEOS {
+		if id < 0 || id >= len(voc.tokens) {
+			return nil, inputErrorf("convert: %s: eos_token_id %d is outside the vocabulary of %d tokens", generationConfigFile, id, len(voc.tokens))
+		}
+		if int32(id) != voc.eos && int32(id) != voc.eot {
+			log.Warn("convert: generation_config.json stops on a token that is neither eos nor <end_of_utterance>; llama.cpp will not stop on it", "id", id, "token", voc.tokens[id])
+		}
+	}
+
+	ckpt, err := safetensors.OpenCheckpoint(opts.InDir)
+	if err != nil {
+		return nil, asInput(fmt.Errorf("convert: %w", err))
+	}
+	p := &Plan{
+		InDir:      opts.InDir,
+		Scheme:     scheme,
+		VisionType: visionType,
+		Model:      OutputPlan{Path: opts.Out, FileType: scheme.FileType},
+		MMProj:     OutputPlan{Path: mmprojPath, FileType: fileTypeOf(visionType)},
+		ckpt:       ckpt,
+		force:      opts.Force,
+		threads:    opts.Threads,
+		log:        log,
+	}
+	chooser := &typeChooser{
+		scheme: scheme, visionType: visionType, overrides: overrides, used: make([]bool, len(overrides)),
+		numLayers: h.text.numLayers, tied: h.tieEmbedding,
+	}
+	if err := p.planTensors(h, chooser); err != nil {
+		ckpt.Close()
+		return nil, err
+	}
+	if unused := chooser.unusedOverrides(); len(unused) > 0 {
+		ckpt.Close()
+		return nil, inputErrorf("convert: --override %s matches no matrix (norms, biases, embeddings of the vision tower and latents always stay f32)", strings.Join(unused, ", "))
+	}
+	if p.Model.KV, err = modelMetadata(h, voc, chatTemplate, scheme.FileType); err != nil {
+		ckpt.Close()
+		return nil, err
+	}
+	if p.MMProj.KV, err = mmprojMetadata(h, pre, p.MMProj.FileType); err != nil {
+		ckpt.Close()
+		return nil, err
+	}
+	for _, o := range []*OutputPlan{&p.Model, &p.MMProj} {
+		if err := addNF4Keys(o); err != nil {
+			ckpt.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// checkVocab checks the tokens the runtime looks up by text against config.json.
+func checkVocab(v *vocab, h *hparams) error {
+	img := v.lookup(imageToken)
+	if img < 0 {
+		return inputErrorf("convert: %s: token %q is not in the vocabulary", v.source, imageToken)
+	}
+	if int(img) != h.imageTokenID {
+		return inputErrorf("convert: %s: image_token_id %d, but the tokenizer has %q at id %d", configFile, h.imageTokenID, imageToken, img)
+	}
+	if v.lookup(fakeImageToken) < 0 {
+		return inputErrorf("convert: %s: token %q is not in the vocabulary", v.source, fakeImageToken)
+	}
+	return nil
+}
+
+// planTensors matches the checkpoint's tensors against the mapping table, checks shapes and
+// dtypes and chooses types.
+func (p *Plan) planTensors(h *hparams, chooser *typeChooser) error {
+	expected := expandTable(h)
+	want := make(map[string]bool, len(expected))
+	for _, m := range expected {
+		want[m.hf] = true
+	}
+	matcher := newRuleMatcher()
+	for _, name := range p.ckpt.Names() {
+		if want[name] {
+			continue
+		}
+		if base, ok := bnbBase(name); ok && want[base] {
+			continue // a companion of a bitsandbytes weight, checked with it
+		}
+		why := matcher.explain(name, h)
+		if why == "" {
+			continue // lm_head.weight of a tied checkpoint: not written
+		}
+		return inputErrorf("convert: %s: tensor %q: %s", p.shardOf(name), name, why)
+	}
+	for _, m := range expected {
+		dtype, shape, ok := p.ckpt.Info(m.hf)
+		if !ok {
+			return inputErrorf("convert: %s: tensor %q is missing (needed for %s %q)", p.weightsName(), m.hf, m.rule.out, m.gguf)
+		}
+		wantShape := m.rule.shape(h)
+		tp := TensorPlan{Name: m.gguf, Source: m.hf, SourceDType: string(dtype), SourceShape: shape}
+		_, _, isBNB := p.ckpt.Info(m.hf + quant.BNBSuffixQuantStateNF4)
+		if _, _, fp4 := p.ckpt.Info(m.hf + quant.BNBSuffixQuantStateFP4); fp4 {
+			isBNB = true
+		}
+		switch {
+		case isBNB:
+			st, n, err := bnbPlan(p.ckpt, m.hf, wantShape)
+			if err != nil {
+				return inputErrorf("convert: %s: tensor %q: %v", p.shardOf(m.hf), m.hf, err)
+			}
+			tp.bnb, tp.SourceDType, tp.InputBytes = st, "NF4", n
+			tp.SourceShape = make([]int64, len(st.Shape))
+			for i, d := range st.Shape {
+				tp.SourceShape[i] = int64(d)
+			}
+		case !sameShape(shape, wantShape):
+			return inputErrorf("convert: %s: tensor %q: shape %v, want %v from %s", p.shardOf(m.hf), m.hf, shape, wantShape, configFile)
+		case dtype != safetensors.F32 && dtype != safetensors.F16 && dtype != safetensors.BF16:
+			return inputErrorf("convert: %s: tensor %q: dtype %s is not supported (want F32, F16 or BF16)", p.shardOf(m.hf), m.hf, dtype)
+		default:
+			numel := int64(1)
+			for _, d := range shape {
+				numel *= d
+			}
+			tp.InputBytes = numel * int64(dtype.Size())
+		}
+		tp.Shape = make([]uint64, len(wantShape))
+		for i, d := range wantShape {
+			tp.Shape[len(wantShape)-1-i] = uint64(d)
+		}
+		ne0 := int(tp.Shape[0])
+		choice := chooser.choose(m, ne0)
+		tp.Type, tp.Requested, tp.Note = choice.final, choice.requested, choice.note
+		if m.rule.permuteHeads != nil {
+			tp.PermuteHeads = m.rule.permuteHeads(h)
+		}
+		if tp.Type == quant.NF4 {
+			tp.BlockSize = quant.NF4BlockSize
+			if tp.bnb != nil {
+				if tp.PermuteHeads == 0 || ne0%tp.bnb.BlockSize == 0 {
+					tp.BlockSize, tp.repack = tp.bnb.BlockSize, true
+					tp.Note = strings.TrimPrefix(tp.Note+"; bitsandbytes NF4 repacked without loss", "; ")
+				} else {
+					tp.Note = strings.TrimPrefix(tp.Note+fmt.Sprintf("; bitsandbytes blocks of %d straddle the %d-value rows the Q/K permutation moves: re-quantized", tp.bnb.BlockSize, ne0), "; ")
+				}
+			}
+		}
+		size, err := tensorBytes(tp.Type, tp.Shape, tp.BlockSize)
+		if err != nil {
+			return inputErrorf("convert: tensor %q: %v", m.gguf, err)
+		}
+		tp.Bytes = size
+		if len(m.gguf) > gguf.MaxNameLen {
+			return inputErrorf("convert: tensor %q: GGUF name longer than %d bytes", m.gguf, gguf.MaxNameLen)
+		}
+		if m.rule.out == outModel {
+			p.Model.Tensors = append(p.Model.Tensors, tp)
+		} else {
+			p.MMProj.Tensors = append(p.MMProj.Tensors, tp)
+		}
+	}
+	return nil
+}
+
+// tensorBytes returns the data size of a tensor of type t and ggml shape ne (NF4: in blocks of
+// blockSize).
+func tensorBytes(t quant.Type, ne []uint64, blockSize int) (uint64, error) {
+	numel := uint64(1)
+	for _, d := range ne {
+		numel *= d
+	}
+	if t == quant.NF4 {
+		n, err := quant.NF4StreamSize(int(numel), blockSize)
+		return uint64(n), err
+	}
+	row, err := t.RowSize(int(ne[0]))
+	if err != nil {
+		return 0, err
+	}
+	return uint64(row) * (numel / ne[0]), nil
+}
+
+// addNF4Keys records the logical shape and block size of every NF4 tensor (docs/formats.md).
+func addNF4Keys(o *OutputPlan) error {
+	var l kvList
+	l.kvs = o.KV
+	for i := range o.Tensors {
+		t := &o.Tensors[i]
+		if t.Type != quant.NF4 {
+			continue
+		}
+		l.add(quant.NF4ShapeKey(t.Name), slices.Clone(t.Shape))
+		l.add(quant.NF4BlockSizeKey(t.Name), uint32(t.BlockSize))
+	}
+	o.KV = l.kvs
+	return l.err
+}
+
+func sameShape(got []int64, want []int) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if got[i] != int64(want[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// weightsName names the checkpoint's weight files for messages.
+func (p *Plan) weightsName() string {
+	if len(p.ckpt.Files) == 1 {
+		return filepath.Base(p.ckpt.Files[0].Path)
+	}
+	return safetensors.IndexFileName
+}
+
+// shardOf names the file holding a tensor, for messages.
+func (p *Plan) shardOf(name string) string {
+	t, err := p.ckpt.Tensor(name)
+	if err != nil || t.File == "" {
+		return p.weightsName()
+	}
+	return filepath.Base(t.File)
+}
+
+// InputBytes returns the checkpoint bytes the conversion reads (the progress total).
+func (p *Plan) InputBytes() int64 {
+	var n int64
+	for _, o := range []*OutputPlan{&p.MMProj, &p.Model} {
+		for i := range o.Tensors {
+			n += o.Tensors[i].InputBytes
+		}
+	}
+	return n
+}
+
+// Close releases the checkpoint. It is idempotent.
+func (p *Plan) Close() error {
+	if p.ckpt == nil {
+		return nil
+	}
+	err := p.ckpt.Close()
+	p.ckpt = nil
+	return err
+}
+
+// Print writes the plan: for each output its path, file type and every tensor (source name and
+// dtype → GGUF name, type, shape, size), then the totals.
+func (p *Plan) Print(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, o := range []struct {
+		label string
+		plan  *OutputPlan
+	}{{"model", &p.Model}, {"mmproj", &p.MMProj}} {
+		fmt.Fprintf(tw, "%s: %s (file type %d, %d tensors, %s)\n", o.label, o.plan.Path, o.plan.FileType, len(o.plan.Tensors), formatBytes(int64(o.plan.Bytes())))
+		fmt.Fprintf(tw, "source\tdtype\t\tname\ttype\tshape\tsize\tnote\n")
+		for i := range o.plan.Tensors {
+			t := &o.plan.Tensors[i]
+			note := t.Note
+			if t.PermuteHeads > 0 {
+				note = strings.TrimPrefix(note+fmt.Sprintf("; Q/K rows permuted (%d heads)", t.PermuteHeads), "; ")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t→\t%s\t%s\t%s\t%s\t%s\n", t.Source, t.SourceDType, t.Name, t.Type, gguf.FormatShape(t.Shape), formatBytes(int64(t.Bytes)), note)
+		}
+		fmt.Fprintln(tw)
+	}
+	in := p.InputBytes()
+	out := int64(p.Model.Bytes() + p.MMProj.Bytes())
+	fmt.Fprintf(tw, "total: %d tensors, %s read → %s written (type %s, vision type %s)\n",
+		len(p.Model.Tensors)+len(p.MMProj.Tensors), formatBytes(in), formatBytes(out), p.Scheme.Name, p.VisionType)
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("convert: print plan: %w", err)
+	}
+	return nil
+}
+
+// formatBytes formats a byte count with a binary unit.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// checkOutputs refuses existing outputs unless force is set, and outputs whose folder does not
+// exist.
+func (p *Plan) checkOutputs() error {
+	for _, path := range []string{p.Model.Path, p.MMProj.Path} {
+		dir := filepath.Dir(path)
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return inputErrorf("convert: %s: output folder %s does not exist", path, dir)
+		}
+		st, err := os.Lstat(path)
+		if err == nil {
+			if st.IsDir() {
+				return inputErrorf("convert: %s: is a folder", path)
+			}
+			if !p.force {
+				return &InputError{Err: fmt.Errorf("%w: %s (use --force to replace it)", ErrOutputExists, path)}
+			}
+			continue
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("convert: %w", err)
+		}
+	}
+	return nil
+}
