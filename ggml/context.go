@@ -1,5 +1,11 @@
 package ggml
 
+// #cgo noescape ggml_new_tensor
+// #cgo nocallback ggml_new_tensor
+// #cgo noescape ggml_backend_tensor_set
+// #cgo nocallback ggml_backend_tensor_set
+// #cgo noescape ggml_backend_tensor_get
+// #cgo nocallback ggml_backend_tensor_get
 // #include <stdlib.h>
 // #include "ggml.h"
 // #include "ggml-backend.h"
@@ -71,6 +77,15 @@ func NewContext(maxTensors, graphSize int) *Context {
 	return c
 }
 
+// Reset forgets every tensor and graph made in the context so it can be reused (ggml_reset); their handles must
+// no longer be used.
+func (c *Context) Reset() {
+	if c.ptr != nil {
+		C.ggml_reset(c.ptr)
+		c.count = 0
+	}
+}
+
 // Close frees the context; tensors made in it must no longer be used. Idempotent.
 func (c *Context) Close() {
 	if c != nil && c.ptr != nil {
@@ -109,7 +124,7 @@ func (c *Context) NewTensor(typ Type, shape ...int) Tensor {
 	total := int64(1)
 	for i, d := range shape {
 		if d < 0 || (d > 0 && total > math.MaxInt64/int64(d)) {
-			shapeErr("new_tensor", "bad shape %v", shape)
+			shapeErr("new_tensor", "bad shape %v", clone(shape))
 		}
 		ne[i] = C.int64_t(d)
 		total *= int64(d)
@@ -273,6 +288,19 @@ func (t Tensor) Float32s() ([]float32, error) {
 	return out, err
 }
 
+// ReadFloat32 copies an F32 tensor into dst (len(dst) must equal the element count), allocating nothing.
+func (t Tensor) ReadFloat32(dst []float32) error {
+	return Catch(func() {
+		if t.Type() != TypeF32 {
+			shapeErr("get", "tensor %q is %s; want f32", t.Name(), t.Type())
+		}
+		t.checkIO("get", 4*len(dst))
+		if len(dst) > 0 {
+			C.ggml_backend_tensor_get(t.ptr, unsafe.Pointer(&dst[0]), 0, C.size_t(4*len(dst)))
+		}
+	})
+}
+
 // Int32s copies an I32 tensor out.
 func (t Tensor) Int32s() ([]int32, error) {
 	var out []int32
@@ -296,10 +324,17 @@ type Graph struct {
 
 // NewGraph makes a graph of up to size nodes in c (the context must have been made with a graphSize ≥ size).
 func (c *Context) NewGraph(size int) *Graph {
+	g := &Graph{}
+	c.InitGraph(g, size)
+	return g
+}
+
+// InitGraph makes a new graph of up to size nodes in c and stores it in g (reusing g's memory; no allocation).
+func (c *Context) InitGraph(g *Graph, size int) {
 	if c.ptr == nil {
 		shapeErr("new_graph", "context is closed")
 	}
-	return &Graph{C.ggml_new_graph_custom(c.ptr, C.size_t(size), false)}
+	g.ptr = C.ggml_new_graph_custom(c.ptr, C.size_t(size), false)
 }
 
 // Build adds t and everything it depends on to the graph.

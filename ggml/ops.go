@@ -256,7 +256,7 @@ func (a Tensor) Reshape(ctx *Context, shape ...int) Tensor {
 		n *= d
 	}
 	if len(shape) < 1 || len(shape) > MaxDims || n != a.NumElements() || shape[0]%a.Type().BlockSize() != 0 {
-		shapeErr("reshape", "%s to %v", shapeOf(a), shape)
+		shapeErr("reshape", "%s to %v", shapeOf(a), clone(shape))
 	}
 	var p *C.struct_ggml_tensor
 	switch len(shape) {
@@ -277,7 +277,7 @@ func (a Tensor) Reshape(ctx *Context, shape ...int) Tensor {
 func (a Tensor) View(ctx *Context, offset int, ne []int, nb []int) Tensor {
 	need("view", a)
 	if len(ne) < 1 || len(ne) > MaxDims || len(nb) != len(ne)-1 || offset < 0 {
-		shapeErr("view", "shape %v strides %v", ne, nb)
+		shapeErr("view", "shape %v strides %v", clone(ne), clone(nb))
 	}
 	// Extent in bytes of the last element + 1.
 	esz := a.Type().TypeSize() / a.Type().BlockSize()
@@ -292,12 +292,12 @@ func (a Tensor) View(ctx *Context, offset int, ne []int, nb []int) Tensor {
 	end += rowBytes
 	for i := 1; i < len(ne); i++ {
 		if ne[i] <= 0 {
-			shapeErr("view", "shape %v", ne)
+			shapeErr("view", "shape %v", clone(ne))
 		}
 		end += (ne[i] - 1) * nb[i-1]
 	}
 	if ne[0] <= 0 || end > a.Nbytes() {
-		shapeErr("view", "view of %v at offset %d ends at byte %d beyond %d bytes of %s", ne, offset, end, a.Nbytes(), shapeOf(a))
+		shapeErr("view", "view of %v at offset %d ends at byte %d beyond %d bytes of %s", clone(ne), offset, end, a.Nbytes(), shapeOf(a))
 	}
 	var p *C.struct_ggml_tensor
 	o := C.size_t(offset)
@@ -318,12 +318,12 @@ func (a Tensor) View(ctx *Context, offset int, ne []int, nb []int) Tensor {
 func (a Tensor) Permute(ctx *Context, axes ...int) Tensor {
 	need("permute", a)
 	if len(axes) != MaxDims {
-		shapeErr("permute", "want 4 axes, got %v", axes)
+		shapeErr("permute", "want 4 axes, got %v", clone(axes))
 	}
 	seen := [MaxDims]bool{}
 	for _, x := range axes {
 		if x < 0 || x >= MaxDims || seen[x] {
-			shapeErr("permute", "axes %v are not a permutation", axes)
+			shapeErr("permute", "axes %v are not a permutation", clone(axes))
 		}
 		seen[x] = true
 	}
@@ -414,3 +414,7 @@ func (a Tensor) Pad(ctx *Context, p0, p1, p2, p3 int) Tensor {
 	}
 	return ctx.node("pad", C.ggml_pad(ctx.ptr, a.ptr, C.int(p0), C.int(p1), C.int(p2), C.int(p3)))
 }
+
+// clone copies a shape for an error message, so that the caller's (often stack-allocated) slice does not escape to
+// the heap on the hot path.
+func clone(s []int) []int { return append([]int(nil), s...) }

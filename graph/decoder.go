@@ -26,7 +26,17 @@ type Decoder struct {
 	Output   Linear         `gguf:"output,optional"` // absent when tied to token_embd
 	opts     TextOptions
 	flash    bool
-	exactOut bool
+	names    []string // "dec.blk.N", made once so graph building allocates nothing per token
+}
+
+func (d *Decoder) layerName(i int) string {
+	if d.names == nil {
+		d.names = make([]string, len(d.Layers))
+		for j := range d.names {
+			d.names[j] = fmt.Sprintf("dec.blk.%d", j)
+		}
+	}
+	return d.names[i]
 }
 
 func (d *Decoder) check(c *shapeCheck) {
@@ -88,7 +98,7 @@ func (d *Decoder) Forward(ctx *ggml.Context, g *ggml.Graph, in decodeInputs, cac
 		z := attend(ctx, q, kAll, vAll, in.mask, scale, d.flash)
 		h = res.Add(ctx, l.Output.Forward(ctx, z))
 		res = h
-		h = res.Add(ctx, l.MLP.Forward(ctx, l.FFNNorm.Forward(ctx, h, o.Eps))).SetName(fmt.Sprintf("dec.blk.%d", il))
+		h = res.Add(ctx, l.MLP.Forward(ctx, l.FFNNorm.Forward(ctx, h, o.Eps))).SetName(d.layerName(il))
 	}
 	if lastOnly && n > 1 {
 		h = h.View(ctx, (n-1)*h.Nb(1), []int{o.Hidden, 1}, []int{h.Nb(1)})

@@ -99,6 +99,7 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 		return nil, err
 	}
 	m.decoder = &Decoder{Layers: make([]DecoderLayer, m.Text.Layers), opts: m.Text, flash: o.FlashAttn}
+	m.decoder.layerName(0)
 	if err = m.tw.Bind("", m.decoder); err != nil {
 		return nil, err
 	}
@@ -267,6 +268,13 @@ type Session struct {
 	m     *Model
 	cache *KVCache
 	nPast int
+	// Scratch reused across steps so that a decode step allocates no Go memory.
+	pos    []int32
+	mask   []float32
+	mask16 []byte
+	logits []float32
+	ctx    *ggml.Context // graph metadata, reset for every step
+	graph  ggml.Graph
 }
 
 // NewSession allocates a KV cache for ctxSize positions (at most the model's context length).
@@ -288,13 +296,14 @@ func (m *Model) NewSession(ctxSize int) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{m: m, cache: c}, nil
+	return &Session{m: m, cache: c, ctx: ggml.NewContext(graphSize, graphSize)}, nil
 }
 
 // Close frees the session's cache. Idempotent.
 func (s *Session) Close() {
 	if s != nil {
 		s.cache.Close()
+		s.ctx.Close()
 	}
 }
 
@@ -317,7 +326,8 @@ func (s *Session) Truncate(n int) {
 // Eval appends tokens to the session and returns logits: [vocab] for the last token, or [len(tokens)][vocab] when
 // allLogits. images are the connector outputs ([k·imageSeqLen][textHidden] flattened, in order) that replace the
 // embeddings of the image tokens among tokens; nil leaves image tokens with their own embedding. Prompts longer
-// than the batch size are evaluated in chunks.
+// than the batch size are evaluated in chunks. The slice returned for the last token alone is the session's scratch
+// buffer, overwritten by the next Eval (so a decode step allocates no Go memory); copy it to keep it.
 func (s *Session) Eval(tokens []int32, images []float32, allLogits bool) ([]float32, error) {
 	m := s.m
 	if len(tokens) == 0 {
@@ -382,84 +392,102 @@ func (s *Session) Eval(tokens []int32, images []float32, allLogits bool) ([]floa
 }
 
 // eval runs one decoder graph over chunk; wantAll asks for logits of every position (otherwise the last only).
+// The returned slice is the session's scratch, valid until the next call.
 func (s *Session) eval(chunk []int32, imgRows []float32, sel []int32, wantAll bool) ([]float32, error) {
 	m := s.m
 	n := len(chunk)
 	nKV := s.nPast + n
-	ctx := ggml.NewContext(graphSize, graphSize)
-	defer ctx.Close()
+	ctx := s.ctx
+	ctx.Reset()
 	var in decodeInputs
 	var logits ggml.Tensor
-	var g *ggml.Graph
-	maskType := ggml.TypeF32
-	if m.opts.FlashAttn {
-		maskType = ggml.TypeF16
-	}
+	g := &s.graph
+	flash := m.opts.FlashAttn
 	err := ggml.Catch(func() {
-		in.ids = ctx.NewTensor(ggml.TypeI32, n).SetName("inp.tokens").SetInput()
-		in.pos = ctx.NewTensor(ggml.TypeI32, n).SetName("inp.positions").SetInput()
-		in.mask = ctx.NewTensor(maskType, nKV, n).SetName("inp.mask").SetInput()
-		if len(imgRows) > 0 {
-			in.images = ctx.NewTensor(ggml.TypeF32, m.Text.Hidden, len(imgRows)/m.Text.Hidden).SetName("inp.images").SetInput()
-			in.selector = ctx.NewTensor(ggml.TypeI32, n).SetName("inp.selector").SetInput()
+		in.ids = ctx.NewTensor(ggml.TypeI32, n).SetInput()
+		in.pos = ctx.NewTensor(ggml.TypeI32, n).SetInput()
+		if flash {
+			in.mask = ctx.NewTensor(ggml.TypeF16, nKV, n).SetInput()
+		} else {
+			in.mask = ctx.NewTensor(ggml.TypeF32, nKV, n).SetInput()
 		}
-		g = ctx.NewGraph(graphSize)
+		if len(imgRows) > 0 {
+			in.images = ctx.NewTensor(ggml.TypeF32, m.Text.Hidden, len(imgRows)/m.Text.Hidden).SetInput()
+			in.selector = ctx.NewTensor(ggml.TypeI32, n).SetInput()
+		}
+		ctx.InitGraph(g, graphSize)
 		logits = m.decoder.Forward(ctx, g, in, s.cache, s.nPast, !wantAll).SetOutput()
 		g.Build(logits)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("graph: building the decoder graph: %w", err)
 	}
-	pos := make([]int32, n)
-	for i := range pos {
-		pos[i] = int32(s.nPast + i)
+	s.pos = grow(s.pos, n)
+	for i := range s.pos {
+		s.pos[i] = int32(s.nPast + i)
 	}
-	mask := causalMask(s.nPast, n, m.Text.SlidingWindow)
-	var out []float32
-	err = m.runner.Run(g, func() error {
-		if err := in.ids.SetInt32(chunk); err != nil {
-			return err
-		}
-		if err := in.pos.SetInt32(pos); err != nil {
-			return err
-		}
-		if maskType == ggml.TypeF16 {
-			if err := in.mask.SetBytes(f16Bytes(mask)); err != nil {
-				return err
-			}
-		} else if err := in.mask.SetFloat32(mask); err != nil {
-			return err
-		}
-		if !in.images.IsNil() {
-			if err := in.images.SetFloat32(imgRows); err != nil {
-				return err
-			}
-			return in.selector.SetInt32(sel)
-		}
-		return nil
-	}, func() error {
-		var err error
-		out, err = logits.Float32s()
-		return err
-	})
+	s.mask = causalMask(s.mask, s.nPast, n, m.Text.SlidingWindow)
+	sched := m.runner.Sched
+	sched.Reset()
+	defer sched.Reset()
+	if err := sched.Alloc(g); err != nil {
+		return nil, err
+	}
+	if err := in.ids.SetInt32(chunk); err != nil {
+		return nil, err
+	}
+	if err := in.pos.SetInt32(s.pos); err != nil {
+		return nil, err
+	}
+	if flash {
+		s.mask16 = f16Bytes(s.mask16, s.mask)
+		err = in.mask.SetBytes(s.mask16)
+	} else {
+		err = in.mask.SetFloat32(s.mask)
+	}
 	if err != nil {
 		return nil, err
 	}
+	if !in.images.IsNil() {
+		if err := in.images.SetFloat32(imgRows); err != nil {
+			return nil, err
+		}
+		if err := in.selector.SetInt32(sel); err != nil {
+			return nil, err
+		}
+	}
+	if err := sched.Compute(g); err != nil {
+		return nil, err
+	}
+	s.logits = grow(s.logits, logits.NumElements())
+	if err := logits.ReadFloat32(s.logits); err != nil {
+		return nil, err
+	}
 	s.nPast += n
-	return out, nil
+	return s.logits, nil
+}
+
+// grow returns b resized to n, reallocating (with room to spare) only when its capacity is too small.
+func grow[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n, max(n, 2*cap(b)))
+	}
+	return b[:n]
 }
 
 // causalMask is the additive mask [n queries][nPast+n keys]: query i (at position nPast+i) sees key j iff
 // j ≤ nPast+i and, with a sliding window W > 0, j > nPast+i−W (MistralAttention's sliding-window causal mask).
-func causalMask(nPast, n, window int) []float32 {
+func causalMask(buf []float32, nPast, n, window int) []float32 {
 	nKV := nPast + n
-	mask := make([]float32, n*nKV)
+	mask := grow(buf, n*nKV)
 	ninf := float32(math.Inf(-1))
 	for i := 0; i < n; i++ {
 		p := nPast + i
 		for j := 0; j < nKV; j++ {
 			if j > p || (window > 0 && j <= p-window) {
 				mask[i*nKV+j] = ninf
+			} else {
+				mask[i*nKV+j] = 0
 			}
 		}
 	}
@@ -467,8 +495,8 @@ func causalMask(nPast, n, window int) []float32 {
 }
 
 // f16Bytes encodes float32 values as IEEE half (only 0 and −Inf occur in masks, but any value rounds to nearest).
-func f16Bytes(v []float32) []byte {
-	b := make([]byte, 2*len(v))
+func f16Bytes(buf []byte, v []float32) []byte {
+	b := grow(buf, 2*len(v))
 	for i, x := range v {
 		var h uint16
 		switch {
