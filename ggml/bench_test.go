@@ -2,6 +2,7 @@ package ggml
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -76,6 +77,90 @@ func benchMatVec(b *testing.B, dev Device, typ Type, raw []byte, x []float32, k,
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(raw)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := r.Sched.Compute(g); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMatMulBatch measures a weight matrix times a batch of activations (prefill and vision shapes).
+func BenchmarkMatMulBatch(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var dev Device
+	for _, d := range Devices() {
+		if d.Kind == DeviceCPU {
+			dev = d
+			break
+		}
+	}
+	shapes := []struct{ k, m, n int }{{1152, 4304, 729}, {4096, 4096, 512}}
+	for _, sh := range shapes {
+		w := make([]float32, sh.k*sh.m)
+		for i := range w {
+			w[i] = float32(r.NormFloat64())
+		}
+		x := make([]float32, sh.k*sh.n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		for _, typ := range []Type{TypeF32, TypeF16, TypeQ4_0, TypeQ8_0} {
+			var raw []byte
+			switch typ {
+			case TypeF32:
+				raw = make([]byte, 4*len(w))
+				for i, v := range w {
+					bits := math.Float32bits(v)
+					raw[4*i], raw[4*i+1], raw[4*i+2], raw[4*i+3] = byte(bits), byte(bits>>8), byte(bits>>16), byte(bits>>24)
+				}
+			case TypeF16:
+				raw = f16Bytes(w)
+			default:
+				var err error
+				if raw, err = QuantizeChunk(int(typ), w, sh.m, sh.k); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Run(fmt.Sprintf("%s/%dx%dx%d/%s", dev.Variant, sh.k, sh.m, sh.n, typ), func(b *testing.B) {
+				benchMatMul(b, dev, typ, raw, x, sh.k, sh.m, sh.n, 2)
+				b.ReportMetric(float64(2*sh.k*sh.m*sh.n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
+
+func benchMatMul(b *testing.B, dev Device, typ Type, raw []byte, x []float32, k, m, n, threads int) {
+	r, err := NewRunner(dev, threads, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	wctx := NewContext(1, 0)
+	defer wctx.Close()
+	wt := wctx.NewTensor(typ, k, m)
+	buf, err := AllocTensors(wctx, r.Main.DefaultBufferType())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer buf.Close()
+	buf.SetWeightsUsage()
+	if err := wt.SetBytes(raw); err != nil {
+		b.Fatal(err)
+	}
+	ctx := NewContext(8, 16)
+	defer ctx.Close()
+	xt := ctx.NewTensor(TypeF32, k, n).SetInput()
+	out := wt.MulMat(ctx, xt).SetOutput()
+	g := ctx.NewGraph(16)
+	g.Build(out)
+	r.Sched.Reset()
+	if err := r.Sched.Alloc(g); err != nil {
+		b.Fatal(err)
+	}
+	if err := xt.SetFloat32(x); err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if err := r.Sched.Compute(g); err != nil {
