@@ -16,7 +16,7 @@ import (
 
 // Result is one test's figures (llama-bench field names where they apply).
 type Result struct {
-	Test       string    `json:"test"`      // "pp512", "tg128", "image 980x980", "perceiver 4900", "ttft"
+	Test       string    `json:"test"` // "pp512", "tg128", "image 980x980", "perceiver 4900", "ttft"
 	ModelFile  string    `json:"model_filename"`
 	ModelType  string    `json:"model_type"`
 	ModelSize  int64     `json:"model_size"` // bytes of the text GGUF

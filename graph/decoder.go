@@ -20,13 +20,13 @@ type DecoderLayer struct {
 
 // Decoder is MistralForCausalLM in llama.cpp's `llama` layout.
 type Decoder struct {
-	TokEmbd  ggml.Tensor    `gguf:"token_embd.weight"`
-	Layers   []DecoderLayer `gguf:"blk"`
-	OutNorm  RMSNorm        `gguf:"output_norm"`
-	Output   Linear         `gguf:"output,optional"` // absent when tied to token_embd
-	opts     TextOptions
-	flash    bool
-	names    []string // "dec.blk.N", made once so graph building allocates nothing per token
+	TokEmbd ggml.Tensor    `gguf:"token_embd.weight"`
+	Layers  []DecoderLayer `gguf:"blk"`
+	OutNorm RMSNorm        `gguf:"output_norm"`
+	Output  Linear         `gguf:"output,optional"` // absent when tied to token_embd
+	opts    TextOptions
+	flash   bool
+	names   []string // "dec.blk.N", made once so graph building allocates nothing per token
 }
 
 func (d *Decoder) layerName(i int) string {
