@@ -1,0 +1,454 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/idefics2-go/idefics2/runner"
+)
+
+// chatRequest is an OpenAI chat completion request (the fields this server honours), also the line format of
+// `batch` (which adds id, and prompt/images/raw as an alternative to messages).
+type chatRequest struct {
+	ID                  json.RawMessage `json:"id,omitempty"`
+	Model               string          `json:"model,omitempty"`
+	Messages            []apiMessage    `json:"messages"`
+	Prompt              *string         `json:"prompt,omitempty"`
+	Images              []string        `json:"images,omitempty"`
+	Raw                 bool            `json:"raw,omitempty"`
+	MaxTokens           *int            `json:"max_tokens,omitempty"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens,omitempty"`
+	Temperature         *float64        `json:"temperature,omitempty"`
+	TopP                *float64        `json:"top_p,omitempty"`
+	TopK                *int            `json:"top_k,omitempty"`
+	MinP                *float64        `json:"min_p,omitempty"`
+	Seed                *int64          `json:"seed,omitempty"`
+	Stop                stopList        `json:"stop,omitempty"`
+	PresencePenalty     *float64        `json:"presence_penalty,omitempty"`
+	FrequencyPenalty    *float64        `json:"frequency_penalty,omitempty"`
+	RepetitionPenalty   *float64        `json:"repetition_penalty,omitempty"`
+	RepeatPenalty       *float64        `json:"repeat_penalty,omitempty"`
+	N                   *int            `json:"n,omitempty"`
+	Stream              bool            `json:"stream,omitempty"`
+	StreamOptions       *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options,omitempty"`
+	NoSplit bool `json:"no_split,omitempty"`
+}
+
+// apiMessage is one message; content is a string or a list of parts.
+type apiMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+type apiPart struct {
+	Type     string          `json:"type"`
+	Text     *string         `json:"text,omitempty"`
+	ImageURL json.RawMessage `json:"image_url,omitempty"`
+	Image    json.RawMessage `json:"image,omitempty"`
+}
+
+// stopList accepts a string or a list of strings.
+type stopList []string
+
+func (s *stopList) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		*s = nil
+		return nil
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*s = stopList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("stop: want a string or a list of strings")
+	}
+	*s = many
+	return nil
+}
+
+// requestError is a client error: HTTP 400 (or the given status) with an OpenAI-style error object.
+type requestError struct {
+	status int
+	typ    string
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &requestError{status: 400, typ: "invalid_request_error", msg: fmt.Sprintf(format, args...)}
+}
+
+// imagePolicy says where images may come from: data: URIs always; local files only when allowed, and then only
+// inside root when root is set.
+type imagePolicy struct {
+	allowLocal bool
+	root       string // resolved (symlink-free) absolute folder, or "" for anywhere
+	maxImages  int    // 0: no limit
+}
+
+// newImagePolicy confines local images to dir ("" refuses them).
+func newImagePolicy(dir string, maxImages int) (imagePolicy, error) {
+	p := imagePolicy{maxImages: maxImages}
+	if dir == "" {
+		return p, nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return p, usagef("--allow-local-images %s: %v", dir, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return p, usagef("--allow-local-images %s: %v", dir, err)
+	}
+	if st, err := os.Stat(real); err != nil || !st.IsDir() {
+		return p, usagef("--allow-local-images %s: not a folder", dir)
+	}
+	p.allowLocal, p.root = true, real
+	return p, nil
+}
+
+// resolve turns an image reference into image bytes.
+func (p imagePolicy) resolve(ref string) (runner.Image, error) {
+	ref = strings.TrimSpace(ref)
+	switch {
+	case ref == "":
+		return runner.Image{}, badRequest("empty image url")
+	case strings.HasPrefix(ref, "data:"):
+		return decodeDataURI(ref)
+	case strings.HasPrefix(ref, "http://"), strings.HasPrefix(ref, "https://"):
+		return runner.Image{}, badRequest("image url %s: remote images are not fetched (no network access); send the image as a data: URI", shortRef(ref))
+	}
+	path := ref
+	if strings.HasPrefix(ref, "file://") {
+		u, err := url.Parse(ref)
+		if err != nil {
+			return runner.Image{}, badRequest("image url %s: %v", shortRef(ref), err)
+		}
+		path = u.Path
+	}
+	if !p.allowLocal {
+		return runner.Image{}, badRequest("image %s: local files are refused (start the server with --allow-local-images DIR to allow a folder); send a data: URI", shortRef(ref))
+	}
+	full, err := p.confine(path)
+	if err != nil {
+		return runner.Image{}, err
+	}
+	st, err := os.Stat(full)
+	if err != nil {
+		return runner.Image{}, badRequest("image %s: %v", shortRef(ref), errors.Unwrap(err))
+	}
+	if !st.Mode().IsRegular() {
+		return runner.Image{}, badRequest("image %s: not a regular file", shortRef(ref))
+	}
+	if st.Size() > maxImageBytes {
+		return runner.Image{}, badRequest("image %s: larger than %d MiB", shortRef(ref), maxImageBytes>>20)
+	}
+	b, err := os.ReadFile(full)
+	if err != nil {
+		return runner.Image{}, badRequest("image %s: %v", shortRef(ref), errors.Unwrap(err))
+	}
+	return runner.Image{Name: path, Data: b}, nil
+}
+
+// confine resolves path against the policy's root and refuses anything outside it: ".." elements, absolute paths
+// elsewhere, and symbolic links that lead out.
+func (p imagePolicy) confine(path string) (string, error) {
+	if p.root == "" {
+		return path, nil
+	}
+	for _, el := range strings.Split(filepath.ToSlash(path), "/") {
+		if el == ".." {
+			return "", badRequest("image %s: \"..\" is not allowed in local image paths", shortRef(path))
+		}
+	}
+	full := path
+	if !filepath.IsAbs(full) {
+		full = filepath.Join(p.root, full)
+	}
+	real, err := filepath.EvalSymlinks(full)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", badRequest("image %s does not exist", shortRef(path))
+		}
+		return "", badRequest("image %s: %v", shortRef(path), errors.Unwrap(err))
+	}
+	rel, err := filepath.Rel(p.root, real)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return "", badRequest("image %s is outside the allowed folder", shortRef(path))
+	}
+	return real, nil
+}
+
+func shortRef(s string) string {
+	if len(s) > 80 {
+		return fmt.Sprintf("%q…", s[:77])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// decodeDataURI decodes "data:[<media type>][;base64],<data>".
+func decodeDataURI(s string) (runner.Image, error) {
+	comma := strings.IndexByte(s, ',')
+	if comma < 0 {
+		return runner.Image{}, badRequest("image data URI has no comma")
+	}
+	meta, data := s[len("data:"):comma], s[comma+1:]
+	if !strings.HasSuffix(meta, ";base64") {
+		u, err := url.PathUnescape(data)
+		if err != nil {
+			return runner.Image{}, badRequest("image data URI: %v", err)
+		}
+		return runner.Image{Name: "data URI", Data: []byte(u)}, nil
+	}
+	if base64.StdEncoding.DecodedLen(len(data)) > maxImageBytes {
+		return runner.Image{}, badRequest("image data URI: larger than %d MiB", maxImageBytes>>20)
+	}
+	data = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == ' ' || r == '\t' {
+			return -1
+		}
+		return r
+	}, data)
+	var b []byte
+	var err error
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err = enc.DecodeString(data); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return runner.Image{}, badRequest("image data URI: invalid base64: %v", err)
+	}
+	return runner.Image{Name: "data URI (" + strings.TrimSuffix(meta, ";base64") + ")", Data: b}, nil
+}
+
+// messages converts the request's messages into runner messages, resolving images with pol.
+func (r *chatRequest) messages(pol imagePolicy) ([]runner.Message, int, error) {
+	var out []runner.Message
+	nImages := 0
+	addImage := func(ref string) (runner.Part, error) {
+		nImages++
+		if pol.maxImages > 0 && nImages > pol.maxImages {
+			return runner.Part{}, badRequest("more than %d images in the request", pol.maxImages)
+		}
+		img, err := pol.resolve(ref)
+		if err != nil {
+			return runner.Part{}, err
+		}
+		return runner.ImagePart(img), nil
+	}
+	for i, m := range r.Messages {
+		role := m.Role
+		switch role {
+		case "system", "user", "assistant":
+		case "developer":
+			role = "system"
+		case "":
+			return nil, 0, badRequest("messages[%d]: no role", i)
+		default:
+			return nil, 0, badRequest("messages[%d]: role %q is not supported (want system, user or assistant)", i, m.Role)
+		}
+		msg := runner.Message{Role: role}
+		c := bytes.TrimSpace(m.Content)
+		switch {
+		case len(c) == 0 || bytes.Equal(c, []byte("null")):
+			return nil, 0, badRequest("messages[%d]: no content", i)
+		case c[0] == '"':
+			var s string
+			if err := json.Unmarshal(c, &s); err != nil {
+				return nil, 0, badRequest("messages[%d].content: %v", i, err)
+			}
+			msg.Content = []runner.Part{runner.TextPart(s)}
+		case c[0] == '[':
+			var parts []apiPart
+			if err := json.Unmarshal(c, &parts); err != nil {
+				return nil, 0, badRequest("messages[%d].content: %v", i, err)
+			}
+			for j, p := range parts {
+				switch p.Type {
+				case "text":
+					if p.Text == nil {
+						return nil, 0, badRequest("messages[%d].content[%d]: text part without text", i, j)
+					}
+					msg.Content = append(msg.Content, runner.TextPart(*p.Text))
+				case "image_url", "image":
+					raw := p.ImageURL
+					if p.Type == "image" && len(raw) == 0 {
+						raw = p.Image
+					}
+					ref, err := imageRef(raw)
+					if err != nil {
+						return nil, 0, badRequest("messages[%d].content[%d]: %v", i, j, err)
+					}
+					part, err := addImage(ref)
+					if err != nil {
+						return nil, 0, prefixErr(fmt.Sprintf("messages[%d].content[%d]: ", i, j), err)
+					}
+					msg.Content = append(msg.Content, part)
+				default:
+					return nil, 0, badRequest("messages[%d].content[%d]: part type %q is not supported (want text or image_url)", i, j, p.Type)
+				}
+			}
+		default:
+			return nil, 0, badRequest("messages[%d].content: want a string or a list of parts", i)
+		}
+		if len(msg.Content) == 0 {
+			return nil, 0, badRequest("messages[%d]: empty content", i)
+		}
+		out = append(out, msg)
+	}
+	return out, nImages, nil
+}
+
+// imageRef reads an image_url value: {"url": "..."} or a plain string.
+func imageRef(raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", errors.New("image part without image_url")
+	}
+	if raw[0] == '"' {
+		var s string
+		err := json.Unmarshal(raw, &s)
+		return s, err
+	}
+	var o struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return "", fmt.Errorf("image_url: %v", err)
+	}
+	if o.URL == "" {
+		return "", errors.New("image_url without url")
+	}
+	return o.URL, nil
+}
+
+func prefixErr(prefix string, err error) error {
+	var re *requestError
+	if errors.As(err, &re) {
+		return &requestError{status: re.status, typ: re.typ, msg: prefix + re.msg}
+	}
+	return err
+}
+
+// limits bound what one request may ask for.
+type limits struct {
+	maxTokens int // the most tokens a request may generate
+}
+
+// generateOptions merges the request's sampling fields over the defaults.
+func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (runner.GenerateOptions, error) {
+	o := def
+	o.Stop = append([]string(nil), def.Stop...)
+	if r.N != nil && *r.N != 1 {
+		return o, badRequest("n %d: only n = 1 is supported", *r.N)
+	}
+	mt := r.MaxTokens
+	if r.MaxCompletionTokens != nil {
+		mt = r.MaxCompletionTokens
+	}
+	if mt != nil {
+		if *mt < 0 {
+			return o, badRequest("max_tokens %d: want 0 or more", *mt)
+		}
+		o.MaxTokens = *mt
+	}
+	if lim.maxTokens > 0 && o.MaxTokens > lim.maxTokens {
+		return o, badRequest("max_tokens %d exceeds this server's limit of %d", o.MaxTokens, lim.maxTokens)
+	}
+	s := &o.Sampler
+	if r.Temperature != nil {
+		s.Temperature = *r.Temperature
+	}
+	if r.TopP != nil {
+		s.TopP = *r.TopP
+	}
+	if r.TopK != nil {
+		s.TopK = *r.TopK
+	}
+	if r.MinP != nil {
+		s.MinP = *r.MinP
+	}
+	if r.PresencePenalty != nil {
+		s.PresencePenalty = *r.PresencePenalty
+	}
+	if r.FrequencyPenalty != nil {
+		s.FrequencyPenalty = *r.FrequencyPenalty
+	}
+	if r.RepetitionPenalty != nil {
+		s.RepeatPenalty = *r.RepetitionPenalty
+	}
+	if r.RepeatPenalty != nil {
+		s.RepeatPenalty = *r.RepeatPenalty
+	}
+	if r.Seed != nil {
+		if *r.Seed < 0 {
+			return o, badRequest("seed %d: want 0 or more", *r.Seed)
+		}
+		s.Seed = uint64(*r.Seed)
+	} else if !s.Greedy() {
+		s.Seed = seedValue(-1)
+	}
+	if err := s.Validate(); err != nil {
+		return o, badRequest("%s", strings.TrimPrefix(err.Error(), "runner: sampler: "))
+	}
+	if len(r.Stop) > 0 {
+		o.Stop = o.Stop[:0]
+		for i, st := range r.Stop {
+			if st == "" {
+				return o, badRequest("stop[%d] is empty", i)
+			}
+			o.Stop = append(o.Stop, st)
+		}
+	}
+	return o, nil
+}
+
+// prompt builds the model input of a request.
+func (r *chatRequest) prompt(m *runner.Model, pol imagePolicy) (*runner.Prompt, error) {
+	po := runner.PromptOptions{NoSplit: r.NoSplit}
+	if r.Prompt != nil {
+		if len(r.Messages) > 0 {
+			return nil, badRequest("give messages or prompt, not both")
+		}
+		if pol.maxImages > 0 && len(r.Images) > pol.maxImages {
+			return nil, badRequest("more than %d images in the request", pol.maxImages)
+		}
+		var imgs []runner.Image
+		for i, ref := range r.Images {
+			img, err := pol.resolve(ref)
+			if err != nil {
+				return nil, prefixErr(fmt.Sprintf("images[%d]: ", i), err)
+			}
+			imgs = append(imgs, img)
+		}
+		if r.Raw {
+			return m.RawPrompt(*r.Prompt, imgs, po)
+		}
+		u, err := runner.UserMessage(*r.Prompt, imgs)
+		if err != nil {
+			return nil, err
+		}
+		return m.ChatPrompt([]runner.Message{u}, po)
+	}
+	if len(r.Messages) == 0 {
+		return nil, badRequest("no messages")
+	}
+	msgs, _, err := r.messages(pol)
+	if err != nil {
+		return nil, err
+	}
+	return m.ChatPrompt(msgs, po)
+}

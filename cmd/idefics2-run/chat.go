@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/idefics2-go/idefics2/runner"
+)
+
+const chatHelp = `commands:
+  /image PATH   attach an image to your next message (repeatable)
+  /system TEXT  set the system message (starts a new conversation)
+  /reset        start a new conversation
+  /quit         leave (also Ctrl-D)
+  a line ending in \ continues on the next line`
+
+// cmdChat is the interactive multi-turn front end. Every turn re-renders the whole conversation through the chat
+// template; the session's cache keeps the shared prefix, so only the new turn is evaluated. On a terminal it
+// prompts on stderr; under a pipe it reads one message per line and prints one answer per turn.
+func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("chat")
+	var mf modelFlags
+	var sf samplingFlags
+	mf.register(fs)
+	sf.register(fs)
+	var system string
+	var images []string
+	var help bool
+	fs.String(&system, "system", "system message")
+	fs.List(&images, "image", "image file attached to the first message (repeatable)")
+	fs.Bool(&help, "help,h", "show this help")
+	if err := fs.parse(args); err != nil {
+		return fail(stderr, err)
+	}
+	if help {
+		fmt.Fprintln(stdout, "usage: idefics2-run chat -m model.gguf [options]\n\n"+chatHelp+"\n\noptions:")
+		fs.usage(stdout)
+		return exitOK
+	}
+	if len(fs.args) > 0 {
+		return fail(stderr, usagef("chat: unexpected argument %q", fs.args[0]))
+	}
+	if err := mf.check("chat"); err != nil {
+		return fail(stderr, err)
+	}
+	gen, err := sf.options("chat")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	for _, p := range images {
+		if p == "-" {
+			return fail(stderr, usagef("chat: --image -: standard input carries the conversation"))
+		}
+	}
+	pending, err := readImages(images, nil)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	m, err := mf.load(ctx, stderr)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer m.Close()
+	s, err := m.NewSession(mf.ctxSize)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer s.Close()
+
+	interactive := isTerminal(stdin)
+	if interactive {
+		fmt.Fprintf(stderr, "%s: chat (/help for commands)\n", m.Name())
+	}
+	out := bufio.NewWriter(stdout)
+	defer out.Flush()
+	in := bufio.NewReader(stdin)
+	var history []runner.Message
+	worst := exitOK
+	prompt := func() {
+		if interactive {
+			fmt.Fprint(stderr, "> ")
+		}
+	}
+	for {
+		prompt()
+		line, rerr := readMessage(in)
+		if rerr != nil && line == "" {
+			if interactive {
+				fmt.Fprintln(stderr)
+			}
+			break
+		}
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "":
+			continue
+		case trimmed == "/quit" || trimmed == "/exit":
+			return worst
+		case trimmed == "/help":
+			fmt.Fprintln(stderr, chatHelp)
+			continue
+		case trimmed == "/reset":
+			history, pending = nil, nil
+			s.Reset()
+			fmt.Fprintln(stderr, "(new conversation)")
+			continue
+		case strings.HasPrefix(trimmed, "/system"):
+			system = strings.TrimSpace(strings.TrimPrefix(trimmed, "/system"))
+			history = nil
+			fmt.Fprintln(stderr, "(new conversation with the new system message)")
+			continue
+		case strings.HasPrefix(trimmed, "/image"):
+			path := strings.TrimSpace(strings.TrimPrefix(trimmed, "/image"))
+			if path == "" {
+				fmt.Fprintln(stderr, "idefics2-run: chat: /image needs a file path")
+				worst = max(worst, exitUsage)
+				continue
+			}
+			if !m.HasVision() {
+				fmt.Fprintln(stderr, "idefics2-run: chat: the model has no mmproj (vision) file; images cannot be used")
+				worst = max(worst, exitUsage)
+				continue
+			}
+			img, err := runner.LoadImage(path)
+			if err != nil {
+				worst = max(worst, fail(stderr, err))
+				continue
+			}
+			pending = append(pending, img)
+			if interactive {
+				fmt.Fprintf(stderr, "(image %s attached to your next message)\n", path)
+			}
+			continue
+		case strings.HasPrefix(trimmed, "/"):
+			fmt.Fprintf(stderr, "idefics2-run: chat: unknown command %s (/help lists them)\n", strings.Fields(trimmed)[0])
+			worst = max(worst, exitUsage)
+			continue
+		}
+		u, err := runner.UserMessage(line, pending)
+		if err != nil {
+			worst = max(worst, fail(stderr, err))
+			continue
+		}
+		msgs := history
+		if system != "" {
+			msgs = append([]runner.Message{{Role: "system", Content: []runner.Part{runner.TextPart(system)}}}, msgs...)
+		}
+		msgs = append(msgs[:len(msgs):len(msgs)], u)
+		p, err := m.ChatPrompt(msgs, runner.PromptOptions{})
+		if err != nil {
+			worst = max(worst, fail(stderr, err))
+			continue
+		}
+		g := gen
+		g.OnText = func(t string) error {
+			if _, err := out.WriteString(t); err != nil {
+				return err
+			}
+			return out.Flush()
+		}
+		res, err := s.Generate(ctx, p, g)
+		out.WriteString("\n")
+		out.Flush()
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return exitRuntime
+			}
+			worst = max(worst, fail(stderr, err))
+			continue
+		}
+		if mf.verbose {
+			printTimings(stderr, res)
+		}
+		pending = nil
+		history = append(history, u, runner.Message{Role: "assistant", Content: []runner.Part{runner.TextPart(strings.TrimSpace(res.Text))}})
+	}
+	return worst
+}
+
+// readMessage reads one line; a line ending in a backslash continues on the next. It returns the text without the
+// final newline, and io.EOF (with the text read so far) at the end of the input.
+func readMessage(r *bufio.Reader) (string, error) {
+	var b strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		line = strings.TrimRight(line, "\r\n")
+		if strings.HasSuffix(line, `\`) && err == nil {
+			b.WriteString(strings.TrimSuffix(line, `\`))
+			b.WriteByte('\n')
+			continue
+		}
+		b.WriteString(line)
+		if err != nil {
+			return b.String(), err
+		}
+		return b.String(), nil
+	}
+}

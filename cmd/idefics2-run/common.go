@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+
+	"github.com/idefics2-go/idefics2/ggml"
+	"github.com/idefics2-go/idefics2/runner"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+// fail prints err as one line on stderr and returns its exit code: 2 for bad usage or input, 1 otherwise.
+func fail(stderr io.Writer, err error) int {
+	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " ")
+	fmt.Fprintln(stderr, "idefics2-run: "+msg)
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var ue *usageError
+	if errors.As(err, &ue) || runner.IsInputError(err) {
+		return exitUsage
+	}
+	return exitRuntime
+}
+
+// modelFlags are the options every command that loads a model takes.
+type modelFlags struct {
+	model, mmproj, device string
+	threads, ctxSize      int
+	batchSize             int
+	flashAttn, noSplit    bool
+	tableGELU, textOnly   bool
+	verbose               bool
+}
+
+func (f *modelFlags) register(fs *flagSet) {
+	f.device = "auto"
+	fs.String(&f.model, "model,m", "text model GGUF file")
+	fs.String(&f.mmproj, "mmproj", "vision GGUF file (default: mmproj-<model file name> next to the model, if present)")
+	fs.String(&f.device, "device", "compute device: auto, cpu, cuda, metal, vulkan or a device name")
+	fs.Int(&f.threads, "threads,t", "CPU threads (0: physical cores)")
+	fs.Int(&f.ctxSize, "ctx-size,c", fmt.Sprintf("context size in tokens (0: %d or the model's, whichever is smaller)", runner.DefaultContextSize))
+	fs.Int(&f.batchSize, "batch-size,b", "prompt tokens per evaluation batch (0: 512)")
+	fs.Bool(&f.flashAttn, "flash-attn,fa", "use fused (flash) attention in the decoder")
+	fs.Bool(&f.noSplit, "no-split", "turn image splitting off (fewer image tokens)")
+	fs.Bool(&f.tableGELU, "fast-gelu", "use ggml's table GELU in the vision tower (faster, ~1e-3 relative error)")
+	fs.Bool(&f.textOnly, "text-only", "load no mmproj even if one lies next to the model")
+	fs.Bool(&f.verbose, "verbose,v", "log progress and timings on stderr")
+}
+
+// check validates the model options before anything is loaded.
+func (f *modelFlags) check(cmd string) error {
+	if f.model == "" {
+		return usagef("%s: no model: pass -m model.gguf", cmd)
+	}
+	if f.threads < 0 {
+		return usagef("%s: --threads %d: want 0 or more", cmd, f.threads)
+	}
+	if f.ctxSize < 0 {
+		return usagef("%s: --ctx-size %d: want 0 or more", cmd, f.ctxSize)
+	}
+	if f.batchSize < 0 {
+		return usagef("%s: --batch-size %d: want 0 or more", cmd, f.batchSize)
+	}
+	return checkDevice(f.device)
+}
+
+// checkDevice refuses a --device value that is neither a known kind nor a device name, before loading anything.
+func checkDevice(choice string) error {
+	c := strings.ToLower(strings.TrimSpace(choice))
+	switch c {
+	case "", "auto", "cpu", "cuda", "metal", "vulkan":
+		return nil
+	}
+	var names []string
+	for _, d := range ggml.Devices() {
+		if strings.ToLower(d.Name) == c {
+			return nil
+		}
+		names = append(names, d.Name)
+	}
+	return usagef("--device %q: want auto, cpu, cuda, metal, vulkan or a device name (%s)", choice, strings.Join(names, ", "))
+}
+
+// load loads the model pair, with a progress bar on a terminal.
+func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*runner.Model, error) {
+	setupLogging(stderr, f.verbose)
+	mm := f.mmproj
+	if mm == "" && !f.textOnly {
+		mm = runner.FindMMProj(f.model)
+	}
+	warmFiles(stderr, f.model, mm)
+	m, err := runner.Load(ctx, runner.Options{ModelPath: f.model, MMProjPath: f.mmproj, TextOnly: f.textOnly, Device: f.device,
+		Threads: f.threads, FlashAttn: f.flashAttn, TableGELU: f.tableGELU, BatchSize: f.batchSize, NoSplit: f.noSplit})
+	if err != nil {
+		return nil, err
+	}
+	if f.verbose {
+		g := m.Graph()
+		mmNote := "none"
+		if m.HasVision() {
+			mmNote = g.MMProj.Path
+		}
+		slog.Info("model loaded", "model", f.model, "mmproj", mmNote, "device", g.Device.Name,
+			"load_ms", m.LoadTime.Milliseconds())
+	}
+	return m, nil
+}
+
+func setupLogging(stderr io.Writer, verbose bool) {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelInfo
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+}
+
+// samplingFlags are the generation options of run, chat and batch/serve defaults.
+type samplingFlags struct {
+	maxTokens                          int
+	temp, topP, minP                   float64
+	topK, repeatLastN                  int
+	repeatPenalty, presence, frequency float64
+	seed                               int
+	stop                               []string
+	truncate                           bool
+}
+
+func (f *samplingFlags) register(fs *flagSet) {
+	f.maxTokens = 512
+	f.seed = -1
+	fs.Int(&f.maxTokens, "max-tokens,n", "most tokens to generate")
+	fs.Float(&f.temp, "temp,temperature", "sampling temperature (0: greedy)")
+	fs.Int(&f.topK, "top-k", "keep the k most likely tokens (0: off)")
+	fs.Float(&f.topP, "top-p", "nucleus sampling probability (0 or 1: off)")
+	fs.Float(&f.minP, "min-p", "drop tokens below min-p × the top probability (0: off)")
+	fs.Float(&f.repeatPenalty, "repeat-penalty", "repetition penalty (1: off)")
+	fs.Int(&f.repeatLastN, "repeat-last-n", "penalty window in tokens (0: 64, -1: whole context)")
+	fs.Float(&f.presence, "presence-penalty", "OpenAI presence penalty")
+	fs.Float(&f.frequency, "frequency-penalty", "OpenAI frequency penalty")
+	fs.Int(&f.seed, "seed,s", "sampling seed (-1: random)")
+	fs.List(&f.stop, "stop", "stop string (repeatable)")
+	fs.Bool(&f.truncate, "truncate", "drop the oldest part of a prompt that does not fit the context instead of failing")
+}
+
+func (f *samplingFlags) options(cmd string) (runner.GenerateOptions, error) {
+	if f.maxTokens < 0 {
+		return runner.GenerateOptions{}, usagef("%s: --max-tokens %d: want 0 or more", cmd, f.maxTokens)
+	}
+	if f.seed < -1 {
+		return runner.GenerateOptions{}, usagef("%s: --seed %d: want -1 (random) or a seed ≥ 0", cmd, f.seed)
+	}
+	so := runner.SamplerOptions{Temperature: f.temp, TopK: f.topK, TopP: f.topP, MinP: f.minP,
+		RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presence, FrequencyPenalty: f.frequency,
+		RepeatLastN: f.repeatLastN, Seed: seedValue(f.seed)}
+	if err := so.Validate(); err != nil {
+		return runner.GenerateOptions{}, usagef("%s: %s", cmd, strings.TrimPrefix(err.Error(), "runner: sampler: "))
+	}
+	for _, s := range f.stop {
+		if s == "" {
+			return runner.GenerateOptions{}, usagef("%s: --stop: empty stop string", cmd)
+		}
+	}
+	return runner.GenerateOptions{MaxTokens: f.maxTokens, Sampler: so, Stop: f.stop, Truncate: f.truncate}, nil
+}
+
+// seedValue turns a -1 seed into a random one.
+func seedValue(seed int) uint64 {
+	if seed < 0 {
+		return rand.Uint64()
+	}
+	return uint64(seed)
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := file.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

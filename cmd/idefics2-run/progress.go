@@ -1,0 +1,75 @@
+package main
+
+import (
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+)
+
+// warmThreshold is the total size above which loading shows a progress bar: smaller files load in well under a
+// second.
+const warmThreshold = 256 << 20
+
+// warmFiles reads the model files once with a progress bar on a terminal, so that the (memory-mapped) load that
+// follows finds them in the page cache; reading them is what dominates loading big files from disk.
+func warmFiles(stderr io.Writer, paths ...string) {
+	if !isTerminal(stderr) {
+		return
+	}
+	var total int64
+	var files []string
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			total += st.Size()
+			files = append(files, p)
+		}
+	}
+	if total < warmThreshold {
+		return
+	}
+	bar := progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetDescription("loading"),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionShowTotalBytes(true),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	buf := make([]byte, 4<<20)
+	for _, p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		_, _ = io.CopyBuffer(io.Discard, io.TeeReader(f, barWriter{bar}), buf)
+		f.Close()
+	}
+	_ = bar.Finish()
+}
+
+type barWriter struct{ b *progressbar.ProgressBar }
+
+func (w barWriter) Write(p []byte) (int, error) {
+	_ = w.b.Add(len(p))
+	return len(p), nil
+}
+
+// newCountBar is a progress bar counting items (total −1: unknown) on a terminal, invisible otherwise.
+func newCountBar(stderr io.Writer, total int, desc string) *progressbar.ProgressBar {
+	return progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetVisibility(isTerminal(stderr)),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("req"),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+}

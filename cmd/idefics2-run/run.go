@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/idefics2-go/idefics2/runner"
+)
+
+// runOutput is what --json prints.
+type runOutput struct {
+	Text       string         `json:"text"`
+	Tokens     []int32        `json:"tokens"`
+	StopReason string         `json:"stop_reason"`
+	Usage      tokenUsage     `json:"usage"`
+	Timings    runner.Timings `json:"timings"`
+}
+
+type tokenUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+	CachedTokens     int `json:"cached_tokens,omitempty"`
+}
+
+func newUsage(r *runner.Result) tokenUsage {
+	return tokenUsage{PromptTokens: r.PromptTokens, CompletionTokens: len(r.Tokens), TotalTokens: r.PromptTokens + len(r.Tokens),
+		CachedTokens: r.CachedTokens}
+}
+
+// cmdRun is the one-shot front end: one prompt (with images) in, the answer out.
+func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("idefics2-run")
+	var mf modelFlags
+	var sf samplingFlags
+	mf.register(fs)
+	sf.register(fs)
+	var prompt, promptFile, system, dump string
+	var images []string
+	var raw, asJSON, help bool
+	fs.String(&prompt, "prompt,p", "the prompt (one user turn through the chat template; see --raw)")
+	fs.String(&promptFile, "file,f", "read the prompt from this file")
+	fs.List(&images, "image", "image file, - for stdin (repeatable, in order)")
+	fs.String(&system, "system", "system message")
+	fs.Bool(&raw, "raw", "the prompt is the exact model input: no chat template (<image> markers are still expanded)")
+	fs.Bool(&asJSON, "json", "print one JSON object (text, tokens, stop_reason, usage, timings) instead of streaming")
+	fs.String(&dump, "dump", "write the prompt's input ids, pixel values, vision and connector outputs and logits as .npy into this folder")
+	fs.Bool(&help, "help,h", "show this help")
+	if err := fs.parse(args); err != nil {
+		return fail(stderr, err)
+	}
+	if help {
+		usage(stdout)
+		fmt.Fprintln(stdout, "\noptions:")
+		fs.usage(stdout)
+		return exitOK
+	}
+	if len(fs.args) > 0 {
+		return fail(stderr, usagef("unexpected argument %q (the prompt goes after -p)", fs.args[0]))
+	}
+	if err := mf.check("idefics2-run"); err != nil {
+		return fail(stderr, err)
+	}
+	gen, err := sf.options("idefics2-run")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if promptFile != "" {
+		if fs.Set("prompt") {
+			return fail(stderr, usagef("give the prompt with -p or --file, not both"))
+		}
+		b, err := os.ReadFile(promptFile)
+		if err != nil {
+			return fail(stderr, usagef("--file: %v", err))
+		}
+		prompt = string(b)
+	}
+	if raw && system != "" {
+		return fail(stderr, usagef("--system has no effect with --raw: put it into the prompt"))
+	}
+	if prompt == "" && len(images) == 0 {
+		return fail(stderr, usagef("the prompt is empty: pass -p TEXT (and/or --image FILE)"))
+	}
+	imgs, err := readImages(images, stdin)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	gen.DumpDir = dump
+
+	m, err := mf.load(ctx, stderr)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer m.Close()
+	var p *runner.Prompt
+	if raw {
+		p, err = m.RawPrompt(prompt, imgs, runner.PromptOptions{})
+	} else {
+		var msgs []runner.Message
+		if system != "" {
+			msgs = append(msgs, runner.Message{Role: "system", Content: []runner.Part{runner.TextPart(system)}})
+		}
+		u, uerr := runner.UserMessage(prompt, imgs)
+		if uerr != nil {
+			return fail(stderr, uerr)
+		}
+		p, err = m.ChatPrompt(append(msgs, u), runner.PromptOptions{})
+	}
+	if err != nil {
+		return fail(stderr, err)
+	}
+	s, err := m.NewSession(mf.ctxSize)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer s.Close()
+	out := bufio.NewWriter(stdout)
+	defer out.Flush()
+	if !asJSON {
+		gen.OnText = func(t string) error {
+			if _, err := out.WriteString(t); err != nil {
+				return err
+			}
+			return out.Flush()
+		}
+	}
+	res, err := s.Generate(ctx, p, gen)
+	if res != nil {
+		res.Timings.LoadMS = float64(m.LoadTime.Microseconds()) / 1000
+	}
+	if err != nil {
+		if !asJSON && res != nil {
+			fmt.Fprintln(out)
+		}
+		out.Flush()
+		return fail(stderr, err)
+	}
+	if asJSON {
+		o := runOutput{Text: res.Text, Tokens: res.Tokens, StopReason: string(res.StopReason), Usage: newUsage(res), Timings: res.Timings}
+		if o.Tokens == nil {
+			o.Tokens = []int32{}
+		}
+		b, _ := json.Marshal(o)
+		out.Write(b)
+		out.WriteByte('\n')
+	} else if res.Text != "" && !strings.HasSuffix(res.Text, "\n") {
+		out.WriteByte('\n')
+	}
+	if mf.verbose {
+		printTimings(stderr, res)
+	}
+	return exitOK
+}
+
+func printTimings(w io.Writer, r *runner.Result) {
+	t := r.Timings
+	fmt.Fprintf(w, "load %.0f ms | image encode %.0f ms | prefill %d tokens (%d cached) in %.0f ms, %.1f tok/s | decode %d tokens in %.0f ms, %.1f tok/s | stop: %s\n",
+		t.LoadMS, t.ImageEncodeMS, r.PromptTokens-r.CachedTokens, r.CachedTokens, t.PrefillMS, t.PrefillTPS,
+		len(r.Tokens), t.DecodeMS, t.DecodeTPS, r.StopReason)
+}
+
+// readImages reads the --image files; "-" reads standard input (once).
+func readImages(paths []string, stdin io.Reader) ([]runner.Image, error) {
+	var out []runner.Image
+	usedStdin := false
+	for _, p := range paths {
+		if p == "-" {
+			if usedStdin {
+				return nil, usagef("--image -: standard input can be read only once")
+			}
+			usedStdin = true
+			b, err := io.ReadAll(io.LimitReader(stdin, maxImageBytes+1))
+			if err != nil {
+				return nil, fmt.Errorf("reading the image from standard input: %w", err)
+			}
+			if len(b) > maxImageBytes {
+				return nil, usagef("--image -: more than %d MiB on standard input", maxImageBytes>>20)
+			}
+			out = append(out, runner.Image{Name: "<stdin>", Data: b})
+			continue
+		}
+		if strings.HasPrefix(p, "http://") || strings.HasPrefix(p, "https://") {
+			return nil, usagef("--image %s: URLs are not supported (no network access): download the file first", p)
+		}
+		img, err := runner.LoadImage(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, img)
+	}
+	return out, nil
+}
+
+// maxImageBytes bounds one image file read from standard input or a request.
+const maxImageBytes = 64 << 20

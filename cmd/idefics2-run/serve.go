@@ -1,0 +1,464 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/idefics2-go/idefics2/runner"
+)
+
+// serverConfig holds the limits and defaults of `serve`.
+type serverConfig struct {
+	defaults   runner.GenerateOptions
+	tokenLimit int           // most tokens one request may generate
+	maxBody    int64         // request body bytes
+	timeout    time.Duration // per request, queueing included
+	queue      int           // requests waiting beyond the one running
+	policy     imagePolicy
+	apiKey     string
+	ctxSize    int
+}
+
+// server is the OpenAI-compatible HTTP front end. One worker goroutine owns the model's session and answers the
+// queued requests one at a time; handlers parse and validate requests (and build prompts) concurrently.
+type server struct {
+	m       *runner.Model
+	cfg     serverConfig
+	sess    *runner.Session
+	queue   chan *job
+	waiting atomic.Int32
+	// served and cancelled count finished generations, and those stopped by a cancelled request (client gone).
+	served, cancelled atomic.Int64
+	created           int64
+	mux               *http.ServeMux
+	stop              chan struct{}
+	wg                sync.WaitGroup
+}
+
+// job is one queued generation; state guards the hand-over between the handler and the worker.
+type job struct {
+	ctx   context.Context
+	run   func(ctx context.Context)
+	mu    sync.Mutex
+	state int // 0 queued, 1 started, 2 abandoned
+	done  chan struct{}
+}
+
+func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
+	sess, err := m.NewSession(cfg.ctxSize)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{m: m, cfg: cfg, sess: sess, queue: make(chan *job, max(cfg.queue, 0)), created: time.Now().Unix(),
+		mux: http.NewServeMux(), stop: make(chan struct{})}
+	s.mux.HandleFunc("/v1/chat/completions", s.handleChat)
+	s.mux.HandleFunc("/v1/models", s.handleModels)
+	s.mux.HandleFunc("/health", s.handleHealth)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/chat/completions, /v1/models, /health)", r.Method, r.URL.Path))
+	})
+	s.wg.Add(1)
+	go s.worker()
+	return s, nil
+}
+
+// close stops the worker (after the running request) and frees the session.
+func (s *server) close() {
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	close(s.stop)
+	s.wg.Wait()
+	s.sess.Close()
+}
+
+func (s *server) worker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case j := <-s.queue:
+			s.waiting.Add(-1)
+			j.mu.Lock()
+			if j.state == 2 {
+				j.mu.Unlock()
+				continue
+			}
+			j.state = 1
+			j.mu.Unlock()
+			j.run(j.ctx)
+			close(j.done)
+		}
+	}
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, typ, msg string) {
+	writeJSON(w, status, map[string]any{"error": apiError{Message: msg, Type: typ}})
+}
+
+// writeErr writes err with the status its kind calls for.
+func writeErr(w http.ResponseWriter, err error) {
+	var re *requestError
+	switch {
+	case errors.As(err, &re):
+		writeError(w, re.status, re.typ, re.msg)
+	case runner.IsInputError(err):
+		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, "timeout", "the request timed out")
+	case errors.Is(err, context.Canceled):
+		writeError(w, 499, "cancelled", "the request was cancelled")
+	default:
+		writeError(w, http.StatusInternalServerError, "server_error", err.Error())
+	}
+}
+
+func (s *server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if s.cfg.apiKey == "" {
+		return true
+	}
+	if r.Header.Get("Authorization") == "Bearer "+s.cfg.apiKey {
+		return true
+	}
+	writeError(w, http.StatusUnauthorized, "authentication_error", "missing or wrong API key (Authorization: Bearer KEY)")
+	return false
+}
+
+func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "use GET /health")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "model": s.m.Name(), "queued": s.waiting.Load(),
+		"served": s.served.Load(), "cancelled": s.cancelled.Load()})
+}
+
+func (s *server) handleModels(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "use GET /v1/models")
+		return
+	}
+	if !s.authorized(w, r) {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []map[string]any{{
+		"id": s.m.Name(), "object": "model", "created": s.created, "owned_by": "idefics2-go",
+	}}})
+}
+
+type chatChoice struct {
+	Index        int             `json:"index"`
+	Message      *chatOutMessage `json:"message,omitempty"`
+	Delta        *chatOutMessage `json:"delta,omitempty"`
+	FinishReason *string         `json:"finish_reason"`
+}
+
+type chatOutMessage struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+type chatResponse struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Model   string          `json:"model"`
+	Choices []chatChoice    `json:"choices"`
+	Usage   *tokenUsage     `json:"usage,omitempty"`
+	Tokens  []int32         `json:"tokens,omitempty"`
+	Timings *runner.Timings `json:"timings,omitempty"`
+	Error   *apiError       `json:"error,omitempty"`
+}
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "chatcmpl-" + hex.EncodeToString(b[:])
+}
+
+func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "use POST /v1/chat/completions")
+		return
+	}
+	if !s.authorized(w, r) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.timeout)
+	defer cancel()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("request body larger than %d bytes", s.cfg.maxBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "reading the request body: "+err.Error())
+		return
+	}
+	var req chatRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "the body is not a valid chat request: "+err.Error())
+		return
+	}
+	if req.Prompt != nil || len(req.Images) > 0 || req.Raw {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "prompt, images and raw are batch-only fields; send messages")
+		return
+	}
+	if len(req.Messages) == 0 {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "messages: at least one message is required")
+		return
+	}
+	opts, err := req.generateOptions(s.cfg.defaults, limits{maxTokens: s.cfg.tokenLimit})
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	p, err := req.prompt(s.m, s.cfg.policy)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if n := len(p.Tokens); n > s.sess.Size() {
+		writeError(w, http.StatusBadRequest, "invalid_request_error",
+			fmt.Sprintf("the prompt has %d tokens, more than the context size %d", n, s.sess.Size()))
+		return
+	}
+	j := &job{ctx: ctx, done: make(chan struct{})}
+	id := newID()
+	j.run = func(ctx context.Context) { s.generate(ctx, w, &req, p, opts, id) }
+	s.waiting.Add(1)
+	select {
+	case s.queue <- j:
+	default:
+		s.waiting.Add(-1)
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(s.cfg.timeout.Seconds()/10))))
+		writeError(w, http.StatusServiceUnavailable, "server_busy", fmt.Sprintf("the queue is full (%d requests waiting); retry later", cap(s.queue)))
+		return
+	}
+	select {
+	case <-j.done:
+		return
+	case <-ctx.Done():
+	}
+	j.mu.Lock()
+	if j.state == 0 {
+		j.state = 2
+		j.mu.Unlock()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			writeError(w, http.StatusGatewayTimeout, "timeout", "the request timed out in the queue")
+		}
+		return
+	}
+	j.mu.Unlock()
+	<-j.done
+}
+
+// generate runs one request on the worker's session and writes the response (JSON, or SSE chunks with stream).
+func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatRequest, p *runner.Prompt, opts runner.GenerateOptions, id string) {
+	base := chatResponse{ID: id, Created: time.Now().Unix(), Model: s.m.Name()}
+	rc := http.NewResponseController(w)
+	started := false
+	send := func(v chatResponse) error {
+		b, _ := json.Marshal(v)
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	begin := func() error {
+		if started {
+			return nil
+		}
+		started = true
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		w.WriteHeader(http.StatusOK)
+		c := base
+		c.Object = "chat.completion.chunk"
+		empty := ""
+		c.Choices = []chatChoice{{Delta: &chatOutMessage{Role: "assistant", Content: &empty}}}
+		return send(c)
+	}
+	if req.Stream {
+		opts.OnText = func(t string) error {
+			if err := begin(); err != nil {
+				return err
+			}
+			c := base
+			c.Object = "chat.completion.chunk"
+			c.Choices = []chatChoice{{Delta: &chatOutMessage{Content: &t}}}
+			return send(c)
+		}
+	}
+	s.sess.Reset()
+	res, err := s.sess.Generate(ctx, p, opts)
+	s.served.Add(1)
+	if err != nil && ctx.Err() != nil {
+		s.cancelled.Add(1)
+	}
+	if err != nil {
+		slog.Info("request failed", "id", id, "err", err)
+		if !started {
+			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				return // the client is gone
+			}
+			writeErr(w, err)
+			return
+		}
+		c := base
+		c.Object = "chat.completion.chunk"
+		c.Error = errorObject(err)
+		_ = send(c)
+		_, _ = io.WriteString(w, "data: [DONE]\n\n")
+		_ = rc.Flush()
+		return
+	}
+	u := newUsage(res)
+	finish := res.StopReason.FinishReason()
+	if !req.Stream {
+		out := base
+		out.Object = "chat.completion"
+		text := res.Text
+		out.Choices = []chatChoice{{Message: &chatOutMessage{Role: "assistant", Content: &text}, FinishReason: &finish}}
+		out.Usage, out.Tokens, out.Timings = &u, res.Tokens, &res.Timings
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	if err := begin(); err != nil {
+		return
+	}
+	c := base
+	c.Object = "chat.completion.chunk"
+	c.Choices = []chatChoice{{Delta: &chatOutMessage{}, FinishReason: &finish}}
+	c.Usage = &u
+	if err := send(c); err != nil {
+		return
+	}
+	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+		c := base
+		c.Object = "chat.completion.chunk"
+		c.Choices = []chatChoice{}
+		c.Usage = &u
+		if err := send(c); err != nil {
+			return
+		}
+	}
+	_, _ = io.WriteString(w, "data: [DONE]\n\n")
+	_ = rc.Flush()
+}
+
+// cmdServe runs the HTTP server until interrupted.
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("serve")
+	var mf modelFlags
+	var sf samplingFlags
+	mf.register(fs)
+	sf.register(fs)
+	host, port := "127.0.0.1", 8080
+	var localDir, apiKey string
+	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
+	var help bool
+	fs.String(&host, "host", "address to listen on")
+	fs.Int(&port, "port", "port to listen on (0: any free port)")
+	fs.String(&localDir, "allow-local-images", "allow image urls that are local file paths inside this folder")
+	fs.String(&apiKey, "api-key", "require Authorization: Bearer KEY")
+	fs.Int(&maxBodyMB, "max-body-mb", "largest request body in MiB")
+	fs.Int(&maxImages, "max-images", "most images per request")
+	fs.Int(&tokenLimit, "token-limit", "most tokens one request may generate (also the default max_tokens)")
+	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
+	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
+	fs.Bool(&help, "help,h", "show this help")
+	if err := fs.parse(args); err != nil {
+		return fail(stderr, err)
+	}
+	if help {
+		fmt.Fprintln(stdout, "usage: idefics2-run serve -m model.gguf [--host 127.0.0.1] [--port 8080] [options]\n\noptions:")
+		fs.usage(stdout)
+		return exitOK
+	}
+	if len(fs.args) > 0 {
+		return fail(stderr, usagef("serve: unexpected argument %q", fs.args[0]))
+	}
+	if err := mf.check("serve"); err != nil {
+		return fail(stderr, err)
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"--max-body-mb", maxBodyMB}, {"--max-images", maxImages}, {"--token-limit", tokenLimit}, {"--timeout", timeoutS}} {
+		if c.v <= 0 {
+			return fail(stderr, usagef("serve: %s %d: want a positive number", c.name, c.v))
+		}
+	}
+	if queue < 0 || port < 0 || port > 65535 {
+		return fail(stderr, usagef("serve: --queue %d / --port %d out of range", queue, port))
+	}
+	def, err := sf.options("serve")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if !fs.Set("max-tokens") {
+		def.MaxTokens = tokenLimit
+	}
+	pol, err := newImagePolicy(localDir, maxImages)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	m, err := mf.load(ctx, stderr)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer m.Close()
+	srv, err := newServer(m, serverConfig{defaults: def, tokenLimit: tokenLimit, maxBody: int64(maxBodyMB) << 20,
+		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize})
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer srv.close()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return fail(stderr, usagef("serve: %v", err))
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions)\n", m.Name(), ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fail(stderr, fmt.Errorf("serve: %w", err))
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	fmt.Fprintln(stderr, "idefics2-run: server stopped")
+	return exitOK
+}

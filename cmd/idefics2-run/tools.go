@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/idefics2-go/idefics2/gguf"
+	"github.com/idefics2-go/idefics2/internal/npy"
+	"github.com/idefics2-go/idefics2/processor"
+	"github.com/idefics2-go/idefics2/runner"
+)
+
+// cmdInspect prints a GGUF file's metadata and tensors.
+func cmdInspect(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("inspect")
+	var all, noTensors, help bool
+	fs.Bool(&all, "all", "print every array element")
+	fs.Bool(&noTensors, "no-tensors", "omit the tensor table")
+	fs.Bool(&help, "help,h", "show this help")
+	if err := fs.parse(args); err != nil {
+		return fail(stderr, err)
+	}
+	if help {
+		fmt.Fprintln(stdout, "usage: idefics2-run inspect [--all] [--no-tensors] FILE.gguf")
+		fs.usage(stdout)
+		return exitOK
+	}
+	if len(fs.args) != 1 {
+		return fail(stderr, usagef("inspect: want one GGUF file, got %d arguments", len(fs.args)))
+	}
+	f, err := openGGUF(fs.args[0], "inspect")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer f.Close()
+	opts := gguf.DumpOptions{NoTensors: noTensors}
+	if all {
+		opts.MaxArray = -1
+	}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	if err := gguf.Dump(w, f, opts); err != nil {
+		return fail(stderr, err)
+	}
+	return exitOK
+}
+
+// openGGUF opens a GGUF file, reporting a missing or malformed file as bad input.
+func openGGUF(path, cmd string) (*gguf.File, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, usagef("%s: %v", cmd, err)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, usagef("%s: %v", cmd, err)
+	}
+	return f, nil
+}
+
+// loadTokenizer reads only the tokenizer of a text GGUF (no weights are loaded).
+func loadTokenizer(path, cmd string) (*processor.Tokenizer, error) {
+	if path == "" {
+		return nil, usagef("%s: no model: pass -m model.gguf", cmd)
+	}
+	f, err := openGGUF(path, cmd)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if a, _ := f.Metadata.String("general.architecture"); a == "clip" {
+		return nil, usagef("%s: %s is an mmproj (vision) file; pass the text model with -m", cmd, path)
+	}
+	t, err := runner.NewTokenizer(f)
+	if err != nil {
+		return nil, usagef("%s: %v", cmd, err)
+	}
+	return t, nil
+}
+
+// cmdTokenize prints the ids of TEXT as a JSON array; special tokens in the text are recognised as HF does.
+func cmdTokenize(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("tokenize")
+	fs.dashArgs = true
+	var model, file string
+	var noBOS, pieces, help bool
+	fs.String(&model, "model,m", "text model GGUF file")
+	fs.String(&file, "file,f", "read the text from this file (- for stdin is not supported; use the argument)")
+	fs.Bool(&noBOS, "no-bos", "do not add BOS (add_special_tokens=False)")
+	fs.Bool(&pieces, "pieces", "print [id, piece] pairs")
+	fs.Bool(&help, "help,h", "show this help")
+	if err := fs.parse(args); err != nil {
+		return fail(stderr, err)
+	}
+	if help {
+		fmt.Fprintln(stdout, "usage: idefics2-run tokenize -m model.gguf [--no-bos] TEXT")
+		fs.usage(stdout)
+		return exitOK
+	}
+	text := strings.Join(fs.args, " ")
+	if file != "" {
+		if len(fs.args) > 0 {
+			return fail(stderr, usagef("tokenize: give the text as an argument or with --file, not both"))
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fail(stderr, usagef("tokenize: --file: %v", err))
+		}
+		text = string(b)
+	} else if len(fs.args) == 0 {
+		return fail(stderr, usagef("tokenize: no TEXT given"))
+	}
+	tok, err := loadTokenizer(model, "tokenize")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	ids, err := tok.Encode(text, !noBOS)
+	if err != nil {
+		return fail(stderr, usagef("tokenize: %v", err))
+	}
+	if ids == nil {
+		ids = []int32{}
+	}
+	var b []byte
+	if pieces {
+		pairs := make([][2]any, len(ids))
+		for i, id := range ids {
+			pairs[i] = [2]any{id, tok.Piece(id)}
+		}
+		b, _ = json.Marshal(pairs)
+	} else {
+		b, _ = json.Marshal(ids)
+	}
+	fmt.Fprintf(stdout, "%s\n", b)
+	return exitOK
+}
+
+// cmdDetokenize prints the text of token ids given as arguments or as one JSON array.
+func cmdDetokenize(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("detokenize")
+	var model string
+	var keepSpecial, help bool
+	fs.String(&model, "model,m", "text model GGUF file")
+	fs.Bool(&keepSpecial, "keep-special", "keep special tokens (<s>, <image>, …) in the text")
+	fs.Bool(&help, "help,h", "show this help")
+	if err := fs.parse(args); err != nil {
+		return fail(stderr, err)
+	}
+	if help {
+		fmt.Fprintln(stdout, "usage: idefics2-run detokenize -m model.gguf ID... | '[ID, ...]'")
+		fs.usage(stdout)
+		return exitOK
+	}
+	if len(fs.args) == 0 {
+		return fail(stderr, usagef("detokenize: no token ids given"))
+	}
+	var ids []int32
+	if joined := strings.TrimSpace(strings.Join(fs.args, " ")); strings.HasPrefix(joined, "[") {
+		if err := json.Unmarshal([]byte(joined), &ids); err != nil {
+			return fail(stderr, usagef("detokenize: %q is not a JSON array of token ids: %v", short(joined), err))
+		}
+	} else {
+		for _, a := range fs.args {
+			for _, f := range strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == ' ' }) {
+				n, err := strconv.ParseInt(f, 10, 32)
+				if err != nil {
+					return fail(stderr, usagef("detokenize: %q is not a token id", f))
+				}
+				ids = append(ids, int32(n))
+			}
+		}
+	}
+	tok, err := loadTokenizer(model, "detokenize")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	for _, id := range ids {
+		if id < 0 || int(id) >= tok.VocabSize() {
+			return fail(stderr, usagef("detokenize: token id %d is outside the vocabulary (%d tokens)", id, tok.VocabSize()))
+		}
+	}
+	fmt.Fprintln(stdout, tok.Decode(ids, !keepSpecial))
+	return exitOK
+}
+
+func short(s string) string {
+	if len(s) > 40 {
+		return s[:37] + "..."
+	}
+	return s
+}
+
+// cmdPreprocess runs the image processor alone and writes its outputs as NumPy files, shaped as HF's
+// Idefics2Processor returns them (batch of one).
+func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("preprocess")
+	var mmproj, cfgPath, out, pipeline string
+	var images []string
+	var noSplit, help bool
+	pipeline = "processor"
+	fs.String(&mmproj, "mmproj", "take the settings from this mmproj GGUF")
+	fs.String(&cfgPath, "processor-config", "take the settings from this Hugging Face preprocessor_config.json")
+	fs.List(&images, "image", "image file (repeatable, in order)")
+	fs.Bool(&noSplit, "no-split", "turn image splitting off")
+	fs.String(&out, "out,o", "output folder")
+	fs.String(&pipeline, "pipeline", "decoding as Hugging Face's Idefics2Processor (processor: EXIF transpose, alpha dropped) or Idefics2ImageProcessor called directly (image-processor: alpha over white)")
+	fs.Bool(&help, "help,h", "show this help")
+	if err := fs.parse(args); err != nil {
+		return fail(stderr, err)
+	}
+	if help {
+		fmt.Fprintln(stdout, "usage: idefics2-run preprocess (--mmproj FILE | --processor-config FILE) --image FILE... [--no-split] --out DIR")
+		fs.usage(stdout)
+		return exitOK
+	}
+	if len(fs.args) > 0 {
+		return fail(stderr, usagef("preprocess: unexpected argument %q", fs.args[0]))
+	}
+	if (mmproj == "") == (cfgPath == "") {
+		return fail(stderr, usagef("preprocess: give exactly one of --mmproj and --processor-config"))
+	}
+	if len(images) == 0 {
+		return fail(stderr, usagef("preprocess: no --image given"))
+	}
+	if out == "" {
+		return fail(stderr, usagef("preprocess: no --out folder given"))
+	}
+	var dopts processor.DecodeOptions
+	switch pipeline {
+	case "processor":
+		dopts.Pipeline = processor.ProcessorPipeline
+	case "image-processor":
+		dopts.Pipeline = processor.ImageProcessorPipeline
+	default:
+		return fail(stderr, usagef("preprocess: --pipeline %q: want processor or image-processor", pipeline))
+	}
+	var cfg processor.ImageConfig
+	var err error
+	if mmproj != "" {
+		f, err := openGGUF(mmproj, "preprocess")
+		if err != nil {
+			return fail(stderr, err)
+		}
+		if a, _ := f.Metadata.String("general.architecture"); a != "clip" {
+			f.Close()
+			return fail(stderr, usagef("preprocess: %s is not an mmproj (vision) file (architecture %q)", mmproj, a))
+		}
+		cfg, err = runner.ImageConfigFromGGUF(f.Metadata, mmproj)
+		f.Close()
+		if err != nil {
+			return fail(stderr, usagef("preprocess: %v", err))
+		}
+	} else if cfg, err = processor.LoadImageConfig(cfgPath); err != nil {
+		return fail(stderr, usagef("preprocess: %v", err))
+	}
+	if noSplit {
+		cfg.DoImageSplitting = false
+	}
+	var decoded []*processor.RGBImage
+	for _, p := range images {
+		img, err := processor.LoadImageFile(p, dopts)
+		if err != nil {
+			return fail(stderr, usagef("preprocess: %v", err))
+		}
+		decoded = append(decoded, img)
+	}
+	b, err := cfg.Preprocess(decoded)
+	if err != nil {
+		return fail(stderr, usagef("preprocess: %v", err))
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fail(stderr, fmt.Errorf("preprocess: %w", err))
+	}
+	mask := b.Mask
+	if mask == nil {
+		// do_pad off: HF returns no mask and the model treats every pixel as real.
+		mask = make([]bool, b.N*b.H*b.W)
+		for i := range mask {
+			mask[i] = true
+		}
+	}
+	if err := npy.WriteFloat32(filepath.Join(out, "pixel_values.npy"), []int{1, b.N, 3, b.H, b.W}, b.PixelValues); err != nil {
+		return fail(stderr, fmt.Errorf("preprocess: %w", err))
+	}
+	if err := npy.WriteBool(filepath.Join(out, "pixel_attention_mask.npy"), []int{1, b.N, b.H, b.W}, mask); err != nil {
+		return fail(stderr, fmt.Errorf("preprocess: %w", err))
+	}
+	fmt.Fprintf(stdout, "%d images → %d (sub-)images of %d×%d (padded) in %s\n", len(images), b.N, b.W, b.H, out)
+	return exitOK
+}

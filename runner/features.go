@@ -1,0 +1,76 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/idefics2-go/idefics2/graph"
+)
+
+// featureCache keeps the connector outputs of recently encoded sub-images, so that a conversation that shows the
+// same image again (every chat turn re-renders the whole conversation) does not run the vision tower again.
+type featureCache struct {
+	mu    sync.Mutex
+	max   int
+	order []uint64
+	rows  map[uint64][]float32
+}
+
+func newFeatureCache(max int) *featureCache {
+	return &featureCache{max: max, rows: make(map[uint64][]float32)}
+}
+
+func (c *featureCache) get(k uint64) ([]float32, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.rows[k]
+	return v, ok
+}
+
+func (c *featureCache) put(k uint64, v []float32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.rows[k]; ok {
+		return
+	}
+	if len(c.order) >= c.max {
+		delete(c.rows, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.order = append(c.order, k)
+	c.rows[k] = v
+}
+
+// subImageInput returns sub-image i of the prompt's batch as the graph takes it: the padded batch H×W and the
+// image's own size.
+func (p *Prompt) subImageInput(i int) graph.ImageInput {
+	b := p.Images
+	n := 3 * b.H * b.W
+	return graph.ImageInput{Pixels: b.PixelValues[i*n : (i+1)*n], H: b.H, W: b.W, RealH: b.Sizes[i][0], RealW: b.Sizes[i][1]}
+}
+
+// encode returns the connector rows of sub-image i ([imageSeqLen][textHidden] flattened), from the cache when
+// possible. With keep, the vision and projection outputs are kept too (never cached).
+func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool) (*graph.ImageFeatures, error) {
+	if !keep {
+		if rows, ok := m.features.get(p.subKeys[i]); ok {
+			return &graph.ImageFeatures{Embeddings: rows}, nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.g == nil {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("runner: the model is closed")
+	}
+	f, err := m.g.EncodeImage(p.subImageInput(i), keep)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("runner: encoding image %d: %w", i, err)
+	}
+	m.features.put(p.subKeys[i], f.Embeddings)
+	return f, nil
+}

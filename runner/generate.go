@@ -1,0 +1,410 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// StopReason says why generation ended.
+type StopReason string
+
+// Stop reasons.
+const (
+	StopToken     StopReason = "stop"        // a stop token (</s>, <end_of_utterance>) was generated
+	StopString    StopReason = "stop_string" // the text reached one of the stop strings
+	StopLength    StopReason = "length"      // MaxTokens tokens were generated
+	StopContext   StopReason = "context"     // the session's context is full
+	StopCancelled StopReason = "cancelled"   // the context was cancelled
+)
+
+// FinishReason maps r to the OpenAI chat API's finish_reason: "stop" or "length".
+func (r StopReason) FinishReason() string {
+	switch r {
+	case StopLength, StopContext:
+		return "length"
+	}
+	return "stop"
+}
+
+// GenerateOptions control one generation.
+type GenerateOptions struct {
+	// MaxTokens is the most tokens to generate; 0 evaluates the prompt only. Negative is an error.
+	MaxTokens int
+	// Sampler picks the tokens (zero value: greedy).
+	Sampler SamplerOptions
+	// Stop strings end generation when the text reaches one; the text is cut before it.
+	Stop []string
+	// Truncate drops the oldest part of a prompt that does not fit the context (keeping BOS and whole images)
+	// instead of failing with ErrContextOverflow.
+	Truncate bool
+	// DumpDir, when set, receives NumPy files of the prompt's model inputs and outputs (see WriteDump); the prompt
+	// is then evaluated from scratch with logits for every position.
+	DumpDir string
+	// OnText receives the text as it is produced (never a broken UTF-8 sequence, never text a stop string may
+	// still claim). Returning an error stops generation with that error.
+	OnText func(text string) error
+	// OnToken, if set, is called with each generated id (stop token included) before its text.
+	OnToken func(id int32) error
+}
+
+// Timings are the durations of one generation's stages, in milliseconds, and its throughput in tokens per second.
+type Timings struct {
+	LoadMS        float64 `json:"load_ms"`
+	ImageEncodeMS float64 `json:"image_encode_ms"`
+	PrefillMS     float64 `json:"prefill_ms"`
+	DecodeMS      float64 `json:"decode_ms"`
+	PrefillTPS    float64 `json:"prefill_tps"`
+	DecodeTPS     float64 `json:"decode_tps"`
+}
+
+// Result is the outcome of Generate.
+type Result struct {
+	// Text is the generated text (special tokens skipped, cut before a stop string).
+	Text string
+	// Tokens are the generated ids, a final stop token included (as transformers' generate returns them).
+	Tokens []int32
+	// StopReason says why generation ended.
+	StopReason StopReason
+	// PromptTokens is the prompt's length in tokens (after truncation); CachedTokens of them were reused from the
+	// session's cache and not evaluated again.
+	PromptTokens, CachedTokens int
+	// Timings of the stages; LoadMS is left to the caller.
+	Timings Timings
+}
+
+const imageKeyBit = 1 << 63
+
+// positionKeys returns the identity of each prompt position: the token id, or for an image token its sub-image and
+// row, so that cached positions are reused only for the same image.
+func (m *Model) positionKeys(p *Prompt, tokens []int32, imgOffset int) []uint64 {
+	keys := make([]uint64, len(tokens))
+	j := imgOffset
+	for i, t := range tokens {
+		if t == m.imageTokenID && p.Images != nil && m.seqLen > 0 {
+			sub := j / m.seqLen
+			keys[i] = (p.subKeys[sub]*31 + uint64(j%m.seqLen)) | imageKeyBit
+			j++
+		} else {
+			keys[i] = uint64(uint32(t))
+		}
+	}
+	return keys
+}
+
+// Generate evaluates the prompt on the session (reusing the cached prefix it shares with what the session already
+// holds) and generates up to o.MaxTokens tokens. On cancellation it returns the partial result and ctx's error.
+func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*Result, error) {
+	m := s.m
+	if o.MaxTokens < 0 {
+		return nil, inputErrorf("runner: max tokens %d: want 0 or more", o.MaxTokens)
+	}
+	for i, st := range o.Stop {
+		if st == "" {
+			return nil, inputErrorf("runner: stop string %d is empty", i)
+		}
+	}
+	sampler, err := NewSampler(o.Sampler, m.g.Text.VocabSize, m.banned)
+	if err != nil {
+		return nil, asInput(err)
+	}
+	tokens, imgOffset, err := s.fit(p, o)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{PromptTokens: len(tokens), StopReason: StopLength}
+	keys := m.positionKeys(p, tokens, imgOffset)
+
+	common := 0
+	if o.DumpDir == "" {
+		for common < len(keys) && common < len(s.keys) && keys[common] == s.keys[common] {
+			common++
+		}
+		if common == len(keys) {
+			common-- // the last position must be evaluated again for its logits
+		}
+	}
+	s.truncate(common)
+	res.CachedTokens = common
+
+	// Image features for the image tokens that will be evaluated.
+	t0 := time.Now()
+	var rows []float32
+	var dump *dumpData
+	if o.DumpDir != "" {
+		dump = &dumpData{}
+	}
+	if p.Images != nil {
+		first := imgOffset
+		for _, t := range tokens[:common] {
+			if t == m.imageTokenID {
+				first++
+			}
+		}
+		total := p.Images.N * m.seqLen
+		hidden := m.g.Text.Hidden
+		for sub := first / m.seqLen; sub < p.Images.N && first < total; sub++ {
+			f, err := m.encode(ctx, p, sub, dump != nil)
+			if err != nil {
+				return nil, err
+			}
+			from := 0
+			if sub == first/m.seqLen {
+				from = first % m.seqLen
+			}
+			rows = append(rows, f.Embeddings[from*hidden:]...)
+			if dump != nil {
+				dump.features = append(dump.features, f)
+			}
+		}
+	}
+	res.Timings.ImageEncodeMS = ms(time.Since(t0))
+
+	// Prefill, in batches so that cancellation is noticed between them.
+	t1 := time.Now()
+	logits, err := s.prefill(ctx, tokens[common:], rows, keys[common:], dump != nil)
+	if err != nil {
+		return nil, err
+	}
+	res.Timings.PrefillMS = ms(time.Since(t1))
+	if n := len(tokens) - common; res.Timings.PrefillMS > 0 {
+		res.Timings.PrefillTPS = float64(n) / (res.Timings.PrefillMS / 1000)
+	}
+	vocab := m.g.Text.VocabSize
+	if dump != nil {
+		dump.tokens = tokens
+		dump.logits = logits
+		if err := m.writeDump(o.DumpDir, p, dump); err != nil {
+			return nil, err
+		}
+		logits = logits[len(logits)-vocab:]
+	}
+
+	// Decode.
+	t2 := time.Now()
+	defer func() {
+		res.Timings.DecodeMS = ms(time.Since(t2))
+		if res.Timings.DecodeMS > 0 {
+			res.Timings.DecodeTPS = float64(len(res.Tokens)) / (res.Timings.DecodeMS / 1000)
+		}
+	}()
+	history := append(make([]int32, 0, len(tokens)+o.MaxTokens), tokens...)
+	dec := m.tok.NewStreamDecoder(true)
+	st := newStopper(o.Stop)
+	next := make([]int32, 1)
+	nextKey := make([]uint64, 1)
+	emit := func(text string) error {
+		if text == "" || o.OnText == nil {
+			return nil
+		}
+		return o.OnText(text)
+	}
+	finish := func() error {
+		out, _ := st.add(dec.Flush(), true)
+		if err := emit(out); err != nil {
+			return err
+		}
+		res.Text = st.text()
+		return nil
+	}
+	if o.MaxTokens == 0 {
+		return res, finish()
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			res.StopReason = StopCancelled
+			res.Text = st.text()
+			return res, err
+		}
+		id := sampler.Sample(logits, history)
+		res.Tokens = append(res.Tokens, id)
+		history = append(history, id)
+		if o.OnToken != nil {
+			if err := o.OnToken(id); err != nil {
+				res.Text = st.text()
+				return res, err
+			}
+		}
+		if m.isStop(id) {
+			res.StopReason = StopToken
+			return res, finish()
+		}
+		out, hit := st.add(dec.Add(id), false)
+		if err := emit(out); err != nil {
+			res.Text = st.text()
+			return res, err
+		}
+		if hit {
+			res.StopReason = StopString
+			res.Text = st.text()
+			return res, nil
+		}
+		if len(res.Tokens) >= o.MaxTokens {
+			res.StopReason = StopLength
+			return res, finish()
+		}
+		if s.gs.Pos() >= s.gs.Size() {
+			res.StopReason = StopContext
+			return res, finish()
+		}
+		next[0] = id
+		nextKey[0] = uint64(uint32(id))
+		if logits, err = s.eval(next, nil, false, nextKey); err != nil {
+			res.Text = st.text()
+			return res, err
+		}
+	}
+}
+
+// prefill evaluates tokens in batches of the model's batch size, checking ctx between batches.
+func (s *Session) prefill(ctx context.Context, tokens []int32, rows []float32, keys []uint64, allLogits bool) ([]float32, error) {
+	m := s.m
+	batch := m.batch
+	hidden := m.g.Text.Hidden
+	var all, last []float32
+	used := 0
+	for start := 0; start < len(tokens); start += batch {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		end := min(start+batch, len(tokens))
+		chunk := tokens[start:end]
+		n := 0
+		for _, t := range chunk {
+			if t == m.imageTokenID && rows != nil {
+				n++
+			}
+		}
+		var img []float32
+		if n > 0 {
+			if (used+n)*hidden > len(rows) {
+				return nil, fmt.Errorf("runner: %d image rows for more image tokens", len(rows)/hidden)
+			}
+			img = rows[used*hidden : (used+n)*hidden]
+			used += n
+		}
+		l, err := s.eval(chunk, img, allLogits, keys[start:end])
+		if err != nil {
+			return nil, err
+		}
+		if allLogits {
+			all = append(all, l...)
+		} else {
+			last = l
+		}
+	}
+	if allLogits {
+		return all, nil
+	}
+	return last, nil
+}
+
+// fit returns the tokens of p to evaluate: all of them when they fit the session, else (with o.Truncate) the
+// prompt without its oldest part, and the number of image tokens dropped.
+func (s *Session) fit(p *Prompt, o GenerateOptions) ([]int32, int, error) {
+	size := s.gs.Size()
+	tokens := p.Tokens
+	if len(tokens) <= size {
+		return tokens, 0, nil
+	}
+	if !o.Truncate {
+		return nil, 0, &InputError{Err: &overflowError{promptTokens: len(tokens), ctxSize: size}}
+	}
+	m := s.m
+	// Leave room for the answer: up to a quarter of the context.
+	target := size - max(1, min(o.MaxTokens, size/4))
+	keep := 0
+	if len(tokens) > 0 && tokens[0] == m.tok.BOS() {
+		keep = 1
+	}
+	cut := keep + len(tokens) - target // first kept position after the head
+	isImg := func(t int32) bool {
+		if t == m.imageTokenID {
+			return true
+		}
+		id, ok := m.tok.TokenID(tokenFakeAroundImage)
+		return ok && t == id
+	}
+	// Never keep half an image: move the cut past a run of image tokens it falls into.
+	for cut < len(tokens) && cut > keep && isImg(tokens[cut-1]) && isImg(tokens[cut]) {
+		cut++
+	}
+	if cut >= len(tokens) {
+		return nil, 0, &InputError{Err: &overflowError{promptTokens: len(tokens), ctxSize: size}}
+	}
+	dropped := 0
+	for _, t := range tokens[keep:cut] {
+		if t == m.imageTokenID {
+			dropped++
+		}
+	}
+	out := append(append(make([]int32, 0, keep+len(tokens)-cut), tokens[:keep]...), tokens[cut:]...)
+	return out, dropped, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// stopper holds back text that may be the start of a stop string and finds stop strings in the text.
+type stopper struct {
+	stops   []string
+	done    strings.Builder // text released
+	pending string          // text held back
+	maxLen  int
+	hit     bool
+}
+
+func newStopper(stops []string) *stopper {
+	s := &stopper{stops: stops}
+	for _, x := range stops {
+		s.maxLen = max(s.maxLen, len(x))
+	}
+	return s
+}
+
+// add appends text and returns what can be released, and whether a stop string was reached (the text is then
+// cut before it). With final, everything not part of a stop string is released.
+func (s *stopper) add(text string, final bool) (string, bool) {
+	if s.hit {
+		return "", true
+	}
+	if len(s.stops) == 0 {
+		s.done.WriteString(text)
+		return text, false
+	}
+	buf := s.pending + text
+	// A stop string may span the boundary between the released text and buf, but it cannot begin in released
+	// text: that would have been held back.
+	best := -1
+	for _, x := range s.stops {
+		if i := strings.Index(buf, x); i >= 0 && (best < 0 || i < best) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		out := buf[:best]
+		s.done.WriteString(out)
+		s.pending = ""
+		s.hit = true
+		return out, true
+	}
+	hold := 0
+	if !final {
+		// The longest suffix of buf that is a proper prefix of some stop string.
+		for _, x := range s.stops {
+			for k := min(len(x)-1, len(buf)); k > hold; k-- {
+				if strings.HasSuffix(buf, x[:k]) {
+					hold = k
+					break
+				}
+			}
+		}
+	}
+	out := buf[:len(buf)-hold]
+	s.pending = buf[len(buf)-hold:]
+	s.done.WriteString(out)
+	return out, false
+}
+
+// text is everything released so far.
+func (s *stopper) text() string { return s.done.String() }
