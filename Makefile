@@ -35,8 +35,15 @@ test: ggml-cpu
 test-short: ggml-cpu
 	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -short ./...
 
+# The whole path on the small trained demo model shipped in testdata: convert the bf16 checkpoint, then ask about a
+# picture (Hugging Face answers "A red circle." for the default question and image).
 run: build
-	$(BIN)/idefics2-run info
+	@$(BIN)/idefics2-run info | sed -n '1p;/CPU backend in use/p'
+	@mkdir -p $(RUN_OUT)
+	@[ -s $(RUN_OUT)/demo.gguf ] && [ -s $(RUN_OUT)/mmproj-demo.gguf ] || \
+		$(BIN)/convert --in $(RUN_MODEL_DIR) --out $(RUN_OUT)/demo.gguf --type f32 --force
+	@echo '$$ idefics2-run -m $(RUN_OUT)/demo.gguf --image $(RUN_IMAGE) -p "$(RUN_PROMPT)"'
+	@$(BIN)/idefics2-run -m $(RUN_OUT)/demo.gguf --image $(RUN_IMAGE) -p "$(RUN_PROMPT)" -n 32
 
 bench: build
 	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -run '^$$' -bench . -benchtime 3x ./ggml/ ./quant/
