@@ -44,7 +44,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdBatch(ctx, args[1:], stdin, stdout, stderr)
 	case "serve":
 		return cmdServe(ctx, args[1:], stdout, stderr)
-	// "bench" goes here.
+	case "bench":
+		return cmdBench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return exitOK
@@ -72,6 +73,8 @@ func usage(w io.Writer) {
   idefics2-run detokenize -m model.gguf ID... | JSON-ARRAY text of token ids
   idefics2-run preprocess (--mmproj FILE | --processor-config FILE) --image FILE... [--no-split] --out DIR
                                         pixel_values.npy and pixel_attention_mask.npy as Hugging Face makes them
+  idefics2-run bench -m model.gguf [-p 512] [-n 128] [-r 5] [-t 2] [--images 378,980] [--split] [--perceiver]
+                    [--ttft] [--json]   llama-bench-style speed table (markdown, or JSON with its field names)
   idefics2-run inspect FILE.gguf        GGUF metadata and tensors
   idefics2-run info [--json] [--device auto|cpu|cuda|metal|vulkan]   devices, CPU features, chosen backend
 

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestBenchCommand(t *testing.T) {
+	model, mm := pair(t, "p1")
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"bench", "-m", model, "--mmproj", mm, "-p", "8", "-n", "4", "-r", "2",
+		"-t", "1", "--images", "56", "--perceiver", "--ttft", "--json"}, nil, &out, &errb)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var res []map[string]any
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("bad JSON: %v\n%s", err, out.String())
+	}
+	want := []string{"pp8", "tg4", "image 56x56", "perceiver", "ttft"}
+	if len(res) != len(want) {
+		t.Fatalf("%d results, want %d: %s", len(res), len(want), out.String())
+	}
+	for i, w := range want {
+		name, _ := res[i]["test"].(string)
+		if !strings.HasPrefix(name, w) {
+			t.Errorf("result %d is %q, want %q", i, name, w)
+		}
+		for _, k := range []string{"avg_ts", "stddev_ts", "samples_ts", "n_threads", "n_prompt", "n_gen", "avg_ns"} {
+			if _, ok := res[i][k]; !ok {
+				t.Errorf("result %d lacks llama-bench field %q", i, k)
+			}
+		}
+		if ts, _ := res[i]["avg_ts"].(float64); ts <= 0 {
+			t.Errorf("result %d: avg_ts %v", i, res[i]["avg_ts"])
+		}
+	}
+	if res[0]["n_prompt"].(float64) != 8 || res[1]["n_gen"].(float64) != 4 {
+		t.Errorf("n_prompt/n_gen not set: %v %v", res[0]["n_prompt"], res[1]["n_gen"])
+	}
+}
+
+func TestBenchBadFlags(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench"}, "-m/--model"},
+		{[]string{"bench", "-m", "x.gguf", "-p", "abc"}, "-p"},
+		{[]string{"bench", "-m", "x.gguf", "-t", "0"}, "-t"},
+		{[]string{"bench", "-m", "x.gguf", "-r", "0"}, "-r"},
+		{[]string{"bench", "-m", "x.gguf", "-o", "csv"}, "-o"},
+		{[]string{"bench", "-m", "/nonexistent/x.gguf", "-p", "8", "-n", "0"}, "x.gguf"},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), c.args, nil, &out, &errb)
+		if code != exitUsage || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 naming %q", c.args, code, errb.String(), c.want)
+		}
+	}
+}
