@@ -16,6 +16,19 @@
 // inheritance and inclusion (extends, block, include, import), call blocks and recursive loops;
 // they fail with ErrUnsupported.
 //
+// Values follow Python: str/int/float/bool/None, lists and tuples, insertion-ordered dicts,
+// jinja2's Undefined (prints as "", fails on arithmetic and attribute access), Python's str()
+// and repr() formatting (floats as repr), and the lazy single-use generators that map, select,
+// reject, selectattr, rejectattr, unique, batch and items return (always true, no len()).
+// testdata/cases.json and testdata/random.json hold jinja2 3.1.6's output for several hundred
+// templates (the generator scripts sit beside them) and must be reproduced byte for byte.
+//
+// Known deviations: float ** may differ from CPython in the last bit (Go's math.Pow); dict
+// views (d.keys(), d.values(), d.items()) are plain lists when printed; the full case mappings of
+// upper/lower/title/capitalize cover Latin, Armenian and final sigma, not the Greek iota-subscript
+// forms; str.format accepts no format specs; the filters groupby, slice, striptags, urlize,
+// urlencode, wordwrap, xmlattr, filesizeformat and random are not provided (ErrUnsupported).
+//
 // Rendering never panics on any template or input, and is bounded: Options limits the number of
 // evaluation steps, the output size, the macro call depth and the parser's nesting depth.
 package jinja
