@@ -286,3 +286,13 @@ func SelectDevice(choice string) (Device, error) {
 	}
 	return Device{}, fmt.Errorf("ggml: device %q is not available; available: %s", choice, strings.Join(names, ", "))
 }
+
+// Memory re-queries the device's free and total memory in bytes.
+func (d Device) Memory() (free, total uint64) {
+	if d.ptr == nil {
+		return 0, 0
+	}
+	var f, t C.size_t
+	C.ggml_backend_dev_memory(d.ptr, &f, &t)
+	return uint64(f), uint64(t)
+}

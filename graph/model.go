@@ -204,6 +204,10 @@ func (m *Model) EncodeImage(in ImageInput, keepIntermediate bool) (*ImageFeature
 	if rows == 0 || cols == 0 {
 		return nil, fmt.Errorf("graph: image of %d×%d is smaller than one %d×%d patch", w, h, p, p)
 	}
+	if err := checkMemory(m.Device, fmt.Sprintf("encoding a %d×%d-patch image", cols, rows),
+		imageScratchBytes(m.Vision, m.Connector, rows*cols)); err != nil {
+		return nil, err
+	}
 	H, W := rows*p, cols*p
 	crop := make([]float32, 3*H*W)
 	for c := 0; c < 3; c++ {
@@ -291,6 +295,12 @@ func (m *Model) NewSession(ctxSize int) (*Session, error) {
 	}
 	if m.opts.FlashAttn {
 		typ = ggml.TypeF16
+	}
+	kvBytes := uint64(2*m.Text.Layers) * uint64(m.Text.HeadDim*m.Text.KVHeads) * uint64(ctxSize) * uint64(typ.TypeSize())
+	scratch := decodeScratchBytes(m.Text, min(m.opts.BatchSize, ctxSize), ctxSize)
+	if err := checkMemory(m.Device, fmt.Sprintf("a context of %d positions (KV cache %d MiB + compute %d MiB)",
+		ctxSize, kvBytes>>20, scratch>>20), kvBytes+scratch); err != nil {
+		return nil, err
 	}
 	c, err := newKVCache(m.runner.Main, m.Text.Layers, m.Text.HeadDim*m.Text.KVHeads, ctxSize, typ)
 	if err != nil {

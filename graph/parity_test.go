@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/idefics2-go/idefics2/internal/npy"
@@ -296,4 +297,20 @@ func encodeCase(t *testing.T, m *Model, dir string) []float32 {
 		all = append(all, f.Embeddings...)
 	}
 	return all
+}
+
+func TestMemoryRefusal(t *testing.T) {
+	textPath, _ := fixtureModel(t, filepath.Join("..", "testdata", "hf", "checkpoints", "p1"), "f32")
+	m, err := Load(textPath, "", Options{Device: "cpu", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	err = checkMemory(m.Device, "a test allocation", 1<<62)
+	if err == nil || !strings.Contains(err.Error(), "MiB") || !strings.Contains(err.Error(), "memory") {
+		t.Fatalf("err = %v, want a refusal with the numbers", err)
+	}
+	if _, err := m.NewSession(m.Text.ContextLength + 1); err == nil {
+		t.Fatal("a context beyond the model's context length was accepted")
+	}
 }
