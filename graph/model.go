@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 
 	"github.com/idefics2-go/idefics2/ggml"
@@ -13,6 +14,10 @@ import (
 // graphSize bounds the nodes of one graph (the 8B decoder needs about 1,000 per 32 layers; the vision tower about
 // 1,200 per 27 layers with exact GELU).
 const graphSize = 16384
+
+// MaxThreads bounds Options.Threads: ggml starts one OS thread per compute thread, and an absurd count would
+// exhaust the machine rather than speed anything up.
+const MaxThreads = 512
 
 // Options control how a model pair is placed and computed.
 type Options struct {
@@ -55,6 +60,12 @@ type Model struct {
 func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 	if o.Threads <= 0 {
 		o.Threads = ggml.DefaultThreads()
+	}
+	if o.Threads > MaxThreads {
+		return nil, fmt.Errorf("graph: %d threads: at most %d are allowed (this machine has %d logical CPUs)", o.Threads, MaxThreads, runtime.NumCPU())
+	}
+	if o.BatchSize < 0 || o.BatchSize > 1<<16 {
+		return nil, fmt.Errorf("graph: batch size %d: want 1…65536", o.BatchSize)
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 512
