@@ -16,7 +16,7 @@ RUN_OUT       := $(BIN)/demo
 RUN_IMAGE     ?= testdata/demo/images/demo_00.png
 RUN_PROMPT    ?= What shape is in the picture?
 
-.PHONY: all build ggml-cpu test test-short run bench fmt vet env clean cuda fuzz
+.PHONY: all build ggml-cpu test test-short run bench bench-go fmt vet env clean cuda
 
 all: build
 
@@ -45,8 +45,13 @@ run: build
 	@echo '$$ idefics2-run -m $(RUN_OUT)/demo.gguf --image $(RUN_IMAGE) -p "$(RUN_PROMPT)"'
 	@$(BIN)/idefics2-run -m $(RUN_OUT)/demo.gguf --image $(RUN_IMAGE) -p "$(RUN_PROMPT)" -n 32
 
+# Speed on the real idefics2-8b shapes (synthetic weights, cached): writes the "make bench" section of BENCHMARKS.md.
 bench: build
-	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -run '^$$' -bench . -benchtime 3x ./ggml/ ./quant/
+	scripts/bench.sh
+
+# Kernel-level Go benchmarks (mat-vec per CPU variant, batch matmul, quantization, decode-step allocations).
+bench-go: ggml-cpu
+	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -run '^$$' -bench . -benchtime 3x -benchmem ./ggml/ ./quant/ ./graph/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -34,6 +34,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	device := fs.String("device", "auto", "auto, cpu, cuda, metal, vulkan")
 	flash := fs.Bool("flash-attn", false, "fused attention in the decoder")
 	noRepack := fs.Bool("no-repack", false, "keep quantized weights in the file layout (no CPU repacking)")
+	warmup := fs.Bool("warmup", true, "run each test once before measuring")
 	asJSON := fs.Bool("json", false, "print a JSON array of results")
 	output := fs.String("o", "md", "output format: md or json")
 	if err := fs.Parse(args); err != nil {
@@ -63,7 +64,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				if err == nil {
 					return runBench(ctx, benchArgs{model: *model, mmproj: *mmproj, pp: pp, tg: tg, threads: ts,
 						sizes: sizes, split: *split, perceiver: *perceiver, ttft: *ttft, reps: *reps, device: *device,
-						flash: *flash, noRepack: *noRepack, json: *asJSON}, stdout, stderr)
+						flash: *flash, noRepack: *noRepack, json: *asJSON, warmup: *warmup}, stdout, stderr)
 				}
 			}
 		}
@@ -107,7 +108,7 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 			sizes = append(sizes, [2]int{s, s})
 		}
 		cfg := bench.Config{Prompt: nonZero(a.pp), Gen: nonZero(a.tg), ImageSizes: sizes, Split: a.split,
-			Perceiver: a.perceiver, TTFT: a.ttft, Repetitions: a.reps, Warmup: true, Threads: t, FlashAttn: a.flash}
+			Perceiver: a.perceiver, TTFT: a.ttft, Repetitions: a.reps, Warmup: a.warmup, Threads: t, FlashAttn: a.flash}
 		err = bench.Run(ctx, m, cfg, func(r bench.Result) {
 			all = append(all, r)
 			if !a.json {
