@@ -77,7 +77,7 @@ type benchArgs struct {
 	model, mmproj, device         string
 	pp, tg, threads, sizes        []int
 	split, perceiver, ttft, flash bool
-	noRepack, json                bool
+	noRepack, json, warmup        bool
 	reps                          int
 }
 
