@@ -282,7 +282,11 @@ func SelectDevice(choice string) (Device, error) {
 	}
 	var names []string
 	for _, d := range devs {
-		names = append(names, strings.ToLower(d.Backend)+" ("+d.Name+")")
+		n := strings.ToLower(d.Backend) + " (" + d.Name
+		if d.Variant != "" {
+			n += " " + d.Variant
+		}
+		names = append(names, n+")")
 	}
 	return Device{}, fmt.Errorf("ggml: device %q is not available; available: %s", choice, strings.Join(names, ", "))
 }
