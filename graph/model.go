@@ -9,6 +9,7 @@ import (
 
 	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/gguf"
+	"github.com/idefics2-go/idefics2/quant"
 )
 
 // graphSize bounds the nodes of one graph (the 8B decoder needs about 1,000 per 32 layers; the vision tower about
@@ -515,69 +516,11 @@ func causalMask(buf []float32, nPast, n, window int) []float32 {
 	return mask
 }
 
-// f16Bytes encodes float32 values as IEEE half (only 0 and −Inf occur in masks, but any value rounds to nearest).
+// f16Bytes encodes float32 values (0 and −Inf in masks) as IEEE half into buf's memory.
 func f16Bytes(buf []byte, v []float32) []byte {
 	b := grow(buf, 2*len(v))
-	for i, x := range v {
-		var h uint16
-		switch {
-		case math.IsInf(float64(x), -1):
-			h = 0xfc00
-		case x == 0:
-			h = 0
-		default:
-			h = halfFromFloat(x)
-		}
-		b[2*i], b[2*i+1] = byte(h), byte(h>>8)
+	if err := quant.F32ToF16Slice(b, v); err != nil {
+		panic(err) // lengths are equal by construction
 	}
 	return b
-}
-
-func halfFromFloat(f float32) uint16 {
-	bits := math.Float32bits(f)
-	sign := uint16(bits>>16) & 0x8000
-	exp := int((bits>>23)&0xff) - 127 + 15
-	mant := bits & 0x7fffff
-	switch {
-	case exp >= 31:
-		return sign | 0x7c00
-	case exp <= 0:
-		return sign
-	}
-	r := uint32(exp)<<10 | mant>>13
-	if rem := mant & 0x1fff; rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
-		r++
-	}
-	return sign | uint16(r)
-}
-
-// RunPerceiver runs the perceiver resampler alone on a context of n patch rows ([n][textHidden], e.g. a modality
-// projection output) and returns the [latents][textHidden] features. Used by benchmarks and checks.
-func (m *Model) RunPerceiver(context []float32, n int) ([]float32, error) {
-	if !m.HasVision {
-		return nil, errors.New("graph: the model has no mmproj (vision) file")
-	}
-	th := m.Connector.TextHidden
-	if n <= 0 || len(context) != n*th {
-		return nil, fmt.Errorf("graph: perceiver context of %d values, want %d×%d", len(context), n, th)
-	}
-	ctx := ggml.NewContext(graphSize, graphSize)
-	defer ctx.Close()
-	var in, out ggml.Tensor
-	var g *ggml.Graph
-	if err := ggml.Catch(func() {
-		in = ctx.NewTensor(ggml.TypeF32, th, n).SetName("inp.context").SetInput()
-		out = m.conn.Resample(ctx, in).SetOutput()
-		g = ctx.NewGraph(graphSize)
-		g.Build(out)
-	}); err != nil {
-		return nil, fmt.Errorf("graph: building the perceiver graph: %w", err)
-	}
-	var res []float32
-	err := m.runner.Run(g, func() error { return in.SetFloat32(context) }, func() error {
-		var err error
-		res, err = out.Float32s()
-		return err
-	})
-	return res, err
 }
