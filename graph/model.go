@@ -524,3 +524,33 @@ func f16Bytes(buf []byte, v []float32) []byte {
 	}
 	return b
 }
+// RunPerceiver runs the perceiver resampler alone on a context of n patch rows ([n][textHidden], e.g. a modality
+// projection output) and returns the [latents][textHidden] features. Used by benchmarks and checks.
+func (m *Model) RunPerceiver(context []float32, n int) ([]float32, error) {
+	if !m.HasVision {
+		return nil, errors.New("graph: the model has no mmproj (vision) file")
+	}
+	th := m.Connector.TextHidden
+	if n <= 0 || len(context) != n*th {
+		return nil, fmt.Errorf("graph: perceiver context of %d values, want %d×%d", len(context), n, th)
+	}
+	ctx := ggml.NewContext(graphSize, graphSize)
+	defer ctx.Close()
+	var in, out ggml.Tensor
+	var g *ggml.Graph
+	if err := ggml.Catch(func() {
+		in = ctx.NewTensor(ggml.TypeF32, th, n).SetName("inp.context").SetInput()
+		out = m.conn.Resample(ctx, in).SetOutput()
+		g = ctx.NewGraph(graphSize)
+		g.Build(out)
+	}); err != nil {
+		return nil, fmt.Errorf("graph: building the perceiver graph: %w", err)
+	}
+	var res []float32
+	err := m.runner.Run(g, func() error { return in.SetFloat32(context) }, func() error {
+		var err error
+		res, err = out.Float32s()
+		return err
+	})
+	return res, err
+}
