@@ -2,6 +2,7 @@ package quant
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 )
 
@@ -16,6 +17,12 @@ import (
 //
 // Every product that feeds an addition is wrapped in float32(…) so Go cannot fuse it into an
 // FMA; ggml's C is compiled without contraction on x86-64 and rounds each operation.
+//
+// The costly part of the Q4_K/Q5_K/Q6_K encoders is the search for each group's scale
+// (make_qkx2_quants, make_qx_quants). It has a reference here (kFitRef, q6FitRef: the
+// transcription) and faster implementations selected by fitImpl (kquants_fast.go: pure Go, and
+// AVX2 assembly on amd64), all byte-identical; the encoders use the fastest the CPU supports,
+// tests compare every one with the reference.
 
 // groupMaxEps is GROUP_MAX_EPS (ggml-quants.c): below it a group counts as all zero.
 const groupMaxEps float32 = 1e-15
@@ -209,25 +216,114 @@ func packScalesK4(scales []byte, ls, lm *[8]uint8) {
 	}
 }
 
-// kScalesMins runs the per-32 fits shared by Q4_K and Q5_K and quantizes the scales and mins to
-// 6 bits; it fills scales, d and dmin of the block header (y[0:16]) and L with the levels of the
-// fit (kept for sub-blocks whose quantized scale is zero, as ggml does).
-func kScalesMins(x []float32, y []byte, L []uint8, nmax int, rmin, rdelta float32, nstep int) {
+// kParams are the make_qkx2_quants settings of a K-quant type (quantize_row_q{4,5}_K_ref).
+type kParams struct {
+	nmax         int
+	rmin, rdelta float32
+	nstep        int
+	// num[is] is the numerator rmin + rdelta·is + nmax of the candidate inverse scales, is =
+	// 0…nstep, rounded in ggml's order.
+	num [maxNStep + 1]float32
+}
+
+// maxNStep bounds kParams.nstep (Q4_K uses 20, Q5_K 15).
+const maxNStep = 23
+
+func newKParams(nmax int, rmin, rdelta float32, nstep int) *kParams {
+	p := &kParams{nmax: nmax, rmin: rmin, rdelta: rdelta, nstep: nstep}
+	for is := 0; is <= nstep; is++ {
+		p.num[is] = float32(rmin+float32(rdelta*float32(is))) + float32(nmax)
+	}
+	return p
+}
+
+var (
+	q4KParams = newKParams(15, -1, 0.1, 20)   // quantize_row_q4_K_ref
+	q5KParams = newKParams(31, -0.5, 0.1, 15) // quantize_row_q5_K_ref
+)
+
+// fitImpl selects an implementation of the K-quant fits. Every implementation computes the same
+// bits as the reference; they differ in speed only.
+type fitImpl uint8
+
+const (
+	fitRef  fitImpl = iota // line-by-line transcription of ggml (makeQKX2Quants, makeQXQuants)
+	fitGo                  // pure-Go fast path (kquants_fast.go)
+	fitAVX2                // vertical AVX2 assembly (kquants_amd64.s)
+)
+
+func (f fitImpl) String() string {
+	switch f {
+	case fitRef:
+		return "ref"
+	case fitGo:
+		return "go"
+	case fitAVX2:
+		return "avx2"
+	}
+	return fmt.Sprintf("fitImpl(%d)", uint8(f))
+}
+
+// kFit computes the per-32 fits of a Q4_K/Q5_K super-block with impl: scales[j] and mins[j]
+// (the_min) as make_qkx2_quants returns them for x[32j:32j+32] with its weights, L the levels
+// of the fit. (A switch rather than a function value, so the arrays stay on the stack.)
+func kFit(impl fitImpl, x *[QK_K]float32, L *[QK_K]uint8, p *kParams, scales, mins *[8]float32) {
+	switch impl {
+	case fitAVX2:
+		kFitAVX2(x, L, p, scales, mins)
+	case fitGo:
+		kFitGo(x, L, p, scales, mins)
+	default:
+		kFitRef(x, L, p, scales, mins)
+	}
+}
+
+// kWeights computes the weights quantize_row_q{4,5}_K_ref passes to make_qkx2_quants for one
+// sub-block: av_x + |x|, with av_x = sqrtf(Σx²/32).
+func kWeights(xs *[32]float32, w *[32]float32) {
+	var sumX2 float32
+	for _, v := range xs {
+		sumX2 += float32(v * v)
+	}
+	// sqrtf through float64: the float64 square root rounded to float32 is the correctly
+	// rounded float32 square root (53 ≥ 2·24 + 2), i.e. sqrtf.
+	avX := float32(math.Sqrt(float64(sumX2 / 32)))
+	for l, v := range xs {
+		w[l] = avX + absf(v)
+	}
+}
+
+// kFitRef is the reference kFit: makeQKX2Quants, a line-by-line transcription, on each
+// sub-block.
+func kFitRef(x *[QK_K]float32, L *[QK_K]uint8, p *kParams, scales, mins *[8]float32) {
 	var weights [32]float32
 	var laux [32]uint8
+	for j := 0; j < 8; j++ {
+		xs := (*[32]float32)(x[32*j : 32*j+32])
+		kWeights(xs, &weights)
+		scales[j], mins[j] = makeQKX2Quants(xs[:], weights[:], p.nmax, L[32*j:32*j+32], laux[:], p.rmin, p.rdelta, p.nstep)
+	}
+}
+
+// kScalesLevels fills the header of a Q4_K/Q5_K block (d, dmin and the 6-bit scales and mins,
+// y[0:16]) and L with the final levels, as quantize_row_q{4,5}_K_ref does: per-32 fits, 6-bit
+// quantization of their scales and mins, requantization against those.
+func kScalesLevels(impl fitImpl, x *[QK_K]float32, y []byte, L *[QK_K]uint8, p *kParams) {
+	if impl == fitAVX2 {
+		kScalesLevelsAVX2(x, y, L, p)
+		return
+	}
 	var mins, scales [8]float32
+	kFit(impl, x, L, p, &scales, &mins)
+	kHeader(y, &scales, &mins)
+	kLevels(x[:], y, L[:], p.nmax)
+}
+
+// kHeader quantizes the 8 scales and mins of the fits to 6 bits against their maxima and writes
+// d, dmin and the packed scales (y[0:16]).
+func kHeader(y []byte, scales, mins *[8]float32) {
 	var maxScale, maxMin float32
 	for j := 0; j < 8; j++ {
-		xs := x[32*j : 32*j+32]
-		var sumX2 float32
-		for _, v := range xs {
-			sumX2 += float32(v * v)
-		}
-		avX := float32(math.Sqrt(float64(sumX2 / 32)))
-		for l, v := range xs {
-			weights[l] = avX + absf(v)
-		}
-		scales[j], mins[j] = makeQKX2Quants(xs, weights[:], nmax, L[32*j:32*j+32], laux[:], rmin, rdelta, nstep)
 		if scales[j] > maxScale {
 			maxScale = scales[j]
 		}
@@ -252,18 +348,21 @@ func kScalesMins(x []float32, y []byte, L []uint8, nmax int, rmin, rdelta float3
 	putF16(y[2:], maxMin/63)
 }
 
+// kSubScales returns the scale d0·sc and offset dmin·m of sub-block j that the second pass of
+// quantize_row_q{4,5}_K_ref requantizes against.
+func kSubScales(y []byte, j int) (d, dm float32) {
+	sc, m := getScaleMinK4(j, y[4:16])
+	return getF16(y[0:]) * float32(sc), float32(getF16(y[2:]) * float32(m))
+}
+
 // kLevels requantizes x against the 6-bit scales stored in y (as quantize_row_q{4,5}_K_ref's
 // second pass does), leaving L untouched for sub-blocks whose scale is zero.
 func kLevels(x []float32, y []byte, L []uint8, nmax int) {
-	d0 := getF16(y[0:])
-	dmin := getF16(y[2:])
 	for j := 0; j < 8; j++ {
-		sc, m := getScaleMinK4(j, y[4:16])
-		d := d0 * float32(sc)
+		d, dm := kSubScales(y, j)
 		if d == 0 {
 			continue
 		}
-		dm := float32(dmin * float32(m))
 		for ii := 0; ii < 32; ii++ {
 			l := nearestInt((x[32*j+ii] + dm) / d)
 			L[32*j+ii] = uint8(max_(0, min(nmax, l)))
@@ -271,13 +370,19 @@ func kLevels(x []float32, y []byte, L []uint8, nmax int) {
 	}
 }
 
-// quantizeBlockQ4_K transcribes one super-block of quantize_row_q4_K_ref.
-func quantizeBlockQ4_K(x []float32, y []byte) {
-	x = x[:QK_K]
+// quantizeBlockQ4_K encodes one super-block as quantize_row_q4_K_ref does, with the fastest
+// fit available.
+func quantizeBlockQ4_K(x []float32, y []byte) { quantizeQ4K(x, y, fastFit) }
+
+// quantizeBlockQ4_KRef is quantizeBlockQ4_K with the reference fit.
+func quantizeBlockQ4_KRef(x []float32, y []byte) { quantizeQ4K(x, y, fitRef) }
+
+// quantizeQ4K transcribes one super-block of quantize_row_q4_K_ref.
+func quantizeQ4K(xs []float32, y []byte, fit fitImpl) {
+	x := (*[QK_K]float32)(xs)
 	y = y[:144]
 	var L [QK_K]uint8
-	kScalesMins(x, y, L[:], 15, -1, 0.1, 20)
-	kLevels(x, y, L[:], 15)
+	kScalesLevels(fit, x, y, &L, q4KParams)
 	q := y[16:]
 	for j := 0; j < QK_K; j += 64 {
 		for l := 0; l < 32; l++ {
@@ -312,35 +417,34 @@ func dequantizeBlockQ4_K(x []byte, y []float32) {
 	}
 }
 
-// quantizeBlockQ5_K transcribes one super-block of quantize_row_q5_K_ref.
-func quantizeBlockQ5_K(x []float32, y []byte) {
-	x = x[:QK_K]
+// quantizeBlockQ5_K encodes one super-block as quantize_row_q5_K_ref does, with the fastest
+// fit available.
+func quantizeBlockQ5_K(x []float32, y []byte) { quantizeQ5K(x, y, fastFit) }
+
+// quantizeBlockQ5_KRef is quantizeBlockQ5_K with the reference fit.
+func quantizeBlockQ5_KRef(x []float32, y []byte) { quantizeQ5K(x, y, fitRef) }
+
+// quantizeQ5K transcribes one super-block of quantize_row_q5_K_ref.
+func quantizeQ5K(xs []float32, y []byte, fit fitImpl) {
+	x := (*[QK_K]float32)(xs)
 	y = y[:176]
 	var L [QK_K]uint8
-	kScalesMins(x, y, L[:], 31, -0.5, 0.1, 15)
-	kLevels(x, y, L[:], 31)
+	kScalesLevels(fit, x, y, &L, q5KParams)
 	qh := y[16:48]
 	ql := y[48:176]
 	for i := range qh {
 		qh[i] = 0
 	}
-	var m1, m2 uint8 = 1, 2
+	shift := 0
 	for n := 0; n < QK_K; n += 64 {
 		for j := 0; j < 32; j++ {
+			// Levels are at most 31: bit 4 goes to qh, the low nibble to ql.
 			l1 := L[n+j]
-			if l1 > 15 {
-				l1 -= 16
-				qh[j] |= m1
-			}
 			l2 := L[n+j+32]
-			if l2 > 15 {
-				l2 -= 16
-				qh[j] |= m2
-			}
-			ql[j] = l1 | l2<<4
+			qh[j] |= (l1>>4)<<shift | (l2>>4)<<(shift+1)
+			ql[j] = l1&0xF | (l2&0xF)<<4
 		}
-		m1 <<= 2
-		m2 <<= 2
+		shift += 2
 		ql = ql[32:]
 	}
 }
@@ -382,48 +486,44 @@ func dequantizeBlockQ5_K(x []byte, y []float32) {
 	}
 }
 
-// quantizeBlockQ6_K transcribes one super-block of quantize_row_q6_K_ref.
-func quantizeBlockQ6_K(x []float32, y []byte) {
-	x = x[:QK_K]
+// q6Fit computes the 16 symmetric fits of a Q6_K super-block with impl: scales[ib] as
+// make_qx_quants (nmax 32, rmse_type 1) returns it for x[16ib:16ib+16], L its levels (l + 32; 0
+// for an all-zero group).
+func q6Fit(impl fitImpl, x *[QK_K]float32, L *[QK_K]int8, scales *[QK_K / 16]float32) {
+	switch impl {
+	case fitAVX2:
+		q6FitAVX2(x, L, scales)
+	case fitGo:
+		q6FitGo(x, L, scales)
+	default:
+		q6FitRef(x, L, scales)
+	}
+}
+
+// q6FitRef is the reference q6Fit: makeQXQuants, a line-by-line transcription, on each group.
+func q6FitRef(x *[QK_K]float32, L *[QK_K]int8, scales *[QK_K / 16]float32) {
+	for ib := 0; ib < QK_K/16; ib++ {
+		scales[ib] = makeQXQuants(x[16*ib:16*ib+16], 32, L[16*ib:16*ib+16])
+	}
+}
+
+// quantizeBlockQ6_K encodes one super-block as quantize_row_q6_K_ref does, with the fastest
+// fit available.
+func quantizeBlockQ6_K(x []float32, y []byte) { quantizeQ6K(x, y, fastFit) }
+
+// quantizeBlockQ6_KRef is quantizeBlockQ6_K with the reference fit.
+func quantizeBlockQ6_KRef(x []float32, y []byte) { quantizeQ6K(x, y, fitRef) }
+
+// quantizeQ6K transcribes one super-block of quantize_row_q6_K_ref.
+func quantizeQ6K(xs []float32, y []byte, fit fitImpl) {
+	x := (*[QK_K]float32)(xs)
 	y = y[:210]
 	var L [QK_K]int8
-	var scales [QK_K / 16]float32
-	var maxScale, maxAbsScale float32
-	for ib := 0; ib < QK_K/16; ib++ {
-		scale := makeQXQuants(x[16*ib:16*ib+16], 32, L[16*ib:16*ib+16])
-		scales[ib] = scale
-		abs := absf(scale)
-		if abs > maxAbsScale {
-			maxAbsScale = abs
-			maxScale = scale
-		}
-	}
-	if maxAbsScale < groupMaxEps {
-		for i := range y {
-			y[i] = 0
-		}
+	if !q6ScalesLevels(fit, x, y, &L) {
 		return
 	}
 	ql := y[0:128]
 	qh := y[128:192]
-	sc := y[192:208]
-	iscale := -128 / maxScale
-	putF16(y[208:], 1/iscale)
-	for ib := range scales {
-		sc[ib] = uint8(int8(min(127, nearestInt(float32(iscale*scales[ib])))))
-	}
-	d0 := getF16(y[208:])
-	for j := 0; j < QK_K/16; j++ {
-		d := d0 * float32(int8(sc[j]))
-		if d == 0 {
-			continue
-		}
-		for ii := 0; ii < 16; ii++ {
-			l := nearestInt(x[16*j+ii] / d)
-			l = max_(-32, min(31, l))
-			L[16*j+ii] = int8(l + 32)
-		}
-	}
 	for j := 0; j < QK_K; j += 128 {
 		for l := 0; l < 32; l++ {
 			q1 := uint8(L[j+l]) & 0xF
@@ -437,6 +537,59 @@ func quantizeBlockQ6_K(x []float32, y []byte) {
 		ql = ql[64:]
 		qh = qh[32:]
 	}
+}
+
+// q6ScalesLevels fits the 16 groups of a Q6_K block with impl, writes the header (q6Header)
+// and fills L with the final levels, requantized against the header's scales as
+// quantize_row_q6_K_ref does. It returns false when the block was all zero and is complete.
+func q6ScalesLevels(impl fitImpl, x *[QK_K]float32, y []byte, L *[QK_K]int8) bool {
+	if impl == fitAVX2 {
+		return q6ScalesLevelsAVX2(x, y, L)
+	}
+	var scales [QK_K / 16]float32
+	q6Fit(impl, x, L, &scales)
+	if !q6Header(y, &scales) {
+		return false
+	}
+	d0 := getF16(y[208:])
+	for j := 0; j < QK_K/16; j++ {
+		d := d0 * float32(int8(y[192+j]))
+		if d == 0 {
+			continue
+		}
+		for ii := 0; ii < 16; ii++ {
+			l := nearestInt(x[16*j+ii] / d)
+			l = max_(-32, min(31, l))
+			L[16*j+ii] = int8(l + 32)
+		}
+	}
+	return true
+}
+
+// q6Header quantizes the 16 group scales of a Q6_K block to int8 against the one of largest
+// magnitude and writes them and d (y[192:210]). When every group is all zero it zeroes the
+// whole block and returns false: the block is complete.
+func q6Header(y []byte, scales *[QK_K / 16]float32) bool {
+	var maxScale, maxAbsScale float32
+	for _, scale := range scales {
+		abs := absf(scale)
+		if abs > maxAbsScale {
+			maxAbsScale = abs
+			maxScale = scale
+		}
+	}
+	if maxAbsScale < groupMaxEps {
+		for i := range y {
+			y[i] = 0
+		}
+		return false
+	}
+	iscale := -128 / maxScale
+	putF16(y[208:], 1/iscale)
+	for ib, scale := range scales {
+		y[192+ib] = uint8(int8(min(127, nearestInt(float32(iscale*scale)))))
+	}
+	return true
 }
 
 func dequantizeBlockQ6_K(x []byte, y []float32) {

@@ -25,17 +25,49 @@ func cvtToInt8(f float32) int8 {
 	return int8(cvtToInt32(f))
 }
 
-// cvtToInt32 is x86-64's cvttss2si.
+// cvtToInt32 is x86-64's cvttss2si: truncation toward zero, INT32_MIN for NaN and for values
+// out of range (|f| ≥ 2^31; −2^31 itself converts to INT32_MIN as well).
 func cvtToInt32(f float32) int32 {
-	if f != f || f >= 0x1p31 || f < -0x1p31 {
-		return math.MinInt32
+	if absf(f) < 0x1p31 { // one compare, false for NaN
+		return int32(f)
 	}
-	return int32(f)
+	return math.MinInt32
 }
 
 // roundf is C's roundf: round half away from zero. Exact for every float32 through float64.
 func roundf(f float32) float32 {
 	return float32(math.Round(float64(f)))
+}
+
+// roundToInt8 is cvtToInt8(roundf(f)), C's (int8_t)roundf(f) on x86-64, without math.Round on
+// the common path: below 2^31 in magnitude, float64(f) ± 0.5 is exact (a float32 has 24
+// significant bits), so truncating it toward zero rounds f half away from zero, and the
+// result fits the int32 that cvttss2si produces.
+func roundToInt8(f float32) int8 {
+	if absf(f) < 0x1p31 { // false for NaN
+		// ±0.5 with the sign of f, without a branch (the sign of weights is unpredictable).
+		h := math.Float64frombits(0x3fe0000000000000 | uint64(math.Float32bits(f)>>31)<<63)
+		return int8(int32(float64(f) + h))
+	}
+	return cvtToInt8(roundf(f))
+}
+
+// signedAbsMax returns the first value of largest magnitude of x (finite values), as
+// quantize_row_q{4,5}_0_ref find it: "if (amax < fabsf(v)) { amax = fabsf(v); max = v; }" from
+// amax = max = 0. Magnitudes compare as their bit patterns with the sign cleared; the strict
+// comparison keeps the first of equal magnitudes. Branch-free selects, since the branch
+// mispredicts on random data.
+func signedAbsMax(x []float32) float32 {
+	var amax, max uint32
+	for _, v := range x {
+		b := math.Float32bits(v)
+		a := b & 0x7fffffff
+		if a > amax {
+			amax = a
+			max = b
+		}
+	}
+	return math.Float32frombits(max)
 }
 
 func putF16(b []byte, f float32) { binary.LittleEndian.PutUint16(b, F32ToF16(f)) }
@@ -45,13 +77,7 @@ func getF16(b []byte) float32    { return F16ToF32(binary.LittleEndian.Uint16(b)
 func quantizeBlockQ4_0(x []float32, y []byte) {
 	x = x[:qk]
 	y = y[:18]
-	var amax, max float32
-	for _, v := range x {
-		if amax < absf(v) {
-			amax = absf(v)
-			max = v
-		}
-	}
+	max := signedAbsMax(x)
 	d := max / -8
 	var id float32
 	if d != 0 {
@@ -126,13 +152,7 @@ func dequantizeBlockQ4_1(x []byte, y []float32) {
 func quantizeBlockQ5_0(x []float32, y []byte) {
 	x = x[:qk]
 	y = y[:22]
-	var amax, max float32
-	for _, v := range x {
-		if amax < absf(v) {
-			amax = absf(v)
-			max = v
-		}
-	}
+	max := signedAbsMax(x)
 	d := max / -16
 	var id float32
 	if d != 0 {
@@ -222,13 +242,15 @@ func dequantizeBlockQ5_1(x []byte, y []float32) {
 func quantizeBlockQ8_0(x []float32, y []byte) {
 	x = x[:qk]
 	y = y[:34]
-	var amax float32
+	// amax = MAX(amax, fabsf(v)) with ggml's macro, (a) > (b) ? (a) : (b), over finite values:
+	// the largest magnitude, which is the largest bit pattern once the sign is cleared (no
+	// -0 can arise). Integer maxima compile to conditional moves instead of branches that
+	// mispredict on random data.
+	var amaxBits uint32
 	for _, v := range x {
-		// MAX(amax, fabsf(v)) with ggml's macro: (a) > (b) ? (a) : (b).
-		if !(amax > absf(v)) {
-			amax = absf(v)
-		}
+		amaxBits = max(amaxBits, math.Float32bits(v)&0x7fffffff)
 	}
+	amax := math.Float32frombits(amaxBits)
 	d := amax / 127
 	var id float32
 	if d != 0 {
@@ -236,7 +258,7 @@ func quantizeBlockQ8_0(x []float32, y []byte) {
 	}
 	putF16(y[0:], d)
 	for j, v := range x {
-		y[2+j] = uint8(cvtToInt8(roundf(v * id)))
+		y[2+j] = uint8(roundToInt8(v * id))
 	}
 }
 

@@ -426,3 +426,36 @@ func FuzzDequantize(f *testing.F) {
 		}
 	})
 }
+
+// TestRoundToInt8 checks the fast rounding of Q8_0 against its definition on edge cases and
+// random bit patterns.
+func TestRoundToInt8(t *testing.T) {
+	cases := []float32{0, float32(math.Copysign(0, -1)), 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997,
+		126.5, 127.49999, -127.5, 128, -129, 255.5, 1e9, -1e9, 0x1p31, -0x1p31, 0x1p31 - 128, -(0x1p31 - 128), 3e38,
+		float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e-45}
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 1<<16; i++ {
+		cases = append(cases, math.Float32frombits(r.Uint32()), float32(r.NormFloat64()*200))
+	}
+	for _, f := range cases {
+		if got, want := roundToInt8(f), cvtToInt8(roundf(f)); got != want {
+			t.Errorf("roundToInt8(%v) = %d, want %d", f, got, want)
+		}
+	}
+}
+
+// TestCvtToInt32 checks cvttss2si's semantics on the edges.
+func TestCvtToInt32(t *testing.T) {
+	for _, c := range []struct {
+		in   float32
+		want int32
+	}{
+		{0, 0}, {1.9, 1}, {-1.9, -1}, {0x1p31 - 128, 0x7fffff80}, {-0x1p31, math.MinInt32}, {0x1p31, math.MinInt32},
+		{-0x1p31 + 128, -0x7fffff80}, {3e38, math.MinInt32}, {-3e38, math.MinInt32},
+		{float32(math.Inf(1)), math.MinInt32}, {float32(math.NaN()), math.MinInt32},
+	} {
+		if got := cvtToInt32(c.in); got != c.want {
+			t.Errorf("cvtToInt32(%v) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}
