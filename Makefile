@@ -16,7 +16,7 @@ RUN_OUT       := $(BIN)/demo
 RUN_IMAGE     ?= testdata/demo/images/demo_00.png
 RUN_PROMPT    ?= What shape is in the picture?
 
-.PHONY: all build ggml-cpu test test-short run bench bench-go fmt vet env clean cuda
+.PHONY: all build ggml-cpu test test-short run bench bench-go fmt vet env clean cuda check-llamacpp
 
 all: build
 
@@ -69,6 +69,12 @@ cuda: build
 	cmake -S $(OLLAMA_DIR) -B $(BIN)/cuda-build -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF '-DCMAKE_BUILD_RPATH=$$ORIGIN'
 	cmake --build $(BIN)/cuda-build --target ggml-cuda -j
 	cp -P $(BIN)/cuda-build/lib/ollama/libggml-cuda.so* $(LIBDIR)/
+
+# llama.cpp loads our text GGUF and gives the same logits (build tag llamacpp: compiles llama.cpp's core from the
+# pinned ollama module once, minutes on 2 cores).
+check-llamacpp: ggml-cpu
+	CGO_CPPFLAGS="$(CGO_CPPFLAGS) -I$(OLLAMA_DIR)/llama/llama.cpp/include" IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) \
+		$(GO) test -tags llamacpp -count=1 -v ./internal/llamacpptest/
 
 clean:
 	rm -rf $(BIN)

@@ -524,6 +524,7 @@ func f16Bytes(buf []byte, v []float32) []byte {
 	}
 	return b
 }
+
 // RunPerceiver runs the perceiver resampler alone on a context of n patch rows ([n][textHidden], e.g. a modality
 // projection output) and returns the [latents][textHidden] features. Used by benchmarks and checks.
 func (m *Model) RunPerceiver(context []float32, n int) ([]float32, error) {

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/idefics2-go/idefics2/convert"
+	"github.com/idefics2-go/idefics2/synth"
+)
+
+// syntheticFlags are --synthetic, --synthetic-dir and --synthetic-seed: convert a synthetic
+// checkpoint (synth/) instead of --in.
+type syntheticFlags struct {
+	preset string
+	dir    string
+	seed   uint64
+}
+
+// addSyntheticFlags registers the synthetic-checkpoint flags on fs.
+func addSyntheticFlags(fs *flag.FlagSet) *syntheticFlags {
+	s := &syntheticFlags{}
+	fs.StringVar(&s.preset, "synthetic", "", "convert a synthetic checkpoint of `PRESET` ("+strings.Join(synth.PresetNames(), ", ")+
+		") instead of --in: written to a temporary folder next to --out and removed afterwards")
+	fs.StringVar(&s.dir, "synthetic-dir", "", "with --synthetic: write the checkpoint to `folder` (which must not exist) and keep it")
+	fs.Uint64Var(&s.seed, "synthetic-seed", 1, "with --synthetic: `seed` of the random weights (same seed, same bytes)")
+	return s
+}
+
+// enabled reports whether a synthetic flag was given (and --in is therefore not required).
+func (s *syntheticFlags) enabled() bool { return s.preset != "" || s.dir != "" }
+
+// usageError marks err as bad usage (exit status 2).
+func usageError(format string, args ...any) error {
+	return &convert.InputError{Err: fmt.Errorf(format, args...)}
+}
+
+// prepare writes the synthetic checkpoint and points opts.InDir at it. The returned cleanup,
+// never nil, removes the temporary folder (not a --synthetic-dir folder); call it once the
+// conversion is over, whatever its outcome. Bad flags and outputs that --force would be needed
+// for are refused before anything is written, so that a mistake costs no 16 GB write.
+func (s *syntheticFlags) prepare(ctx context.Context, opts *convert.Options, stderr io.Writer) (cleanup func(), err error) {
+	cleanup = func() {}
+	switch {
+	case s.preset == "":
+		return cleanup, usageError("convert: --synthetic-dir needs --synthetic PRESET")
+	case opts.InDir != "":
+		return cleanup, usageError("convert: --in and --synthetic exclude each other")
+	}
+	cfg, err := synth.Preset(s.preset)
+	if err != nil {
+		return cleanup, usageError("convert: --synthetic: %s", strings.TrimPrefix(err.Error(), "synth: "))
+	}
+	if err := checkOutputsEarly(opts); err != nil {
+		return cleanup, err
+	}
+
+	dir := s.dir
+	if dir == "" {
+		// Next to the output, so that the checkpoint and the model land on one file system and
+		// the temporary folder is found (and removable) where the user looks.
+		tmp, err := os.MkdirTemp(filepath.Dir(opts.Out), ".convert-synthetic-")
+		if err != nil {
+			return cleanup, fmt.Errorf("convert: --synthetic: %w", err)
+		}
+		cleanup = func() { os.RemoveAll(tmp) }
+		dir = filepath.Join(tmp, "checkpoint")
+	} else if _, err := os.Lstat(s.dir); err == nil {
+		return cleanup, usageError("convert: --synthetic-dir %s already exists (convert it with --in, or remove it)", s.dir)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return cleanup, fmt.Errorf("convert: --synthetic-dir: %w", err)
+	}
+	if err := checkFreeSpace(filepath.Dir(filepath.Clean(dir)), cfg.DataBytes()); err != nil {
+		return cleanup, err
+	}
+
+	total := cfg.DataBytes()
+	bar := newBar(total, stderr, "writing "+s.preset)
+	start := time.Now()
+	err = synth.WriteCheckpoint(ctx, dir, cfg, s.seed, func(n int64) { _ = bar.Add64(n) })
+	if err != nil {
+		_ = bar.Exit()
+		if isTerminal(stderr) {
+			fmt.Fprintln(stderr)
+		}
+		return cleanup, err
+	}
+	_ = bar.Finish()
+	if isTerminal(stderr) {
+		fmt.Fprintln(stderr)
+	}
+	fmt.Fprintf(stderr, "convert: wrote synthetic %s checkpoint (%d MiB) to %s in %.1fs\n",
+		s.preset, total>>20, dir, time.Since(start).Seconds())
+	opts.InDir = dir
+	return cleanup, nil
+}
+
+// checkOutputsEarly refuses, before the checkpoint is written, outputs that the converter would
+// refuse after it: a missing output folder, or an existing output without --force.
+func checkOutputsEarly(opts *convert.Options) error {
+	mm := opts.MMProjOut
+	if mm == "" {
+		mm = convert.DefaultMMProjPath(opts.Out)
+	}
+	for _, path := range []string{opts.Out, mm} {
+		dir := filepath.Dir(path)
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return usageError("convert: %s: output folder %s does not exist", path, dir)
+		}
+		if _, err := os.Lstat(path); err == nil && !opts.Force {
+			return &convert.InputError{Err: fmt.Errorf("%w: %s (use --force to replace it)", convert.ErrOutputExists, path)}
+		}
+	}
+	return nil
+}
+
+// checkFreeSpace fails when the file system holding dir has less than need bytes available
+// (plus 1% for the small files and the file system's own overhead). Where free space cannot be
+// read it passes.
+func checkFreeSpace(dir string, need int64) error {
+	free, ok := freeBytes(dir)
+	if !ok {
+		return nil
+	}
+	need += need / 100
+	if free < uint64(need) {
+		return fmt.Errorf("convert: --synthetic: the checkpoint needs %d MiB but %s has %d MiB free", need>>20, dir, free>>20)
+	}
+	return nil
+}
+
+// newBar is the progress bar of a long step: shown on terminals only.
+func newBar(total int64, stderr io.Writer, what string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetVisibility(isTerminal(stderr)),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionShowTotalBytes(true),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionFullWidth(),
+		progressbar.OptionSetRenderBlankState(true),
+	)
+}
