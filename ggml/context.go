@@ -1,11 +1,7 @@
 package ggml
 
-// #cgo noescape ggml_new_tensor
-// #cgo nocallback ggml_new_tensor
 // #cgo noescape ggml_backend_tensor_set
-// #cgo nocallback ggml_backend_tensor_set
 // #cgo noescape ggml_backend_tensor_get
-// #cgo nocallback ggml_backend_tensor_get
 // #include <stdlib.h>
 // #include "ggml.h"
 // #include "ggml-backend.h"
@@ -133,7 +129,18 @@ func (c *Context) NewTensor(typ Type, shape ...int) Tensor {
 		shapeErr("new_tensor", "ne0 %d is not a multiple of the %s block size %d", shape[0], typ, typ.BlockSize())
 	}
 	c.take("new_tensor")
-	return Tensor{C.ggml_new_tensor(c.ptr, C.enum_ggml_type(typ), C.int(len(shape)), &ne[0])}
+	// The fixed-arity constructors take the sizes by value, so no Go memory is handed to C (which would move ne
+	// to the heap on every call).
+	t := C.enum_ggml_type(typ)
+	switch len(shape) {
+	case 1:
+		return Tensor{C.ggml_new_tensor_1d(c.ptr, t, ne[0])}
+	case 2:
+		return Tensor{C.ggml_new_tensor_2d(c.ptr, t, ne[0], ne[1])}
+	case 3:
+		return Tensor{C.ggml_new_tensor_3d(c.ptr, t, ne[0], ne[1], ne[2])}
+	}
+	return Tensor{C.ggml_new_tensor_4d(c.ptr, t, ne[0], ne[1], ne[2], ne[3])}
 }
 
 // Name is the tensor's name.

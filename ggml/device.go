@@ -15,6 +15,17 @@ package ggml
 //     dlclose(h);
 //     return s;
 // }
+// extern void idefics2GGMLLog(int level, char *text, void *user);
+// typedef void (*idefics2_log_set_fn)(ggml_log_callback, void *);
+// // Route the log of the ggml-base copy that backend libraries link (libggml-base.so beside them) through ours.
+// static int idefics2_route_lib_log(const char *path) {
+//     void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+//     if (!h) return 0;
+//     idefics2_log_set_fn f = (idefics2_log_set_fn) dlsym(h, "ggml_log_set");
+//     if (f) f((ggml_log_callback) idefics2GGMLLog, NULL);
+//     dlclose(h);
+//     return f != NULL;
+// }
 // typedef struct ggml_backend_feature * (*idefics2_features_fn)(ggml_backend_reg_t);
 // static struct ggml_backend_feature * idefics2_features(ggml_backend_reg_t reg) {
 //     idefics2_features_fn f = (idefics2_features_fn) ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features");
@@ -183,6 +194,7 @@ func loadFrom(dir string) LoadReport {
 			rep.CPUVariant = strings.TrimPrefix(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(best), "libggml-cpu"), libExt()), "-")
 		}
 	}
+	routeLibLog(dir)
 	for _, p := range others {
 		cp := C.CString(p)
 		reg := C.ggml_backend_load(cp)
@@ -194,6 +206,18 @@ func loadFrom(dir string) LoadReport {
 		rep.Loaded = append(rep.Loaded, p)
 	}
 	return rep
+}
+
+// routeLibLog sends the log of the backend libraries' own ggml-base (loaded from dir) to slog like ours.
+func routeLibLog(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "libggml-base") {
+			cp := C.CString(filepath.Join(dir, e.Name()))
+			C.idefics2_route_lib_log(cp)
+			C.free(unsafe.Pointer(cp))
+		}
+	}
 }
 
 func regFeatures(reg C.ggml_backend_reg_t) map[string]string {

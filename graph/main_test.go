@@ -3,6 +3,8 @@ package graph
 import (
 	"os"
 	"testing"
+
+	"github.com/idefics2-go/idefics2/ggml"
 )
 
 var tempRoot string
@@ -26,3 +28,6 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// SelectDeviceForTest is the CPU device the tests run on.
+func SelectDeviceForTest() (ggml.Device, error) { return ggml.SelectDevice("cpu") }

@@ -21,7 +21,8 @@ type Weights struct {
 	pbuf   *ggml.Buffer
 	ectx   *ggml.Context // NF4 tensors expanded to F16
 	ebuf   *ggml.Buffer
-	nf4    []ggml.Tensor // tensors registered in nf4Weights
+	nf4    []ggml.Tensor   // tensors registered in nf4Weights
+	packed map[string]bool // tensors not in the file's layout (repacked or expanded)
 	byName map[string]ggml.Tensor
 	used   map[string]bool
 }
@@ -74,6 +75,7 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	for _, ti := range packed {
 		isPacked[ti.Name] = true
 	}
+	w.packed = isPacked
 	// NF4 weights: the CPU multiplies them in place with the NF4 kernel; tensors read by get_rows or used as
 	// activations, and every NF4 tensor on other backends, are expanded to F16 once at load.
 	layouts, err := nf4Layouts(f)
@@ -173,6 +175,9 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	w.buf.SetWeightsUsage()
 	return w, nil
 }
+
+// isPlain reports whether the named tensor is in the file's layout (not repacked, not expanded).
+func (w *Weights) isPlain(name string) bool { return !w.packed[name] }
 
 // loadRepacked reads the tensors ts into a buffer of the repacked type and drops their pages from the mapping.
 func (w *Weights) loadRepacked(f *gguf.File, ts []gguf.TensorInfo, bt ggml.BufferType) error {

@@ -6,6 +6,9 @@
 #   scripts/ggml-cpu-variants.sh            build if missing, print the folder
 #   scripts/ggml-cpu-variants.sh --dir      print the folder only (may not exist yet)
 #
+# GGML_CPU_REPACK=ON: ollama's CMake adds ggml's src folder directly, skipping ggml's top-level options, so the
+# repacked (row-interleaved) weight layout would otherwise be compiled out.
+#
 # Environment: GGML_CPU_VARIANTS (default for x86-64: "haswell skylakex icelake alderlake"; the binary also carries
 # a portable CPU backend for older CPUs), IDEFICS2_CACHE (default ~/.cache/idefics2-go), GO (default go).
 set -euo pipefail
@@ -21,7 +24,7 @@ case "$os/$arch" in
 esac
 variants=${GGML_CPU_VARIANTS-$default_variants}
 cc_ver=$( (${CC:-cc} --version 2>/dev/null || true) | head -n1)
-flags="-DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF -DCMAKE_BUILD_RPATH=\$ORIGIN"
+flags="-DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF -DGGML_CPU_REPACK=ON -DCMAKE_BUILD_RPATH=\$ORIGIN"
 key=$(printf '%s\n' "$modver" "$variants" "$cc_ver" "$flags" "$os/$arch" | sha256sum | cut -c1-16)
 dir=$cache_root/ggml-cpu/$modver-$key
 

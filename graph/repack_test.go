@@ -1,0 +1,57 @@
+package graph
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// tolRepack: the repacked kernels quantize activations to Q8_0 and sum in another order than the plain Q4_0 dot
+// product; both read the same weights.
+const tolRepack = 2e-3
+
+// TestRepackedWeightsSameLogits loads a Q4_0 file with and without the CPU's repacked layout and compares the
+// prompt logits (the repacked buffer is only offered by CPU variants built with it; the test says so when it is
+// absent instead of passing vacuously).
+func TestRepackedWeightsSameLogits(t *testing.T) {
+	textPath, _ := fixtureModel(t, filepath.Join("..", "testdata", "hf", "checkpoints", "p1"), "q4_0")
+	ids := []int32{1, 415, 2936, 9060, 285, 1142, 28705, 13, 7226, 11143, 28747}
+	run := func(noRepack bool) ([]float32, int) {
+		m, err := Load(textPath, "", Options{Device: "cpu", Threads: 2, NoRepack: noRepack})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		packed := 0
+		if m.tw.pctx != nil {
+			packed = len(m.tw.byName) - countPlain(m.tw)
+		}
+		s, err := m.NewSession(len(ids))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		l, err := s.Eval(ids, nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, packed
+	}
+	plain, _ := run(true)
+	packed, n := run(false)
+	d, _ := SelectDeviceForTest()
+	if d.Features["REPACK"] == "1" && d.Features["AVX2"] == "1" && n == 0 {
+		t.Fatal("the CPU offers repacking but no tensor was repacked")
+	}
+	t.Logf("%d tensors repacked on %s", n, d.Variant)
+	checkClose(t, "repacked vs plain logits", packed, plain, tolRepack)
+}
+
+func countPlain(w *Weights) int {
+	n := 0
+	for _, ti := range w.file.Tensors {
+		if _, ok := w.byName[ti.Name]; ok && w.isPlain(ti.Name) {
+			n++
+		}
+	}
+	return n
+}
