@@ -25,28 +25,51 @@ type dumpData struct {
 	features []*graph.ImageFeatures
 }
 
-// writeDump writes the prompt's tensors into dir (created if needed).
-func (m *Model) writeDump(dir string, p *Prompt, d *dumpData) error {
+// writeDump writes the prompt's tensors into dir (created if needed): all of them or, on failure, none (each file is
+// written atomically; the files of a failed dump and a folder it created are removed).
+func (m *Model) writeDump(dir string, p *Prompt, d *dumpData) (err error) {
+	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("runner: dump folder: %w", err)
+	}
+	var written []string
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, f := range written {
+			os.Remove(f)
+		}
+		if os.IsNotExist(statErr) {
+			os.Remove(dir) // only if empty
+		}
+	}()
+	return m.writeDumpFiles(dir, p, d, &written)
+}
+
+func (m *Model) writeDumpFiles(dir string, p *Prompt, d *dumpData, written *[]string) error {
+	path := func(name string) string {
+		f := filepath.Join(dir, name)
+		*written = append(*written, f)
+		return f
 	}
 	T := len(d.tokens)
 	ids := make([]int64, T)
 	for i, t := range d.tokens {
 		ids[i] = int64(t)
 	}
-	if err := npy.WriteInt64(filepath.Join(dir, DumpInputIDs), []int{1, T}, ids); err != nil {
+	if err := npy.WriteInt64(path(DumpInputIDs), []int{1, T}, ids); err != nil {
 		return fmt.Errorf("runner: dump: %w", err)
 	}
 	vocab := m.g.Text.VocabSize
-	if err := npy.WriteFloat32(filepath.Join(dir, DumpLogits), []int{1, len(d.logits) / vocab, vocab}, d.logits); err != nil {
+	if err := npy.WriteFloat32(path(DumpLogits), []int{1, len(d.logits) / vocab, vocab}, d.logits); err != nil {
 		return fmt.Errorf("runner: dump: %w", err)
 	}
 	b := p.Images
 	if b == nil {
 		return nil
 	}
-	if err := npy.WriteFloat32(filepath.Join(dir, DumpPixelValues), []int{1, b.N, 3, b.H, b.W}, b.PixelValues); err != nil {
+	if err := npy.WriteFloat32(path(DumpPixelValues), []int{1, b.N, 3, b.H, b.W}, b.PixelValues); err != nil {
 		return fmt.Errorf("runner: dump: %w", err)
 	}
 	if len(d.features) != b.N {
@@ -67,10 +90,10 @@ func (m *Model) writeDump(dir string, p *Prompt, d *dumpData) error {
 		}
 		conn = append(conn, f.Embeddings...)
 	}
-	if err := npy.WriteFloat32(filepath.Join(dir, DumpVision), []int{b.N, gh * gw, vh}, vis); err != nil {
+	if err := npy.WriteFloat32(path(DumpVision), []int{b.N, gh * gw, vh}, vis); err != nil {
 		return fmt.Errorf("runner: dump: %w", err)
 	}
-	if err := npy.WriteFloat32(filepath.Join(dir, DumpConnector), []int{b.N, m.seqLen, th}, conn); err != nil {
+	if err := npy.WriteFloat32(path(DumpConnector), []int{b.N, m.seqLen, th}, conn); err != nil {
 		return fmt.Errorf("runner: dump: %w", err)
 	}
 	return nil

@@ -147,7 +147,7 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 		for sub := first / m.seqLen; sub < p.Images.N && first < total; sub++ {
 			f, err := m.encode(ctx, p, sub, dump != nil)
 			if err != nil {
-				return nil, err
+				return cancelled(ctx, res, err)
 			}
 			from := 0
 			if sub == first/m.seqLen {
@@ -165,7 +165,7 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 	t1 := time.Now()
 	logits, err := s.prefill(ctx, tokens[common:], rows, keys[common:], dump != nil)
 	if err != nil {
-		return nil, err
+		return cancelled(ctx, res, err)
 	}
 	res.Timings.PrefillMS = ms(time.Since(t1))
 	if n := len(tokens) - common; res.Timings.PrefillMS > 0 {
@@ -189,7 +189,8 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 			res.Timings.DecodeTPS = float64(len(res.Tokens)) / (res.Timings.DecodeMS / 1000)
 		}
 	}()
-	history := append(make([]int32, 0, len(tokens)+o.MaxTokens), tokens...)
+	// MaxTokens may come from a request: the context bounds what can be generated, and so the allocation.
+	history := append(make([]int32, 0, len(tokens)+min(o.MaxTokens, s.gs.Size())), tokens...)
 	dec := m.tok.NewStreamDecoder(true)
 	st := newStopper(o.Stop)
 	next := make([]int32, 1)
@@ -213,8 +214,12 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 	}
 	for {
 		if err := ctx.Err(); err != nil {
+			// Flush what was generated: text held back for a possible stop string, or an incomplete UTF-8
+			// sequence, is released as at the end of generation.
 			res.StopReason = StopCancelled
-			res.Text = st.text()
+			if ferr := finish(); ferr != nil {
+				return res, ferr
+			}
 			return res, err
 		}
 		id := sampler.Sample(logits, history)
@@ -255,6 +260,16 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 			return res, err
 		}
 	}
+}
+
+// cancelled returns the partial result res with StopCancelled when ctx was cancelled (err is then ctx's error, or
+// what the cancelled computation returned), otherwise no result and err.
+func cancelled(ctx context.Context, res *Result, err error) (*Result, error) {
+	if ctx.Err() == nil {
+		return nil, err
+	}
+	res.StopReason = StopCancelled
+	return res, err
 }
 
 // prefill evaluates tokens in batches of the model's batch size, checking ctx between batches.

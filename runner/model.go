@@ -101,8 +101,8 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 	if o.ModelPath == "" {
 		return nil, inputErrorf("runner: no model file given")
 	}
-	if o.Threads < 0 {
-		return nil, inputErrorf("runner: threads %d: want 0 (all physical cores) or more", o.Threads)
+	if o.Threads < 0 || o.Threads > MaxThreads {
+		return nil, inputErrorf("runner: threads %d: want 0 (all physical cores) to %d", o.Threads, MaxThreads)
 	}
 	if o.BatchSize < 0 {
 		return nil, inputErrorf("runner: batch size %d: want 0 (default) or more", o.BatchSize)
@@ -161,6 +161,10 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 	return m, nil
 }
 
+// MaxThreads is the most CPU threads Load accepts (graph.MaxThreads): ggml starts one OS thread per compute
+// thread, and an absurd count would start that many.
+const MaxThreads = graph.MaxThreads
+
 // fileProblem reports whether a graph.Load error is about the content of one of the files (graph names the file
 // first: a missing or misshapen tensor, a bad hyper-parameter) rather than about the device (memory, backend).
 func fileProblem(err error, paths ...string) bool {
@@ -199,6 +203,9 @@ func (m *Model) readMetadata(modelPath, mmPath string, o Options) error {
 	}
 	defer tf.Close()
 	if err := checkArch(tf, "llama", "model"); err != nil {
+		return err
+	}
+	if err := checkTensorTypes(tf, "model"); err != nil {
 		return err
 	}
 	if m.tok, err = NewTokenizer(tf); err != nil {
@@ -254,6 +261,9 @@ func (m *Model) readMetadata(modelPath, mmPath string, o Options) error {
 	if err := checkArch(mf, "clip", "mmproj"); err != nil {
 		return err
 	}
+	if err := checkTensorTypes(mf, "mmproj"); err != nil {
+		return err
+	}
 	if m.imgCfg, err = ImageConfigFromGGUF(mf.Metadata, mmPath); err != nil {
 		return asInput(err)
 	}
@@ -267,6 +277,30 @@ func (m *Model) readMetadata(modelPath, mmPath string, o Options) error {
 	mh, err2 := mf.Metadata.Int("idefics2.text_embedding_length")
 	if err1 == nil && err2 == nil && th != mh {
 		return inputErrorf("runner: %s projects to %d, but %s has hidden size %d: the files are not a pair", mmPath, mh, modelPath, th)
+	}
+	return nil
+}
+
+// checkTensorTypes refuses tensors of types no weight of this model can have, before ggml sees them (its CPU
+// kernels abort the process on unsupported type combinations): 1-D tensors must be f32 (norms and biases, as every
+// converter writes them) or i8 (this project's NF4 blocks, stored flat); matrices a float or block-quantized type
+// or i8. i16, i32, i64 and f64 are never weights.
+func checkTensorTypes(f *gguf.File, role string) error {
+	for _, ti := range f.Tensors {
+		ok := true
+		switch {
+		case ti.Type == gguf.TypeI16, ti.Type == gguf.TypeI32, ti.Type == gguf.TypeI64, ti.Type == gguf.TypeF64:
+			ok = false
+		case len(ti.Shape) == 1:
+			ok = ti.Type == gguf.TypeF32 || ti.Type == gguf.TypeI8
+		}
+		if !ok {
+			want := "a float or quantized type"
+			if len(ti.Shape) == 1 {
+				want = "f32 (1-D tensors: norms and biases) or i8 (NF4 blocks)"
+			}
+			return inputErrorf("runner: %s file %s: tensor %q has type %s, want %s", role, f.Path, ti.Name, ti.Type, want)
+		}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/idefics2-go/idefics2/processor"
 )
@@ -89,12 +90,27 @@ func UserMessage(text string, images []Image) (Message, error) {
 	return msg, nil
 }
 
+// badUTF8 is the offset of the first byte of s that does not start a valid UTF-8 sequence (len(s) when s is valid).
+func badUTF8(s string) int {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
+				return i
+			}
+		}
+	}
+	return len(s)
+}
+
 // PromptOptions control how a prompt is built.
 type PromptOptions struct {
 	// NoGenerationPrompt leaves out the template's generation prompt ("Assistant:").
 	NoGenerationPrompt bool
 	// NoSplit turns image splitting off for this prompt.
 	NoSplit bool
+	// MaxImagePixels refuses an image whose header declares more than this many pixels (width × height) before
+	// it is decoded; 0 means processor.DefaultMaxImagePixels.
+	MaxImagePixels int
 }
 
 // Prompt is a model input: token ids with their images preprocessed.
@@ -165,6 +181,9 @@ func (m *Model) RawPrompt(text string, images []Image, o PromptOptions) (*Prompt
 
 func (m *Model) build(text string, images []Image, o PromptOptions) (*Prompt, error) {
 	p := &Prompt{Text: text, NumImages: len(images)}
+	if !utf8.ValidString(text) {
+		return nil, inputErrorf("runner: the prompt is not valid UTF-8 (first bad byte at offset %d)", badUTF8(text))
+	}
 	markers := strings.Count(text, tokenImage)
 	if len(images) > 0 && !m.HasVision() {
 		return nil, inputErrorf("runner: %d images given but the model has no mmproj (vision) file: pass --mmproj", len(images))
@@ -199,7 +218,7 @@ func (m *Model) build(text string, images []Image, o PromptOptions) (*Prompt, er
 		if name == "" {
 			name = fmt.Sprintf("image %d", i+1)
 		}
-		if decoded[i], err = processor.DecodeImage(img.Data, processor.DecodeOptions{Name: name}); err != nil {
+		if decoded[i], err = processor.DecodeImage(img.Data, processor.DecodeOptions{Name: name, MaxPixels: max(o.MaxImagePixels, 0)}); err != nil {
 			return nil, asInput(err)
 		}
 		hashes[i] = maphash.Bytes(imageHashSeed, img.Data)

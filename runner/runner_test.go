@@ -34,7 +34,7 @@ var (
 )
 
 // loadModel converts (once) and loads (once) a fixture model; it stays loaded for the whole test binary.
-func loadModel(t *testing.T, name string) *Model {
+func loadModel(t testing.TB, name string) *Model {
 	t.Helper()
 	modelsMu.Lock()
 	defer modelsMu.Unlock()
@@ -410,6 +410,11 @@ func TestStopsAndLimits(t *testing.T) {
 	if err != nil || r.StopReason != StopContext || len(r.Tokens) != 4 {
 		t.Fatalf("full context: %v %+v", err, r)
 	}
+	// An absurd MaxTokens (a request field) allocates nothing in proportion: the context ends generation.
+	r, err = small.Generate(ctx, p, GenerateOptions{MaxTokens: math.MaxInt})
+	if err != nil || r.StopReason != StopContext || len(r.Tokens) != 4 {
+		t.Fatalf("MaxTokens MaxInt: %v %+v", err, r)
+	}
 
 	// A prompt that does not fit: an error, or truncation when asked.
 	tiny, err := m.NewSession(20)
@@ -609,5 +614,50 @@ func TestFindMMProj(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "mmproj-m.gguf"), nil, 0o644)
 	if got := FindMMProj(model); got != filepath.Join(dir, "mmproj-m.gguf") {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// TestCancelledGenerate: a cancelled context stops Generate with the partial result (StopCancelled) and ctx's
+// error, before the prompt is evaluated as well as between generated tokens, and the text streamed so far equals
+// the result's text (nothing held back for a possible stop string is lost).
+func TestCancelledGenerate(t *testing.T) {
+	m := loadModel(t, "p1")
+	p, err := m.RawPrompt("Tell me a long story", nil, PromptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.NewSession(512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r, err := s.Generate(ctx, p, GenerateOptions{MaxTokens: 10})
+	if !errors.Is(err, context.Canceled) || r == nil || r.StopReason != StopCancelled || len(r.Tokens) != 0 {
+		t.Fatalf("cancelled before the prompt: %v %+v", err, r)
+	}
+	full, err := s.Generate(context.Background(), p, GenerateOptions{MaxTokens: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A stop string that never occurs but starts with a space holds back text that ends in a space.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	var streamed strings.Builder
+	n := 0
+	r, err = s.Generate(ctx, p, GenerateOptions{MaxTokens: 100, Stop: []string{" \x00"},
+		OnToken: func(int32) error {
+			if n++; n == 6 {
+				cancel()
+			}
+			return nil
+		},
+		OnText: func(x string) error { streamed.WriteString(x); return nil }})
+	if !errors.Is(err, context.Canceled) || r.StopReason != StopCancelled || len(r.Tokens) != 6 {
+		t.Fatalf("cancelled after 6 tokens: %v %+v", err, r)
+	}
+	if streamed.String() != r.Text || !strings.HasPrefix(full.Text, r.Text) || fmt.Sprint(r.Tokens) != fmt.Sprint(full.Tokens[:6]) {
+		t.Fatalf("streamed %q, result %q, full answer %q", streamed.String(), r.Text, full.Text)
 	}
 }

@@ -53,6 +53,8 @@ func (o SamplerOptions) Validate() error {
 		return bad("top_p", o.TopP, "a number in [0, 1]")
 	case !finite(o.MinP) || o.MinP < 0 || o.MinP > 1:
 		return bad("min_p", o.MinP, "a number in [0, 1]")
+	case o.RepeatLastN < -1:
+		return bad("repeat_last_n", o.RepeatLastN, "-1 (whole context), 0 (64) or more")
 	case !finite(o.RepeatPenalty) || o.RepeatPenalty < 0:
 		return bad("repeat_penalty", o.RepeatPenalty, "a number ≥ 0 (1 = off)")
 	case !finite(o.PresencePenalty) || math.Abs(o.PresencePenalty) > 100:

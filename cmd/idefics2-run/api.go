@@ -90,12 +90,27 @@ func badRequest(format string, args ...any) error {
 	return &requestError{status: 400, typ: "invalid_request_error", msg: fmt.Sprintf(format, args...)}
 }
 
+// tooLarge is a request error with status 413 (an image over the byte limit).
+func tooLarge(format string, args ...any) error {
+	return &requestError{status: 413, typ: "invalid_request_error", msg: fmt.Sprintf(format, args...)}
+}
+
 // imagePolicy says where images may come from: data: URIs always; local files only when allowed, and then only
 // inside root when root is set.
 type imagePolicy struct {
 	allowLocal bool
 	root       string // resolved (symlink-free) absolute folder, or "" for anywhere
 	maxImages  int    // 0: no limit
+	maxBytes   int    // bytes of one image file; 0: maxImageBytes
+	maxPixels  int    // width × height of one image; 0: processor.DefaultMaxImagePixels
+}
+
+// byteLimit is the most bytes one image may have.
+func (p imagePolicy) byteLimit() int {
+	if p.maxBytes > 0 {
+		return min(p.maxBytes, maxImageBytes)
+	}
+	return maxImageBytes
 }
 
 // newImagePolicy confines local images to dir ("" refuses them).
@@ -126,7 +141,11 @@ func (p imagePolicy) resolve(ref string) (runner.Image, error) {
 	case ref == "":
 		return runner.Image{}, badRequest("empty image url")
 	case strings.HasPrefix(ref, "data:"):
-		return decodeDataURI(ref)
+		img, err := decodeDataURI(ref)
+		if err == nil && len(img.Data) > p.byteLimit() {
+			return runner.Image{}, tooLarge("image data URI: %d bytes, more than this server's limit of %d", len(img.Data), p.byteLimit())
+		}
+		return img, err
 	case strings.HasPrefix(ref, "http://"), strings.HasPrefix(ref, "https://"):
 		return runner.Image{}, badRequest("image url %s: remote images are not fetched (no network access); send the image as a data: URI", shortRef(ref))
 	}
@@ -152,8 +171,8 @@ func (p imagePolicy) resolve(ref string) (runner.Image, error) {
 	if !st.Mode().IsRegular() {
 		return runner.Image{}, badRequest("image %s: not a regular file", shortRef(ref))
 	}
-	if st.Size() > maxImageBytes {
-		return runner.Image{}, badRequest("image %s: larger than %d MiB", shortRef(ref), maxImageBytes>>20)
+	if st.Size() > int64(p.byteLimit()) {
+		return runner.Image{}, tooLarge("image %s: %d bytes, more than the limit of %d", shortRef(ref), st.Size(), p.byteLimit())
 	}
 	b, err := os.ReadFile(full)
 	if err != nil {
@@ -418,7 +437,7 @@ func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (r
 
 // prompt builds the model input of a request.
 func (r *chatRequest) prompt(m *runner.Model, pol imagePolicy) (*runner.Prompt, error) {
-	po := runner.PromptOptions{NoSplit: r.NoSplit}
+	po := runner.PromptOptions{NoSplit: r.NoSplit, MaxImagePixels: pol.maxPixels}
 	if r.Prompt != nil {
 		if len(r.Messages) > 0 {
 			return nil, badRequest("give messages or prompt, not both")

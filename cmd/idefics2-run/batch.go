@@ -70,7 +70,7 @@ options:`)
 	}
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
-		return fail(stderr, err)
+		return failCtx(ctx, stderr, err)
 	}
 	defer m.Close()
 	s, err := m.NewSession(mf.ctxSize)
@@ -116,6 +116,11 @@ options:`)
 	}
 	if err := sc.Err(); err != nil {
 		return fail(stderr, fmt.Errorf("batch: reading requests (line %d): %w", line+1, err))
+	}
+	if in := interruption(ctx); in != nil {
+		out.Flush()
+		fmt.Fprintf(stderr, "idefics2-run: batch: %v after %d lines\n", in, line)
+		return in.exitCode()
 	}
 	if ctx.Err() != nil {
 		return fail(stderr, fmt.Errorf("batch: interrupted after %d lines", line))

@@ -62,7 +62,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
-		return fail(stderr, err)
+		return failCtx(ctx, stderr, err)
 	}
 	defer m.Close()
 	s, err := m.NewSession(mf.ctxSize)
@@ -85,9 +85,39 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			fmt.Fprint(stderr, "> ")
 		}
 	}
+	// Input is read by its own goroutine so that a signal also ends a chat that waits for the next line.
+	type message struct {
+		line string
+		err  error
+	}
+	lines := make(chan message, 1)
+	next := make(chan struct{}, 1)
+	go func() {
+		for range next {
+			line, err := readMessage(in) // at the end of the input: "", io.EOF again
+			lines <- message{line, err}
+		}
+	}()
+	defer close(next)
 	for {
 		prompt()
-		line, rerr := readMessage(in)
+		next <- struct{}{}
+		var line string
+		var rerr error
+		select {
+		case msg := <-lines:
+			line, rerr = msg.line, msg.err
+		case <-ctx.Done():
+			out.Flush()
+			if interactive {
+				fmt.Fprintln(stderr)
+			}
+			if sig := interruption(ctx); sig != nil {
+				fmt.Fprintf(stderr, "idefics2-run: %v\n", sig)
+				return sig.exitCode()
+			}
+			return exitRuntime
+		}
 		if rerr != nil && line == "" {
 			if interactive {
 				fmt.Fprintln(stderr)
@@ -166,6 +196,10 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		out.WriteString("\n")
 		out.Flush()
 		if err != nil {
+			if sig := interruption(ctx); sig != nil {
+				fmt.Fprintf(stderr, "idefics2-run: %v\n", sig)
+				return sig.exitCode()
+			}
 			if errors.Is(err, context.Canceled) {
 				return exitRuntime
 			}

@@ -22,10 +22,11 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testmodels.Cleanup()
+	removeBinary()
 	os.Exit(code)
 }
 
-func pair(t *testing.T, name string) (string, string) {
+func pair(t testing.TB, name string) (string, string) {
 	t.Helper()
 	model, mm, err := testmodels.Pair(name, "f32")
 	if err != nil {
@@ -63,8 +64,15 @@ func noPanic(t *testing.T, stderr string) {
 	}
 }
 
-// libAnswer is the reference: the library's greedy answer to one user turn.
+// libAnswer is the reference: the library's greedy answer (24 tokens at most) to one user turn.
 func libAnswer(t *testing.T, name, text string, images ...string) *runner.Result {
+	t.Helper()
+	return libGreedy(t, name, text, 24, 0, images...)
+}
+
+// libGreedy is the library's greedy answer of at most maxTokens tokens to one user turn, in a context of ctxSize
+// positions (0: the default).
+func libGreedy(t *testing.T, name, text string, maxTokens, ctxSize int, images ...string) *runner.Result {
 	t.Helper()
 	model, mm := pair(t, name)
 	m, err := runner.Load(context.Background(), runner.Options{ModelPath: model, MMProjPath: mm, Device: "cpu", Threads: 1})
@@ -88,12 +96,12 @@ func libAnswer(t *testing.T, name, text string, images ...string) *runner.Result
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := m.NewSession(0)
+	s, err := m.NewSession(ctxSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	r, err := s.Generate(context.Background(), p, runner.GenerateOptions{MaxTokens: 24})
+	r, err := s.Generate(context.Background(), p, runner.GenerateOptions{MaxTokens: maxTokens})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,11 +558,7 @@ func TestBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "idefics2-run")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	model, mm := pair(t, "demo")
 	img := demoPNG("demo_03.png")
 	want := libAnswer(t, "demo", "What colour is the shape?", img)

@@ -24,8 +24,18 @@ const (
 // fail prints err as one line on stderr and returns its exit code: 2 for bad usage or input, 1 otherwise.
 func fail(stderr io.Writer, err error) int {
 	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " ")
-	fmt.Fprintln(stderr, "idefics2-run: "+msg)
+	fmt.Fprintln(stderr, "idefics2-run: "+strings.TrimPrefix(msg, "idefics2-run: "))
 	return exitCode(err)
+}
+
+// failCtx is fail for an error of work done under ctx: when a signal cancelled ctx, the line says so and the exit
+// code is 128 + the signal number, whatever error the cancellation surfaced as.
+func failCtx(ctx context.Context, stderr io.Writer, err error) int {
+	if in := interruption(ctx); in != nil {
+		fmt.Fprintf(stderr, "idefics2-run: %v\n", in)
+		return in.exitCode()
+	}
+	return fail(stderr, err)
 }
 
 func exitCode(err error) int {
@@ -66,8 +76,8 @@ func (f *modelFlags) check(cmd string) error {
 	if f.model == "" {
 		return usagef("%s: no model: pass -m model.gguf", cmd)
 	}
-	if f.threads < 0 {
-		return usagef("%s: --threads %d: want 0 or more", cmd, f.threads)
+	if f.threads < 0 || f.threads > runner.MaxThreads {
+		return usagef("%s: --threads %d: want 0 (physical cores) to %d", cmd, f.threads, runner.MaxThreads)
 	}
 	if f.ctxSize < 0 {
 		return usagef("%s: --ctx-size %d: want 0 or more", cmd, f.ctxSize)

@@ -1,7 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -72,14 +78,113 @@ func FuzzParseFlags(f *testing.F) {
 	})
 }
 
+// FuzzDataURI: any data URI decodes to at most maxImageBytes bytes or fails with a 400 request error; a base64
+// payload that decodes re-encodes to the same bytes.
 func FuzzDataURI(f *testing.F) {
-	f.Add("data:image/png;base64,iVBORw0KGgo=")
-	f.Add("data:,%zz")
-	f.Add("data:;base64")
+	f.Add("image/png;base64,iVBORw0KGgo=")
+	f.Add(",%zz")
+	f.Add(";base64")
+	f.Add("image/jpeg;base64,/9j/4A\r\nAQ SkZJ\tRg==")
+	f.Add("text/plain;charset=utf-8,hello%20world")
+	f.Add(";base64,iVBORw0KGgo")
+	f.Add("image/png;base64,iVBORw0KGgo-_")
 	f.Fuzz(func(t *testing.T, s string) {
 		img, err := decodeDataURI("data:" + s)
-		if err == nil && img.Data == nil && !strings.Contains(s, ",") {
-			t.Fatalf("accepted %q without data", s)
+		if err != nil {
+			var re *requestError
+			if !errors.As(err, &re) || re.status != 400 || !strings.HasPrefix(re.msg, "image data URI") {
+				t.Fatalf("error %v is not a 400 naming the data URI", err)
+			}
+			return
+		}
+		comma := strings.IndexByte(s, ',')
+		if comma < 0 {
+			t.Fatalf("accepted %q without a comma", s)
+		}
+		if len(img.Data) > maxImageBytes || len(img.Data) > len(s) {
+			t.Fatalf("%d bytes from a %d-byte URI", len(img.Data), len(s))
+		}
+		if strings.HasSuffix(s[:comma], ";base64") {
+			enc := base64.StdEncoding.EncodeToString(img.Data)
+			back, err := decodeDataURI("data:;base64," + enc)
+			if err != nil || !bytes.Equal(back.Data, img.Data) {
+				t.Fatalf("re-encoded payload does not decode to the same bytes: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzBatchLine answers arbitrary JSONL batch lines on the tiny p1 model (a 96-position context, local images
+// confined to a folder holding one picture and one junk file): every line gives exactly one result, either an error
+// object with a type and a message that names the line, or a complete answer whose usage adds up, whose stop reason
+// is one of the runner's, and that stays within the context. The result always encodes as one JSON line.
+func FuzzBatchLine(f *testing.F) {
+	for _, s := range []string{
+		`{"id":1,"messages":[{"role":"user","content":"hi"}],"max_tokens":3}`,
+		`{"id":"a","prompt":"<image>What?","images":["pic.png"],"max_tokens":2}`,
+		`{"id":[1],"prompt":"<image><image>","images":["pic.png"],"raw":true}`,
+		`{"id":null,"prompt":"hello","raw":true,"max_tokens":1000000000000,"stop":["o"]}`,
+		`{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"junk.png"}}]}]}`,
+		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":"../../etc/passwd"}]}]}`,
+		`{"messages":[{"role":"user","content":[{"type":"image","image":"data:image/png;base64,iVBORw0KGgo="}]}],"temperature":0.7,"seed":3,"top_k":5}`,
+		`{"prompt":"x","messages":[{"role":"user","content":"y"}]}`,
+		`{"prompt":"` + strings.Repeat("long ", 120) + `","max_tokens":1}`,
+		`{"stream":true,"prompt":"x"}`,
+		`{"prompt":"\xff\xfe","max_tokens":2,"top_p":0.5,"min_p":0.1,"repetition_penalty":1.3}`,
+		`[]`, `{`, `"text"`, `{"id":{"x":1},"prompt":""}`,
+	} {
+		f.Add([]byte(s))
+	}
+	model, mm := pair(f, "p1")
+	m, err := runner.Load(context.Background(), runner.Options{ModelPath: model, MMProjPath: mm, Device: "cpu", Threads: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.NewSession(96)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	dir := f.TempDir()
+	pic, err := os.ReadFile(demoPNG("demo_00.png"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "pic.png"), pic, 0o644)
+	os.WriteFile(filepath.Join(dir, "junk.png"), []byte("junk"), 0o644)
+	pol, err := newImagePolicy(dir, 4)
+	if err != nil {
+		f.Fatal(err)
+	}
+	pol.allowLocal = true
+	def := runner.GenerateOptions{MaxTokens: 4}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		if len(line) > 1<<16 {
+			return
+		}
+		res := batchOne(context.Background(), m, s, line, 7, def, pol)
+		b, err := json.Marshal(res)
+		if err != nil || bytes.ContainsRune(b, '\n') {
+			t.Fatalf("result does not encode as one line: %v %q", err, b)
+		}
+		if res.Error != nil {
+			if res.Error.Type == "" || !strings.HasPrefix(res.Error.Message, "line 7: ") || res.Text != nil {
+				t.Fatalf("bad error object %+v", res.Error)
+			}
+			return
+		}
+		if res.Text == nil || res.Tokens == nil || res.Usage == nil || res.Timings == nil {
+			t.Fatalf("incomplete result %s", b)
+		}
+		u := res.Usage
+		if u.CompletionTokens != len(*res.Tokens) || u.TotalTokens != u.PromptTokens+u.CompletionTokens || u.TotalTokens > s.Size()+1 {
+			t.Fatalf("usage %+v does not add up (context %d)", *u, s.Size())
+		}
+		switch runner.StopReason(res.StopReason) {
+		case runner.StopToken, runner.StopString, runner.StopLength, runner.StopContext:
+		default:
+			t.Fatalf("stop reason %q", res.StopReason)
 		}
 	})
 }

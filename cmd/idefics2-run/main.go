@@ -1,8 +1,11 @@
 // Command idefics2-run runs Idefics2 GGUF models: one-shot prompts, chat, JSONL batches and an OpenAI-compatible
 // server, plus inspection tools (info, inspect, tokenize, detokenize, preprocess).
 //
-// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input. Errors are one line on stderr naming the culprit;
-// generated text goes to stdout, logs and progress to stderr.
+// Exit codes: 0 ok, 1 runtime failure (a model or context that does not fit the device's memory included), 2 bad
+// usage or input, 128 + the signal number when stopped by SIGINT (130) or SIGTERM (143) — after flushing what was
+// generated: the streamed text, or with --json one object whose stop_reason is "cancelled" (serve instead shuts down
+// cleanly and exits 0). Errors are one line on stderr naming the culprit; generated text goes to stdout, logs and
+// progress to stderr.
 package main
 
 import (
@@ -10,12 +13,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(context.Background())
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -78,6 +79,7 @@ func usage(w io.Writer) {
   idefics2-run inspect FILE.gguf        GGUF metadata and tensors
   idefics2-run info [--json] [--device auto|cpu|cuda|metal|vulkan]   devices, CPU features, chosen backend
 
-Run a command with --help for its options. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input.
+Run a command with --help for its options. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input,
+130 / 143 stopped by SIGINT / SIGTERM (after flushing what was generated).
 `)
 }

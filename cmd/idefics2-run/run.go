@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/idefics2-go/idefics2/runner"
 )
@@ -80,6 +81,15 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}
 		prompt = string(b)
 	}
+	src := "-p"
+	if promptFile != "" {
+		src = "--file " + promptFile
+	}
+	for _, c := range []struct{ name, text string }{{src, prompt}, {"--system", system}} {
+		if !utf8.ValidString(c.text) {
+			return fail(stderr, usagef("%s: the text is not valid UTF-8 (first bad byte at offset %d)", c.name, badUTF8Offset(c.text)))
+		}
+	}
 	if raw && system != "" {
 		return fail(stderr, usagef("--system has no effect with --raw: put it into the prompt"))
 	}
@@ -94,7 +104,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
-		return fail(stderr, err)
+		return failCtx(ctx, stderr, err)
 	}
 	defer m.Close()
 	var p *runner.Prompt
@@ -123,23 +133,46 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	defer out.Flush()
 	if !asJSON {
 		gen.OnText = func(t string) error {
-			if _, err := out.WriteString(t); err != nil {
-				return err
+			out.WriteString(t)
+			if err := out.Flush(); err != nil {
+				return fmt.Errorf("writing the answer to standard output: %w", err)
 			}
-			return out.Flush()
+			return nil
 		}
 	}
 	res, err := s.Generate(ctx, p, gen)
 	if res != nil {
 		res.Timings.LoadMS = float64(m.LoadTime.Microseconds()) / 1000
 	}
+	if in := interruption(ctx); in != nil && res != nil && res.StopReason == runner.StopCancelled {
+		// Stopped by a signal: what was generated is flushed (the streamed text, or the --json object with
+		// stop_reason "cancelled"), then one line on stderr and 128 + the signal number.
+		finishOutput(out, res, asJSON)
+		if err := out.Flush(); err != nil {
+			return fail(stderr, fmt.Errorf("writing the answer to standard output: %w", err))
+		}
+		fmt.Fprintf(stderr, "idefics2-run: %v after %d generated tokens\n", in, len(res.Tokens))
+		return in.exitCode()
+	}
 	if err != nil {
-		if !asJSON && res != nil {
+		if !asJSON && res != nil && res.Text != "" {
 			fmt.Fprintln(out)
 		}
 		out.Flush()
-		return fail(stderr, err)
+		return failCtx(ctx, stderr, err)
 	}
+	finishOutput(out, res, asJSON)
+	if err := out.Flush(); err != nil {
+		return fail(stderr, fmt.Errorf("writing the answer to standard output: %w", err))
+	}
+	if mf.verbose {
+		printTimings(stderr, res)
+	}
+	return exitOK
+}
+
+// finishOutput ends the answer on out: the --json object, or a final newline after streamed text.
+func finishOutput(out *bufio.Writer, res *runner.Result, asJSON bool) {
 	if asJSON {
 		o := runOutput{Text: res.Text, Tokens: res.Tokens, StopReason: string(res.StopReason), Usage: newUsage(res), Timings: res.Timings}
 		if o.Tokens == nil {
@@ -151,10 +184,6 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	} else if res.Text != "" && !strings.HasSuffix(res.Text, "\n") {
 		out.WriteByte('\n')
 	}
-	if mf.verbose {
-		printTimings(stderr, res)
-	}
-	return exitOK
 }
 
 func printTimings(w io.Writer, r *runner.Result) {
@@ -162,6 +191,18 @@ func printTimings(w io.Writer, r *runner.Result) {
 	fmt.Fprintf(w, "load %.0f ms | image encode %.0f ms | prefill %d tokens (%d cached) in %.0f ms, %.1f tok/s | decode %d tokens in %.0f ms, %.1f tok/s | stop: %s\n",
 		t.LoadMS, t.ImageEncodeMS, r.PromptTokens-r.CachedTokens, r.CachedTokens, t.PrefillMS, t.PrefillTPS,
 		len(r.Tokens), t.DecodeMS, t.DecodeTPS, r.StopReason)
+}
+
+// badUTF8Offset is the offset of the first byte of s that does not start a valid UTF-8 sequence.
+func badUTF8Offset(s string) int {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return len(s)
 }
 
 // readImages reads the --image files; "-" reads standard input (once).

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,10 +35,13 @@ type serverConfig struct {
 // server is the OpenAI-compatible HTTP front end. One worker goroutine owns the model's session and answers the
 // queued requests one at a time; handlers parse and validate requests (and build prompts) concurrently.
 type server struct {
-	m       *runner.Model
-	cfg     serverConfig
-	sess    *runner.Session
-	queue   chan *job
+	m     *runner.Model
+	cfg   serverConfig
+	sess  *runner.Session
+	queue chan *job
+	// slots bounds the chat requests inside the server (reading the body, building the prompt, queued or
+	// running), so that a burst cannot make it read and decode an unbounded number of bodies and images at once.
+	slots   chan struct{}
 	waiting atomic.Int32
 	// served and cancelled count finished generations, and those stopped by a cancelled request (client gone).
 	served, cancelled atomic.Int64
@@ -62,7 +66,8 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 		return nil, err
 	}
 	s := &server{m: m, cfg: cfg, sess: sess, queue: make(chan *job, max(cfg.queue, 0)), created: time.Now().Unix(),
-		mux: http.NewServeMux(), stop: make(chan struct{})}
+		slots: make(chan struct{}, max(cfg.queue, 0)+1+runtime.NumCPU()),
+		mux:   http.NewServeMux(), stop: make(chan struct{})}
 	s.mux.HandleFunc("/v1/chat/completions", s.handleChat)
 	s.mux.HandleFunc("/v1/models", s.handleModels)
 	s.mux.HandleFunc("/health", s.handleHealth)
@@ -209,6 +214,13 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if !s.authorized(w, r) {
 		return
 	}
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		s.busy(w, fmt.Sprintf("the server is busy (%d requests in progress); retry later", cap(s.slots)))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.timeout)
 	defer cancel()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxBody))
@@ -257,8 +269,7 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	case s.queue <- j:
 	default:
 		s.waiting.Add(-1)
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(s.cfg.timeout.Seconds()/10))))
-		writeError(w, http.StatusServiceUnavailable, "server_busy", fmt.Sprintf("the queue is full (%d requests waiting); retry later", cap(s.queue)))
+		s.busy(w, fmt.Sprintf("the queue is full (%d requests waiting); retry later", cap(s.queue)))
 		return
 	}
 	select {
@@ -277,6 +288,12 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	j.mu.Unlock()
 	<-j.done
+}
+
+// busy answers 503 with a Retry-After of a tenth of the request timeout (at least a second).
+func (s *server) busy(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(s.cfg.timeout.Seconds()/10))))
+	writeError(w, http.StatusServiceUnavailable, "server_busy", msg)
 }
 
 // generate runs one request on the worker's session and writes the response (JSON, or SSE chunks with stream).
@@ -385,6 +402,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	host, port := "127.0.0.1", 8080
 	var localDir, apiKey string
 	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
+	maxImageMB, maxImageMP := 20, 36
 	var help bool
 	fs.String(&host, "host", "address to listen on")
 	fs.Int(&port, "port", "port to listen on (0: any free port)")
@@ -392,6 +410,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.String(&apiKey, "api-key", "require Authorization: Bearer KEY")
 	fs.Int(&maxBodyMB, "max-body-mb", "largest request body in MiB")
 	fs.Int(&maxImages, "max-images", "most images per request")
+	fs.Int(&maxImageMB, "max-image-mb", "largest image file in MiB (data URI or local file)")
+	fs.Int(&maxImageMP, "max-image-mpx", "most pixels of one image in millions (checked in the header, before decoding)")
 	fs.Int(&tokenLimit, "token-limit", "most tokens one request may generate (also the default max_tokens)")
 	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
 	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
@@ -413,9 +433,20 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	for _, c := range []struct {
 		name string
 		v    int
-	}{{"--max-body-mb", maxBodyMB}, {"--max-images", maxImages}, {"--token-limit", tokenLimit}, {"--timeout", timeoutS}} {
+	}{{"--max-body-mb", maxBodyMB}, {"--max-images", maxImages}, {"--token-limit", tokenLimit}, {"--timeout", timeoutS},
+		{"--max-image-mb", maxImageMB}, {"--max-image-mpx", maxImageMP}} {
 		if c.v <= 0 {
 			return fail(stderr, usagef("serve: %s %d: want a positive number", c.name, c.v))
+		}
+	}
+	// Bounds that keep the byte and second counts below from overflowing.
+	for _, c := range []struct {
+		name   string
+		v, max int
+	}{{"--max-body-mb", maxBodyMB, 1 << 20}, {"--max-image-mb", maxImageMB, maxImageBytes >> 20}, {"--max-image-mpx", maxImageMP, 1 << 20},
+		{"--timeout", timeoutS, 1 << 30}, {"--queue", queue, 1 << 20}} {
+		if c.v > c.max {
+			return fail(stderr, usagef("serve: %s %d: at most %d", c.name, c.v, c.max))
 		}
 	}
 	if queue < 0 || port < 0 || port > 65535 {
@@ -432,6 +463,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, err)
 	}
+	pol.maxBytes, pol.maxPixels = maxImageMB<<20, maxImageMP*1000000
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
 		return fail(stderr, err)
@@ -447,7 +479,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, usagef("serve: %v", err))
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	// A request's body must arrive within the request timeout; no write timeout, as answers stream.
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Duration(timeoutS) * time.Second,
+		IdleTimeout: 2 * time.Minute}
 	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions)\n", m.Name(), ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

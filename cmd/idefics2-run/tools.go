@@ -273,8 +273,19 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, usagef("preprocess: %v", err))
 	}
+	_, statErr := os.Stat(out)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fail(stderr, fmt.Errorf("preprocess: %w", err))
+	}
+	// All or nothing: each file is written atomically, and a failure removes what this run wrote (and the folder
+	// when it created it).
+	valuesPath, maskPath := filepath.Join(out, "pixel_values.npy"), filepath.Join(out, "pixel_attention_mask.npy")
+	undo := func() {
+		os.Remove(valuesPath)
+		os.Remove(maskPath)
+		if os.IsNotExist(statErr) {
+			os.Remove(out)
+		}
 	}
 	mask := b.Mask
 	if mask == nil {
@@ -284,10 +295,12 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 			mask[i] = true
 		}
 	}
-	if err := npy.WriteFloat32(filepath.Join(out, "pixel_values.npy"), []int{1, b.N, 3, b.H, b.W}, b.PixelValues); err != nil {
+	if err := npy.WriteFloat32(valuesPath, []int{1, b.N, 3, b.H, b.W}, b.PixelValues); err != nil {
+		undo()
 		return fail(stderr, fmt.Errorf("preprocess: %w", err))
 	}
-	if err := npy.WriteBool(filepath.Join(out, "pixel_attention_mask.npy"), []int{1, b.N, b.H, b.W}, mask); err != nil {
+	if err := npy.WriteBool(maskPath, []int{1, b.N, b.H, b.W}, mask); err != nil {
+		undo()
 		return fail(stderr, fmt.Errorf("preprocess: %w", err))
 	}
 	fmt.Fprintf(stdout, "%d images → %d (sub-)images of %d×%d (padded) in %s\n", len(images), b.N, b.W, b.H, out)
