@@ -3,6 +3,8 @@ package graph
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/idefics2-go/idefics2/ggml"
 )
 
 // tolRepack: the repacked kernels quantize activations to Q8_0 and sum in another order than the plain Q4_0 dot
@@ -54,4 +56,21 @@ func countPlain(w *Weights) int {
 		}
 	}
 	return n
+}
+
+func TestWeightTypeOK(t *testing.T) {
+	cases := []struct {
+		typ  ggml.Type
+		dims int
+		ok   bool
+	}{
+		{ggml.TypeF32, 1, true}, {ggml.TypeF16, 1, false}, {ggml.TypeI32, 1, false}, {ggml.TypeI8, 1, false},
+		{ggml.TypeF16, 2, true}, {ggml.TypeBF16, 2, true}, {ggml.TypeQ4_0, 2, true}, {ggml.TypeQ6_K, 2, true},
+		{ggml.TypeI32, 2, false}, {ggml.TypeF64, 2, false}, {ggml.TypeQ4_0, 1, false}, {ggml.TypeF16, 4, true},
+	}
+	for _, c := range cases {
+		if got := weightTypeOK(c.typ, c.dims); got != c.ok {
+			t.Errorf("weightTypeOK(%s, %d) = %v, want %v", c.typ, c.dims, got, c.ok)
+		}
+	}
 }

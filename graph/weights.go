@@ -348,6 +348,20 @@ func (w *Weights) Unused() []string {
 	return out
 }
 
+// weightTypeOK reports whether ggml's ops accept a weight of type t: vectors (norms, biases) and the patch kernel
+// and embeddings in float types, matrices in float or block-quantized types (integer types would abort in ggml).
+func weightTypeOK(t ggml.Type, dims int) bool {
+	switch t {
+	case ggml.TypeF32:
+		return true
+	case ggml.TypeF16, ggml.TypeBF16:
+		return dims >= 2
+	case ggml.TypeI8, ggml.TypeI16, ggml.TypeI32, ggml.TypeI64, ggml.TypeF64:
+		return false
+	}
+	return dims == 2 && t.IsQuantized()
+}
+
 // shapeCheck collects shape mismatches of bound tensors.
 type shapeCheck struct {
 	path string
@@ -363,6 +377,9 @@ func (c *shapeCheck) want(name string, t ggml.Tensor, dims ...int) {
 	if v, ok := nf4Weights.Load(t); ok {
 		got = [4]int{1, 1, 1, 1}
 		copy(got[:], v.(nf4Info).shape)
+	} else if !weightTypeOK(t.Type(), len(dims)) {
+		c.errs = append(c.errs, fmt.Sprintf("tensor %q has type %s, which the model cannot use for a %d-D weight", name, t.Type(), len(dims)))
+		return
 	}
 	exp := [4]int{1, 1, 1, 1}
 	copy(exp[:], dims)
