@@ -307,8 +307,8 @@ func parsePerceiver(o *jsonObject, text *textParams, p *perceiverParams) error {
 		if eps, ok, err := optional[float64](o, "rms_norm_eps"); err != nil {
 			return err
 		} else if ok {
-			if !(eps > 0) || eps > 1e300 {
-				return o.errorf("rms_norm_eps", "%v is not a positive finite number", eps)
+			if !positiveFloat32(eps) {
+				return o.errorf("rms_norm_eps", "%v is not a positive finite float32 number", eps)
 			}
 			p.eps = eps
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 )
@@ -172,16 +173,24 @@ func checkPositive(o *jsonObject, key string, v int) (int, error) {
 	return v, nil
 }
 
-// positiveFloatDefault reads a float that must be > 0 and finite, def when absent.
+// positiveFloatDefault reads a float that must be > 0 and finite as a float32 (GGUF stores
+// epsilons and rope_theta as f32), def when absent.
 func positiveFloatDefault(o *jsonObject, key string, def float64) (float64, error) {
 	v, err := withDefault(o, key, def)
 	if err != nil {
 		return 0, err
 	}
-	if !(v > 0) || v > 1e300 {
-		return 0, o.errorf(key, "%v is not a positive finite number", v)
+	if !positiveFloat32(v) {
+		return 0, o.errorf(key, "%v is not a positive finite float32 number", v)
 	}
 	return v, nil
+}
+
+// positiveFloat32 reports whether v stays positive and finite when rounded to float32: 1e70
+// would become +Inf and 1e-50 would become 0.
+func positiveFloat32(v float64) bool {
+	f := float32(v)
+	return v > 0 && f > 0 && !math.IsInf(float64(f), 0)
 }
 
 func truncate(s string, n int) string {

@@ -485,13 +485,22 @@ func formatBytes(n int64) string {
 func (p *Plan) checkOutputs() error {
 	for _, path := range []string{p.Model.Path, p.MMProj.Path} {
 		dir := filepath.Dir(path)
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		if st, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 			return inputErrorf("convert: %s: output folder %s does not exist", path, dir)
+		} else if err != nil {
+			return inputErrorf("convert: %s: output folder: %v", path, err)
+		} else if !st.IsDir() {
+			return inputErrorf("convert: %s: output folder %s is not a folder", path, dir)
 		}
 		st, err := os.Lstat(path)
 		if err == nil {
 			if st.IsDir() {
 				return inputErrorf("convert: %s: is a folder", path)
+			}
+			// Renaming over a device, pipe or socket would replace it with a file (for root, even
+			// /dev/null); refuse whatever --force says. Symbolic links are replaced, not followed.
+			if !st.Mode().IsRegular() && st.Mode()&os.ModeSymlink == 0 {
+				return inputErrorf("convert: %s: exists and is not a regular file", path)
 			}
 			if !p.force {
 				return &InputError{Err: fmt.Errorf("%w: %s (use --force to replace it)", ErrOutputExists, path)}

@@ -97,10 +97,12 @@ func parsePreprocessor(dir string, h *hparams) (*preprocParams, error) {
 		}
 		out := make([]float32, len(v))
 		for i, x := range v {
-			if math.IsNaN(x) || math.IsInf(x, 0) || (f.key == "image_std" && x == 0) {
+			// Checked after rounding to float32, the type GGUF stores: 1e70 would become +Inf
+			// and a standard deviation of 1e-50 would become 0.
+			out[i] = float32(x)
+			if y := float64(out[i]); math.IsNaN(y) || math.IsInf(y, 0) || (f.key == "image_std" && y == 0) {
 				return nil, o.errorf(f.key, "value %v at index %d is not usable", x, i)
 			}
-			out[i] = float32(x)
 		}
 		*f.dst = out
 	}

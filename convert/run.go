@@ -40,9 +40,10 @@ type work struct {
 // Existing outputs are refused unless the plan was made with Options.Force.
 //
 // Both files are written to temporary files in their folders and renamed at the end, mmproj.gguf
-// first. On any error, or when ctx is cancelled, the temporary files are removed and existing
-// outputs are left untouched; only if renaming model.gguf fails after mmproj.gguf was renamed is
-// the new mmproj.gguf removed as well, so that a half pair is never left behind.
+// first, once both are complete and synced. On any error, or when ctx is cancelled, the
+// temporary files are removed and existing outputs are left untouched; only if renaming
+// model.gguf fails after mmproj.gguf was renamed is the new mmproj.gguf removed as well, so that
+// a half pair is never left behind.
 func (p *Plan) Run(ctx context.Context, progress func(n int64)) (err error) {
 	if p.ckpt == nil {
 		return errors.New("convert: plan is closed")
@@ -82,6 +83,18 @@ func (p *Plan) Run(ctx context.Context, progress func(n int64)) (err error) {
 
 	if err := p.stream(ctx, writers, progress); err != nil {
 		return err
+	}
+	// Both files are completed and synced before either is renamed, so that a full disk at the
+	// last flush never replaces (or, with Force, removes) an existing output.
+	for _, i := range []int{1, 0} {
+		if err := writers[i].Finish(); err != nil {
+			return fmt.Errorf("convert: %w", err)
+		}
+	}
+	// A cancellation that arrives after the last chunk (or during the syncs) still discards the
+	// output: the caller was told nothing would be left behind.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("convert: %w", err)
 	}
 	if err := writers[1].Close(); err != nil {
 		return fmt.Errorf("convert: %w", err)

@@ -65,6 +65,7 @@ type addedToken struct {
 	id      int
 	content string
 	special bool
+	from    string // file that listed it first, for messages
 }
 
 // buildVocab reads the tokenizer of a checkpoint: pieces, scores and types from tokenizer.model
@@ -127,6 +128,11 @@ func buildVocab(dir string, vocabSize int, log *slog.Logger) (*vocab, *jsonObjec
 		return nil, nil, err
 	}
 	for _, a := range added {
+		// Checked before setAdded pads the list up to the id, so that a hostile id cannot drive
+		// the allocation.
+		if a.id >= vocabSize {
+			return nil, nil, inputErrorf("convert: %s: added token %q: id %d is outside config.json text_config.vocab_size %d", a.from, a.content, a.id, vocabSize)
+		}
 		if err := v.setAdded(a, log); err != nil {
 			return nil, nil, err
 		}
@@ -360,8 +366,10 @@ func collectAddedTokens(tokJSON, tokCfg *jsonObject, dir string) ([]addedToken, 
 				return inputErrorf("convert: %s: added token %d is %q, but %s has %q", from, a.id, a.content, where[a.id], old.content)
 			}
 			a.special = a.special || old.special
+			a.from = old.from
 		} else {
 			where[a.id] = from
+			a.from = from
 		}
 		byID[a.id] = a
 		return nil
@@ -569,6 +577,11 @@ func (v *vocab) setFlags(tokJSON, tokCfg *jsonObject) error {
 					v.addEOS = true
 				}
 			}
+		}
+		// Without a TemplateProcessing post-processor the LlamaTokenizer default stays; it must
+		// not reach the GGUF without a BOS id (found by FuzzTokenizerConfig).
+		if v.addBOS && v.bos < 0 {
+			return inputErrorf("convert: %s: add_bos_token defaults to true without %s, but no bos_token is known", tokenizerJSONFile, tokenizerConfigFile)
 		}
 		return nil
 	}

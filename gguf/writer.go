@@ -31,6 +31,7 @@ type writerState int
 const (
 	stateDeclaring writerState = iota // SetKV and AddTensor allowed
 	stateData                         // header written, tensor data being streamed
+	stateFinished                     // temporary file complete and synced, not yet renamed
 	stateDone                         // closed or aborted
 )
 
@@ -67,6 +68,10 @@ type Writer struct {
 	err        error  // sticky I/O error
 }
 
+// outputWriter returns what the buffered writer writes to: the temporary file itself. It is a
+// variable so that tests can inject a failing writer (a full disk) below the buffer.
+var outputWriter = func(f *os.File) io.Writer { return f }
+
 // Create starts a GGUF file at path. The data goes to a temporary file in the same directory
 // until Close; call Abort (safe after Close) to discard it on error paths.
 func Create(path string, opts ...WriterOption) (*Writer, error) {
@@ -87,13 +92,18 @@ func Create(path string, opts ...WriterOption) (*Writer, error) {
 	}
 	fh, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return nil, fmt.Errorf("gguf: %s: %w", path, err)
+		// CreateTemp's *PathError names the random temporary name; the folder is the culprit.
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("gguf: %s: cannot create a file in %s: %w", path, filepath.Dir(path), err)
 	}
 	w := &Writer{
 		path:      path,
 		tmpPath:   fh.Name(),
 		file:      fh,
-		bw:        bufio.NewWriterSize(fh, 1<<20),
+		bw:        bufio.NewWriterSize(outputWriter(fh), 1<<20),
 		alignment: uint64(a),
 		keys:      make(map[string]struct{}),
 		index:     make(map[string]int),
@@ -280,6 +290,8 @@ func (w *Writer) usable(want writerState, op string) error {
 	switch {
 	case w.state == stateDone:
 		return fmt.Errorf("gguf: %s: %s: writer is closed", w.path, op)
+	case w.state == stateFinished:
+		return fmt.Errorf("gguf: %s: %s: writer is finished", w.path, op)
 	case w.state != want && want == stateDeclaring:
 		return fmt.Errorf("gguf: %s: %s: tensor data has started; metadata and tensors must be declared first", w.path, op)
 	case w.state != want:
@@ -353,29 +365,54 @@ func (w *Writer) write(p []byte) error {
 	n, err := w.bw.Write(p)
 	w.written += int64(n)
 	if err != nil {
-		w.err = fmt.Errorf("gguf: %s: write: %w", w.path, err)
+		w.err = w.ioError("write", err)
 		return w.err
 	}
 	return nil
 }
 
-// Close checks that every declared tensor was written, writes the header if no data was
-// written yet, flushes, syncs and renames the temporary file over the final path. On failure
-// the temporary file is removed. Close is idempotent; after Abort it does nothing.
+// Close finishes the file (see Finish) unless that was done, then renames the temporary file
+// over the final path. On failure the temporary file is removed. Close is idempotent; after
+// Abort it does nothing.
 func (w *Writer) Close() error {
 	if w.state == stateDone {
 		return nil
 	}
-	err := w.finish()
-	if err != nil {
+	if err := w.Finish(); err != nil {
+		return err
+	}
+	if err := os.Rename(w.tmpPath, w.path); err != nil {
+		err = w.ioError("rename", err)
 		w.Abort()
 		return err
 	}
+	w.tmpPath = ""
 	w.state = stateDone
+	syncDir(filepath.Dir(w.path))
 	return nil
 }
 
-func (w *Writer) finish() error {
+// Finish completes the temporary file without renaming it: it checks that every declared tensor
+// was written, writes the header if no data was written yet, flushes, syncs and closes the file.
+// Close then only renames. A caller writing several files that belong together calls Finish on
+// each before Close on any, so that a full disk or an I/O error surfaces before any final name
+// is replaced. On failure the temporary file is removed. Finish after Finish does nothing.
+func (w *Writer) Finish() error {
+	switch w.state {
+	case stateFinished:
+		return nil
+	case stateDone:
+		return fmt.Errorf("gguf: %s: finish: writer is closed", w.path)
+	}
+	if err := w.complete(); err != nil {
+		w.Abort()
+		return err
+	}
+	w.state = stateFinished
+	return nil
+}
+
+func (w *Writer) complete() error {
 	if w.err != nil {
 		return w.err
 	}
@@ -392,24 +429,35 @@ func (w *Writer) finish() error {
 		return fmt.Errorf("gguf: %s: tensor %q and %d more declared but not written", w.path, t.Name, len(w.tensors)-w.cur-1)
 	}
 	if err := w.bw.Flush(); err != nil {
-		return fmt.Errorf("gguf: %s: write: %w", w.path, err)
+		return w.ioError("write", err)
 	}
 	if err := w.file.Chmod(0o644); err != nil {
-		return fmt.Errorf("gguf: %s: %w", w.path, err)
+		return w.ioError("chmod", err)
 	}
 	if err := w.file.Sync(); err != nil {
-		return fmt.Errorf("gguf: %s: sync: %w", w.path, err)
+		return w.ioError("sync", err)
 	}
-	if err := w.file.Close(); err != nil {
-		return fmt.Errorf("gguf: %s: close: %w", w.path, err)
-	}
+	err := w.file.Close()
 	w.file = nil
-	if err := os.Rename(w.tmpPath, w.path); err != nil {
-		return fmt.Errorf("gguf: %s: %w", w.path, err)
+	if err != nil {
+		return w.ioError("close", err)
 	}
-	w.tmpPath = ""
-	syncDir(filepath.Dir(w.path))
 	return nil
+}
+
+// ioError reports a failed operation on the temporary file under the final path, which is the
+// name the caller knows. The *os.PathError naming the temporary file is dropped; the system
+// error it wraps is kept, so errors.Is(err, syscall.ENOSPC) still holds.
+func (w *Writer) ioError(op string, err error) error {
+	var pe *os.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		err = pe.Err
+	case errors.As(err, &le):
+		err = le.Err
+	}
+	return fmt.Errorf("gguf: %s: %s: %w", w.path, op, err)
 }
 
 // syncDir makes the rename durable where the platform allows syncing a directory; failures are

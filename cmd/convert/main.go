@@ -6,14 +6,23 @@
 //
 //	convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T]
 //	        [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]
+//	convert --synthetic PRESET [--synthetic-dir DIR] [--synthetic-seed N] --out model.gguf [...]
+//
+// --synthetic converts a synthetic checkpoint (package synth; presets idefics2-8b, tiny) instead
+// of --in: it is written to a temporary folder next to --out and removed afterwards, or kept in
+// --synthetic-dir (a new folder) for later runs with --in. With --dry-run the checkpoint is still
+// written (the plan reads its headers), then removed unless --synthetic-dir keeps it.
 //
 // Without --mmproj-out the mmproj file is written next to --out as "mmproj-<name of --out>".
 // --dry-run prints the plan (every tensor: source name and dtype → GGUF name, type, shape, size)
 // and the totals, and writes nothing.
 //
-// Exit status: 0 on success, 1 on a run-time failure (I/O, interruption), 2 on bad usage or bad
-// input (flags, checkpoint files, an existing output without --force). Errors are one line naming
-// the culprit.
+// Exit status: 0 on success, 1 on a run-time failure (I/O, a full disk, an unwritable output
+// folder), 2 on bad usage or bad input (flags, checkpoint files, an existing output without
+// --force), 128 + the signal number when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129).
+// Errors are one line naming the culprit. Whatever the failure or signal, nothing is left under
+// the output names and the temporary files (".<name>.tmp-*" next to the outputs) are removed;
+// only SIGKILL or a crash of the machine can leave a temporary file behind.
 package main
 
 import (
@@ -23,10 +32,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -42,11 +49,19 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(context.Background())
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
+
+// maxThreads bounds --threads: every thread is a GOMAXPROCS slot, and the Go runtime allocates
+// per-slot state for any value it is given, so an absurd value would exhaust memory.
+const maxThreads = 1024
+
+// afterChunk, when not nil, is called after each chunk is written. Tests set it to slow a
+// conversion down so that a signal lands in the middle of it.
+var afterChunk func()
 
 // stringList is a repeatable string flag.
 type stringList []string
@@ -72,11 +87,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and write nothing")
 	fs.BoolVar(&opts.Force, "force", false, "replace existing output files")
 	fs.IntVar(&opts.Threads, "threads", 0, "quantization `threads` (default: all cores)")
+	syn := addSyntheticFlags(fs)
 	// Parse errors are reported on one line; the full usage only for -h / --help.
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "usage: convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]\n\n")
+			fmt.Fprintf(stderr, "usage: convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]\n       convert --synthetic PRESET [--synthetic-dir DIR] [--synthetic-seed N] --out model.gguf [...]\n\n")
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
 			return exitOK
@@ -88,7 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "convert: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
-	case opts.InDir == "":
+	case opts.InDir == "" && !syn.enabled():
 		fmt.Fprintln(stderr, "convert: --in is required")
 		return exitUsage
 	case opts.Out == "":
@@ -97,20 +113,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case opts.Threads < 0:
 		fmt.Fprintf(stderr, "convert: --threads %d is negative\n", opts.Threads)
 		return exitUsage
+	case opts.Threads > maxThreads:
+		fmt.Fprintf(stderr, "convert: --threads %d is more than %d\n", opts.Threads, maxThreads)
+		return exitUsage
 	}
 	opts.Overrides = overrides
 	if opts.Threads > 0 {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(opts.Threads))
 	}
 
+	if syn.enabled() {
+		cleanup, err := syn.prepare(ctx, &opts, stderr)
+		defer cleanup()
+		if err != nil {
+			return report(ctx, stderr, err)
+		}
+	}
+
 	plan, err := convert.NewPlan(opts)
 	if err != nil {
-		return report(stderr, err)
+		return report(ctx, stderr, err)
 	}
 	defer plan.Close()
 	if dryRun {
 		if err := plan.Print(stdout); err != nil {
-			return report(stderr, err)
+			return report(ctx, stderr, err)
 		}
 		return exitOK
 	}
@@ -128,11 +155,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		progressbar.OptionSetRenderBlankState(true),
 	)
 	start := time.Now()
-	err = plan.Run(ctx, func(n int64) { _ = bar.Add64(n) })
+	err = plan.Run(ctx, func(n int64) {
+		_ = bar.Add64(n)
+		if afterChunk != nil {
+			afterChunk()
+		}
+	})
 	if err != nil {
 		_ = bar.Exit()
-		fmt.Fprintln(stderr)
-		return report(stderr, err)
+		if isTerminal(stderr) {
+			fmt.Fprintln(stderr)
+		}
+		return report(ctx, stderr, err)
 	}
 	_ = bar.Finish()
 	if isTerminal(stderr) {
@@ -143,8 +177,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// report prints err on one line and returns its exit status.
-func report(stderr io.Writer, err error) int {
+// report prints err on one line and returns its exit status. A run cancelled by a signal is
+// reported as the interruption, whatever error the cancellation surfaced as.
+func report(ctx context.Context, stderr io.Writer, err error) int {
+	if in := interruption(ctx); in != nil {
+		return reportInterrupted(stderr, in)
+	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	if !strings.HasPrefix(msg, "convert:") {
 		msg = "convert: " + msg
