@@ -32,6 +32,8 @@ type Options struct {
 	TableGELU bool
 	// ExactGELU forces the exact tanh GELU whatever the mmproj's type.
 	ExactGELU bool
+	// VisionFlashAttn uses ggml's fused attention (F16 K/V) in the vision tower and perceiver.
+	VisionFlashAttn bool
 	// KVType is the cache type; 0 means F32 for F32 text models and F16 otherwise.
 	KVType ggml.Type
 	// BatchSize is the number of prompt tokens per decoder graph (default 512).
@@ -137,8 +139,8 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 		if ft, err := m.MMProj.Metadata.Int("general.file_type"); err == nil && ft != 0 && !o.ExactGELU {
 			exact = false
 		}
-		m.vision = &VisionModel{Layers: make([]VisionLayer, m.Vision.Layers), opts: m.Vision, exactGELU: exact}
-		m.conn = &Connector{opts: m.Connector, visHidden: m.Vision.Hidden}
+		m.vision = &VisionModel{Layers: make([]VisionLayer, m.Vision.Layers), opts: m.Vision, exactGELU: exact, flashAttn: o.VisionFlashAttn}
+		m.conn = &Connector{opts: m.Connector, visHidden: m.Vision.Hidden, flashAttn: o.VisionFlashAttn}
 		m.conn.Perceiver.Layers = make([]PerceiverLayer, m.Connector.Depth)
 		if err = m.vw.Bind("v", m.vision); err != nil {
 			return nil, err

@@ -223,7 +223,7 @@ func TestParityVariants(t *testing.T) {
 			step bool
 			tol  float64
 		}{
-			{"flash", Options{FlashAttn: true}, false, tolFlash},
+			{"flash", Options{FlashAttn: true, VisionFlashAttn: true}, false, tolFlash},
 			{"chunked_prefill", Options{BatchSize: 5}, false, tolF32Exact},
 			{"token_by_token", Options{}, true, tolF32Exact},
 			{"f16_cache_token_by_token", Options{KVType: 1}, true, tolFlash},
