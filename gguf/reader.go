@@ -8,6 +8,8 @@ import (
 	"os"
 	"slices"
 	"sync"
+
+	"github.com/idefics2-go/idefics2/internal/mmap"
 )
 
 // Magic is the four bytes every GGUF file starts with.
@@ -110,7 +112,7 @@ func Open(path string) (*File, error) {
 	var unmap func() error
 	mmErr := errors.New("gguf: mmap disabled")
 	if mmapEnabled {
-		data, unmap, mmErr = mmapFile(fh, size)
+		data, unmap, mmErr = mmap.File(fh, size)
 	}
 	var f *File
 	if mmErr == nil {

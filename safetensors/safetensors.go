@@ -26,6 +26,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/idefics2-go/idefics2/internal/mmap"
 )
 
 // MaxHeaderSize is the largest JSON header accepted, in bytes (MAX_HEADER_SIZE of the
@@ -157,7 +159,7 @@ func Open(path string) (*File, error) {
 	var unmap func() error
 	mmErr := errors.New("mmap disabled")
 	if mmapEnabled {
-		data, unmap, mmErr = mmapFile(fh, size)
+		data, unmap, mmErr = mmap.File(fh, size)
 	}
 	if mmErr != nil {
 		if uint64(size) > math.MaxInt {
