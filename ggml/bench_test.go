@@ -46,43 +46,8 @@ func BenchmarkMatVec(b *testing.B) {
 }
 
 func benchMatVec(b *testing.B, dev Device, typ Type, raw []byte, x []float32, k, m, threads int) {
-	r, err := NewRunner(dev, threads, 16)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
-	wctx := NewContext(1, 0)
-	defer wctx.Close()
-	wt := wctx.NewTensor(typ, k, m)
-	buf, err := AllocTensors(wctx, r.Main.DefaultBufferType())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer buf.Close()
-	buf.SetWeightsUsage()
-	if err := wt.SetBytes(raw); err != nil {
-		b.Fatal(err)
-	}
-	ctx := NewContext(8, 16)
-	defer ctx.Close()
-	xt := ctx.NewTensor(TypeF32, k, 1).SetInput()
-	out := wt.MulMat(ctx, xt).SetOutput()
-	g := ctx.NewGraph(16)
-	g.Build(out)
-	r.Sched.Reset()
-	if err := r.Sched.Alloc(g); err != nil {
-		b.Fatal(err)
-	}
-	if err := xt.SetFloat32(x); err != nil {
-		b.Fatal(err)
-	}
 	b.SetBytes(int64(len(raw)))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := r.Sched.Compute(g); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchMatMul(b, dev, typ, raw, x, k, m, 1, threads)
 }
 
 // BenchmarkMatMulBatch measures a weight matrix times a batch of activations (prefill and vision shapes).
