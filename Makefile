@@ -16,7 +16,7 @@ RUN_OUT       := $(BIN)/demo
 RUN_IMAGE     ?= testdata/demo/images/demo_00.png
 RUN_PROMPT    ?= What shape is in the picture?
 
-.PHONY: all build ggml-cpu test test-short run bench bench-go fmt vet env clean cuda check-llamacpp
+.PHONY: all build ggml-cpu test test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp
 
 all: build
 
@@ -65,10 +65,18 @@ env:
 	@echo 'export IDEFICS2_LIB_DIR="$(GGML_CPU_DIR)"'
 
 # CUDA backend (needs nvcc and the CUDA toolkit): builds libggml-cuda.so into bin/lib, where the binaries find it.
+# Architectures: the GPUs of this machine (CMake's "native"); set CUDA_ARCHS=90 (etc.) to build for others.
+CUDA_ARCHS ?= native
 cuda: build
-	cmake -S $(OLLAMA_DIR) -B $(BIN)/cuda-build -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF '-DCMAKE_BUILD_RPATH=$$ORIGIN'
+	cmake -S $(OLLAMA_DIR) -B $(BIN)/cuda-build -DCMAKE_BUILD_TYPE=Release -DGGML_CCACHE=OFF '-DCMAKE_BUILD_RPATH=$$ORIGIN' \
+		-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS) -DCMAKE_DISABLE_FIND_PACKAGE_Vulkan=ON
 	cmake --build $(BIN)/cuda-build --target ggml-cuda -j
-	cp -P $(BIN)/cuda-build/lib/ollama/libggml-cuda.so* $(LIBDIR)/
+	cp -P $(BIN)/cuda-build/lib/ollama/libggml-cuda.so* $(BIN)/cuda-build/lib/ollama/libggml-base.so* $(LIBDIR)/
+
+# The ggml op tests and the HF parity tests on the CUDA backend (after `make cuda`, on a machine with a GPU).
+test-cuda: cuda
+	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) $(GO) test -count=1 -run 'TestOps|TestMulMat' ./ggml/
+	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=cuda $(GO) test -count=1 -run 'TestParity' ./graph/
 
 # llama.cpp loads our text GGUF and gives the same logits (build tag llamacpp: compiles llama.cpp's core from the
 # pinned ollama module once, minutes on 2 cores).

@@ -18,12 +18,14 @@ package ggml
 // extern void idefics2GGMLLog(int level, char *text, void *user);
 // typedef void (*idefics2_log_set_fn)(ggml_log_callback, void *);
 // // Route the log of the ggml-base copy that backend libraries link (libggml-base.so beside them) through ours.
+// // The library is loaded here, before any backend library, and stays loaded (the handle is kept for the life
+// // of the process): a backend library loaded later binds to this copy by its soname, so even the messages it
+// // prints while it initializes (CUDA's device list) come through our callback.
 // static int idefics2_route_lib_log(const char *path) {
-//     void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+//     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 //     if (!h) return 0;
 //     idefics2_log_set_fn f = (idefics2_log_set_fn) dlsym(h, "ggml_log_set");
 //     if (f) f((ggml_log_callback) idefics2GGMLLog, NULL);
-//     dlclose(h);
 //     return f != NULL;
 // }
 // typedef struct ggml_backend_feature * (*idefics2_features_fn)(ggml_backend_reg_t);
@@ -182,6 +184,9 @@ func loadFrom(dir string) LoadReport {
 		others = append(others, path)
 	}
 	sort.Strings(others)
+	if best != "" || len(others) > 0 {
+		routeLibLog(dir)
+	}
 	if best != "" {
 		cp := C.CString(best)
 		reg := C.ggml_backend_load(cp)
@@ -194,7 +199,6 @@ func loadFrom(dir string) LoadReport {
 			rep.CPUVariant = strings.TrimPrefix(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(best), "libggml-cpu"), libExt()), "-")
 		}
 	}
-	routeLibLog(dir)
 	for _, p := range others {
 		cp := C.CString(p)
 		reg := C.ggml_backend_load(cp)
@@ -208,14 +212,18 @@ func loadFrom(dir string) LoadReport {
 	return rep
 }
 
-// routeLibLog sends the log of the backend libraries' own ggml-base (loaded from dir) to slog like ours.
+// routeLibLog loads the backend libraries' own ggml-base from dir and sends its log to slog like ours. Only the
+// first file found is loaded (libggml-base.so and its versioned names are one library).
 func routeLibLog(dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "libggml-base") {
 			cp := C.CString(filepath.Join(dir, e.Name()))
-			C.idefics2_route_lib_log(cp)
+			ok := C.idefics2_route_lib_log(cp) != 0
 			C.free(unsafe.Pointer(cp))
+			if ok {
+				return
+			}
 		}
 	}
 }

@@ -12,9 +12,9 @@ const tolQuant = 2e-2
 
 func TestMulMatQuantizedWeights(t *testing.T) {
 	types := []Type{TypeBF16, TypeQ8_0, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1, TypeQ4_K, TypeQ5_K, TypeQ6_K}
-	for _, dev := range cpuDevices(t) {
+	for _, dev := range testDevices(t) {
 		for _, typ := range types {
-			t.Run(fmt.Sprintf("%s/%s", dev.Variant, typ), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/%s", testName(dev), typ), func(t *testing.T) {
 				r := rand.New(rand.NewPCG(uint64(typ), 7))
 				k := 256 * 3 // a multiple of every block size; not of 512
 				if typ.BlockSize() == 32 {

@@ -42,18 +42,28 @@ func prod(s []int) int {
 	return n
 }
 
-// cpuDevices are the CPU devices to test: the loaded SIMD variant (if any) and the portable build.
-func cpuDevices(t *testing.T) []Device {
-	var out []Device
-	for _, d := range Devices() {
+// testDevices are the devices to test: the loaded CPU SIMD variant (if any), the portable CPU build, and every
+// GPU whose backend library was found (CUDA, Vulkan, Metal), so a machine with a GPU checks its backend too.
+func testDevices(t *testing.T) []Device {
+	out := Devices()
+	cpus := 0
+	for _, d := range out {
 		if d.Kind == DeviceCPU {
-			out = append(out, d)
+			cpus++
 		}
 	}
-	if len(out) == 0 {
+	if cpus == 0 {
 		t.Fatal("no CPU device")
 	}
 	return out
+}
+
+// testName names a device in subtest names: the CPU variant, else the backend device name.
+func testName(d Device) string {
+	if d.Variant != "" {
+		return d.Variant
+	}
+	return d.Name
 }
 
 // eval builds a graph with the given inputs on dev and returns the output as float32 (or int32 as float32).
@@ -206,8 +216,8 @@ func compare(t *testing.T, name string, got []float32, want []float64, tol float
 }
 
 func TestOps(t *testing.T) {
-	for _, dev := range cpuDevices(t) {
-		t.Run(dev.Variant, func(t *testing.T) { testOps(t, dev) })
+	for _, dev := range testDevices(t) {
+		t.Run(testName(dev), func(t *testing.T) { testOps(t, dev) })
 	}
 }
 

@@ -92,7 +92,7 @@ func TestParityHF(t *testing.T) {
 				t.Fatal(err)
 			}
 			textPath, mmPath := fixtureModel(t, filepath.Join(dir, man.Checkpoint), "f32")
-			m, err := Load(textPath, mmPath, Options{Device: "cpu", Threads: 2})
+			m, err := Load(textPath, mmPath, Options{Device: testDevice(), Threads: 2})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +116,7 @@ func TestParityHF(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkClose(t, "logits", logits, wantLogits, tolF32Exact)
+			checkClose(t, "logits", logits, wantLogits, tolExact())
 
 			// Greedy generation with the KV cache.
 			genF, _ := loadNpy(t, filepath.Join(dir, "generated_ids.npy"))
@@ -185,10 +185,10 @@ func checkVision(t *testing.T, m *Model, dir string) []float32 {
 				wp = append(wp, wantProj[idx*th:(idx+1)*th]...)
 			}
 		}
-		checkClose(t, fmt.Sprintf("image %d vision", i), f.Vision, wv, tolF32Exact)
-		checkClose(t, fmt.Sprintf("image %d projection", i), f.Projection, wp, tolF32Exact)
+		checkClose(t, fmt.Sprintf("image %d vision", i), f.Vision, wv, tolExact())
+		checkClose(t, fmt.Sprintf("image %d projection", i), f.Projection, wp, tolExact())
 		sl := m.Connector.ImageSeqLen * th
-		checkClose(t, fmt.Sprintf("image %d connector", i), f.Embeddings, wantConn[i*sl:(i+1)*sl], tolF32Exact)
+		checkClose(t, fmt.Sprintf("image %d connector", i), f.Embeddings, wantConn[i*sl:(i+1)*sl], tolExact())
 		all = append(all, f.Embeddings...)
 	}
 	return all
@@ -224,10 +224,10 @@ func TestParityVariants(t *testing.T) {
 			tol  float64
 		}{
 			{"flash", Options{FlashAttn: true, VisionFlashAttn: true}, false, tolFlash},
-			{"chunked_prefill", Options{BatchSize: 5}, false, tolF32Exact},
-			{"token_by_token", Options{}, true, tolF32Exact},
+			{"chunked_prefill", Options{BatchSize: 5}, false, tolExact()},
+			{"token_by_token", Options{}, true, tolExact()},
 			{"f16_cache_token_by_token", Options{KVType: 1}, true, tolFlash},
-			{"chunked_attention", Options{}, false, tolF32Exact},
+			{"chunked_attention", Options{}, false, tolExact()},
 		}
 		for _, v := range variants {
 			t.Run(name+"/"+v.name, func(t *testing.T) {
@@ -237,7 +237,7 @@ func TestParityVariants(t *testing.T) {
 					maxScoreBytes = 1
 					defer func() { maxScoreBytes = old }()
 				}
-				v.opts.Device, v.opts.Threads = "cpu", 2
+				v.opts.Device, v.opts.Threads = testDevice(), 2
 				m, err := Load(textPath, mmPath, v.opts)
 				if err != nil {
 					t.Fatal(err)

@@ -62,7 +62,7 @@ func TestParityReducedPrecision(t *testing.T) {
 		for _, typ := range types {
 			t.Run(name+"/"+typ, func(t *testing.T) {
 				textPath, mmPath := fixtureModel(t, filepath.Join(dir, man.Checkpoint), typ)
-				m, err := Load(textPath, mmPath, Options{Device: "cpu", Threads: 2})
+				m, err := Load(textPath, mmPath, Options{Device: testDevice(), Threads: 2})
 				if err != nil {
 					t.Fatal(err)
 				}
