@@ -412,9 +412,45 @@ func (a Tensor) Pad(ctx *Context, p0, p1, p2, p3 int) Tensor {
 	if p0 < 0 || p1 < 0 || p2 < 0 || p3 < 0 {
 		shapeErr("pad", "negative padding")
 	}
+	if a.Type() != TypeF32 || a.Nb(0) != 4 {
+		shapeErr("pad", "input %s (%s) must be f32 with contiguous rows", shapeOf(a), a.Type())
+	}
 	return ctx.node("pad", C.ggml_pad(ctx.ptr, a.ptr, C.int(p0), C.int(p1), C.int(p2), C.int(p3)))
 }
 
 // clone copies a shape for an error message, so that the caller's (often stack-allocated) slice does not escape to
 // the heap on the hot path.
 func clone(s []int) []int { return append([]int(nil), s...) }
+
+// Arange is the F32 vector start, start+step, … below stop.
+func (c *Context) Arange(start, stop, step float32) Tensor {
+	if step == 0 || (stop-start)/step <= 0 || (stop-start)/step > 1<<30 {
+		shapeErr("arange", "start %g stop %g step %g give no or too many values", start, stop, step)
+	}
+	return c.node("arange", C.ggml_arange(c.ptr, C.float(start), C.float(stop), C.float(step)))
+}
+
+// Step is 1 where a > 0, else 0.
+func (a Tensor) Step(ctx *Context) Tensor {
+	return unary("step", ctx, a, func(c *C.struct_ggml_context, x *C.struct_ggml_tensor) *C.struct_ggml_tensor {
+		return C.ggml_step(c, x)
+	})
+}
+
+// ScaleBias is a·s + b.
+func (a Tensor) ScaleBias(ctx *Context, s, b float32) Tensor {
+	need("scale_bias", a)
+	return ctx.node("scale_bias", C.ggml_scale_bias(ctx.ptr, a.ptr, C.float(s), C.float(b)))
+}
+
+// Repeat4D tiles a to the shape ne0..ne3, each a multiple of a's.
+func (a Tensor) Repeat4D(ctx *Context, ne0, ne1, ne2, ne3 int) Tensor {
+	need("repeat", a)
+	ne := [4]int{ne0, ne1, ne2, ne3}
+	for i, n := range ne {
+		if n <= 0 || n%a.Ne(i) != 0 {
+			shapeErr("repeat", "%s does not tile %v", shapeOf(a), ne)
+		}
+	}
+	return ctx.node("repeat", C.ggml_repeat_4d(ctx.ptr, a.ptr, C.int64_t(ne0), C.int64_t(ne1), C.int64_t(ne2), C.int64_t(ne3)))
+}

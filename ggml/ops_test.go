@@ -361,6 +361,34 @@ func testOps(t *testing.T, dev Device) {
 		}
 		compare(t, "gather", got, want, tolF32)
 	})
+	t.Run("arange_step_repeat_pad", func(t *testing.T) {
+		// The key-padding mask of the CPU attention path: 0 for the first n of np keys, -1e30 after, tiled over
+		// rows; plus a zero pad.
+		const n, np, rows = 5, 8, 3
+		a := randF32(r, 2*3)
+		got, ne := eval(t, dev, []input{{typ: TypeF32, shape: []int{3, 2}, f32: a}},
+			func(ctx *Context, in []Tensor) Tensor {
+				m := ctx.Arange(0, np, 1).ScaleBias(ctx, 1, -(n-0.5)).Step(ctx).Scale(ctx, -1e30) // [np]
+				m = m.Repeat4D(ctx, np, rows, 1, 1)                                               // [np, rows]
+				p := in[0].Pad(ctx, np-3, rows-2, 0, 0)                                           // [np, rows]
+				return m.Add(ctx, p)
+			})
+		if ne != [4]int{np, rows, 1, 1} {
+			t.Fatalf("shape %v", ne)
+		}
+		want := make([]float64, np*rows)
+		for j := 0; j < rows; j++ {
+			for i := 0; i < np; i++ {
+				if i >= n {
+					want[j*np+i] = -1e30
+				}
+				if i < 3 && j < 2 {
+					want[j*np+i] += float64(a[j*3+i])
+				}
+			}
+		}
+		compare(t, "key mask", got, want, tolF32)
+	})
 	t.Run("view_reshape_permute4", func(t *testing.T) {
 		a := randF32(r, 2*3*4)
 		got, ne := eval(t, dev, []input{{typ: TypeF32, shape: []int{2, 3, 4}, f32: a}},

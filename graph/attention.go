@@ -6,60 +6,103 @@ import "github.com/idefics2-go/idefics2/ggml"
 // head i / (heads/kvHeads), the HF GQA grouping).
 //
 // q [hd, heads, nq], k and v [hd, kvHeads, nk]; mask [nk, ≥nq] (F32 for the plain path, F16 for flash) or nil.
-// Returns [hd·heads, nq].
-func attend(ctx *ggml.Context, q, k, v, mask ggml.Tensor, scale float32, flash bool) ggml.Tensor {
+// With padGEMM (CPU, F32 k and v, no mask) the operands are zero-padded so that both products take the CPU's
+// tiled GEMM (see padForGEMM). Returns [hd·heads, nq].
+func attend(ctx *ggml.Context, q, k, v, mask ggml.Tensor, scale float32, flash, padGEMM bool) ggml.Tensor {
 	hd, heads, nq, nk := q.Ne(0), q.Ne(1), q.Ne(2), k.Ne(2)
-	// Bound the score matrix [nk, chunk, heads] (4 bytes each): one 980×980 image has 4,900 patches, whose full
-	// score matrix would take 1.5 GB. Queries are independent, so split them into chunks whose scores fit.
-	if chunk := maxScoreBytes / (4 * nk * heads); !flash && chunk < nq && q.IsContiguous() {
-		chunk = max(chunk, 16)
-		vt := transposeV(ctx, v)
-		var parts []ggml.Tensor
-		for i0 := 0; i0 < nq; i0 += chunk {
-			c := min(chunk, nq-i0)
-			qc := q.View(ctx, i0*q.Nb(2), []int{hd, heads, c}, []int{q.Nb(1), q.Nb(2)})
-			var mc ggml.Tensor
-			if !mask.IsNil() {
-				mc = mask.View(ctx, i0*mask.Nb(1), []int{mask.Ne(0), c}, []int{mask.Nb(1)})
-			}
-			parts = append(parts, attendAll(ctx, qc, k, vt, mc, scale))
+	if flash {
+		qp := q.Permute(ctx, 0, 2, 1, 3) // [hd, nq, heads]
+		kp := k.Permute(ctx, 0, 2, 1, 3) // [hd, nk, kvHeads]
+		vp := v.Permute(ctx, 0, 2, 1, 3) // [hd, nk, kvHeads]
+		if kp.Type() == ggml.TypeF32 {
+			kp = kp.Cast(ctx, ggml.TypeF16)
+			vp = vp.Cast(ctx, ggml.TypeF16)
 		}
-		return concatTree(ctx, parts)
+		o := qp.FlashAttnExt(ctx, kp, vp, mask, scale) // [hd, heads, nq]
+		return o.Reshape(ctx, hd*heads, nq)
 	}
-	if !flash {
-		return attendAll(ctx, q, k, transposeV(ctx, v), mask, scale)
+	hdp, nkp := hd, nk
+	if padGEMM && mask.IsNil() && k.Type() == ggml.TypeF32 && v.Type() == ggml.TypeF32 {
+		hdp, nkp = roundUp(hd, gemmBlock), roundUp(nk, gemmBlock)
 	}
-	qp := q.Permute(ctx, 0, 2, 1, 3) // [hd, nq, heads]
-	kp := k.Permute(ctx, 0, 2, 1, 3) // [hd, nk, kvHeads]
-	vp := v.Permute(ctx, 0, 2, 1, 3) // [hd, nk, kvHeads]
-	if kp.Type() == ggml.TypeF32 {
-		kp = kp.Cast(ctx, ggml.TypeF16)
-		vp = vp.Cast(ctx, ggml.TypeF16)
+	// kp [hdp, nkp, kvHeads]: a strided view when nothing is padded (its rows are contiguous).
+	kp := k.Permute(ctx, 0, 2, 1, 3)
+	if hdp != hd || nkp != nk {
+		kp = kp.Pad(ctx, hdp-hd, nkp-nk, 0, 0)
 	}
-	o := qp.FlashAttnExt(ctx, kp, vp, mask, scale) // [hd, heads, nq]
-	return o.Reshape(ctx, hd*heads, nq)
+	// vt [nkp, hd, kvHeads], F32.
+	vt := v.Permute(ctx, 1, 2, 0, 3).Cont(ctx)
+	if vt.Type() != ggml.TypeF32 {
+		vt = vt.Cast(ctx, ggml.TypeF32)
+	}
+	if nkp != nk {
+		vt = vt.Pad(ctx, nkp-nk, 0, 0, 0)
+	}
+	// Bound the score matrix [nkp, chunk, heads] (4 bytes each): one 980×980 image has 4,900 patches, whose full
+	// score matrix would take 1.5 GB. Queries are independent, so split them into chunks whose scores fit.
+	chunk := nq
+	if c := maxScoreBytes / (4 * nkp * heads); c < nq && q.IsContiguous() {
+		chunk = max(c, 16)
+	}
+	// Padded keys get -1e30 before the softmax (so weight 0), through a mask [nkp, chunk] shared by the chunks.
+	var keyMask ggml.Tensor
+	if nkp != nk {
+		keyMask = ctx.Arange(0, float32(nkp), 1).ScaleBias(ctx, 1, -(float32(nk)-0.5)).Step(ctx).Scale(ctx, -1e30)
+		keyMask = keyMask.Repeat4D(ctx, nkp, chunk, 1, 1)
+	}
+	if chunk >= nq {
+		return attendAll(ctx, q, kp, vt, orMask(mask, keyMask), scale, hd, hdp)
+	}
+	var parts []ggml.Tensor
+	for i0 := 0; i0 < nq; i0 += chunk {
+		c := min(chunk, nq-i0)
+		qc := q.View(ctx, i0*q.Nb(2), []int{hd, heads, c}, []int{q.Nb(1), q.Nb(2)})
+		var mc ggml.Tensor
+		if !mask.IsNil() {
+			mc = mask.View(ctx, i0*mask.Nb(1), []int{mask.Ne(0), c}, []int{mask.Nb(1)})
+		} else if !keyMask.IsNil() {
+			mc = keyMask
+			if c < chunk {
+				mc = keyMask.View(ctx, 0, []int{nkp, c}, []int{keyMask.Nb(1)})
+			}
+		}
+		parts = append(parts, attendAll(ctx, qc, kp, vt, mc, scale, hd, hdp))
+	}
+	return concatTree(ctx, parts)
+}
+
+// gemmBlock is the multiple the CPU's tiled F32 GEMM (ggml's llamafile sgemm with AVX-512: 16 floats per vector)
+// needs in the inner dimension of a product; without it ggml falls back to one dot product per output, about
+// 3× slower. The vision tower's head size (72) and key counts (729, 4900) are not multiples of 16.
+const gemmBlock = 16
+
+func roundUp(n, m int) int { return (n + m - 1) / m * m }
+
+func orMask(a, b ggml.Tensor) ggml.Tensor {
+	if !a.IsNil() {
+		return a
+	}
+	return b
 }
 
 // maxScoreBytes bounds one attention score matrix of the plain (non-fused) path (a variable so tests can force
 // chunking on tiny models).
 var maxScoreBytes = 64 << 20
 
-// transposeV turns v [hd, kvHeads, nk] into the F32 [nk, hd, kvHeads] the plain path multiplies by.
-func transposeV(ctx *ggml.Context, v ggml.Tensor) ggml.Tensor {
-	vt := v.Permute(ctx, 1, 2, 0, 3).Cont(ctx) // [nk, hd, kvHeads]
-	if vt.Type() != ggml.TypeF32 {
-		vt = vt.Cast(ctx, ggml.TypeF32)
+// attendAll is the plain attention path over all queries of q [hd, heads, nq] at once (see attend): kp is
+// [hdp, nk', kvHeads] and vt [nk', hd, kvHeads]; q is padded from hd to hdp.
+func attendAll(ctx *ggml.Context, q, kp, vt, mask ggml.Tensor, scale float32, hd, hdp int) ggml.Tensor {
+	heads, nq := q.Ne(1), q.Ne(2)
+	qp := q.Permute(ctx, 0, 2, 1, 3) // [hd, nq, heads]
+	switch {
+	case hdp != hd:
+		qp = qp.Pad(ctx, hdp-hd, 0, 0, 0)
+	case kp.Type() == ggml.TypeF32:
+		// A contiguous q lets the CPU take its tiled GEMM for q·kᵀ (F16 keys convert q anyway).
+		qp = qp.Cont(ctx)
 	}
-	return vt
-}
-
-// attendAll is the plain attention path over all queries of q at once (see attend); vt is transposeV(v).
-func attendAll(ctx *ggml.Context, q, k, vt, mask ggml.Tensor, scale float32) ggml.Tensor {
-	hd, heads, nq := q.Ne(0), q.Ne(1), q.Ne(2)
-	qp := q.Permute(ctx, 0, 2, 1, 3)            // [hd, nq, heads]
-	kp := k.Permute(ctx, 0, 2, 1, 3)            // [hd, nk, kvHeads]
-	kq := kp.MulMatF32(ctx, qp)                 // [nk, nq, heads]
-	kq = kq.SoftMaxExt(ctx, mask, scale)        // over nk
+	kq := kp.MulMatF32(ctx, qp)                 // [nk', nq, heads]
+	kq = kq.SoftMaxExt(ctx, mask, scale)        // over nk'
 	kqv := vt.MulMat(ctx, kq)                   // [hd, nq, heads]
 	o := kqv.Permute(ctx, 0, 2, 1, 3).Cont(ctx) // [hd, heads, nq]
 	return o.Reshape(ctx, hd*heads, nq)

@@ -95,7 +95,7 @@ func (d *Decoder) Forward(ctx *ggml.Context, g *ggml.Graph, in decodeInputs, cac
 		esz := kc.Type().TypeSize()
 		kAll := kc.View(ctx, 0, []int{o.HeadDim, o.KVHeads, nKV}, []int{o.HeadDim * esz, row})
 		vAll := vc.View(ctx, 0, []int{o.HeadDim, o.KVHeads, nKV}, []int{o.HeadDim * esz, row})
-		z := attend(ctx, q, kAll, vAll, in.mask, scale, d.flash)
+		z := attend(ctx, q, kAll, vAll, in.mask, scale, d.flash, false)
 		h = res.Add(ctx, l.Output.Forward(ctx, z))
 		res = h
 		h = res.Add(ctx, l.MLP.Forward(ctx, l.FFNNorm.Forward(ctx, h, o.Eps))).SetName(d.layerName(il))

@@ -139,8 +139,9 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 		if ft, err := m.MMProj.Metadata.Int("general.file_type"); err == nil && ft != 0 && !o.ExactGELU {
 			exact = false
 		}
-		m.vision = &VisionModel{Layers: make([]VisionLayer, m.Vision.Layers), opts: m.Vision, exactGELU: exact, flashAttn: o.VisionFlashAttn}
-		m.conn = &Connector{opts: m.Connector, visHidden: m.Vision.Hidden, flashAttn: o.VisionFlashAttn}
+		pad := m.Device.Kind == ggml.DeviceCPU
+		m.vision = &VisionModel{Layers: make([]VisionLayer, m.Vision.Layers), opts: m.Vision, exactGELU: exact, flashAttn: o.VisionFlashAttn, padGEMM: pad}
+		m.conn = &Connector{opts: m.Connector, visHidden: m.Vision.Hidden, flashAttn: o.VisionFlashAttn, padGEMM: pad}
 		m.conn.Perceiver.Layers = make([]PerceiverLayer, m.Connector.Depth)
 		if err = m.vw.Bind("v", m.vision); err != nil {
 			return nil, err

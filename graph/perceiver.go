@@ -33,6 +33,7 @@ type Connector struct {
 	opts       ConnectorOptions
 	visHidden  int
 	flashAttn  bool
+	padGEMM    bool // pad attention operands for the CPU's tiled GEMM (see attend)
 }
 
 func (c *Connector) check(sc *shapeCheck) {
@@ -77,7 +78,7 @@ func (c *Connector) Resample(ctx *ggml.Context, context ggml.Tensor) ggml.Tensor
 		x := cn.Concat(ctx, ln, 1) // [hidden, n + latents]: context first, then the normalized latents
 		k := l.Key.Forward(ctx, x).Reshape(ctx, o.HeadDim, o.KVHeads, n+o.Latents)
 		v := l.Value.Forward(ctx, x).Reshape(ctx, o.HeadDim, o.KVHeads, n+o.Latents)
-		z := attend(ctx, q, k, v, ggml.Tensor{}, scale, c.flashAttn)
+		z := attend(ctx, q, k, v, ggml.Tensor{}, scale, c.flashAttn, c.padGEMM)
 		lat = res.Add(ctx, l.Output.Forward(ctx, z))
 		res = lat
 		lat = res.Add(ctx, l.MLP.Forward(ctx, l.PostNorm.Forward(ctx, lat, o.PerceiverEps))).SetName(fmt.Sprintf("perceiver.blk.%d", i))
