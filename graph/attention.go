@@ -38,6 +38,20 @@ func attend(ctx *ggml.Context, q, k, v, mask ggml.Tensor, scale float32, flash, 
 	if nkp != nk {
 		vt = vt.Pad(ctx, nkp-nk, 0, 0, 0)
 	}
+	return attendChunks(ctx, q, kp, vt, mask, scale, hd, hdp, nk)
+}
+
+// attendT is attend on the plain path with V already transposed: vt [nk, hd, kvHeads] (rows contiguous, any
+// type ggml multiplies by; an F16 cache is multiplied as F16, its probabilities converted to F16 as llama.cpp
+// does).
+func attendT(ctx *ggml.Context, q, k, vt, mask ggml.Tensor, scale float32) ggml.Tensor {
+	return attendChunks(ctx, q, k.Permute(ctx, 0, 2, 1, 3), vt, mask, scale, q.Ne(0), q.Ne(0), k.Ne(2))
+}
+
+// attendChunks runs attendAll over chunks of queries. kp [hdp, nkp, kvHeads] and vt [nkp, hd, kvHeads] may be
+// padded from hd and nk (see attend); padded keys are masked.
+func attendChunks(ctx *ggml.Context, q, kp, vt, mask ggml.Tensor, scale float32, hd, hdp, nk int) ggml.Tensor {
+	heads, nq, nkp := q.Ne(1), q.Ne(2), kp.Ne(1)
 	// Bound the score matrix [nkp, chunk, heads] (4 bytes each): one 980×980 image has 4,900 patches, whose full
 	// score matrix would take 1.5 GB. Queries are independent, so split them into chunks whose scores fit.
 	chunk := nq

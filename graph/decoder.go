@@ -91,11 +91,20 @@ func (d *Decoder) Forward(ctx *ggml.Context, g *ggml.Graph, in decodeInputs, cac
 		kc, vc := cache.K[il], cache.V[il]
 		row := kc.Nb(1)
 		g.Build(k.Reshape(ctx, kvWidth, n).Copy(ctx, kc.View(ctx, nPast*row, []int{kvWidth, n}, []int{row})))
-		g.Build(v.Copy(ctx, vc.View(ctx, nPast*row, []int{kvWidth, n}, []int{row})))
 		esz := kc.Type().TypeSize()
 		kAll := kc.View(ctx, 0, []int{o.HeadDim, o.KVHeads, nKV}, []int{o.HeadDim * esz, row})
-		vAll := vc.View(ctx, 0, []int{o.HeadDim, o.KVHeads, nKV}, []int{o.HeadDim * esz, row})
-		z := attend(ctx, q, kAll, vAll, in.mask, scale, d.flash, false)
+		var z ggml.Tensor
+		if cache.VTrans {
+			// V^T [Size, kvWidth]: the new positions are columns nPast…nPast+n-1.
+			vrow := vc.Nb(1)
+			g.Build(v.Transpose(ctx).Copy(ctx, vc.View(ctx, nPast*esz, []int{n, kvWidth}, []int{vrow})))
+			vt := vc.View(ctx, 0, []int{nKV, o.HeadDim, o.KVHeads}, []int{vrow, o.HeadDim * vrow})
+			z = attendT(ctx, q, kAll, vt, in.mask, scale)
+		} else {
+			g.Build(v.Copy(ctx, vc.View(ctx, nPast*row, []int{kvWidth, n}, []int{row})))
+			vAll := vc.View(ctx, 0, []int{o.HeadDim, o.KVHeads, nKV}, []int{o.HeadDim * esz, row})
+			z = attend(ctx, q, kAll, vAll, in.mask, scale, d.flash, false)
+		}
 		h = res.Add(ctx, l.Output.Forward(ctx, z))
 		res = h
 		h = res.Add(ctx, l.MLP.Forward(ctx, l.FFNNorm.Forward(ctx, h, o.Eps))).SetName(d.layerName(il))

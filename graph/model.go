@@ -327,7 +327,9 @@ func (m *Model) NewSession(ctxSize int) (*Session, error) {
 		ctxSize, kvBytes>>20, scratch>>20), kvBytes+scratch); err != nil {
 		return nil, err
 	}
-	c, err := newKVCache(m.runner.Main, m.Text.Layers, m.Text.HeadDim*m.Text.KVHeads, ctxSize, typ)
+	// The transposed V layout serves the plain attention path on the CPU (flash attention reads V by rows).
+	vTrans := !m.opts.FlashAttn && m.Device.Kind == ggml.DeviceCPU
+	c, err := newKVCache(m.runner.Main, m.Text.Layers, m.Text.HeadDim*m.Text.KVHeads, ctxSize, typ, vTrans)
 	if err != nil {
 		return nil, err
 	}
