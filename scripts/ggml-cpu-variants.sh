@@ -9,8 +9,12 @@
 # GGML_CPU_REPACK=ON: ollama's CMake adds ggml's src folder directly, skipping ggml's top-level options, so the
 # repacked (row-interleaved) weight layout would otherwise be compiled out.
 #
-# Environment: GGML_CPU_VARIANTS (default for x86-64: "haswell skylakex icelake alderlake"; the binary also carries
-# a portable CPU backend for older CPUs), IDEFICS2_CACHE (default ~/.cache/idefics2-go), GO (default go).
+# zen4 (AVX-512 with VBMI, VNNI and BF16: AMD Zen 4/5, Intel Sapphire Rapids and later) is not among ollama's
+# variants; its definition (ggml's own variant feature list) is added to a build-time copy of the module's CMake
+# files, so BF16 weights use the AVX512-BF16 dot products (about 2x the F32 rate in the vision tower's GEMMs).
+#
+# Environment: GGML_CPU_VARIANTS (default for x86-64: "haswell skylakex icelake alderlake zen4"; the binary also
+# carries a portable CPU backend for older CPUs), IDEFICS2_CACHE (default ~/.cache/idefics2-go), GO (default go).
 set -euo pipefail
 GO=${GO:-go}
 arch=$(uname -m)
@@ -19,7 +23,7 @@ cache_root=${IDEFICS2_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/idefics2-go}
 moddir=$($GO list -m -f '{{.Dir}}' github.com/ollama/ollama)
 modver=$($GO list -m -f '{{.Version}}' github.com/ollama/ollama)
 case "$os/$arch" in
-  Linux/x86_64) default_variants="haswell skylakex icelake alderlake" ;;
+  Linux/x86_64) default_variants="haswell skylakex icelake alderlake zen4" ;;
   *) default_variants="" ;;
 esac
 variants=${GGML_CPU_VARIANTS-$default_variants}
@@ -41,14 +45,29 @@ trap 'rm -rf "$build"' EXIT
 targets=""
 for v in $variants; do targets="$targets ggml-cpu-$v"; done
 echo "ggml-cpu-variants: building$targets from ollama $modver (cached in $dir)" >&2
+src=$moddir
+case " $variants " in
+  *" zen4 "*)
+    # A build-time copy of the CMake files and ggml sources with the zen4 variant added after icelake.
+    src=$build/src
+    mkdir -p "$src/ml/backend/ggml"
+    cp "$moddir/CMakeLists.txt" "$src/"
+    cp -r "$moddir/ml/backend/ggml/ggml" "$src/ml/backend/ggml/"
+    chmod -R u+w "$src"
+    lists=$src/ml/backend/ggml/ggml/src/CMakeLists.txt
+    grep -q 'ggml_add_cpu_backend_variant(icelake ' "$lists" ||
+      { echo "ggml-cpu-variants: $modver's CMake has no icelake variant line to add zen4 after; build without zen4 (GGML_CPU_VARIANTS)" >&2; exit 1; }
+    sed -i 's/^\(\s*\)ggml_add_cpu_backend_variant(icelake .*$/&\n\1ggml_add_cpu_backend_variant(zen4 SSE42 AVX F16C AVX2 BMI2 FMA AVX512 AVX512_VBMI AVX512_VNNI AVX512_BF16)/' "$lists"
+    ;;
+esac
 # shellcheck disable=SC2086
-cmake -S "$moddir" -B "$build" $flags >"$build/configure.log" 2>&1 || { tail -n 20 "$build/configure.log" >&2; exit 1; }
+cmake -S "$src" -B "$build/out" $flags >"$build/configure.log" 2>&1 || { tail -n 20 "$build/configure.log" >&2; exit 1; }
 # shellcheck disable=SC2086
-cmake --build "$build" --target $targets -j "$(nproc 2>/dev/null || echo 2)" >"$build/build.log" 2>&1 ||
+cmake --build "$build/out" --target $targets -j "$(nproc 2>/dev/null || echo 2)" >"$build/build.log" 2>&1 ||
   { tail -n 30 "$build/build.log" >&2; exit 1; }
 tmp=$(mktemp -d "$cache_root/.tmp.XXXXXX" 2>/dev/null || { mkdir -p "$cache_root"; mktemp -d "$cache_root/.tmp.XXXXXX"; })
-cp -P "$build"/lib/ollama/libggml-base.so* "$tmp"/
-for v in $variants; do cp "$build/lib/ollama/libggml-cpu-$v.so" "$tmp"/; done
+cp -P "$build"/out/lib/ollama/libggml-base.so* "$tmp"/
+for v in $variants; do cp "$build/out/lib/ollama/libggml-cpu-$v.so" "$tmp"/; done
 touch "$tmp/.complete"
 mkdir -p "$(dirname "$dir")"
 rm -rf "$dir"
