@@ -30,6 +30,38 @@ func (l Linear) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
 	return y
 }
 
+// ForwardGEMM is Forward for the CPU's tiled GEMM (ggml's llamafile sgemm), which needs the inner dimension to be a
+// multiple of its vector block (32 values for BF16 with AVX512-BF16, 16 for F16 and F32 with AVX-512); otherwise
+// ggml falls back to one dot product per output, about 2× slower. When split is set and the weight's inner size
+// is not such a multiple (the vision MLP's 4304 for BF16), the product is split into a block-aligned part and
+// the short rest, whose sum is the same product.
+func (l Linear) ForwardGEMM(ctx *ggml.Context, x ggml.Tensor, split bool) ggml.Tensor {
+	block := 0
+	switch l.Weight.Type() {
+	case ggml.TypeBF16:
+		block = 32
+	case ggml.TypeF16, ggml.TypeF32:
+		block = 16
+	}
+	k := l.Weight.Ne(0)
+	if _, nf4 := nf4Weights.Load(l.Weight); nf4 || !split || block == 0 || k%block == 0 || k < block ||
+		l.Weight.Ne(2) != 1 || x.Ne(2) != 1 {
+		return l.Forward(ctx, x)
+	}
+	k1 := k / block * block
+	w, m, n := l.Weight, l.Weight.Ne(1), x.Ne(1)
+	esz, xsz := w.Type().TypeSize(), x.Type().TypeSize()
+	w1 := w.View(ctx, 0, []int{k1, m}, []int{w.Nb(1)})
+	w2 := w.View(ctx, k1*esz, []int{k - k1, m}, []int{w.Nb(1)})
+	x1 := x.View(ctx, 0, []int{k1, n}, []int{x.Nb(1)})
+	x2 := x.View(ctx, k1*xsz, []int{k - k1, n}, []int{x.Nb(1)})
+	y := w1.MulMat(ctx, x1).Add(ctx, w2.MulMat(ctx, x2))
+	if !l.Bias.IsNil() {
+		y = y.Add(ctx, l.Bias)
+	}
+	return y
+}
+
 // LayerNorm is torch.nn.LayerNorm with affine weight and bias over ne0.
 type LayerNorm struct {
 	Weight ggml.Tensor `gguf:"weight"`

@@ -93,7 +93,7 @@ func (m *VisionModel) Forward(ctx *ggml.Context, pixels, posIDs ggml.Tensor) ggm
 		} else {
 			f = f.GELU(ctx)
 		}
-		h = res.Add(ctx, l.Down.Forward(ctx, f)).SetName(fmt.Sprintf("vis.blk.%d", i))
+		h = res.Add(ctx, l.Down.ForwardGEMM(ctx, f, m.padGEMM)).SetName(fmt.Sprintf("vis.blk.%d", i))
 	}
 	return m.PostNorm.Forward(ctx, h, o.Eps).SetName("vis.last_hidden_state")
 }
