@@ -55,7 +55,13 @@ func (d *Decoder) check(c *shapeCheck) {
 		c.want(p+"ffn_down.weight", l.MLP.Down.Weight, o.FFN, o.Hidden)
 	}
 	c.want("output_norm.weight", d.OutNorm.Weight, o.Hidden)
-	c.want("output.weight", d.Output.Weight, o.Hidden, o.VocabSize)
+	if tail := d.Output.Tail; !tail.IsNil() {
+		// Split for repacking (Weights.Tail): the head and the tail rows together make the vocabulary.
+		c.want("output.weight", d.Output.Weight, o.Hidden, o.VocabSize-tail.Ne(1))
+		c.want("output.weight", tail, o.Hidden, tail.Ne(1))
+	} else {
+		c.want("output.weight", d.Output.Weight, o.Hidden, o.VocabSize)
+	}
 }
 
 // decodeInputs are the input tensors of one decoder step (a chunk of tokens appended at position nPast).

@@ -6,10 +6,12 @@ import (
 	"github.com/idefics2-go/idefics2/ggml"
 )
 
-// Linear is y = W·x (+ b): weight [in, out], optional bias [out].
+// Linear is y = W·x (+ b): weight [in, out], optional bias [out]. Tail, when set, holds the last rows of W
+// (outputs) in a separate tensor (Weights.Tail): y is then W·x over the head rows followed by Tail·x.
 type Linear struct {
 	Weight ggml.Tensor `gguf:"weight"`
 	Bias   ggml.Tensor `gguf:"bias,optional"`
+	Tail   ggml.Tensor `gguf:"-"`
 }
 
 // Forward maps x [in, n] to [out, n].
@@ -23,6 +25,9 @@ func (l Linear) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
 		y = l.Weight.MulMatNF4(ctx, x, info.shape[1], info.blockSize)
 	} else {
 		y = l.Weight.MulMat(ctx, x)
+	}
+	if !l.Tail.IsNil() {
+		y = y.Concat(ctx, l.Tail.MulMat(ctx, x), 0)
 	}
 	if !l.Bias.IsNil() {
 		y = y.Add(ctx, l.Bias)

@@ -120,6 +120,7 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 	if err = m.tw.Bind("", m.decoder); err != nil {
 		return nil, err
 	}
+	m.decoder.Output.Tail = m.tw.Tail("output.weight")
 	sc := &shapeCheck{path: textPath}
 	m.decoder.check(sc)
 	if err = sc.err(); err != nil {

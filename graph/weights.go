@@ -23,6 +23,7 @@ type Weights struct {
 	ebuf   *ggml.Buffer
 	nf4    []ggml.Tensor   // tensors registered in nf4Weights
 	packed map[string]bool // tensors not in the file's layout (repacked or expanded)
+	tails  map[string]ggml.Tensor
 	byName map[string]ggml.Tensor
 	used   map[string]bool
 }
@@ -46,22 +47,42 @@ func repackable(ti gguf.TensorInfo, dev ggml.Device) bool {
 	return false
 }
 
+// splitRows is the number of trailing rows of a matrix that keep the file layout so that the rest can be
+// repacked: the output projection (32003 rows for Idefics2's vocabulary, not a multiple of the repacked layout's
+// 8-row groups) is multiplied as a repacked head and a plain tail of rows%8 rows (see Weights.Tail). 0: none.
+func splitRows(ti gguf.TensorInfo, dev ggml.Device) int {
+	if ti.Name != "output.weight" || len(ti.Shape) != 2 || ti.Shape[1]%8 == 0 || ti.Shape[1] < 8 {
+		return 0
+	}
+	head := ti
+	head.Shape = []uint64{ti.Shape[0], ti.Shape[1] - ti.Shape[1]%8}
+	if !repackable(head, dev) {
+		return 0
+	}
+	return int(ti.Shape[1] % 8)
+}
+
 // LoadWeights creates a ggml tensor for every tensor of f and gives it data on backend b. With repack on a CPU
 // backend that offers a repacked layout, eligible quantized matrices are read once into that layout (about 1.7×
 // faster generation) and their pages of the file mapping are released, so no second copy stays resident.
 func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
-	w := &Weights{file: f, byName: map[string]ggml.Tensor{}, used: map[string]bool{}}
+	w := &Weights{file: f, byName: map[string]ggml.Tensor{}, used: map[string]bool{}, tails: map[string]ggml.Tensor{}}
 	var extra ggml.BufferType
 	if repack && b.Device.Kind == ggml.DeviceCPU {
 		if ts := b.ExtraBufferTypes(); len(ts) > 0 {
 			extra = ts[0]
 		}
 	}
-	var packed []gguf.TensorInfo
+	var packed, split []gguf.TensorInfo
 	if !extra.IsNil() {
 		for _, ti := range f.Tensors {
 			if repackable(ti, b.Device) {
 				packed = append(packed, ti)
+			} else if r := splitRows(ti, b.Device); r > 0 {
+				head := ti
+				head.Shape = []uint64{ti.Shape[0], ti.Shape[1] - uint64(r)}
+				packed = append(packed, head)
+				split = append(split, ti)
 			}
 		}
 	}
@@ -102,6 +123,10 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	}
 	w.ctx = ggml.NewContext(len(f.Tensors)+1, 0)
 	err = ggml.Catch(func() {
+		for _, ti := range split {
+			r := int(ti.Shape[1] % 8)
+			w.tails[ti.Name] = w.ctx.NewTensor(ggml.Type(ti.Type), int(ti.Shape[0]), r).SetName(ti.Name + ".tail")
+		}
 		for _, ti := range f.Tensors {
 			if isPacked[ti.Name] {
 				continue
@@ -126,7 +151,7 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 		w.Close()
 		return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
 	}
-	if len(f.Tensors) == len(isPacked) {
+	if len(f.Tensors) == len(isPacked) && len(split) == 0 {
 		return w, nil
 	}
 	data := f.DataSection()
@@ -137,6 +162,14 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 			return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
 		}
 		w.buf = buf
+		for _, ti := range split {
+			tail := w.tails[ti.Name]
+			start := ti.Offset + ti.Size() - uint64(tail.Nbytes())
+			if err := buf.Place(tail, data[start:ti.Offset+ti.Size()]); err != nil {
+				w.Close()
+				return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
+			}
+		}
 		for _, ti := range f.Tensors {
 			if isPacked[ti.Name] {
 				continue
@@ -176,6 +209,9 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	return w, nil
 }
 
+// Tail is the plain-layout tail of a matrix whose head was repacked (see splitRows), or a nil tensor.
+func (w *Weights) Tail(name string) ggml.Tensor { return w.tails[name] }
+
 // isPlain reports whether the named tensor is in the file's layout (not repacked, not expanded).
 func (w *Weights) isPlain(name string) bool { return !w.packed[name] }
 
@@ -201,6 +237,9 @@ func (w *Weights) loadRepacked(f *gguf.File, ts []gguf.TensorInfo, bt ggml.Buffe
 			return fmt.Errorf("graph: %s: tensor %q cannot be repacked on this CPU", f.Path, ti.Name)
 		}
 		d, err := f.TensorData(ti.Name)
+		if err == nil && uint64(len(d)) > ti.Size() {
+			d = d[:ti.Size()] // the head of a split matrix (splitRows)
+		}
 		if err == nil {
 			err = t.SetBytes(d)
 		}
