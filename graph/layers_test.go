@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/idefics2-go/idefics2/ggml"
+	"github.com/idefics2-go/idefics2/quant"
 )
 
 // TestForwardGEMMSplit checks that splitting a product's inner dimension at the GEMM block (ForwardGEMM) gives
@@ -49,7 +50,7 @@ func TestForwardGEMMSplit(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer buf.Close()
-			if err := lin.Weight.SetBytes(encode(c.typ, w)); err != nil {
+			if err := lin.Weight.SetBytes(encode(t, c.typ, w)); err != nil {
 				t.Fatal(err)
 			}
 			if err := lin.Bias.SetFloat32(b); err != nil {
@@ -87,48 +88,25 @@ func TestForwardGEMMSplit(t *testing.T) {
 	}
 }
 
-// encode stores v as typ (F32, F16 or BF16, rounding to nearest even).
-func encode(typ ggml.Type, v []float32) []byte {
+// encode stores v as typ (F32, F16 or BF16).
+func encode(t *testing.T, typ ggml.Type, v []float32) []byte {
+	var out []byte
+	var err error
 	switch typ {
 	case ggml.TypeBF16:
-		out := make([]byte, 2*len(v))
-		for i, f := range v {
-			u := math.Float32bits(f)
-			u += 0x7fff + (u>>16)&1
-			binary.LittleEndian.PutUint16(out[2*i:], uint16(u>>16))
-		}
-		return out
+		out = make([]byte, 2*len(v))
+		err = quant.F32ToBF16Slice(out, v)
 	case ggml.TypeF16:
-		out := make([]byte, 2*len(v))
+		out = make([]byte, 2*len(v))
+		err = quant.F32ToF16Slice(out, v)
+	default:
+		out = make([]byte, 4*len(v))
 		for i, f := range v {
-			binary.LittleEndian.PutUint16(out[2*i:], f16(f))
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(f))
 		}
-		return out
 	}
-	out := make([]byte, 4*len(v))
-	for i, f := range v {
-		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(f))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
-}
-
-// f16 converts a normal-range float32 to IEEE half (round to nearest even), enough for N(0,1) test values.
-func f16(f float32) uint16 {
-	u := math.Float32bits(f)
-	sign := uint16(u>>16) & 0x8000
-	exp := int((u>>23)&0xff) - 127 + 15
-	mant := u & 0x7fffff
-	if exp <= 0 {
-		return sign
-	}
-	m := mant >> 13
-	rest := mant & 0x1fff
-	if rest > 0x1000 || (rest == 0x1000 && m&1 == 1) {
-		m++
-		if m == 0x400 {
-			m = 0
-			exp++
-		}
-	}
-	return sign | uint16(exp)<<10 | uint16(m)
 }
