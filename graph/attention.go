@@ -54,9 +54,11 @@ func attendChunks(ctx *ggml.Context, q, kp, vt, mask ggml.Tensor, scale float32,
 	heads, nq, nkp := q.Ne(1), q.Ne(2), kp.Ne(1)
 	// Bound the score matrix [nkp, chunk, heads] (4 bytes each): one 980×980 image has 4,900 patches, whose full
 	// score matrix would take 1.5 GB. Queries are independent, so split them into chunks whose scores fit.
+	// At most maxChunks chunks, so that the graph's node count stays bounded (graphSize) whatever the image size:
+	// past that the score matrix grows instead.
 	chunk := nq
 	if c := maxScoreBytes / (4 * nkp * heads); c < nq && q.IsContiguous() {
-		chunk = max(c, 16)
+		chunk = max(c, 16, (nq+maxChunks-1)/maxChunks)
 	}
 	// Padded keys get -1e30 before the softmax (so weight 0), through a mask [nkp, chunk] shared by the chunks.
 	var keyMask ggml.Tensor
@@ -102,6 +104,10 @@ func orMask(a, b ggml.Tensor) ggml.Tensor {
 // maxScoreBytes bounds one attention score matrix of the plain (non-fused) path (a variable so tests can force
 // chunking on tiny models).
 var maxScoreBytes = 64 << 20
+
+// maxChunks bounds the query chunks of one attention (see attendChunks): 27 vision layers × 32 chunks × about
+// 12 nodes stay well inside graphSize.
+const maxChunks = 32
 
 // attendAll is the plain attention path over all queries of q [hd, heads, nq] at once (see attend): kp is
 // [hdp, nk', kvHeads] and vt [nk', hd, kvHeads]; q is padded from hd to hdp.
