@@ -72,6 +72,14 @@ func TestBadCheckpoints(t *testing.T) {
 			wantMsg: []string{"config.json", "text_config.model_type", "llama"},
 		},
 		{
+			// Refused from the embedding's header before the vocabulary is padded to 16.7 million placeholders.
+			name: "vocab_size beyond the embedding",
+			mutate: func(t *testing.T, dir string) {
+				editJSON(t, dir, "config.json", func(m map[string]any) { sub(m, "text_config")["vocab_size"] = 1 << 24 })
+			},
+			wantMsg: []string{"model.text_model.embed_tokens.weight", "32003 rows", "text_config.vocab_size", "16777216"},
+		},
+		{
 			name: "missing config field",
 			mutate: func(t *testing.T, dir string) {
 				editJSON(t, dir, "config.json", func(m map[string]any) { delete(sub(m, "text_config"), "hidden_size") })

@@ -173,15 +173,26 @@ func NewPlan(opts Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The checkpoint's headers first: the token embedding's row count must equal text_config.vocab_size before the
+	// vocabulary is padded to that size (a bad size would otherwise pad millions of placeholder tokens).
+	ckpt, err := safetensors.OpenCheckpoint(opts.InDir)
+	if err != nil {
+		return nil, asInput(fmt.Errorf("convert: %w", err))
+	}
+	if err := checkEmbeddingRows(ckpt, h); err != nil {
+		ckpt.Close()
+		return nil, err
+	}
 	voc, tokCfg, err := buildVocab(opts.InDir, h.text.vocabSize, log)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = checkVocab(voc, h)
 	}
-	if err := checkVocab(voc, h); err != nil {
-		return nil, err
+	var chatTemplate string
+	if err == nil {
+		chatTemplate, err = readChatTemplate(opts.InDir, tokCfg)
 	}
-	chatTemplate, err := readChatTemplate(opts.InDir, tokCfg)
 	if err != nil {
+		ckpt.Close()
 		return nil, err
 	}
 	if chatTemplate == "" {
@@ -189,10 +200,12 @@ func NewPlan(opts Options) (*Plan, error) {
 	}
 	genEOS, err := readGenerationEOS(opts.InDir)
 	if err != nil {
+		ckpt.Close()
 		return nil, err
 	}
 	for _, id := range genEOS {
 		if id < 0 || id >= len(voc.tokens) {
+			ckpt.Close()
 			return nil, inputErrorf("convert: %s: eos_token_id %d is outside the vocabulary of %d tokens", generationConfigFile, id, len(voc.tokens))
 		}
 		if int32(id) != voc.eos && int32(id) != voc.eot {
@@ -200,10 +213,6 @@ func NewPlan(opts Options) (*Plan, error) {
 		}
 	}
 
-	ckpt, err := safetensors.OpenCheckpoint(opts.InDir)
-	if err != nil {
-		return nil, asInput(fmt.Errorf("convert: %w", err))
-	}
 	p := &Plan{
 		InDir:      opts.InDir,
 		Scheme:     scheme,
@@ -512,4 +521,15 @@ func (p *Plan) checkOutputs() error {
 		}
 	}
 	return nil
+}
+
+// checkEmbeddingRows compares the token embedding's rows with text_config.vocab_size (the tensor map checks every
+// shape later; this one must come before the vocabulary is padded to vocab_size).
+func checkEmbeddingRows(ckpt *safetensors.Checkpoint, h *hparams) error {
+	const name = "model.text_model.embed_tokens.weight"
+	_, shape, ok := ckpt.Info(name)
+	if !ok || len(shape) != 2 || shape[0] == int64(h.text.vocabSize) {
+		return nil
+	}
+	return inputErrorf("convert: tensor %q has %d rows, but %s text_config.vocab_size is %d", name, shape[0], configFile, h.text.vocabSize)
 }
