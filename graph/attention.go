@@ -7,7 +7,7 @@ import "github.com/idefics2-go/idefics2/ggml"
 //
 // q [hd, heads, nq], k and v [hd, kvHeads, nk]; mask [nk, ≥nq] (F32 for the plain path, F16 for flash) or nil.
 // With padGEMM (CPU, F32 k and v, no mask) the operands are zero-padded so that both products take the CPU's
-// tiled GEMM (see padForGEMM). Returns [hd·heads, nq].
+// tiled GEMM (see gemmBlock); padded keys are masked. Returns [hd·heads, nq].
 func attend(ctx *ggml.Context, q, k, v, mask ggml.Tensor, scale float32, flash, padGEMM bool) ggml.Tensor {
 	hd, heads, nq, nk := q.Ne(0), q.Ne(1), q.Ne(2), k.Ne(2)
 	if flash {

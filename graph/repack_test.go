@@ -1,10 +1,13 @@
 package graph
 
 import (
+	"bytes"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/idefics2-go/idefics2/ggml"
+	"github.com/idefics2-go/idefics2/gguf"
 )
 
 // tolRepack: the repacked kernels quantize activations to Q8_0 and sum in another order than the plain Q4_0 dot
@@ -78,5 +81,57 @@ func TestWeightTypeOK(t *testing.T) {
 		if got := weightTypeOK(c.typ, c.dims); got != c.ok {
 			t.Errorf("weightTypeOK(%s, %d) = %v, want %v", c.typ, c.dims, got, c.ok)
 		}
+	}
+}
+
+// TestSplitTailWithoutMapping loads a Q4_0 file through a reader (no memory map: the read-on-demand path) with
+// repacking and checks that output.weight's plain tail holds the file's last rows.
+func TestSplitTailWithoutMapping(t *testing.T) {
+	textPath, _ := fixtureModel(t, filepath.Join("..", "testdata", "hf", "checkpoints", "p1"), "q4_0")
+	fh, err := os.Open(textPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Read(fh, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := SelectDeviceForTest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ggml.NewBackend(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	w, err := LoadWeights(f, b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	tail := w.Tail("output.weight")
+	if tail.IsNil() {
+		if len(b.ExtraBufferTypes()) == 0 || dev.Features["AVX2"] != "1" {
+			t.Logf("no repacked layout on %s: nothing is split", dev.Variant)
+			return
+		}
+		t.Fatal("output.weight (32003 rows) has no tail")
+	}
+	want, err := f.TensorData("output.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tail.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tail.Ne(1) != 3 || !bytes.Equal(got, want[len(want)-len(got):]) {
+		t.Fatalf("tail of %d rows does not hold the file's last rows", tail.Ne(1))
 	}
 }

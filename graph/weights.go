@@ -164,8 +164,12 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 		w.buf = buf
 		for _, ti := range split {
 			tail := w.tails[ti.Name]
-			start := ti.Offset + ti.Size() - uint64(tail.Nbytes())
-			if err := buf.Place(tail, data[start:ti.Offset+ti.Size()]); err != nil {
+			end := ti.Offset + ti.Size()
+			if end > uint64(len(data)) {
+				w.Close()
+				return nil, fmt.Errorf("graph: %s: tensor %q ends beyond the data section", f.Path, ti.Name)
+			}
+			if err := buf.Place(tail, data[end-uint64(tail.Nbytes()):end]); err != nil {
 				w.Close()
 				return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
 			}
@@ -191,6 +195,18 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 			return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
 		}
 		w.buf = buf
+		for _, ti := range split {
+			// Without a mapping (files read on demand) the tail rows are copied like the plain tensors.
+			tail := w.tails[ti.Name]
+			d, err := f.TensorData(ti.Name)
+			if err == nil {
+				err = tail.SetBytes(d[len(d)-tail.Nbytes():])
+			}
+			if err != nil {
+				w.Close()
+				return nil, fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
+			}
+		}
 		for _, ti := range f.Tensors {
 			if isPacked[ti.Name] {
 				continue
