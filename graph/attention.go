@@ -41,6 +41,19 @@ func attend(ctx *ggml.Context, q, k, v, mask ggml.Tensor, scale float32, flash, 
 	return attendChunks(ctx, q, kp, vt, mask, scale, hd, hdp, nk)
 }
 
+// attendUnmasked is attend without a mask (the vision tower and the perceiver). With fused (CPU with a vector
+// path of the kernel) it takes ggml.FusedAttention where the operands allow: one op per layer that keeps each
+// block of scores in cache, instead of two products with a short inner dimension and a score matrix of nq × nk
+// per head written and read through memory.
+func attendUnmasked(ctx *ggml.Context, q, k, v ggml.Tensor, scale float32, flash, padGEMM, fused bool) ggml.Tensor {
+	if fused && !flash && q.Ne(0) <= ggml.AttnMaxHead && q.Ne(3) == 1 && k.Ne(3) == 1 &&
+		q.Type() == ggml.TypeF32 && k.Type() == ggml.TypeF32 && v.Type() == ggml.TypeF32 &&
+		q.Nb(0) == 4 && k.Nb(0) == 4 && v.Nb(0) == 4 {
+		return q.FusedAttention(ctx, k, v, scale)
+	}
+	return attend(ctx, q, k, v, ggml.Tensor{}, scale, flash, padGEMM)
+}
+
 // attendT is attend on the plain path with V already transposed: vt [nk, hd, kvHeads] (rows contiguous, any
 // type ggml multiplies by; an F16 cache is multiplied as F16, its probabilities converted to F16 as llama.cpp
 // does).

@@ -34,6 +34,10 @@ type Options struct {
 	ExactGELU bool
 	// VisionFlashAttn uses ggml's fused attention (F16 K/V) in the vision tower and perceiver.
 	VisionFlashAttn bool
+	// UnfusedAttn keeps ggml's separate products and softmax for the vision tower's and perceiver's attention on the
+	// CPU, instead of this project's fused kernel (ggml.FusedAttention, used where the CPU has AVX-512). For
+	// comparisons.
+	UnfusedAttn bool
 	// KVType is the cache type; 0 means F32 for F32 text models and F16 otherwise.
 	KVType ggml.Type
 	// BatchSize is the number of prompt tokens per decoder graph (default 512).
@@ -141,8 +145,9 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 			exact = false
 		}
 		pad := m.Device.Kind == ggml.DeviceCPU
-		m.vision = &VisionModel{Layers: make([]VisionLayer, m.Vision.Layers), opts: m.Vision, exactGELU: exact, flashAttn: o.VisionFlashAttn, padGEMM: pad}
-		m.conn = &Connector{opts: m.Connector, visHidden: m.Vision.Hidden, flashAttn: o.VisionFlashAttn, padGEMM: pad}
+		fused := pad && ggml.AttnFast() && !o.UnfusedAttn && !o.VisionFlashAttn
+		m.vision = &VisionModel{Layers: make([]VisionLayer, m.Vision.Layers), opts: m.Vision, exactGELU: exact, flashAttn: o.VisionFlashAttn, padGEMM: pad, fusedAttn: fused}
+		m.conn = &Connector{opts: m.Connector, visHidden: m.Vision.Hidden, flashAttn: o.VisionFlashAttn, padGEMM: pad, fusedAttn: fused}
 		m.conn.Perceiver.Layers = make([]PerceiverLayer, m.Connector.Depth)
 		if err = m.vw.Bind("v", m.vision); err != nil {
 			return nil, err

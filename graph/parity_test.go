@@ -227,7 +227,10 @@ func TestParityVariants(t *testing.T) {
 			{"chunked_prefill", Options{BatchSize: 5}, false, tolExact()},
 			{"token_by_token", Options{}, true, tolExact()},
 			{"f16_cache_token_by_token", Options{KVType: 1}, true, tolFlash},
-			{"chunked_attention", Options{}, false, tolExact()},
+			// ggml's separate products for vision and perceiver attention (the fused kernel is the default on CPUs
+			// with AVX-512), whole and in chunks.
+			{"unfused_attention", Options{UnfusedAttn: true}, false, tolExact()},
+			{"chunked_attention", Options{UnfusedAttn: true}, false, tolExact()},
 		}
 		for _, v := range variants {
 			t.Run(name+"/"+v.name, func(t *testing.T) {

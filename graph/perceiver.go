@@ -34,6 +34,7 @@ type Connector struct {
 	visHidden  int
 	flashAttn  bool
 	padGEMM    bool // pad attention operands for the CPU's tiled GEMM (see attend)
+	fusedAttn  bool // attention through ggml.FusedAttention (see attendUnmasked)
 }
 
 func (c *Connector) check(sc *shapeCheck) {
@@ -78,7 +79,7 @@ func (c *Connector) Resample(ctx *ggml.Context, context ggml.Tensor) ggml.Tensor
 		x := cn.Concat(ctx, ln, 1) // [hidden, n + latents]: context first, then the normalized latents
 		k := l.Key.Forward(ctx, x).Reshape(ctx, o.HeadDim, o.KVHeads, n+o.Latents)
 		v := l.Value.Forward(ctx, x).Reshape(ctx, o.HeadDim, o.KVHeads, n+o.Latents)
-		z := attend(ctx, q, k, v, ggml.Tensor{}, scale, c.flashAttn, c.padGEMM)
+		z := attendUnmasked(ctx, q, k, v, scale, c.flashAttn, c.padGEMM, c.fusedAttn)
 		lat = res.Add(ctx, l.Output.Forward(ctx, z))
 		res = lat
 		lat = res.Add(ctx, l.MLP.Forward(ctx, l.PostNorm.Forward(ctx, lat, o.PerceiverEps))).SetName(fmt.Sprintf("perceiver.blk.%d", i))

@@ -29,6 +29,7 @@ type VisionModel struct {
 	exactGELU  bool
 	flashAttn  bool
 	padGEMM    bool // pad attention operands for the CPU's tiled GEMM (see attend)
+	fusedAttn  bool // attention through ggml.FusedAttention (see attendUnmasked)
 	namePrefix string
 }
 
@@ -84,7 +85,7 @@ func (m *VisionModel) Forward(ctx *ggml.Context, pixels, posIDs ggml.Tensor) ggm
 		q := l.Query.Forward(ctx, a).Reshape(ctx, hd, o.Heads, nPatches)
 		k := l.Key.Forward(ctx, a).Reshape(ctx, hd, o.Heads, nPatches)
 		v := l.Value.Forward(ctx, a).Reshape(ctx, hd, o.Heads, nPatches)
-		z := attend(ctx, q, k, v, ggml.Tensor{}, scale, m.flashAttn, m.padGEMM)
+		z := attendUnmasked(ctx, q, k, v, scale, m.flashAttn, m.padGEMM, m.fusedAttn)
 		h = res.Add(ctx, l.Output.Forward(ctx, z))
 		res = h
 		f := l.Up.Forward(ctx, l.Norm2.Forward(ctx, h, o.Eps))

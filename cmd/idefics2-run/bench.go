@@ -34,6 +34,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	device := fs.String("device", "auto", "auto, cpu, cuda, metal, vulkan")
 	flash := fs.Bool("flash-attn", false, "fused attention in the decoder")
 	noRepack := fs.Bool("no-repack", false, "keep quantized weights in the file layout (no CPU repacking)")
+	unfused := fs.Bool("unfused-attn", false, "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
 	warmup := fs.Bool("warmup", true, "run each test once before measuring")
 	asJSON := fs.Bool("json", false, "print a JSON array of results")
 	output := fs.String("o", "md", "output format: md or json")
@@ -64,7 +65,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				if err == nil {
 					return runBench(ctx, benchArgs{model: *model, mmproj: *mmproj, pp: pp, tg: tg, threads: ts,
 						sizes: sizes, split: *split, perceiver: *perceiver, ttft: *ttft, reps: *reps, device: *device,
-						flash: *flash, noRepack: *noRepack, json: *asJSON, warmup: *warmup}, stdout, stderr)
+						flash: *flash, noRepack: *noRepack, unfused: *unfused, json: *asJSON, warmup: *warmup}, stdout, stderr)
 				}
 			}
 		}
@@ -78,6 +79,7 @@ type benchArgs struct {
 	pp, tg, threads, sizes        []int
 	split, perceiver, ttft, flash bool
 	noRepack, json, warmup        bool
+	unfused                       bool
 	reps                          int
 }
 
@@ -98,7 +100,7 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 		bench.WriteMarkdownHeader(stdout)
 	}
 	for _, t := range a.threads {
-		m, err := graph.Load(a.model, mm, graph.Options{Device: a.device, Threads: t, FlashAttn: a.flash, NoRepack: a.noRepack})
+		m, err := graph.Load(a.model, mm, graph.Options{Device: a.device, Threads: t, FlashAttn: a.flash, NoRepack: a.noRepack, UnfusedAttn: a.unfused})
 		if err != nil {
 			fmt.Fprintf(stderr, "idefics2-run bench: %v\n", err)
 			return exitUsage

@@ -7,6 +7,8 @@ package llamacpptest
 #include <stdio.h>
 #include <stdlib.h>
 #include "llama.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
 
 // quietLog keeps llama.cpp's warnings and errors and drops its per-load info chatter.
 static void quietLog(enum ggml_log_level level, const char * text, void * user_data) {
@@ -17,6 +19,13 @@ static void quietLog(enum ggml_log_level level, const char * text, void * user_d
 }
 
 static void setQuietLog(void) { llama_log_set(quietLog, NULL); }
+
+// onlyLastLogits asks for the logits of the batch's last position only.
+static void onlyLastLogits(struct llama_batch * b, int n) {
+	for (int i = 0; i < n; i++) {
+		b->logits[i] = i == n - 1;
+	}
+}
 
 static void batchSet(struct llama_batch * b, int i, llama_token tok, llama_pos pos) {
 	if (b->token != NULL) {
@@ -187,3 +196,43 @@ func (m *LlamaModel) decode(b C.struct_llama_batch, n int) ([]float32, error) {
 	}
 	return out, nil
 }
+
+// LoadCPUVariants registers the CPU variant libraries of dir (libggml-cpu-*.so, as scripts/ggml-cpu-variants.sh
+// builds them) with ggml's registry, which keeps the best one this CPU supports. The registry orders devices by
+// the variant's score, ahead of the portable backend compiled into the binary (score −1), so llama.cpp, which
+// takes the first CPU device, then computes with the variant. It returns the number of CPU devices registered
+// and whether llama.cpp's CPU device is now a loaded variant.
+func LoadCPUVariants(dir string) (cpuDevices int, variant bool) {
+	cdir := C.CString(dir)
+	defer C.free(unsafe.Pointer(cdir))
+	C.ggml_backend_load_all_from_path(cdir)
+	for i := 0; i < int(C.ggml_backend_dev_count()); i++ {
+		if C.ggml_backend_dev_type(C.ggml_backend_dev_get(C.size_t(i))) == C.GGML_BACKEND_DEVICE_TYPE_CPU {
+			cpuDevices++
+		}
+	}
+	builtin := C.ggml_backend_reg_dev_get(C.ggml_backend_cpu_reg(), 0)
+	return cpuDevices, C.ggml_backend_dev_by_type(C.GGML_BACKEND_DEVICE_TYPE_CPU) != builtin
+}
+
+// DecodeLast appends tokens at positions pos0… computing logits for the last one only (as llama-bench does) and
+// returns nothing; for timing.
+func (m *LlamaModel) DecodeLast(tokens []int32, pos0 int) error {
+	if len(tokens) == 0 {
+		return errors.New("llamacpptest: no tokens")
+	}
+	b := C.llama_batch_init(C.int32_t(len(tokens)), 0, 1)
+	defer C.llama_batch_free(b)
+	for i, t := range tokens {
+		C.batchSet(&b, C.int(i), C.llama_token(t), C.llama_pos(pos0+i))
+	}
+	C.onlyLastLogits(&b, C.int(len(tokens)))
+	b.n_tokens = C.int32_t(len(tokens))
+	if rc := C.llama_decode(m.ctx, b); rc != 0 {
+		return fmt.Errorf("llamacpptest: llama_decode of %d positions returned %d", len(tokens), rc)
+	}
+	return nil
+}
+
+// ClearCache empties the context's KV cache (every sequence).
+func (m *LlamaModel) ClearCache() { C.llama_memory_clear(C.llama_get_memory(m.ctx), C.bool(true)) }

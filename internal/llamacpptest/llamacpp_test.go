@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/idefics2-go/idefics2/convert"
 	"github.com/idefics2-go/idefics2/ggml"
@@ -41,7 +44,12 @@ const (
 // device registered, which is the backend compiled into the binary), so that both run the same kernels. With
 // a SIMD variant library (IDEFICS2_LIB_DIR) our Q8_0 logits differ from llama.cpp's by up to 1e-2 relative on
 // p1, from the variants' different rounding of the Q8_0 activations.
+// variantDir is $IDEFICS2_LIB_DIR as the test started (TestMain empties it for our runtime); BenchmarkLlamaCpp
+// loads its variants into llama.cpp.
+var variantDir string
+
 func TestMain(m *testing.M) {
+	variantDir = os.Getenv(ggml.LibDirEnv)
 	empty, err := os.MkdirTemp("", "llamacpptest-nolib-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -319,4 +327,93 @@ func parity(t *testing.T, dir string, man manifest, typ, modelPath, mmprojPath s
 		}
 	}
 	t.Logf("greedy: all %d tokens equal HF's", len(got))
+}
+
+// BenchmarkLlamaCpp measures llama.cpp itself on a text model.gguf ($IDEFICS2_BENCH_MODEL), the way llama-bench
+// does: pp512 (one batch of 512 random tokens, logits of the last only) and tg128 (128 tokens one at a time), F16
+// KV cache, flash attention off, $IDEFICS2_BENCH_THREADS threads (default 2). With $IDEFICS2_LIB_DIR set, the
+// best CPU variant library there is loaded first, so llama.cpp computes with the same SIMD build of ggml as our
+// runtime (including its repacked Q4_0 layout); without it llama.cpp uses the portable backend. Run with
+// -benchtime=Nx (N repetitions of each test after one warm-up).
+func BenchmarkLlamaCpp(b *testing.B) {
+	path := os.Getenv("IDEFICS2_BENCH_MODEL")
+	if path == "" {
+		b.Skip("set IDEFICS2_BENCH_MODEL to a text model.gguf")
+	}
+	threads := 2
+	if s := os.Getenv("IDEFICS2_BENCH_THREADS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("IDEFICS2_BENCH_THREADS=%q: want a positive integer", s)
+		}
+		threads = n
+	}
+	if variantDir != "" {
+		n, ok := LoadCPUVariants(variantDir)
+		if !ok {
+			b.Fatalf("no CPU variant of %s was loaded (%d CPU devices registered)", variantDir, n)
+		}
+		b.Logf("llama.cpp computes with the best CPU variant of %s (%d CPU devices registered)", variantDir, n)
+	}
+	m, err := LoadLlama(path, 640, threads, "f16")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	r := rand.New(rand.NewPCG(1, 2))
+	prompt := make([]int32, 512)
+	for i := range prompt {
+		prompt[i] = int32(r.IntN(m.NVocab))
+	}
+	tests := []struct {
+		name   string
+		tokens int
+		run    func() error
+	}{
+		{"pp512", 512, func() error { return m.DecodeLast(prompt, 0) }},
+		{"tg128", 128, func() error {
+			for i := 0; i < 128; i++ {
+				if err := m.DecodeLast(prompt[i:i+1], i); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	}
+	for _, tc := range tests {
+		b.Run(tc.name, func(b *testing.B) {
+			m.ClearCache()
+			if err := tc.run(); err != nil { // warm-up
+				b.Fatal(err)
+			}
+			var rates []float64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				m.ClearCache()
+				t0 := time.Now()
+				if err := tc.run(); err != nil {
+					b.Fatal(err)
+				}
+				rates = append(rates, float64(tc.tokens)/time.Since(t0).Seconds())
+			}
+			mean, sd := meanSD(rates)
+			b.ReportMetric(mean, "t/s")
+			b.ReportMetric(sd, "sd_t/s")
+			b.Logf("%s: %.2f ± %.2f t/s over %d runs, %d threads", tc.name, mean, sd, len(rates), threads)
+		})
+	}
+}
+
+func meanSD(v []float64) (mean, sd float64) {
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(len(v))
+	if len(v) > 1 {
+		for _, x := range v {
+			sd += (x - mean) * (x - mean)
+		}
+		sd = math.Sqrt(sd / float64(len(v)-1))
+	}
+	return mean, sd
 }
