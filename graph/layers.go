@@ -23,6 +23,11 @@ func (l Linear) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
 			x = x.Cont(ctx)
 		}
 		y = l.Weight.MulMatNF4(ctx, x, info.shape[1], info.blockSize)
+	} else if v, ok := q4x16Weights.Load(l.Weight); ok {
+		if !x.IsContiguous() {
+			x = x.Cont(ctx)
+		}
+		y = l.Weight.MulMatQ4X16(ctx, x, v.([2]int)[1])
 	} else {
 		y = l.Weight.MulMat(ctx, x)
 	}
@@ -49,7 +54,7 @@ func (l Linear) ForwardGEMM(ctx *ggml.Context, x ggml.Tensor, split bool) ggml.T
 		block = 16
 	}
 	k := l.Weight.Ne(0)
-	if _, nf4 := nf4Weights.Load(l.Weight); nf4 || !split || block == 0 || k%block == 0 || k < block ||
+	if isCustomWeight(l.Weight) || !split || block == 0 || k%block == 0 || k < block ||
 		l.Weight.Ne(2) != 1 || x.Ne(2) != 1 {
 		return l.Forward(ctx, x)
 	}
@@ -65,6 +70,16 @@ func (l Linear) ForwardGEMM(ctx *ggml.Context, x ggml.Tensor, split bool) ggml.T
 		y = y.Add(ctx, l.Bias)
 	}
 	return y
+}
+
+// isCustomWeight reports whether a weight is held in one of this project's own layouts (NF4 stream, q4x16) and
+// multiplied by its custom op.
+func isCustomWeight(t ggml.Tensor) bool {
+	if _, ok := nf4Weights.Load(t); ok {
+		return true
+	}
+	_, ok := q4x16Weights.Load(t)
+	return ok
 }
 
 // LayerNorm is torch.nn.LayerNorm with affine weight and bias over ne0.

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,51 +11,72 @@ import (
 	"github.com/idefics2-go/idefics2/gguf"
 )
 
-// tolRepack: the repacked kernels quantize activations to Q8_0 and sum in another order than the plain Q4_0 dot
-// product; both read the same weights.
+// tolRepack: the repacked kernels (ggml's and q4x16) quantize activations to Q8_0 as the plain Q4_0 dot product
+// does, and sum in another order; all read the same weights.
 const tolRepack = 2e-3
 
-// TestRepackedWeightsSameLogits loads a Q4_0 file with and without the CPU's repacked layout and compares the
-// prompt logits (the repacked buffer is only offered by CPU variants built with it; the test says so when it is
-// absent instead of passing vacuously).
+// TestRepackedWeightsSameLogits loads a Q4_0 file with and without the CPU's repacked layouts and compares the
+// prompt logits: ggml's row-interleaved layout (offered by CPU variants built with it) and this project's q4x16
+// layout (CPUs with AVX-512 VNNI). The test says which ran instead of passing vacuously.
 func TestRepackedWeightsSameLogits(t *testing.T) {
 	textPath, _ := fixtureModel(t, filepath.Join("..", "testdata", "hf", "checkpoints", "p1"), "q4_0")
 	ids := []int32{1, 415, 2936, 9060, 285, 1142, 28705, 13, 7226, 11143, 28747}
-	split := false
-	run := func(noRepack bool) ([]float32, int) {
+	type result struct {
+		logits      []float32
+		packed, own int
+		split       bool
+	}
+	run := func(noRepack, own bool) result {
+		defer UseQ4X16(UseQ4X16(own))
 		m, err := Load(textPath, "", Options{Device: "cpu", Threads: 2, NoRepack: noRepack})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer m.Close()
-		packed := 0
-		if m.tw.pctx != nil {
-			packed = len(m.tw.byName) - countPlain(m.tw)
-			// output.weight has 32003 rows: its first 32000 are repacked, the last 3 stay plain (splitRows).
-			split = !m.decoder.Output.Tail.IsNil()
-		}
+		var r result
+		r.packed = len(m.tw.byName) - countPlain(m.tw)
+		r.own = len(m.tw.q4)
+		// output.weight has 32003 rows: its first 32000 are repacked, the last 3 stay plain.
+		r.split = !m.decoder.Output.Tail.IsNil()
 		s, err := m.NewSession(len(ids))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		l, err := s.Eval(ids, nil, true)
-		if err != nil {
+		if r.logits, err = s.Eval(ids, nil, true); err != nil {
 			t.Fatal(err)
 		}
-		return l, packed
+		return r
 	}
-	plain, _ := run(true)
-	packed, n := run(false)
+	plain := run(true, false)
+	if plain.packed != 0 {
+		t.Fatalf("%d tensors repacked with repacking off", plain.packed)
+	}
 	d, _ := SelectDeviceForTest()
-	if d.Features["REPACK"] == "1" && d.Features["AVX2"] == "1" && n == 0 {
-		t.Fatal("the CPU offers repacking but no tensor was repacked")
+	for _, c := range []struct {
+		name string
+		own  bool
+		want bool // the layout is available on this CPU
+	}{
+		{"ggml", false, d.Features["REPACK"] == "1" && d.Features["AVX2"] == "1"},
+		{"q4x16", true, ggml.Q4X16Fast()},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := run(false, c.own)
+			switch {
+			case c.want && r.packed == 0:
+				t.Fatal("the CPU offers the layout but no tensor was repacked")
+			case c.own && c.want && r.own == 0:
+				t.Fatal("no tensor took the q4x16 layout")
+			case !c.own && r.own != 0:
+				t.Fatalf("%d tensors took the q4x16 layout while it was off", r.own)
+			case r.packed > 0 && !r.split:
+				t.Fatal("output.weight (32003 rows) was not split into a repacked head and a plain tail")
+			}
+			t.Logf("%d tensors repacked on %s (%d in q4x16; output.weight split: %v)", r.packed, d.Variant, r.own, r.split)
+			checkClose(t, "repacked vs plain logits", r.logits, plain.logits, tolRepack)
+		})
 	}
-	if n > 0 && !split {
-		t.Fatal("output.weight (32003 rows) was not split into a repacked head and a plain tail")
-	}
-	t.Logf("%d tensors repacked on %s (output.weight split: %v)", n, d.Variant, split)
-	checkClose(t, "repacked vs plain logits", packed, plain, tolRepack)
 }
 
 func countPlain(w *Weights) int {
@@ -110,28 +132,33 @@ func TestSplitTailWithoutMapping(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	w, err := LoadWeights(f, b, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	tail := w.Tail("output.weight")
-	if tail.IsNil() {
-		if len(b.ExtraBufferTypes()) == 0 || dev.Features["AVX2"] != "1" {
-			t.Logf("no repacked layout on %s: nothing is split", dev.Variant)
-			return
-		}
-		t.Fatal("output.weight (32003 rows) has no tail")
-	}
-	want, err := f.TensorData("output.weight")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := tail.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tail.Ne(1) != 3 || !bytes.Equal(got, want[len(want)-len(got):]) {
-		t.Fatalf("tail of %d rows does not hold the file's last rows", tail.Ne(1))
+	for _, own := range []bool{false, true} {
+		t.Run(fmt.Sprintf("q4x16=%v", own), func(t *testing.T) {
+			defer UseQ4X16(UseQ4X16(own))
+			w, err := LoadWeights(f, b, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			tail := w.Tail("output.weight")
+			if tail.IsNil() {
+				if (own && !ggml.Q4X16Fast()) || (!own && (len(b.ExtraBufferTypes()) == 0 || dev.Features["AVX2"] != "1")) {
+					t.Logf("no repacked layout on %s: nothing is split", dev.Variant)
+					return
+				}
+				t.Fatal("output.weight (32003 rows) has no tail")
+			}
+			want, err := f.TensorData("output.weight")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tail.Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tail.Ne(1) != 3 || !bytes.Equal(got, want[len(want)-len(got):]) {
+				t.Fatalf("tail of %d rows does not hold the file's last rows", tail.Ne(1))
+			}
+		})
 	}
 }

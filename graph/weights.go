@@ -21,6 +21,10 @@ type Weights struct {
 	pbuf   *ggml.Buffer
 	ectx   *ggml.Context // NF4 tensors expanded to F16
 	ebuf   *ggml.Buffer
+	qctx   *ggml.Context // Q4_0 matrices in the q4x16 layout
+	qbuf   *ggml.Buffer
+	q4     []ggml.Tensor   // tensors registered in q4x16Weights
+	tailN  map[string]int  // rows of each split matrix's plain tail
 	nf4    []ggml.Tensor   // tensors registered in nf4Weights
 	packed map[string]bool // tensors not in the file's layout (repacked or expanded)
 	tails  map[string]ggml.Tensor
@@ -66,24 +70,45 @@ func splitRows(ti gguf.TensorInfo, dev ggml.Device) int {
 // backend that offers a repacked layout, eligible quantized matrices are read once into that layout (about 1.7×
 // faster generation) and their pages of the file mapping are released, so no second copy stays resident.
 func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
-	w := &Weights{file: f, byName: map[string]ggml.Tensor{}, used: map[string]bool{}, tails: map[string]ggml.Tensor{}}
+	w := &Weights{file: f, byName: map[string]ggml.Tensor{}, used: map[string]bool{}, tails: map[string]ggml.Tensor{}, tailN: map[string]int{}}
 	var extra ggml.BufferType
 	if repack && b.Device.Kind == ggml.DeviceCPU {
 		if ts := b.ExtraBufferTypes(); len(ts) > 0 {
 			extra = ts[0]
 		}
 	}
-	var packed, split []gguf.TensorInfo
-	if !extra.IsNil() {
+	// With AVX-512 VNNI, Q4_0 matrices take this project's q4x16 layout (graph/q4x16.go) rather than ggml's.
+	q4ok := repack && b.Device.Kind == ggml.DeviceCPU
+	var packed, split, q4 []gguf.TensorInfo
+	if !extra.IsNil() || q4ok {
 		for _, ti := range f.Tensors {
-			if repackable(ti, b.Device) {
+			switch {
+			case q4ok && q4x16Able(ti):
+				q4 = append(q4, ti)
+			case q4ok && q4x16SplitRows(ti) > 0:
+				r := q4x16SplitRows(ti)
+				head := ti
+				head.Shape = []uint64{ti.Shape[0], ti.Shape[1] - uint64(r)}
+				q4 = append(q4, head)
+				split = append(split, ti)
+				w.tailN[ti.Name] = r
+			case extra.IsNil():
+			case repackable(ti, b.Device):
 				packed = append(packed, ti)
-			} else if r := splitRows(ti, b.Device); r > 0 {
+			case splitRows(ti, b.Device) > 0:
+				r := splitRows(ti, b.Device)
 				head := ti
 				head.Shape = []uint64{ti.Shape[0], ti.Shape[1] - uint64(r)}
 				packed = append(packed, head)
 				split = append(split, ti)
+				w.tailN[ti.Name] = r
 			}
+		}
+	}
+	if len(q4) > 0 {
+		if err := w.loadQ4X16(f, q4, b); err != nil {
+			w.Close()
+			return nil, err
 		}
 	}
 	if len(packed) > 0 {
@@ -94,6 +119,9 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	}
 	isPacked := map[string]bool{}
 	for _, ti := range packed {
+		isPacked[ti.Name] = true
+	}
+	for _, ti := range q4 {
 		isPacked[ti.Name] = true
 	}
 	w.packed = isPacked
@@ -124,7 +152,7 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	w.ctx = ggml.NewContext(len(f.Tensors)+1, 0)
 	err = ggml.Catch(func() {
 		for _, ti := range split {
-			r := int(ti.Shape[1] % 8)
+			r := w.tailN[ti.Name]
 			w.tails[ti.Name] = w.ctx.NewTensor(ggml.Type(ti.Type), int(ti.Shape[0]), r).SetName(ti.Name + ".tail")
 		}
 		for _, ti := range f.Tensors {
@@ -320,6 +348,12 @@ func (w *Weights) Close() {
 		nf4Weights.Delete(t)
 	}
 	w.nf4 = nil
+	for _, t := range w.q4 {
+		q4x16Weights.Delete(t)
+	}
+	w.q4 = nil
+	w.qbuf.Close()
+	w.qctx.Close()
 	w.ebuf.Close()
 	w.ectx.Close()
 	w.buf.Close()
@@ -432,6 +466,8 @@ func (c *shapeCheck) want(name string, t ggml.Tensor, dims ...int) {
 	if v, ok := nf4Weights.Load(t); ok {
 		got = [4]int{1, 1, 1, 1}
 		copy(got[:], v.(nf4Info).shape)
+	} else if v, ok := q4x16Weights.Load(t); ok {
+		got = [4]int{v.([2]int)[0], v.([2]int)[1], 1, 1}
 	} else if !weightTypeOK(t.Type(), len(dims)) {
 		c.errs = append(c.errs, fmt.Sprintf("tensor %q has type %s, which the model cannot use for a %d-D weight", name, t.Type(), len(dims)))
 		return

@@ -1,0 +1,324 @@
+// q4x16 matrix multiplication (q4x16.h): a scalar path and an AVX-512 VNNI path chosen at run time.
+// The AVX-512 functions are compiled with target attributes, so the file builds for baseline x86-64
+// and their instructions only run after __builtin_cpu_supports said the CPU has them.
+//
+// One VNNI instruction (vpdpbusd) multiplies 64 unsigned codes by 64 signed activation bytes and
+// adds groups of 4 into 16 int32 lanes. With 16 rows interleaved, each lane is one row: a sub-block
+// of codes (16 rows × 8 columns) takes an AND, a shift and two vpdpbusd against one broadcast
+// 4-byte group of the activations, and the 16 row sums come out without horizontal additions.
+
+#include "q4x16.h"
+
+#include <math.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define Q4X16_HAVE_X86 1
+#include <immintrin.h>
+#endif
+
+#define Q4X16_GROUP 16     // rows per group
+#define Q4X16_BLOCK 288    // bytes per group and block of 32 columns
+#define Q4X16_TILE 8       // tokens per kernel call
+#define Q4X16_TOKEN_SPAN 64 // tokens whose activations are reused across all row groups of a thread
+
+static inline int32_t q4x16_load_i32(const uint8_t * p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float q4x16_load_f32(const uint8_t * p) {
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline int q4_code(const uint8_t * qs, int c) { return c < 16 ? (qs[c] & 0x0F) : (qs[c - 16] >> 4); }
+
+void idefics2_q4x16_repack(const uint8_t * src, uint8_t * dst, int64_t rows, int64_t cols) {
+    const int64_t nb = cols / 32;
+    for (int64_t g = 0; g < rows / Q4X16_GROUP; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t * out = dst + (g * nb + b) * Q4X16_BLOCK;
+            for (int r = 0; r < Q4X16_GROUP; r++) {
+                const uint8_t * blk = src + ((g * Q4X16_GROUP + r) * nb + b) * 18;
+                memcpy(out + 2 * r, blk, 2);
+                const uint8_t * qs = blk + 2;
+                for (int k = 0; k < 4; k++) {
+                    for (int i = 0; i < 4; i++) {
+                        const int lo = q4_code(qs, 8 * k + i), hi = q4_code(qs, 8 * k + 4 + i);
+                        out[32 + 64 * k + 4 * r + i] = (uint8_t) (lo | (hi << 4));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations
+
+static void q8x32_quantize_scalar(const float * x, uint8_t * dst, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float * xb = x + 32 * b;
+        uint8_t * rec = dst + IDEFICS2_Q8X32_RECORD * b;
+        float amax = 0.0f;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        const float d = ggml_fp16_to_fp32(ggml_fp32_to_fp16(amax / 127.0f));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        for (int i = 0; i < 32; i++) {
+            int32_t q = (int32_t) nearbyintf(xb[i] * id);
+            q = q > 127 ? 127 : (q < -127 ? -127 : q);
+            rec[i] = (uint8_t) (int8_t) q;
+            sum += q;
+        }
+        const int32_t bias = 8 * sum;
+        memcpy(rec + 32, &d, 4);
+        memcpy(rec + 36, &bias, 4);
+    }
+}
+
+#ifdef Q4X16_HAVE_X86
+__attribute__((target("avx512f,avx512bw,f16c")))
+static void q8x32_quantize_avx512(const float * x, uint8_t * dst, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        const __m512 x0 = _mm512_loadu_ps(x + 32 * b);
+        const __m512 x1 = _mm512_loadu_ps(x + 32 * b + 16);
+        const __m512 a = _mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1));
+        const float amax = _mm512_reduce_max_ps(a);
+        const float d = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+        const __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, id));
+        __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, id));
+        q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
+        q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+        uint8_t * rec = dst + IDEFICS2_Q8X32_RECORD * b;
+        _mm_storeu_si128((__m128i *) rec, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *) (rec + 16), _mm512_cvtepi32_epi8(q1));
+        const int32_t bias = 8 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        memcpy(rec + 32, &d, 4);
+        memcpy(rec + 36, &bias, 4);
+    }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Products
+
+// Scalar: the same integer sums and the same float operations (fmaf) as the AVX-512 path, so both
+// give identical results.
+static void q4x16_tile_scalar(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+    float acc[Q4X16_TILE][Q4X16_GROUP] = { { 0 } };
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t * blk = wg + b * Q4X16_BLOCK;
+        float dw[Q4X16_GROUP];
+        for (int r = 0; r < Q4X16_GROUP; r++) {
+            uint16_t h;
+            memcpy(&h, blk + 2 * r, 2);
+            dw[r] = ggml_fp16_to_fp32(h);
+        }
+        for (int t = 0; t < nt; t++) {
+            const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD;
+            const int8_t * q = (const int8_t *) xb;
+            const float dx = q4x16_load_f32(xb + 32);
+            const int32_t bias = q4x16_load_i32(xb + 36);
+            for (int r = 0; r < Q4X16_GROUP; r++) {
+                int32_t s = 0;
+                for (int k = 0; k < 4; k++) {
+                    for (int i = 0; i < 4; i++) {
+                        const uint8_t c = blk[32 + 64 * k + 4 * r + i];
+                        s += (c & 0x0F) * q[8 * k + i] + (c >> 4) * q[8 * k + 4 + i];
+                    }
+                }
+                acc[t][r] = fmaf((float) (s - bias), dw[r] * dx, acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) memcpy(ys[t], acc[t], sizeof acc[t]);
+}
+
+#ifdef Q4X16_HAVE_X86
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void q4x16_tile_avx512(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, const int nt) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[Q4X16_TILE];
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t * blk = wg + b * Q4X16_BLOCK;
+        // Two integer sums per token (low and high nibbles) halve the dependency chains of one token.
+        __m512i lo[Q4X16_TILE], hi[Q4X16_TILE];
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            lo[t] = _mm512_setzero_si512();
+            hi[t] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m512i c = _mm512_loadu_si512((const void *) (blk + 32 + 64 * k));
+            const __m512i cl = _mm512_and_si512(c, m4);
+            const __m512i ch = _mm512_and_si512(_mm512_srli_epi16(c, 4), m4);
+#pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD + 8 * k;
+                lo[t] = _mm512_dpbusd_epi32(lo[t], cl, _mm512_set1_epi32(q4x16_load_i32(xb)));
+                hi[t] = _mm512_dpbusd_epi32(hi[t], ch, _mm512_set1_epi32(q4x16_load_i32(xb + 4)));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) blk));
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD;
+            const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(lo[t], hi[t]), _mm512_set1_epi32(q4x16_load_i32(xb + 36)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(q4x16_load_f32(xb + 32))), acc[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(ys[t], acc[t]);
+}
+
+#define Q4X16_CASE(N) \
+    case N: q4x16_tile_avx512(wg, nb, xs, ys, N); break;
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void q4x16_tile_avx512_n(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+    switch (nt) {
+        Q4X16_CASE(1)
+        Q4X16_CASE(2)
+        Q4X16_CASE(3)
+        Q4X16_CASE(4)
+        Q4X16_CASE(5)
+        Q4X16_CASE(6)
+        Q4X16_CASE(7)
+        Q4X16_CASE(8)
+    }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch
+
+static int q4x16_detect(void) {
+#if defined(Q4X16_HAVE_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vnni")) {
+        return IDEFICS2_Q4X16_AVX512VNNI;
+    }
+#endif
+    return IDEFICS2_Q4X16_SCALAR;
+}
+
+static int q4x16_best = -1;    // detected once; racing first calls store the same value
+static int q4x16_current = -1; // -1: use q4x16_best
+
+int idefics2_q4x16_best_isa(void) {
+    int b = __atomic_load_n(&q4x16_best, __ATOMIC_ACQUIRE);
+    if (b < 0) {
+        b = q4x16_detect();
+        __atomic_store_n(&q4x16_best, b, __ATOMIC_RELEASE);
+    }
+    return b;
+}
+
+int idefics2_q4x16_isa(void) {
+    const int c = __atomic_load_n(&q4x16_current, __ATOMIC_ACQUIRE);
+    return c >= 0 ? c : idefics2_q4x16_best_isa();
+}
+
+int idefics2_q4x16_set_isa(int isa) {
+    const int best = idefics2_q4x16_best_isa();
+    if (!(isa == -1 || isa == IDEFICS2_Q4X16_SCALAR || (isa == IDEFICS2_Q4X16_AVX512VNNI && best == isa))) {
+        return -1;
+    }
+    __atomic_store_n(&q4x16_current, isa, __ATOMIC_RELEASE);
+    return 0;
+}
+
+void idefics2_q8x32_quantize_row(const float * x, uint8_t * dst, int64_t n) {
+#ifdef Q4X16_HAVE_X86
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) {
+        q8x32_quantize_avx512(x, dst, n);
+        return;
+    }
+#endif
+    q8x32_quantize_scalar(x, dst, n);
+}
+
+void idefics2_q4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok,
+                           int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
+    const int isa = idefics2_q4x16_isa();
+    const int64_t nb = cols / 32;
+    const int64_t g0 = r0 / Q4X16_GROUP, g1 = r1 / Q4X16_GROUP;
+    const uint8_t * xs[Q4X16_TILE];
+    float * ys[Q4X16_TILE];
+    for (int64_t s0 = 0; s0 < ntok; s0 += Q4X16_TOKEN_SPAN) {
+        const int64_t s1 = s0 + Q4X16_TOKEN_SPAN < ntok ? s0 + Q4X16_TOKEN_SPAN : ntok;
+        for (int64_t g = g0; g < g1; g++) {
+            const uint8_t * wg = w + g * nb * Q4X16_BLOCK;
+            for (int64_t t0 = s0; t0 < s1; t0 += Q4X16_TILE) {
+                const int nt = (int) (s1 - t0 < Q4X16_TILE ? s1 - t0 : Q4X16_TILE);
+                for (int t = 0; t < nt; t++) {
+                    xs[t] = xq + (t0 + t) * x_stride;
+                    ys[t] = y + (t0 + t) * y_stride + g * Q4X16_GROUP;
+                }
+#ifdef Q4X16_HAVE_X86
+                if (isa == IDEFICS2_Q4X16_AVX512VNNI) {
+                    q4x16_tile_avx512_n(wg, nb, xs, ys, nt);
+                    continue;
+                }
+#endif
+                q4x16_tile_scalar(wg, nb, xs, ys, nt);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graph ops
+
+static void q8x32_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * x = dst->src[0];
+    const int64_t n = x->ne[0];
+    const int64_t rows = x->ne[1] * x->ne[2] * x->ne[3];
+    const int64_t i0 = rows * ith / nth, i1 = rows * (ith + 1) / nth;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t i1d = i % x->ne[1], i2 = (i / x->ne[1]) % x->ne[2], i3 = i / (x->ne[1] * x->ne[2]);
+        const float * xr = (const float *) ((const char *) x->data + i1d * x->nb[1] + i2 * x->nb[2] + i3 * x->nb[3]);
+        uint8_t * out = (uint8_t *) dst->data + i1d * dst->nb[1] + i2 * dst->nb[2] + i3 * dst->nb[3];
+        idefics2_q8x32_quantize_row(xr, out, n);
+    }
+}
+
+// Threads split the row groups; xq and dst are contiguous (fresh op results), so tokens of every
+// batch dimension are one run.
+static void q4x16_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * xq = dst->src[1];
+    const int64_t rows = dst->ne[0];
+    const int64_t cols = xq->ne[0] / IDEFICS2_Q8X32_RECORD * 32;
+    const int64_t groups = rows / Q4X16_GROUP;
+    const int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
+    if (g0 >= g1) return;
+    const int64_t ntok = xq->ne[1] * xq->ne[2] * xq->ne[3];
+    idefics2_q4x16_matmul((const uint8_t *) w->data, cols, (const uint8_t *) xq->data, ntok, (int64_t) xq->nb[1],
+                          (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), g0 * Q4X16_GROUP, g1 * Q4X16_GROUP);
+}
+
+struct ggml_tensor * idefics2_q8x32_quantize(struct ggml_context * ctx, struct ggml_tensor * x) {
+    struct ggml_tensor * args[1] = { x };
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] / 32 * IDEFICS2_Q8X32_RECORD, x->ne[1], x->ne[2], x->ne[3],
+                          args, 1, q8x32_custom_op, GGML_N_TASKS_MAX, NULL);
+}
+
+struct ggml_tensor * idefics2_q4x16_mul_mat(struct ggml_context * ctx, struct ggml_tensor * w,
+                                            struct ggml_tensor * xq, int64_t rows) {
+    struct ggml_tensor * args[2] = { w, xq };
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], xq->ne[2], xq->ne[3], args, 2,
+                          q4x16_custom_op, GGML_N_TASKS_MAX, NULL);
+}
