@@ -236,3 +236,31 @@ func (m *LlamaModel) DecodeLast(tokens []int32, pos0 int) error {
 
 // ClearCache empties the context's KV cache (every sequence).
 func (m *LlamaModel) ClearCache() { C.llama_memory_clear(C.llama_get_memory(m.ctx), C.bool(true)) }
+
+// Quantize runs llama.cpp's quantizer (what llama-quantize does) on the GGUF in, writing out with the given file
+// type ("q4_0", "q4_k_m" or "q8_0") and threads.
+func Quantize(in, out, ftype string, threads int) error {
+	p := C.llama_model_quantize_default_params()
+	switch ftype {
+	case "q4_0":
+		p.ftype = C.LLAMA_FTYPE_MOSTLY_Q4_0
+	case "q4_k_m":
+		p.ftype = C.LLAMA_FTYPE_MOSTLY_Q4_K_M
+	case "q8_0":
+		p.ftype = C.LLAMA_FTYPE_MOSTLY_Q8_0
+	default:
+		return fmt.Errorf("llamacpptest: quantize type %q, want q4_0, q4_k_m or q8_0", ftype)
+	}
+	p.nthread = C.int32_t(threads)
+	initOnce.Do(func() {
+		C.setQuietLog()
+		C.llama_backend_init()
+	})
+	cin, cout := C.CString(in), C.CString(out)
+	defer C.free(unsafe.Pointer(cin))
+	defer C.free(unsafe.Pointer(cout))
+	if rc := C.llama_model_quantize(cin, cout, &p); rc != 0 {
+		return fmt.Errorf("llamacpptest: llama_model_quantize %s → %s returned %d", in, out, rc)
+	}
+	return nil
+}

@@ -417,3 +417,36 @@ func meanSD(v []float64) (mean, sd float64) {
 	}
 	return mean, sd
 }
+
+// BenchmarkLlamaQuantize times llama.cpp's quantizer, the second step of its conversion route (the first,
+// convert_hf_to_gguf.py, needs Python with PyTorch): $IDEFICS2_QUANTIZE_IN (an F16 text model.gguf) to
+// $IDEFICS2_QUANTIZE_OUT in $IDEFICS2_QUANTIZE_TYPE (default q4_k_m) with $IDEFICS2_BENCH_THREADS threads
+// (default 2). Run it once (-benchtime=1x) under /usr/bin/time -v for CPU time and peak RSS.
+func BenchmarkLlamaQuantize(b *testing.B) {
+	in, out := os.Getenv("IDEFICS2_QUANTIZE_IN"), os.Getenv("IDEFICS2_QUANTIZE_OUT")
+	if in == "" || out == "" {
+		b.Skip("set IDEFICS2_QUANTIZE_IN and IDEFICS2_QUANTIZE_OUT")
+	}
+	typ := os.Getenv("IDEFICS2_QUANTIZE_TYPE")
+	if typ == "" {
+		typ = "q4_k_m"
+	}
+	threads := 2
+	if s := os.Getenv("IDEFICS2_BENCH_THREADS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("IDEFICS2_BENCH_THREADS=%q: want a positive integer", s)
+		}
+		threads = n
+	}
+	st, err := os.Stat(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		if err := Quantize(in, out, typ, threads); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(st.Size())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s_in")
+}
