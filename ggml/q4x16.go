@@ -39,8 +39,8 @@ func Q4X16BestISA() Q4X16ISA { return Q4X16ISA(C.idefics2_q4x16_best_isa()) }
 // ggml's own repacked layout.
 func Q4X16Fast() bool { return Q4X16BestISA() == Q4X16AVX512VNNI }
 
-// SetQ4X16ISA forces a q4x16 path for the whole process (tests and benchmarks); it refuses a path this CPU cannot
-// run. Use Q4X16BestISA() to restore the default.
+// SetQ4X16ISA forces a path of the q4x16 and q4kx16 kernels for the whole process (tests and benchmarks); it
+// refuses a path this CPU cannot run. Use Q4X16BestISA() to restore the default.
 func SetQ4X16ISA(isa Q4X16ISA) error {
 	if C.idefics2_q4x16_set_isa(C.int(isa)) != 0 {
 		return fmt.Errorf("ggml: q4x16: path %s is not available on this CPU (best: %s)", isa, Q4X16BestISA())

@@ -28,7 +28,8 @@ enum idefics2_q4x16_isa {
 
 int idefics2_q4x16_best_isa(void);
 int idefics2_q4x16_isa(void);
-// Forces a path (tests, benchmarks); -1 selects the best. Returns 0, or -1 when unavailable.
+// Forces a path (tests, benchmarks) for q4x16 and q4kx16 (q4kx16.h); -1 selects the best. Returns 0, or -1
+// when unavailable.
 int idefics2_q4x16_set_isa(int isa);
 
 #define IDEFICS2_Q8X32_RECORD 40

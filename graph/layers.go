@@ -23,11 +23,12 @@ func (l Linear) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
 			x = x.Cont(ctx)
 		}
 		y = l.Weight.MulMatNF4(ctx, x, info.shape[1], info.blockSize)
-	} else if v, ok := q4x16Weights.Load(l.Weight); ok {
+	} else if v, ok := ownWeights.Load(l.Weight); ok {
+		ow := v.(ownWeight)
 		if !x.IsContiguous() {
 			x = x.Cont(ctx)
 		}
-		y = l.Weight.MulMatQ4X16(ctx, x, v.([2]int)[1])
+		y = ow.layout.mulMat(l.Weight, ctx, x, ow.rows)
 	} else {
 		y = l.Weight.MulMat(ctx, x)
 	}
@@ -72,13 +73,13 @@ func (l Linear) ForwardGEMM(ctx *ggml.Context, x ggml.Tensor, split bool) ggml.T
 	return y
 }
 
-// isCustomWeight reports whether a weight is held in one of this project's own layouts (NF4 stream, q4x16) and
-// multiplied by its custom op.
+// isCustomWeight reports whether a weight is held in one of this project's own layouts (NF4 stream, q4x16,
+// q4kx16) and multiplied by its custom op.
 func isCustomWeight(t ggml.Tensor) bool {
 	if _, ok := nf4Weights.Load(t); ok {
 		return true
 	}
-	_, ok := q4x16Weights.Load(t)
+	_, ok := ownWeights.Load(t)
 	return ok
 }
 

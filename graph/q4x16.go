@@ -8,60 +8,102 @@ import (
 	"github.com/idefics2-go/idefics2/gguf"
 )
 
-// Q4_0 matrices on a CPU with AVX-512 VNNI take this project's q4x16 layout (ggml/q4x16.h) instead of ggml's
-// repacked one: 16 rows interleaved so that one VNNI instruction computes 16 rows' partial sums, several times
-// fewer instructions per weight than ggml's AVX2 kernel for Q4_0, which is compute-bound on two cores.
+// Q4_0 and Q4_K matrices on a CPU with AVX-512 VNNI take this project's own layouts (ggml/q4x16.h, ggml/q4kx16.h)
+// instead of ggml's repacked ones: 16 rows interleaved so that one VNNI instruction computes 16 rows' partial sums,
+// several times fewer instructions per weight than ggml's AVX2 kernels, which are compute-bound on two cores.
 
-// q4x16Weights maps weight tensors held in the q4x16 layout (I8 tensors) to their logical shape [cols, rows].
-var q4x16Weights sync.Map // ggml.Tensor → [2]int
+// ownLayout is one of these layouts: the shapes it takes, its size, the repacking from the file's blocks and the
+// product.
+type ownLayout struct {
+	name     string
+	eligible func(rows, cols int) bool
+	size     func(rows, cols int) int // bytes of a rows × cols matrix in the layout
+	repack   func(dst, src []byte, rows, cols int) error
+	mulMat   func(w ggml.Tensor, ctx *ggml.Context, x ggml.Tensor, rows int) ggml.Tensor
+}
 
-// useQ4X16 can be turned off by tests and benchmarks to compare with ggml's repacked Q4_0 (UseQ4X16).
+// ownLayouts maps a file's tensor type to its layout.
+var ownLayouts = map[ggml.Type]*ownLayout{
+	ggml.TypeQ4_0: {
+		name:     "q4x16",
+		eligible: ggml.Q4X16Eligible,
+		size:     func(rows, cols int) int { return rows * cols / 32 * 18 }, // the Q4_0 size
+		repack:   ggml.Q4X16Repack,
+		mulMat:   ggml.Tensor.MulMatQ4X16,
+	},
+	ggml.TypeQ4_K: {
+		name:     "q4kx16",
+		eligible: ggml.Q4KX16Eligible,
+		size:     ggml.Q4KX16Size,
+		repack:   ggml.Q4KX16Repack,
+		mulMat:   ggml.Tensor.MulMatQ4KX16,
+	},
+}
+
+// ownWeight is a weight held in one of the layouts (an I8 tensor): its logical shape and the layout.
+type ownWeight struct {
+	cols, rows int
+	layout     *ownLayout
+}
+
+// ownWeights maps weight tensors held in the layouts to their ownWeight.
+var ownWeights sync.Map // ggml.Tensor → ownWeight
+
+// useQ4X16 can be turned off by tests and benchmarks to compare with ggml's repacked layouts (UseQ4X16).
 var useQ4X16 = true
 
-// UseQ4X16 turns the q4x16 layout on or off for weights loaded from now on (on by default; where the CPU lacks
-// AVX-512 VNNI it is never used) and returns the previous setting. With it off, Q4_0 matrices take ggml's
-// repacked layout as before. For comparisons; not safe to call while models load.
+// UseQ4X16 turns this project's layouts (q4x16 for Q4_0, q4kx16 for Q4_K) on or off for weights loaded from now on
+// (on by default; where the CPU lacks AVX-512 VNNI they are never used) and returns the previous setting. With it
+// off, Q4_0 and Q4_K matrices take ggml's repacked layouts as before. For comparisons; not safe to call while
+// models load.
 func UseQ4X16(on bool) bool {
 	old := useQ4X16
 	useQ4X16 = on
 	return old
 }
 
-// q4x16Able reports whether a tensor takes the q4x16 layout on this CPU: a Q4_0 matrix used only by matrix
-// products whose rows (outputs) are a multiple of 16.
-func q4x16Able(ti gguf.TensorInfo) bool {
-	if !useQ4X16 || !ggml.Q4X16Fast() || ggml.Type(ti.Type) != ggml.TypeQ4_0 || len(ti.Shape) != 2 {
-		return false
+// ownLayoutOf returns the layout a tensor takes on this CPU, or nil: a Q4_0 or Q4_K matrix used only by matrix
+// products whose shape fits the layout (rows a multiple of 16).
+func ownLayoutOf(ti gguf.TensorInfo) *ownLayout {
+	if !useQ4X16 || !ggml.Q4X16Fast() || len(ti.Shape) != 2 {
+		return nil
+	}
+	l := ownLayouts[ggml.Type(ti.Type)]
+	if l == nil {
+		return nil
 	}
 	switch ti.Name {
 	case "token_embd.weight", "v.patch_embd.weight", "v.position_embd.weight", "mm.perceiver.latents":
-		return false
+		return nil
 	}
-	return ggml.Q4X16Eligible(int(ti.Shape[1]), int(ti.Shape[0]))
+	if !l.eligible(int(ti.Shape[1]), int(ti.Shape[0])) {
+		return nil
+	}
+	return l
 }
 
-// q4x16SplitRows is splitRows for the q4x16 layout: the output projection keeps its last rows%16 rows (3 of
-// Idefics2's 32003) in the file layout so that the rest can be repacked. 0: none.
-func q4x16SplitRows(ti gguf.TensorInfo) int {
+// ownSplitRows is splitRows for these layouts: the output projection keeps its last rows%16 rows (3 of Idefics2's
+// 32003) in the file layout so that the rest can be repacked. 0: none.
+func ownSplitRows(ti gguf.TensorInfo) int {
 	if ti.Name != "output.weight" || len(ti.Shape) != 2 || ti.Shape[1]%16 == 0 || ti.Shape[1] < 16 {
 		return 0
 	}
 	head := ti
 	head.Name = "output.weight.head"
 	head.Shape = []uint64{ti.Shape[0], ti.Shape[1] - ti.Shape[1]%16}
-	if !q4x16Able(head) {
+	if ownLayoutOf(head) == nil {
 		return 0
 	}
 	return int(ti.Shape[1] % 16)
 }
 
-// loadQ4X16 reads the Q4_0 matrices ts (for a split matrix, its head rows: ts[i].Shape gives the rows to take)
-// into I8 tensors of the q4x16 layout on the CPU backend b, and drops their pages from the file mapping.
-func (w *Weights) loadQ4X16(f *gguf.File, ts []gguf.TensorInfo, b *ggml.Backend) error {
+// loadOwn reads the matrices ts (for a split matrix, its head rows: ts[i].Shape gives the rows to take) into I8
+// tensors of their layouts on the CPU backend b, and drops their pages from the file mapping.
+func (w *Weights) loadOwn(f *gguf.File, ts []gguf.TensorInfo, b *ggml.Backend) error {
 	w.qctx = ggml.NewContext(len(ts)+1, 0)
 	err := ggml.Catch(func() {
 		for _, ti := range ts {
-			size := int(ti.Shape[0]) * int(ti.Shape[1]) / 32 * 18
+			size := ownLayoutOf(ti).size(int(ti.Shape[1]), int(ti.Shape[0]))
 			t := w.qctx.NewTensor(ggml.TypeI8, size).SetName(ti.Name)
 			w.byName[ti.Name] = t
 		}
@@ -71,34 +113,36 @@ func (w *Weights) loadQ4X16(f *gguf.File, ts []gguf.TensorInfo, b *ggml.Backend)
 	}
 	buf, err := ggml.AllocTensors(w.qctx, b.DefaultBufferType())
 	if err != nil {
-		return fmt.Errorf("graph: %s: q4x16 weights: %w", f.Path, err)
+		return fmt.Errorf("graph: %s: repacked weights: %w", f.Path, err)
 	}
 	w.qbuf = buf
 	var scratch []byte
 	for _, ti := range ts {
 		t := w.byName[ti.Name]
+		l := ownLayoutOf(ti)
 		cols, rows := int(ti.Shape[0]), int(ti.Shape[1])
-		size := cols * rows / 32 * 18
+		src := int(ti.Size()) // of the head rows for a split matrix
 		d, err := f.TensorData(ti.Name)
-		if err == nil && len(d) < size {
-			err = fmt.Errorf("holds %d bytes, want at least %d", len(d), size)
+		if err == nil && len(d) < src {
+			err = fmt.Errorf("holds %d bytes, want at least %d", len(d), src)
 		}
 		if err != nil {
 			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
 		}
+		size := l.size(rows, cols)
 		if cap(scratch) < size {
 			scratch = make([]byte, size)
 		}
 		p := scratch[:size]
-		if err := ggml.Q4X16Repack(p, d[:size], rows, cols); err != nil {
+		if err := l.repack(p, d[:src], rows, cols); err != nil {
 			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
 		}
 		if err := t.SetBytes(p); err != nil {
 			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
 		}
-		releasePages(d[:size])
-		q4x16Weights.Store(t, [2]int{cols, rows})
-		w.q4 = append(w.q4, t)
+		releasePages(d[:src])
+		ownWeights.Store(t, ownWeight{cols: cols, rows: rows, layout: l})
+		w.own = append(w.own, t)
 	}
 	buf.SetWeightsUsage()
 	return nil

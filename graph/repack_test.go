@@ -11,15 +11,37 @@ import (
 	"github.com/idefics2-go/idefics2/gguf"
 )
 
-// tolRepack: the repacked kernels (ggml's and q4x16) quantize activations to Q8_0 as the plain Q4_0 dot product
-// does, and sum in another order; all read the same weights.
+// tolRepack: the repacked kernels (ggml's and this project's) quantize activations as the plain dot products do
+// (Q8_0 for Q4_0, Q8_K for Q4_K), and sum in another order; all read the same weights.
 const tolRepack = 2e-3
 
-// TestRepackedWeightsSameLogits loads a Q4_0 file with and without the CPU's repacked layouts and compares the
-// prompt logits: ggml's row-interleaved layout (offered by CPU variants built with it) and this project's q4x16
-// layout (CPUs with AVX-512 VNNI). The test says which ran instead of passing vacuously.
+// repackFile is a quantized file whose repacked layouts are compared with the plain one: the p1 fixture in Q4_0,
+// and a checkpoint wide enough for Q4_K (wideCheckpoint) in Q4_K alone and in the Q4_K_M mix (some Q6_K matrices,
+// an unsplit Q6_K output projection).
+type repackFile struct {
+	typ   string
+	ckpt  func(t *testing.T) string
+	own   string // this project's layout for typ
+	split bool   // output.weight (32003 rows) is split into a repacked head and a plain tail
+}
+
+var repackFiles = []repackFile{
+	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, "q4x16", true},
+	{"q4_k", wideCheckpoint, "q4kx16", true},
+	{"q4_k_m", wideCheckpoint, "q4kx16", false},
+}
+
+// TestRepackedWeightsSameLogits loads quantized files with and without the CPU's repacked layouts and compares the
+// prompt logits: ggml's row-interleaved layouts (offered by CPU variants built with them) and this project's q4x16
+// and q4kx16 layouts (CPUs with AVX-512 VNNI). The test says which ran instead of passing vacuously.
 func TestRepackedWeightsSameLogits(t *testing.T) {
-	textPath, _ := fixtureModel(t, filepath.Join("..", "testdata", "hf", "checkpoints", "p1"), "q4_0")
+	for _, rf := range repackFiles {
+		t.Run(rf.typ, func(t *testing.T) { testRepackedSameLogits(t, rf) })
+	}
+}
+
+func testRepackedSameLogits(t *testing.T, rf repackFile) {
+	textPath, _ := fixtureModel(t, rf.ckpt(t), rf.typ)
 	ids := []int32{1, 415, 2936, 9060, 285, 1142, 28705, 13, 7226, 11143, 28747}
 	type result struct {
 		logits      []float32
@@ -35,7 +57,7 @@ func TestRepackedWeightsSameLogits(t *testing.T) {
 		defer m.Close()
 		var r result
 		r.packed = len(m.tw.byName) - countPlain(m.tw)
-		r.own = len(m.tw.q4)
+		r.own = len(m.tw.own)
 		// output.weight has 32003 rows: its first 32000 are repacked, the last 3 stay plain.
 		r.split = !m.decoder.Output.Tail.IsNil()
 		s, err := m.NewSession(len(ids))
@@ -59,7 +81,7 @@ func TestRepackedWeightsSameLogits(t *testing.T) {
 		want bool // the layout is available on this CPU
 	}{
 		{"ggml", false, d.Features["REPACK"] == "1" && d.Features["AVX2"] == "1"},
-		{"q4x16", true, ggml.Q4X16Fast()},
+		{rf.own, true, ggml.Q4X16Fast()},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := run(false, c.own)
@@ -67,13 +89,13 @@ func TestRepackedWeightsSameLogits(t *testing.T) {
 			case c.want && r.packed == 0:
 				t.Fatal("the CPU offers the layout but no tensor was repacked")
 			case c.own && c.want && r.own == 0:
-				t.Fatal("no tensor took the q4x16 layout")
+				t.Fatalf("no tensor took the %s layout", rf.own)
 			case !c.own && r.own != 0:
-				t.Fatalf("%d tensors took the q4x16 layout while it was off", r.own)
-			case r.packed > 0 && !r.split:
-				t.Fatal("output.weight (32003 rows) was not split into a repacked head and a plain tail")
+				t.Fatalf("%d tensors took the %s layout while it was off", r.own, rf.own)
+			case r.packed > 0 && r.split != rf.split:
+				t.Fatalf("output.weight (32003 rows) split into a repacked head and a plain tail: %v, want %v", r.split, rf.split)
 			}
-			t.Logf("%d tensors repacked on %s (%d in q4x16; output.weight split: %v)", r.packed, d.Variant, r.own, r.split)
+			t.Logf("%d tensors repacked on %s (%d in %s; output.weight split: %v)", r.packed, d.Variant, r.own, rf.own, r.split)
 			checkClose(t, "repacked vs plain logits", r.logits, plain.logits, tolRepack)
 		})
 	}
@@ -106,10 +128,18 @@ func TestWeightTypeOK(t *testing.T) {
 	}
 }
 
-// TestSplitTailWithoutMapping loads a Q4_0 file through a reader (no memory map: the read-on-demand path) with
-// repacking and checks that output.weight's plain tail holds the file's last rows.
+// TestSplitTailWithoutMapping loads Q4_0 and Q4_K files through a reader (no memory map: the read-on-demand path)
+// with repacking and checks that output.weight's plain tail holds the file's last rows.
 func TestSplitTailWithoutMapping(t *testing.T) {
-	textPath, _ := fixtureModel(t, filepath.Join("..", "testdata", "hf", "checkpoints", "p1"), "q4_0")
+	for _, rf := range repackFiles {
+		if rf.split {
+			t.Run(rf.typ, func(t *testing.T) { testSplitTailWithoutMapping(t, rf) })
+		}
+	}
+}
+
+func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
+	textPath, _ := fixtureModel(t, rf.ckpt(t), rf.typ)
 	fh, err := os.Open(textPath)
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +163,7 @@ func TestSplitTailWithoutMapping(t *testing.T) {
 	}
 	defer b.Close()
 	for _, own := range []bool{false, true} {
-		t.Run(fmt.Sprintf("q4x16=%v", own), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s=%v", rf.own, own), func(t *testing.T) {
 			defer UseQ4X16(UseQ4X16(own))
 			w, err := LoadWeights(f, b, true)
 			if err != nil {

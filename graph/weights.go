@@ -21,9 +21,9 @@ type Weights struct {
 	pbuf   *ggml.Buffer
 	ectx   *ggml.Context // NF4 tensors expanded to F16
 	ebuf   *ggml.Buffer
-	qctx   *ggml.Context // Q4_0 matrices in the q4x16 layout
+	qctx   *ggml.Context // Q4_0 and Q4_K matrices in this project's layouts (q4x16, q4kx16)
 	qbuf   *ggml.Buffer
-	q4     []ggml.Tensor   // tensors registered in q4x16Weights
+	own    []ggml.Tensor   // tensors registered in ownWeights
 	tailN  map[string]int  // rows of each split matrix's plain tail
 	nf4    []ggml.Tensor   // tensors registered in nf4Weights
 	packed map[string]bool // tensors not in the file's layout (repacked or expanded)
@@ -77,19 +77,19 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 			extra = ts[0]
 		}
 	}
-	// With AVX-512 VNNI, Q4_0 matrices take this project's q4x16 layout (graph/q4x16.go) rather than ggml's.
-	q4ok := repack && b.Device.Kind == ggml.DeviceCPU
-	var packed, split, q4 []gguf.TensorInfo
-	if !extra.IsNil() || q4ok {
+	// With AVX-512 VNNI, Q4_0 and Q4_K matrices take this project's layouts (graph/q4x16.go) rather than ggml's.
+	ownOK := repack && b.Device.Kind == ggml.DeviceCPU
+	var packed, split, own []gguf.TensorInfo
+	if !extra.IsNil() || ownOK {
 		for _, ti := range f.Tensors {
 			switch {
-			case q4ok && q4x16Able(ti):
-				q4 = append(q4, ti)
-			case q4ok && q4x16SplitRows(ti) > 0:
-				r := q4x16SplitRows(ti)
+			case ownOK && ownLayoutOf(ti) != nil:
+				own = append(own, ti)
+			case ownOK && ownSplitRows(ti) > 0:
+				r := ownSplitRows(ti)
 				head := ti
 				head.Shape = []uint64{ti.Shape[0], ti.Shape[1] - uint64(r)}
-				q4 = append(q4, head)
+				own = append(own, head)
 				split = append(split, ti)
 				w.tailN[ti.Name] = r
 			case extra.IsNil():
@@ -105,8 +105,8 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 			}
 		}
 	}
-	if len(q4) > 0 {
-		if err := w.loadQ4X16(f, q4, b); err != nil {
+	if len(own) > 0 {
+		if err := w.loadOwn(f, own, b); err != nil {
 			w.Close()
 			return nil, err
 		}
@@ -121,7 +121,7 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	for _, ti := range packed {
 		isPacked[ti.Name] = true
 	}
-	for _, ti := range q4 {
+	for _, ti := range own {
 		isPacked[ti.Name] = true
 	}
 	w.packed = isPacked
@@ -348,10 +348,10 @@ func (w *Weights) Close() {
 		nf4Weights.Delete(t)
 	}
 	w.nf4 = nil
-	for _, t := range w.q4 {
-		q4x16Weights.Delete(t)
+	for _, t := range w.own {
+		ownWeights.Delete(t)
 	}
-	w.q4 = nil
+	w.own = nil
 	w.qbuf.Close()
 	w.qctx.Close()
 	w.ebuf.Close()
@@ -466,8 +466,8 @@ func (c *shapeCheck) want(name string, t ggml.Tensor, dims ...int) {
 	if v, ok := nf4Weights.Load(t); ok {
 		got = [4]int{1, 1, 1, 1}
 		copy(got[:], v.(nf4Info).shape)
-	} else if v, ok := q4x16Weights.Load(t); ok {
-		got = [4]int{v.([2]int)[0], v.([2]int)[1], 1, 1}
+	} else if v, ok := ownWeights.Load(t); ok {
+		got = [4]int{v.(ownWeight).cols, v.(ownWeight).rows, 1, 1}
 	} else if !weightTypeOK(t.Type(), len(dims)) {
 		c.errs = append(c.errs, fmt.Sprintf("tensor %q has type %s, which the model cannot use for a %d-D weight", name, t.Type(), len(dims)))
 		return

@@ -34,7 +34,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	device := fs.String("device", "auto", "auto, cpu, cuda, metal, vulkan")
 	flash := fs.Bool("flash-attn", false, "fused attention in the decoder")
 	noRepack := fs.Bool("no-repack", false, "keep quantized weights in the file layout (no CPU repacking)")
-	ggmlRepack := fs.Bool("ggml-repack", false, "Q4_0 matrices in ggml's repacked layout instead of this project's q4x16 (AVX-512 VNNI)")
+	ggmlRepack := fs.Bool("ggml-repack", false, "Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and q4kx16 (AVX-512 VNNI)")
 	unfused := fs.Bool("unfused-attn", false, "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
 	warmup := fs.Bool("warmup", true, "run each test once before measuring")
 	asJSON := fs.Bool("json", false, "print a JSON array of results")

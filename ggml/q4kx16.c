@@ -1,0 +1,382 @@
+// q4kx16 matrix multiplication (q4kx16.h): a scalar path and an AVX-512 VNNI path, chosen by the q4x16
+// path selection (q4x16.h). The AVX-512 functions are compiled with target attributes, so the file
+// builds for baseline x86-64 and their instructions only run after __builtin_cpu_supports said the CPU
+// has them.
+//
+// As in q4x16.c, one vpdpbusd multiplies 64 unsigned codes (16 rows × 4 columns) by a broadcast group
+// of 4 activation bytes into 16 int32 lanes, one per row. A sub-block of 32 columns takes 4 loads and
+// 8 vpdpbusd per token; its 16 row sums are multiplied by the rows' scales (vpmulld) and added to the
+// super-block's sums. The mins term needs the activations' sub-block sums only: one vpdpwssd per pair
+// of sub-blocks multiplies 16 rows × 2 mins (bytes widened to int16) by the broadcast pair of sums.
+
+#include "q4kx16.h"
+#include "q4x16.h"
+
+#include <math.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define Q4KX16_HAVE_X86 1
+#include <immintrin.h>
+#endif
+
+#define Q4KX16_GROUP 16      // rows per group
+#define Q4KX16_TILE 8        // tokens per kernel call
+#define Q4KX16_TOKEN_SPAN 64 // tokens whose activations are reused across all row groups of a thread
+
+// Offsets in a group's super-block (q4kx16.h).
+#define Q4KX16_OFF_DMIN 32
+#define Q4KX16_OFF_SC 64
+#define Q4KX16_OFF_MIN 192
+#define Q4KX16_OFF_QS 320
+
+// Offsets in a q8x256 record.
+#define Q8X256_OFF_SUMS 256
+#define Q8X256_OFF_D 272
+
+#define Q4K_BLOCK 144 // sizeof(block_q4_K): f16 d, f16 dmin, 12 bytes of scales and mins, 128 bytes of codes
+
+static inline int32_t q4kx16_load_i32(const uint8_t * p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float q4kx16_load_f32(const uint8_t * p) {
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// The 6-bit scale and min of sub-block j (0…7) from block_q4_K's 12 packed bytes: sub-blocks 0–3 keep
+// them in the low 6 bits of bytes j and j+4; sub-blocks 4–7 in the nibbles of byte j+4 with the two
+// high bits in the top bits of bytes j−4 and j.
+static void q4k_scale_min(int j, const uint8_t * q, uint8_t * sc, uint8_t * m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+void idefics2_q4kx16_repack(const uint8_t * src, uint8_t * dst, int64_t rows, int64_t cols) {
+    const int64_t ns = cols / 256;
+    for (int64_t g = 0; g < rows / Q4KX16_GROUP; g++) {
+        for (int64_t s = 0; s < ns; s++) {
+            uint8_t * out = dst + (g * ns + s) * IDEFICS2_Q4KX16_BLOCK;
+            for (int r = 0; r < Q4KX16_GROUP; r++) {
+                const uint8_t * blk = src + ((g * Q4KX16_GROUP + r) * ns + s) * Q4K_BLOCK;
+                memcpy(out + 2 * r, blk, 2);
+                memcpy(out + Q4KX16_OFF_DMIN + 2 * r, blk + 2, 2);
+                for (int j = 0; j < 8; j++) {
+                    uint8_t sc, m;
+                    q4k_scale_min(j, blk + 4, &sc, &m);
+                    out[Q4KX16_OFF_SC + 16 * j + r] = sc;
+                    out[Q4KX16_OFF_MIN + 32 * (j / 2) + 2 * r + j % 2] = m;
+                }
+                // The codes in column order: each half of 64 columns keeps 32 bytes, its first 32 columns in the
+                // low nibbles and the next 32 in the high nibbles.
+                uint8_t code[256];
+                const uint8_t * qs = blk + 16;
+                for (int h = 0; h < 4; h++) {
+                    for (int i = 0; i < 32; i++) {
+                        code[64 * h + i] = qs[32 * h + i] & 0x0F;
+                        code[64 * h + 32 + i] = qs[32 * h + i] >> 4;
+                    }
+                }
+                for (int j = 0; j < 8; j++) {
+                    for (int k = 0; k < 4; k++) {
+                        const uint8_t * c = code + 32 * j + 8 * k;
+                        uint8_t * o = out + Q4KX16_OFF_QS + 256 * j + 64 * k + 4 * r;
+                        for (int i = 0; i < 4; i++) o[i] = (uint8_t) (c[i] | (c[4 + i] << 4));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations
+
+// Follows quantize_row_q8_K_ref: the first value of largest magnitude sets the scale (with its sign),
+// values round half to even (ggml's nearest_int), and the stored scale is 1/iscale, not −m/127.
+static void q8x256_quantize_scalar(const float * x, uint8_t * dst, int64_t n) {
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float * xb = x + 256 * b;
+        uint8_t * rec = dst + IDEFICS2_Q8X256_RECORD * b;
+        memset(rec, 0, IDEFICS2_Q8X256_RECORD);
+        float amax = 0.0f, max = 0.0f;
+        for (int i = 0; i < 256; i++) {
+            const float ax = fabsf(xb[i]);
+            if (ax > amax) {
+                amax = ax;
+                max = xb[i];
+            }
+        }
+        if (amax == 0.0f) continue;
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < 8; j++) {
+            int32_t sum = 0;
+            for (int i = 32 * j; i < 32 * j + 32; i++) {
+                int32_t q = (int32_t) nearbyintf(iscale * xb[i]);
+                q = q > 127 ? 127 : q;
+                rec[i] = (uint8_t) (int8_t) q;
+                sum += q;
+            }
+            const int16_t s16 = (int16_t) sum;
+            memcpy(rec + Q8X256_OFF_SUMS + 2 * j, &s16, 2);
+        }
+        const float d = 1.0f / iscale;
+        memcpy(rec + Q8X256_OFF_D, &d, 4);
+    }
+}
+
+#ifdef Q4KX16_HAVE_X86
+__attribute__((target("avx512f,avx512bw")))
+static void q8x256_quantize_avx512(const float * x, uint8_t * dst, int64_t n) {
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float * xb = x + 256 * b;
+        uint8_t * rec = dst + IDEFICS2_Q8X256_RECORD * b;
+        memset(rec, 0, IDEFICS2_Q8X256_RECORD);
+        __m512 a = _mm512_setzero_ps();
+        for (int i = 0; i < 16; i++) a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_loadu_ps(xb + 16 * i)));
+        const float amax = _mm512_reduce_max_ps(a);
+        if (!(amax > 0.0f)) continue;
+        // The first value of that magnitude, as the reference's strict comparison picks.
+        float max = 0.0f;
+        const __m512 va = _mm512_set1_ps(amax);
+        for (int i = 0; i < 16; i++) {
+            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(xb + 16 * i)), va, _CMP_EQ_OQ);
+            if (m) {
+                max = xb[16 * i + __builtin_ctz((unsigned) m)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m512 vs = _mm512_set1_ps(iscale);
+        const __m512i lim = _mm512_set1_epi32(127);
+        for (int j = 0; j < 8; j++) {
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 32 * j), vs));
+            __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + 32 * j + 16), vs));
+            q0 = _mm512_min_epi32(q0, lim);
+            q1 = _mm512_min_epi32(q1, lim);
+            _mm_storeu_si128((__m128i *) (rec + 32 * j), _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *) (rec + 32 * j + 16), _mm512_cvtepi32_epi8(q1));
+            const int16_t s16 = (int16_t) _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            memcpy(rec + Q8X256_OFF_SUMS + 2 * j, &s16, 2);
+        }
+        const float d = 1.0f / iscale;
+        memcpy(rec + Q8X256_OFF_D, &d, 4);
+    }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Products
+
+// Scalar: the same integer sums and the same float operations (fmaf) as the AVX-512 path, so both
+// give identical results.
+static void q4kx16_tile_scalar(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    float acc[Q4KX16_TILE][Q4KX16_GROUP] = { { 0 } };
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
+        float dw[Q4KX16_GROUP], dm[Q4KX16_GROUP];
+        for (int r = 0; r < Q4KX16_GROUP; r++) {
+            uint16_t h;
+            memcpy(&h, blk + 2 * r, 2);
+            dw[r] = ggml_fp16_to_fp32(h);
+            memcpy(&h, blk + Q4KX16_OFF_DMIN + 2 * r, 2);
+            dm[r] = ggml_fp16_to_fp32(h);
+        }
+        for (int t = 0; t < nt; t++) {
+            const uint8_t * xr = xs[t] + s * IDEFICS2_Q8X256_RECORD;
+            const int8_t * q = (const int8_t *) xr;
+            const float dx = q4kx16_load_f32(xr + Q8X256_OFF_D);
+            for (int r = 0; r < Q4KX16_GROUP; r++) {
+                int32_t isum = 0, msum = 0;
+                for (int j = 0; j < 8; j++) {
+                    int32_t dot = 0;
+                    for (int k = 0; k < 4; k++) {
+                        for (int i = 0; i < 4; i++) {
+                            const uint8_t c = blk[Q4KX16_OFF_QS + 256 * j + 64 * k + 4 * r + i];
+                            dot += (c & 0x0F) * q[32 * j + 8 * k + i] + (c >> 4) * q[32 * j + 8 * k + 4 + i];
+                        }
+                    }
+                    isum += blk[Q4KX16_OFF_SC + 16 * j + r] * dot;
+                    int16_t xsum;
+                    memcpy(&xsum, xr + Q8X256_OFF_SUMS + 2 * j, 2);
+                    msum += blk[Q4KX16_OFF_MIN + 32 * (j / 2) + 2 * r + j % 2] * xsum;
+                }
+                acc[t][r] = fmaf((float) isum, dw[r] * dx, acc[t][r]);
+                acc[t][r] = fmaf(-(float) msum, dm[r] * dx, acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) memcpy(ys[t], acc[t], sizeof acc[t]);
+}
+
+#ifdef Q4KX16_HAVE_X86
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void q4kx16_tile_avx512(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, const int nt) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[Q4KX16_TILE];
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
+        __m512i isum[Q4KX16_TILE];
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++) {
+            // One sum per token and sub-block; the sub-blocks' chains are independent of each other.
+            __m512i dot[Q4KX16_TILE];
+#pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) dot[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m512i c = _mm512_loadu_si512((const void *) (blk + Q4KX16_OFF_QS + 256 * j + 64 * k));
+                const __m512i cl = _mm512_and_si512(c, m4);
+                const __m512i ch = _mm512_and_si512(_mm512_srli_epi16(c, 4), m4);
+#pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 32 * j + 8 * k;
+                    dot[t] = _mm512_dpbusd_epi32(dot[t], cl, _mm512_set1_epi32(q4kx16_load_i32(xb)));
+                    dot[t] = _mm512_dpbusd_epi32(dot[t], ch, _mm512_set1_epi32(q4kx16_load_i32(xb + 4)));
+                }
+            }
+            const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *) (blk + Q4KX16_OFF_SC + 16 * j)));
+#pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(dot[t], sc));
+        }
+        __m512i mins[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            mins[k] = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *) (blk + Q4KX16_OFF_MIN + 32 * k)));
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) blk));
+        const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (blk + Q4KX16_OFF_DMIN)));
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const uint8_t * xr = xs[t] + s * IDEFICS2_Q8X256_RECORD;
+            __m512i msum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                msum = _mm512_dpwssd_epi32(msum, mins[k], _mm512_set1_epi32(q4kx16_load_i32(xr + Q8X256_OFF_SUMS + 4 * k)));
+            }
+            const __m512 dx = _mm512_set1_ps(q4kx16_load_f32(xr + Q8X256_OFF_D));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, dx), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dm, dx), acc[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(ys[t], acc[t]);
+}
+
+#define Q4KX16_CASE(N) \
+    case N: q4kx16_tile_avx512(wg, ns, xs, ys, N); break;
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void q4kx16_tile_avx512_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    switch (nt) {
+        Q4KX16_CASE(1)
+        Q4KX16_CASE(2)
+        Q4KX16_CASE(3)
+        Q4KX16_CASE(4)
+        Q4KX16_CASE(5)
+        Q4KX16_CASE(6)
+        Q4KX16_CASE(7)
+        Q4KX16_CASE(8)
+    }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch (the path is q4x16's: idefics2_q4x16_isa)
+
+void idefics2_q8x256_quantize_row(const float * x, uint8_t * dst, int64_t n) {
+#ifdef Q4KX16_HAVE_X86
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) {
+        q8x256_quantize_avx512(x, dst, n);
+        return;
+    }
+#endif
+    q8x256_quantize_scalar(x, dst, n);
+}
+
+void idefics2_q4kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok,
+                            int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
+    const int isa = idefics2_q4x16_isa();
+    const int64_t ns = cols / 256;
+    const int64_t g0 = r0 / Q4KX16_GROUP, g1 = r1 / Q4KX16_GROUP;
+    const uint8_t * xs[Q4KX16_TILE];
+    float * ys[Q4KX16_TILE];
+    for (int64_t s0 = 0; s0 < ntok; s0 += Q4KX16_TOKEN_SPAN) {
+        const int64_t s1 = s0 + Q4KX16_TOKEN_SPAN < ntok ? s0 + Q4KX16_TOKEN_SPAN : ntok;
+        for (int64_t g = g0; g < g1; g++) {
+            const uint8_t * wg = w + g * ns * IDEFICS2_Q4KX16_BLOCK;
+            for (int64_t t0 = s0; t0 < s1; t0 += Q4KX16_TILE) {
+                const int nt = (int) (s1 - t0 < Q4KX16_TILE ? s1 - t0 : Q4KX16_TILE);
+                for (int t = 0; t < nt; t++) {
+                    xs[t] = xq + (t0 + t) * x_stride;
+                    ys[t] = y + (t0 + t) * y_stride + g * Q4KX16_GROUP;
+                }
+#ifdef Q4KX16_HAVE_X86
+                if (isa == IDEFICS2_Q4X16_AVX512VNNI) {
+                    q4kx16_tile_avx512_n(wg, ns, xs, ys, nt);
+                    continue;
+                }
+#endif
+                q4kx16_tile_scalar(wg, ns, xs, ys, nt);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graph ops
+
+static void q8x256_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * x = dst->src[0];
+    const int64_t n = x->ne[0];
+    const int64_t rows = x->ne[1] * x->ne[2] * x->ne[3];
+    const int64_t i0 = rows * ith / nth, i1 = rows * (ith + 1) / nth;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t i1d = i % x->ne[1], i2 = (i / x->ne[1]) % x->ne[2], i3 = i / (x->ne[1] * x->ne[2]);
+        const float * xr = (const float *) ((const char *) x->data + i1d * x->nb[1] + i2 * x->nb[2] + i3 * x->nb[3]);
+        uint8_t * out = (uint8_t *) dst->data + i1d * dst->nb[1] + i2 * dst->nb[2] + i3 * dst->nb[3];
+        idefics2_q8x256_quantize_row(xr, out, n);
+    }
+}
+
+// Threads split the row groups; xq and dst are contiguous (fresh op results), so tokens of every
+// batch dimension are one run.
+static void q4kx16_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * xq = dst->src[1];
+    const int64_t rows = dst->ne[0];
+    const int64_t cols = xq->ne[0] / IDEFICS2_Q8X256_RECORD * 256;
+    const int64_t groups = rows / Q4KX16_GROUP;
+    const int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
+    if (g0 >= g1) return;
+    const int64_t ntok = xq->ne[1] * xq->ne[2] * xq->ne[3];
+    idefics2_q4kx16_matmul((const uint8_t *) w->data, cols, (const uint8_t *) xq->data, ntok, (int64_t) xq->nb[1],
+                           (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), g0 * Q4KX16_GROUP, g1 * Q4KX16_GROUP);
+}
+
+struct ggml_tensor * idefics2_q8x256_quantize(struct ggml_context * ctx, struct ggml_tensor * x) {
+    struct ggml_tensor * args[1] = { x };
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] / 256 * IDEFICS2_Q8X256_RECORD, x->ne[1], x->ne[2], x->ne[3],
+                          args, 1, q8x256_custom_op, GGML_N_TASKS_MAX, NULL);
+}
+
+struct ggml_tensor * idefics2_q4kx16_mul_mat(struct ggml_context * ctx, struct ggml_tensor * w,
+                                             struct ggml_tensor * xq, int64_t rows) {
+    struct ggml_tensor * args[2] = { w, xq };
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], xq->ne[2], xq->ne[3], args, 2,
+                          q4kx16_custom_op, GGML_N_TASKS_MAX, NULL);
+}
