@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/idefics2-go/idefics2/quant"
 )
 
 // BenchmarkMatVec measures weight-matrix × one activation vector (the generation hot path) for a 4096×14336
@@ -129,6 +131,92 @@ func benchMatMul(b *testing.B, dev Device, typ Type, raw []byte, x []float32, k,
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if err := r.Sched.Compute(g); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNF4MatVec measures one vector times the 8B decoder's FFN matrices in NF4 (blocks of 64), as the stream
+// kernel (MulMatNF4) and as the repacked nf4x16 kernel (MulMatNF4x16, the records of x made by its quantize op in
+// the same graph), next to ggml's Q4_0 on the same shapes, on 2 threads through a graph on the first CPU device.
+// Shapes are rows×cols of the matrix: 14336×4096 (ffn_up, ffn_gate) and 4096×14336 (ffn_down). Weight bytes per
+// second are reported as MB/s.
+func BenchmarkNF4MatVec(b *testing.B) {
+	var dev Device
+	for _, d := range Devices() {
+		if d.Kind == DeviceCPU {
+			dev = d
+			break
+		}
+	}
+	const threads = 2
+	for _, sh := range []struct{ rows, cols int }{{14336, 4096}, {4096, 14336}} {
+		r := rand.New(rand.NewPCG(9, uint64(sh.rows)))
+		w := make([]float32, sh.rows*sh.cols)
+		for i := range w {
+			w[i] = float32(0.02 * r.NormFloat64())
+		}
+		x := make([]float32, sh.cols)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		q, err := quant.QuantizeNF4(w, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stream, err := q.EncodeStream()
+		if err != nil {
+			b.Fatal(err)
+		}
+		packed, err := NF4Repack(stream, sh.rows, sh.cols, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		name := fmt.Sprintf("%dx%d", sh.rows, sh.cols)
+		b.Run(name+"/nf4-stream", func(b *testing.B) {
+			n := newNF4Graph(b, dev, threads, TypeI8, []int{len(stream)}, stream, []int{sh.cols, 1}, func(ctx *Context, w, x Tensor) Tensor {
+				return w.MulMatNF4(ctx, x, sh.rows, 64)
+			})
+			defer n.Close()
+			benchNF4Graph(b, n, x, len(stream))
+		})
+		b.Run(name+"/nf4x16", func(b *testing.B) {
+			n := newNF4Graph(b, dev, threads, TypeI8, []int{len(packed)}, packed, []int{sh.cols, 1}, func(ctx *Context, w, x Tensor) Tensor {
+				return w.MulMatNF4x16(ctx, x, sh.rows)
+			})
+			defer n.Close()
+			benchNF4Graph(b, n, x, len(packed))
+		})
+		q40, err := QuantizeChunk(int(TypeQ4_0), w, sh.rows, sh.cols)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name+"/q4_0-"+dev.Variant, func(b *testing.B) {
+			n := newNF4Graph(b, dev, threads, TypeQ4_0, []int{sh.cols, sh.rows}, q40, []int{sh.cols, 1}, func(ctx *Context, w, x Tensor) Tensor {
+				return w.MulMat(ctx, x)
+			})
+			defer n.Close()
+			benchNF4Graph(b, n, x, len(q40))
+		})
+		// Q4_0 as the runner holds it with repacking on: ggml's row-interleaved layout (extra buffer type).
+		b.Run(name+"/q4_0-repacked-"+dev.Variant, func(b *testing.B) {
+			n := newNF4GraphIn(b, dev, threads, true, TypeQ4_0, []int{sh.cols, sh.rows}, q40, []int{sh.cols, 1}, func(ctx *Context, w, x Tensor) Tensor {
+				return w.MulMat(ctx, x)
+			})
+			defer n.Close()
+			benchNF4Graph(b, n, x, len(q40))
+		})
+	}
+}
+
+func benchNF4Graph(b *testing.B, n *nf4Graph, x []float32, weightBytes int) {
+	if _, err := n.run(x); err != nil { // allocates the graph
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(weightBytes))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := n.run(x); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -53,6 +53,9 @@ type Context struct {
 	ptr      *C.struct_ggml_context
 	capacity int
 	count    int
+	// nf4x16In maps an input of MulMatNF4x16 to its int8 records, so that products sharing an input
+	// quantize it once.
+	nf4x16In map[*C.struct_ggml_tensor]Tensor
 }
 
 // NewContext makes a metadata-only context for up to maxTensors tensors and one graph of up to graphSize nodes
@@ -79,6 +82,7 @@ func (c *Context) Reset() {
 	if c.ptr != nil {
 		C.ggml_reset(c.ptr)
 		c.count = 0
+		clear(c.nf4x16In)
 	}
 }
 

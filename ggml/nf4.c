@@ -465,6 +465,8 @@ static void nf4_tile_dot_neon(const float * buf, int nr, int64_t cols, const flo
 static int nf4_detect(void) {
 #if defined(NF4_HAVE_X86)
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vnni")) return IDEFICS2_NF4_AVX512VNNI;
     if (__builtin_cpu_supports("avx512f")) return IDEFICS2_NF4_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return IDEFICS2_NF4_AVX2;
     return IDEFICS2_NF4_SCALAR;
@@ -501,10 +503,13 @@ int idefics2_nf4_set_isa(int isa) {
         ok = 1;
         break;
     case IDEFICS2_NF4_AVX2:
-        ok = best == IDEFICS2_NF4_AVX2 || best == IDEFICS2_NF4_AVX512;
+        ok = best == IDEFICS2_NF4_AVX2 || best == IDEFICS2_NF4_AVX512 || best == IDEFICS2_NF4_AVX512VNNI;
         break;
     case IDEFICS2_NF4_AVX512:
-        ok = best == IDEFICS2_NF4_AVX512;
+        ok = best == IDEFICS2_NF4_AVX512 || best == IDEFICS2_NF4_AVX512VNNI;
+        break;
+    case IDEFICS2_NF4_AVX512VNNI:
+        ok = best == IDEFICS2_NF4_AVX512VNNI;
         break;
     case IDEFICS2_NF4_NEON:
         ok = best == IDEFICS2_NF4_NEON;
@@ -518,6 +523,7 @@ int idefics2_nf4_set_isa(int isa) {
 static float nf4_row_dot(int isa, const uint8_t * w, int64_t e0, int64_t cols, int bs, const float * x) {
     switch (isa) {
 #ifdef NF4_HAVE_X86
+    case IDEFICS2_NF4_AVX512VNNI: // the stream kernel has no VNNI path
     case IDEFICS2_NF4_AVX512: return nf4_row_dot_avx512(w, e0, cols, bs, x);
     case IDEFICS2_NF4_AVX2:   return nf4_row_dot_avx2(w, e0, cols, bs, x);
 #endif
@@ -531,6 +537,7 @@ static float nf4_row_dot(int isa, const uint8_t * w, int64_t e0, int64_t cols, i
 static void nf4_row_dequant(int isa, const uint8_t * w, int64_t e0, int64_t cols, int bs, float * out) {
     switch (isa) {
 #ifdef NF4_HAVE_X86
+    case IDEFICS2_NF4_AVX512VNNI:
     case IDEFICS2_NF4_AVX512: nf4_row_dequant_avx512(w, e0, cols, bs, out); return;
     case IDEFICS2_NF4_AVX2:   nf4_row_dequant_avx2(w, e0, cols, bs, out); return;
 #endif
@@ -543,6 +550,7 @@ static void nf4_tile_multi(int isa, const float * buf, int nr, int64_t cols, con
                            int64_t x_stride, float * y, int64_t y_stride) {
     switch (isa) {
 #ifdef NF4_HAVE_X86
+    case IDEFICS2_NF4_AVX512VNNI:
     case IDEFICS2_NF4_AVX512: nf4_tile_multi_avx512(buf, nr, cols, x, ntok, x_stride, y, y_stride); return;
     case IDEFICS2_NF4_AVX2:   nf4_tile_multi_avx2(buf, nr, cols, x, ntok, x_stride, y, y_stride); return;
 #endif

@@ -24,6 +24,9 @@ const (
 	NF4AVX2   NF4ISA = C.IDEFICS2_NF4_AVX2 // AVX2 + FMA
 	NF4AVX512 NF4ISA = C.IDEFICS2_NF4_AVX512
 	NF4NEON   NF4ISA = C.IDEFICS2_NF4_NEON
+	// NF4AVX512VNNI is AVX-512F + BW + VNNI: the stream kernel runs its AVX-512F path, the nf4x16
+	// kernel (MulMatNF4x16) its int8 dot-product path.
+	NF4AVX512VNNI NF4ISA = C.IDEFICS2_NF4_AVX512VNNI
 )
 
 func (i NF4ISA) String() string {
@@ -36,6 +39,8 @@ func (i NF4ISA) String() string {
 		return "avx512"
 	case NF4NEON:
 		return "neon"
+	case NF4AVX512VNNI:
+		return "avx512vnni"
 	}
 	return fmt.Sprintf("nf4isa(%d)", int(i))
 }
@@ -51,6 +56,8 @@ func NF4CurrentISA() NF4ISA { return NF4ISA(C.idefics2_nf4_isa()) }
 func NF4SupportedISAs() []NF4ISA {
 	out := []NF4ISA{NF4Scalar}
 	switch NF4BestISA() {
+	case NF4AVX512VNNI:
+		out = append(out, NF4AVX2, NF4AVX512, NF4AVX512VNNI)
 	case NF4AVX512:
 		out = append(out, NF4AVX2, NF4AVX512)
 	case NF4AVX2:

@@ -17,6 +17,9 @@ enum idefics2_nf4_isa {
     IDEFICS2_NF4_AVX2 = 1,   // AVX2 + FMA
     IDEFICS2_NF4_AVX512 = 2, // AVX-512F
     IDEFICS2_NF4_NEON = 3,   // AArch64 Advanced SIMD
+    // AVX-512F + BW + VNNI: the stream kernel runs its AVX-512F path; the repacked nf4x16 kernel
+    // (nf4x16.h) runs its int8 dot-product path, which needs BW (vpshufb on zmm) and VNNI (vpdpbusd).
+    IDEFICS2_NF4_AVX512VNNI = 4,
 };
 
 // Best path this CPU supports (detected once).

@@ -134,7 +134,7 @@ func TestNF4ISAsAgree(t *testing.T) {
 
 func TestSetNF4ISA(t *testing.T) {
 	defer SetNF4ISA(NF4BestISA())
-	for _, isa := range []NF4ISA{NF4Scalar, NF4AVX2, NF4AVX512, NF4NEON} {
+	for _, isa := range []NF4ISA{NF4Scalar, NF4AVX2, NF4AVX512, NF4NEON, NF4AVX512VNNI} {
 		supported := false
 		for _, s := range NF4SupportedISAs() {
 			supported = supported || s == isa
@@ -181,6 +181,7 @@ func TestNF4MatMulBadInput(t *testing.T) {
 // nf4Graph holds a weight buffer and a graph computing one product on a device.
 type nf4Graph struct {
 	r    *Runner
+	w    Tensor
 	wctx *Context
 	gctx *Context
 	wbuf *Buffer
@@ -200,13 +201,30 @@ func (n *nf4Graph) Close() {
 // builds out = op(w, x) for x F32 xShape.
 func newNF4Graph(t testing.TB, dev Device, threads int, wt Type, wShape []int, wData []byte, xShape []int, op func(ctx *Context, w, x Tensor) Tensor) *nf4Graph {
 	t.Helper()
+	return newNF4GraphIn(t, dev, threads, false, wt, wShape, wData, xShape, op)
+}
+
+// newNF4GraphIn is newNF4Graph with the weights in the device's first extra buffer type (the CPU's repacked layouts)
+// when extra is set.
+func newNF4GraphIn(t testing.TB, dev Device, threads int, extra bool, wt Type, wShape []int, wData []byte, xShape []int, op func(ctx *Context, w, x Tensor) Tensor) *nf4Graph {
+	t.Helper()
 	r, err := NewRunner(dev, threads, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &nf4Graph{r: r, wctx: NewContext(1, 0), gctx: NewContext(8, 64)}
 	w := n.wctx.NewTensor(wt, wShape...).SetName("w")
-	if n.wbuf, err = AllocTensors(n.wctx, r.Main.DefaultBufferType()); err != nil {
+	n.w = w
+	bt := r.Main.DefaultBufferType()
+	if extra {
+		ts := r.Main.ExtraBufferTypes()
+		if len(ts) == 0 {
+			r.Close()
+			t.Skipf("%s offers no repacked layout", dev.Variant)
+		}
+		bt = ts[0]
+	}
+	if n.wbuf, err = AllocTensors(n.wctx, bt); err != nil {
 		t.Fatal(err)
 	}
 	n.wbuf.SetWeightsUsage()
@@ -365,7 +383,7 @@ func BenchmarkMatVec4096(b *testing.B) {
 }
 
 // BenchmarkNF4MatMul times the kernel alone (no graph) on 4096×4096 for 1, 8 and 64 vectors on
-// one thread, per SIMD path.
+// one thread, per SIMD path, and the repacked nf4x16 kernel where the CPU has AVX-512 VNNI.
 func BenchmarkNF4MatMul(b *testing.B) {
 	defer SetNF4ISA(NF4BestISA())
 	for _, ntok := range []int{1, 8, 64} {
@@ -385,5 +403,25 @@ func BenchmarkNF4MatMul(b *testing.B) {
 				b.ReportMetric(float64(2*c.rows*c.cols*c.ntok)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}
+		if NF4BestISA() != NF4AVX512VNNI {
+			continue
+		}
+		// The repacked kernel (its VNNI path), the activations' quantization included.
+		packed, err := NF4Repack(stream, c.rows, c.cols, c.bs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("nf4x16-%s/ntok%d", NF4AVX512VNNI, ntok), func(b *testing.B) {
+			if err := SetNF4ISA(NF4AVX512VNNI); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(packed)))
+			for i := 0; i < b.N; i++ {
+				if _, err := NF4x16MatMul(packed, c.rows, c.cols, x, 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(2*c.rows*c.cols*c.ntok)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
 }

@@ -22,7 +22,11 @@ func (l Linear) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
 		if !x.IsContiguous() {
 			x = x.Cont(ctx)
 		}
-		y = l.Weight.MulMatNF4(ctx, x, info.shape[1], info.blockSize)
+		if info.repacked {
+			y = l.Weight.MulMatNF4x16(ctx, x, info.shape[1])
+		} else {
+			y = l.Weight.MulMatNF4(ctx, x, info.shape[1], info.blockSize)
+		}
 	} else if v, ok := ownWeights.Load(l.Weight); ok {
 		ow := v.(ownWeight)
 		if !x.IsContiguous() {

@@ -10,10 +10,11 @@ import (
 )
 
 // nf4Info describes an NF4 weight stored as an I8 block stream (docs/formats.md): its logical ggml shape and
-// block size.
+// block size, and whether the loader repacked it to the nf4x16 layout (ggml.MulMatNF4x16).
 type nf4Info struct {
 	shape     []int
 	blockSize int
+	repacked  bool
 }
 
 // nf4Weights maps weight tensors kept as NF4 streams to their layout, so Linear.Forward can call the NF4 kernel.

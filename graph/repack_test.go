@@ -2,13 +2,17 @@ package graph
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/idefics2-go/idefics2/convert"
 	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/gguf"
+	"github.com/idefics2-go/idefics2/synth"
 )
 
 // tolRepack: the repacked kernels (ggml's and this project's) quantize activations as the plain dot products do
@@ -188,6 +192,148 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 			}
 			if tail.Ne(1) != 3 || !bytes.Equal(got, want[len(want)-len(got):]) {
 				t.Fatalf("tail of %d rows does not hold the file's last rows", tail.Ne(1))
+			}
+		})
+	}
+}
+
+// nf4SynthModel writes a synthetic checkpoint whose matrices take the nf4x16 layout (widths that are multiples of 64
+// and 16; only output.weight, 32003 rows, does not) and converts it to an NF4 pair.
+func nf4SynthModel(t *testing.T) (textPath, mmPath string) {
+	t.Helper()
+	cfg, err := synth.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Text.HiddenSize, cfg.Text.IntermediateSize = 128, 256
+	cfg.Text.NumHeads, cfg.Text.NumKVHeads, cfg.Text.HeadDim = 4, 2, 32
+	cfg.Vision.HiddenSize, cfg.Vision.IntermediateSize = 64, 128
+	cfg.Perceiver.HeadDim = 32
+	root := t.TempDir()
+	dir := filepath.Join(root, "ckpt")
+	if err := synth.WriteCheckpoint(context.Background(), dir, cfg, 11, nil); err != nil {
+		t.Fatal(err)
+	}
+	textPath = filepath.Join(root, "nf4.gguf")
+	plan, err := convert.NewPlan(convert.Options{InDir: dir, Out: textPath, Type: "nf4", VisionType: "nf4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plan.Close()
+	if err := plan.Run(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return textPath, plan.MMProj.Path
+}
+
+// nf4Repacked counts the weights of w held in the nf4x16 layout and in the stream layout.
+func nf4Repacked(w *Weights) (repacked, stream int) {
+	for _, t := range w.nf4 {
+		if v, ok := nf4Weights.Load(t); ok {
+			if v.(nf4Info).repacked {
+				repacked++
+			} else {
+				stream++
+			}
+		}
+	}
+	return repacked, stream
+}
+
+// tolNF4x16Logits bounds the logits and image features of the nf4x16 path against the stream path (which computes
+// the dequantized NF4 matrices' products to float32 rounding), as max |a−b| / max |b|. The nf4x16 kernel rounds
+// the codebook to 1/127 of absmax and the activations to int8 per 64 values, about 0.8% of each product's norm
+// (ggml/nf4x16_test.go); over the products of this synthetic model (2 decoder layers; 2 vision layers, connector
+// and 2 perceiver layers) that measures 1.5e-2 on the logits and 2.0e-2 on the image features. A wrong layout,
+// scale or sign gives errors of order 1.
+const tolNF4x16Logits = 4e-2
+
+// TestNF4RepackedSameLogits loads an NF4 pair with repacking on (matrices in the nf4x16 layout, int8 kernel) and
+// off (the F32 stream kernel) and compares the prompt logits, a generation step and the image features. Where the
+// CPU lacks AVX-512 VNNI nothing is repacked, and the test says so.
+func TestNF4RepackedSameLogits(t *testing.T) {
+	textPath, mmPath := nf4SynthModel(t)
+	ids := []int32{1, 415, 2936, 9060, 285, 1142, 28705, 13, 7226, 11143, 28747, 12, 18, 33}
+	side := 56
+	r := rand.New(rand.NewPCG(3, 4))
+	img := ImageInput{Pixels: make([]float32, 3*side*side), H: side, W: side, RealH: side, RealW: side}
+	for i := range img.Pixels {
+		img.Pixels[i] = float32(2*r.Float64() - 1)
+	}
+	type result struct {
+		prompt, step, image []float32
+		repacked, stream    int
+	}
+	run := func(noRepack bool) result {
+		m, err := Load(textPath, mmPath, Options{Device: "cpu", Threads: 2, NoRepack: noRepack})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		var res result
+		for _, w := range []*Weights{m.tw, m.vw} {
+			p, s := nf4Repacked(w)
+			res.repacked += p
+			res.stream += s
+		}
+		if v, ok := nf4Weights.Load(m.decoder.Output.Weight); !ok || v.(nf4Info).repacked {
+			t.Fatalf("output.weight (32003 rows, not a multiple of 16) is not an NF4 stream (registered %v)", ok)
+		}
+		s, err := m.NewSession(len(ids) + 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if res.prompt, err = s.Eval(ids, nil, false); err != nil {
+			t.Fatal(err)
+		}
+		if res.step, err = s.Eval([]int32{argmax(res.prompt[len(res.prompt)-m.Text.VocabSize:])}, nil, false); err != nil {
+			t.Fatal(err)
+		}
+		feats, err := m.EncodeImage(img, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.image = feats.Embeddings
+		return res
+	}
+	stream := run(true)
+	packed := run(false)
+	if stream.repacked != 0 {
+		t.Fatalf("%d tensors repacked with repacking off", stream.repacked)
+	}
+	if !ggml.NF4x16Fast() {
+		if packed.repacked != 0 {
+			t.Fatalf("%d tensors repacked without the VNNI path", packed.repacked)
+		}
+		t.Logf("NF4 path %s has no AVX-512 VNNI: nothing repacked, both loads use the stream kernel", ggml.NF4CurrentISA())
+	} else if packed.repacked == 0 {
+		t.Fatal("the CPU has AVX-512 VNNI but no NF4 tensor was repacked")
+	}
+	t.Logf("repacking on: %d NF4 tensors in nf4x16, %d streams; off: %d streams", packed.repacked, packed.stream, stream.stream)
+	checkClose(t, "nf4x16 vs stream prompt logits", packed.prompt, stream.prompt, tolNF4x16Logits)
+	checkClose(t, "nf4x16 vs stream step logits", packed.step, stream.step, tolNF4x16Logits)
+	checkClose(t, "nf4x16 vs stream image features", packed.image, stream.image, tolNF4x16Logits)
+}
+
+func TestNF4x16Ready(t *testing.T) {
+	fast := ggml.NF4x16Fast()
+	cases := []struct {
+		name string
+		info nf4Info
+		want bool
+	}{
+		{"128 cols × 32 rows", nf4Info{shape: []int{128, 32}, blockSize: 64}, fast},
+		{"4096 × 4096 in blocks of 4096", nf4Info{shape: []int{4096, 4096}, blockSize: 4096}, fast},
+		{"rows not a multiple of 16", nf4Info{shape: []int{4096, 32003}, blockSize: 64}, false},
+		{"cols not a multiple of 64", nf4Info{shape: []int{4304, 1152}, blockSize: 64}, false},
+		{"blocks straddle rows", nf4Info{shape: []int{64, 32}, blockSize: 128}, false},
+		{"one dimension", nf4Info{shape: []int{4096}, blockSize: 64}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := nf4x16Ready(c.info); got != c.want {
+				t.Fatalf("nf4x16Ready(%v) = %v, want %v (VNNI path: %v)", c.info.shape, got, c.want, fast)
 			}
 		})
 	}

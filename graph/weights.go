@@ -23,8 +23,10 @@ type Weights struct {
 	ebuf   *ggml.Buffer
 	qctx   *ggml.Context // Q4_0 and Q4_K matrices in this project's layouts (q4x16, q4kx16)
 	qbuf   *ggml.Buffer
-	own    []ggml.Tensor   // tensors registered in ownWeights
-	tailN  map[string]int  // rows of each split matrix's plain tail
+	own    []ggml.Tensor  // tensors registered in ownWeights
+	tailN  map[string]int // rows of each split matrix's plain tail
+	nctx   *ggml.Context  // NF4 tensors repacked to nf4x16
+	nbuf   *ggml.Buffer
 	nf4    []ggml.Tensor   // tensors registered in nf4Weights
 	packed map[string]bool // tensors not in the file's layout (repacked or expanded)
 	tails  map[string]ggml.Tensor
@@ -68,7 +70,8 @@ func splitRows(ti gguf.TensorInfo, dev ggml.Device) int {
 
 // LoadWeights creates a ggml tensor for every tensor of f and gives it data on backend b. With repack on a CPU
 // backend that offers a repacked layout, eligible quantized matrices are read once into that layout (about 1.7×
-// faster generation) and their pages of the file mapping are released, so no second copy stays resident.
+// faster generation) and their pages of the file mapping are released, so no second copy stays resident. NF4
+// matrices are likewise repacked to this project's nf4x16 layout where the NF4 kernel runs it fast (nf4x16Ready).
 func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 	w := &Weights{file: f, byName: map[string]ggml.Tensor{}, used: map[string]bool{}, tails: map[string]ggml.Tensor{}, tailN: map[string]int{}}
 	var extra ggml.BufferType
@@ -125,26 +128,37 @@ func LoadWeights(f *gguf.File, b *ggml.Backend, repack bool) (*Weights, error) {
 		isPacked[ti.Name] = true
 	}
 	w.packed = isPacked
-	// NF4 weights: the CPU multiplies them in place with the NF4 kernel; tensors read by get_rows or used as
-	// activations, and every NF4 tensor on other backends, are expanded to F16 once at load.
+	// NF4 weights: the CPU multiplies them with the NF4 kernel, in place from the file (stream kernel) or, with
+	// repack on, repacked to nf4x16 (int8 kernel); tensors read by get_rows or used as activations, and every NF4
+	// tensor on other backends, are expanded to F16 once at load.
 	layouts, err := nf4Layouts(f)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
-	var expand []gguf.TensorInfo
+	var expand, nf4x16 []gguf.TensorInfo
 	for _, ti := range f.Tensors {
 		info, ok := layouts[ti.Name]
 		if !ok {
 			continue
 		}
-		if b.Device.Kind != ggml.DeviceCPU || !nf4Multiplied(ti.Name, info) {
+		switch {
+		case b.Device.Kind != ggml.DeviceCPU || !nf4Multiplied(ti.Name, info):
 			expand = append(expand, ti)
+			isPacked[ti.Name] = true
+		case repack && nf4x16Ready(info):
+			nf4x16 = append(nf4x16, ti)
 			isPacked[ti.Name] = true
 		}
 	}
 	if len(expand) > 0 {
 		if err := w.loadExpanded(f, expand, layouts, b); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
+	if len(nf4x16) > 0 {
+		if err := w.loadNF4x16(f, nf4x16, layouts, b); err != nil {
 			w.Close()
 			return nil, err
 		}
@@ -329,6 +343,52 @@ func (w *Weights) loadExpanded(f *gguf.File, ts []gguf.TensorInfo, layouts map[s
 	return nil
 }
 
+// nf4x16Ready reports whether an NF4 matrix multiplied on the CPU is repacked to nf4x16: its shape takes the layout
+// (rows a multiple of 16, columns of 64 and of the block size) and the NF4 kernel runs the layout's AVX-512 VNNI
+// path. Without VNNI the layout's scalar path would be slower than the stream kernel, which keeps the tensor.
+func nf4x16Ready(info nf4Info) bool {
+	return len(info.shape) == 2 && ggml.NF4x16Fast() && ggml.NF4x16Check(info.shape[1], info.shape[0], info.blockSize) == nil
+}
+
+// loadNF4x16 reads the NF4 tensors ts once, repacks them to nf4x16 into a CPU buffer and drops their pages from
+// the mapping (as loadRepacked does), so that one copy of the weights stays resident.
+func (w *Weights) loadNF4x16(f *gguf.File, ts []gguf.TensorInfo, layouts map[string]nf4Info, b *ggml.Backend) error {
+	w.nctx = ggml.NewContext(len(ts)+1, 0)
+	err := ggml.Catch(func() {
+		for _, ti := range ts {
+			info := layouts[ti.Name]
+			info.repacked = true
+			t := w.nctx.NewTensor(ggml.TypeI8, ggml.NF4x16Size(info.shape[1], info.shape[0])).SetName(ti.Name)
+			w.byName[ti.Name] = t
+			nf4Weights.Store(t, info)
+			w.nf4 = append(w.nf4, t)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("graph: %s: %w", f.Path, err)
+	}
+	buf, err := ggml.AllocTensors(w.nctx, b.DefaultBufferType())
+	if err != nil {
+		return fmt.Errorf("graph: %s: repacked NF4 weights: %w", f.Path, err)
+	}
+	w.nbuf = buf
+	for _, ti := range ts {
+		info := layouts[ti.Name]
+		d, err := f.TensorData(ti.Name)
+		if err == nil {
+			err = w.byName[ti.Name].SetNF4x16(d, info.shape[1], info.shape[0], info.blockSize)
+		}
+		if err != nil {
+			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
+		}
+		if f.Mapped() {
+			releasePages(d)
+		}
+	}
+	buf.SetWeightsUsage()
+	return nil
+}
+
 // nf4Multiplied reports whether an NF4 tensor is a matrix used only by matrix products (so the NF4 kernel can
 // take it as is).
 func nf4Multiplied(name string, info nf4Info) bool {
@@ -354,6 +414,8 @@ func (w *Weights) Close() {
 	w.own = nil
 	w.qbuf.Close()
 	w.qctx.Close()
+	w.nbuf.Close()
+	w.nctx.Close()
 	w.ebuf.Close()
 	w.ectx.Close()
 	w.buf.Close()

@@ -1,0 +1,370 @@
+// Repacked NF4 ("nf4x16", see nf4x16.h) times int8 activations: a scalar path and an AVX-512 VNNI
+// path, chosen by idefics2_nf4_isa() (the stream kernel's switch, nf4.c). As in nf4.c, the SIMD
+// functions carry target attributes and only run after __builtin_cpu_supports said the CPU has
+// AVX-512F, BW and VNNI.
+//
+// Both paths compute the same numbers: the integer sums of a chunk are exact, and each chunk is
+// added to the row's float accumulator by one fused multiply-add of the same operands in the same
+// (chunk) order, so the scalar path is the reference the SIMD path is compared with bit for bit.
+
+#include "nf4.h"
+#include "nf4x16.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define NF4X16_HAVE_X86 1
+#include <immintrin.h>
+#endif
+
+#define NF4X16_SUB 8 // sub-chunks of 8 columns per chunk
+
+// round(level·127) + 128 for bitsandbytes' NF4 codebook (quant.NF4Codebook): no level·127 is
+// within 0.06 of a tie, so the rounding is unambiguous. Levels −1 and 1 map to 1 and 255; the
+// error of the rounded codebook is at most 0.5/127 of the block's absmax.
+static const uint8_t nf4x16_lut_u8[16] = {
+    1, 40, 61, 78, 92, 105, 116, 128, 138, 148, 159, 171, 184, 199, 220, 255,
+};
+
+void idefics2_nf4x16_lut(uint8_t out[16]) { memcpy(out, nf4x16_lut_u8, sizeof nf4x16_lut_u8); }
+
+static inline float nf4x16_rd_f32(const uint8_t * p) {
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline int32_t nf4x16_rd_i32(const uint8_t * p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repacking
+
+void idefics2_nf4x16_repack(const uint8_t * stream, uint8_t * dst, int64_t cols, int bs, int64_t g0, int64_t g1) {
+    const int64_t nchunks = cols / IDEFICS2_NF4X16_COLS;
+    const int64_t rec_bytes = 4 + bs / 2;
+    for (int64_t g = g0; g < g1; g++) {
+        for (int64_t j = 0; j < nchunks; j++) {
+            uint8_t * out = dst + (g * nchunks + j) * IDEFICS2_NF4X16_CHUNK;
+            for (int r = 0; r < IDEFICS2_NF4X16_ROWS; r++) {
+                // Row r's first value of the chunk. cols % bs == 0, so the chunk lies in one block,
+                // at an even offset o: its 64 codes are the 32 bytes from code byte o/2.
+                const int64_t e = (g * IDEFICS2_NF4X16_ROWS + r) * cols + j * IDEFICS2_NF4X16_COLS;
+                const int64_t b = e / bs;
+                const uint8_t * rec = stream + b * rec_bytes;
+                const uint8_t * p = rec + 4 + (e - b * bs) / 2;
+                memcpy(out + 4 * r, rec, 4);
+                // Stream bytes p[4k … 4k+3] hold values 8k … 8k+7, value 2m in the high nibble of
+                // byte m; output byte i (0 … 3) takes value 8k+i low and 8k+4+i high.
+                for (int k = 0; k < NF4X16_SUB; k++) {
+                    const uint8_t * s = p + 4 * k;
+                    uint8_t * o = out + 64 + 64 * k + 4 * r;
+                    o[0] = (uint8_t) ((s[0] >> 4) | (s[2] & 0xF0));
+                    o[1] = (uint8_t) ((s[0] & 0x0F) | (s[2] << 4));
+                    o[2] = (uint8_t) ((s[1] >> 4) | (s[3] & 0xF0));
+                    o[3] = (uint8_t) ((s[1] & 0x0F) | (s[3] << 4));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation records
+
+// The per-record scalars, shared by both paths so that they round alike: id multiplies x before
+// rounding to the nearest integer (ties to even, the default rounding mode that lrintf and
+// vcvtps2dq use), dd = (max|x|/127)/127.
+static inline void nf4x16_record_scales(float amax, float * id, float * dd) {
+    *id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    *dd = amax / 127.0f / 127.0f;
+}
+
+// A record of a block holding Inf or NaN: zero codes and a NaN scale, so every output of the
+// vector that reads it is NaN (the stream kernel propagates them too).
+static void nf4x16_record_nonfinite(uint8_t * rec) {
+    const float dd = NAN;
+    const int32_t bias = 0;
+    memset(rec, 0, 64);
+    memcpy(rec + 64, &dd, 4);
+    memcpy(rec + 68, &bias, 4);
+}
+
+static void nf4x16_quantize_scalar(const float * x, uint8_t * rec) {
+    float amax = 0.0f;
+    int bad = 0;
+    for (int i = 0; i < 64; i++) {
+        const float a = fabsf(x[i]);
+        bad |= !(a <= FLT_MAX);
+        if (a > amax) amax = a;
+    }
+    if (bad) {
+        nf4x16_record_nonfinite(rec);
+        return;
+    }
+    float id, dd;
+    nf4x16_record_scales(amax, &id, &dd);
+    int32_t sum = 0;
+    for (int i = 0; i < 64; i++) {
+        long v = lrintf(x[i] * id);
+        if (v > 127) v = 127;
+        if (v < -127) v = -127;
+        rec[i] = (uint8_t) (int8_t) v;
+        sum += (int32_t) v;
+    }
+    const int32_t bias = 128 * sum;
+    memcpy(rec + 64, &dd, 4);
+    memcpy(rec + 68, &bias, 4);
+}
+
+#ifdef NF4X16_HAVE_X86
+
+__attribute__((target("avx512f,avx512bw")))
+static void nf4x16_quantize_avx512(const float * x, uint8_t * rec) {
+    __m512 v[4];
+    __m512 m = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm512_loadu_ps(x + 16 * i);
+        const __m512 a = _mm512_abs_ps(v[i]);
+        bad |= _mm512_cmp_ps_mask(a, _mm512_set1_ps(FLT_MAX), _CMP_NLE_UQ); // > FLT_MAX or NaN
+        m = _mm512_max_ps(m, a);
+    }
+    if (bad) {
+        nf4x16_record_nonfinite(rec);
+        return;
+    }
+    float id, dd;
+    nf4x16_record_scales(_mm512_reduce_max_ps(m), &id, &dd);
+    const __m512 idv = _mm512_set1_ps(id);
+    const __m512i lim = _mm512_set1_epi32(127);
+    __m512i s = _mm512_setzero_si512();
+    for (int i = 0; i < 4; i++) {
+        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[i], idv));
+        q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+        s = _mm512_add_epi32(s, q);
+        _mm_storeu_si128((__m128i *) (rec + 16 * i), _mm512_cvtepi32_epi8(q));
+    }
+    const int32_t bias = 128 * _mm512_reduce_add_epi32(s);
+    memcpy(rec + 64, &dd, 4);
+    memcpy(rec + 68, &bias, 4);
+}
+
+#endif // NF4X16_HAVE_X86
+
+void idefics2_nf4x16_quantize(const float * x, uint8_t * q, int64_t nrec) {
+#ifdef NF4X16_HAVE_X86
+    if (idefics2_nf4_isa() == IDEFICS2_NF4_AVX512VNNI) {
+        for (int64_t i = 0; i < nrec; i++) {
+            nf4x16_quantize_avx512(x + i * IDEFICS2_NF4X16_COLS, q + i * IDEFICS2_NF4X16_QREC);
+        }
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < nrec; i++) {
+        nf4x16_quantize_scalar(x + i * IDEFICS2_NF4X16_COLS, q + i * IDEFICS2_NF4X16_QREC);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Products. A tile is one 16-row group times nt ≤ NF4X16_TILE vectors: each sub-chunk of codes is
+// decoded once and used for every vector of the tile.
+
+// Vectors per tile. Eight keep 8 int32 and 8 float accumulators plus the decoded codes in the 32
+// zmm registers.
+#define NF4X16_TILE 8
+
+// Groups whose weights stay in L2 while all vectors pass over them (prefill): about 256 KiB, a
+// quarter of Zen 4's L2, so the records of a tile of vectors fit beside them.
+#define NF4X16_L2_BYTES (256 * 1024)
+
+static void nf4x16_tile_scalar(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                               float * y, int64_t y_stride, int nt) {
+    for (int t = 0; t < nt; t++) {
+        const uint8_t * xt = xq + t * xq_stride;
+        for (int r = 0; r < IDEFICS2_NF4X16_ROWS; r++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < nchunks; j++) {
+                const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
+                const uint8_t * rec = xt + j * IDEFICS2_NF4X16_QREC;
+                const int8_t * q = (const int8_t *) rec;
+                int32_t s = -nf4x16_rd_i32(rec + 68);
+                for (int k = 0; k < NF4X16_SUB; k++) {
+                    for (int i = 0; i < 4; i++) {
+                        const uint8_t b = blk[64 + 64 * k + 4 * r + i];
+                        s += nf4x16_lut_u8[b & 0x0F] * q[8 * k + i] + nf4x16_lut_u8[b >> 4] * q[8 * k + 4 + i];
+                    }
+                }
+                acc = fmaf((float) s, nf4x16_rd_f32(blk + 4 * r) * nf4x16_rd_f32(rec + 64), acc);
+            }
+            y[t * y_stride + r] = acc;
+        }
+    }
+}
+
+#ifdef NF4X16_HAVE_X86
+
+// The tile body, inlined with a constant nt so that the accumulator arrays live in registers.
+// Fewer vectors get more int32 accumulators each (S per vector), so that consecutive vpdpbusd
+// (latency 4–5 cycles) do not wait on each other: one vector uses 4 chains, two or three use 2.
+// |Σ| per chunk is at most 64·255·127 + 128·64·127 < 2^22: no int32 overflow, exact in float.
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void nf4x16_tile_vnni_body(const uint8_t * wg, int64_t nchunks, const uint8_t * xq,
+                                         int64_t xq_stride, float * y, int64_t y_stride, const int nt) {
+    const int S = nt >= 4 ? 1 : nt >= 2 ? 2 : 4;
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *) nf4x16_lut_u8));
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 accf[NF4X16_TILE];
+    __m512i acc[NF4X16_TILE][4];
+    const uint8_t * xt[NF4X16_TILE];
+    for (int t = 0; t < nt; t++) {
+        accf[t] = _mm512_setzero_ps();
+        xt[t] = xq + t * xq_stride;
+    }
+    for (int64_t j = 0; j < nchunks; j++) {
+        const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
+        const int64_t xo = j * IDEFICS2_NF4X16_QREC;
+        for (int t = 0; t < nt; t++) {
+            acc[t][0] = _mm512_set1_epi32(-nf4x16_rd_i32(xt[t] + xo + 68));
+            for (int s = 1; s < S; s++) acc[t][s] = _mm512_setzero_si512();
+        }
+        // Two sub-chunks per step, so that the accumulator indices are constants.
+        for (int k = 0; k < NF4X16_SUB; k += 2) {
+            const __m512i q0 = _mm512_loadu_si512((const void *) (blk + 64 + 64 * k));
+            const __m512i q1 = _mm512_loadu_si512((const void *) (blk + 128 + 64 * k));
+            const __m512i wl0 = _mm512_shuffle_epi8(lut, _mm512_and_si512(q0, m4));
+            const __m512i wh0 = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4));
+            const __m512i wl1 = _mm512_shuffle_epi8(lut, _mm512_and_si512(q1, m4));
+            const __m512i wh1 = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4));
+            for (int t = 0; t < nt; t++) {
+                const uint8_t * x = xt[t] + xo + 8 * k;
+                acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], wl0, _mm512_set1_epi32(nf4x16_rd_i32(x)));
+                acc[t][1 % S] = _mm512_dpbusd_epi32(acc[t][1 % S], wh0, _mm512_set1_epi32(nf4x16_rd_i32(x + 4)));
+                acc[t][2 % S] = _mm512_dpbusd_epi32(acc[t][2 % S], wl1, _mm512_set1_epi32(nf4x16_rd_i32(x + 8)));
+                acc[t][3 % S] = _mm512_dpbusd_epi32(acc[t][3 % S], wh1, _mm512_set1_epi32(nf4x16_rd_i32(x + 12)));
+            }
+        }
+        const __m512 sc = _mm512_loadu_ps((const float *) blk);
+        for (int t = 0; t < nt; t++) {
+            __m512i s = acc[t][0];
+            if (S == 2) s = _mm512_add_epi32(s, acc[t][1]);
+            if (S == 4) s = _mm512_add_epi32(_mm512_add_epi32(s, acc[t][1]), _mm512_add_epi32(acc[t][2], acc[t][3]));
+            const __m512 f = _mm512_mul_ps(sc, _mm512_set1_ps(nf4x16_rd_f32(xt[t] + xo + 64)));
+            accf[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, accf[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * y_stride, accf[t]);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void nf4x16_tile_vnni(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                             float * y, int64_t y_stride, int nt) {
+    switch (nt) {
+    case 1: nf4x16_tile_vnni_body(wg, nchunks, xq, xq_stride, y, y_stride, 1); return;
+    case 2: nf4x16_tile_vnni_body(wg, nchunks, xq, xq_stride, y, y_stride, 2); return;
+    case 3: nf4x16_tile_vnni_body(wg, nchunks, xq, xq_stride, y, y_stride, 3); return;
+    case 4: nf4x16_tile_vnni_body(wg, nchunks, xq, xq_stride, y, y_stride, 4); return;
+    case 5: nf4x16_tile_vnni_body(wg, nchunks, xq, xq_stride, y, y_stride, 5); return;
+    case 6: nf4x16_tile_vnni_body(wg, nchunks, xq, xq_stride, y, y_stride, 6); return;
+    case 7: nf4x16_tile_vnni_body(wg, nchunks, xq, xq_stride, y, y_stride, 7); return;
+    default: nf4x16_tile_vnni_body(wg, nchunks, xq, xq_stride, y, y_stride, NF4X16_TILE); return;
+    }
+}
+
+#endif // NF4X16_HAVE_X86
+
+void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok, int64_t xq_stride,
+                            float * y, int64_t y_stride, int64_t g0, int64_t g1) {
+    const int64_t nchunks = cols / IDEFICS2_NF4X16_COLS;
+    const int64_t gbytes = nchunks * IDEFICS2_NF4X16_CHUNK;
+    int vnni = 0;
+#ifdef NF4X16_HAVE_X86
+    vnni = idefics2_nf4_isa() == IDEFICS2_NF4_AVX512VNNI;
+#endif
+    // One vector: the groups in order. Several: blocks of groups that stay in L2 while every tile
+    // of vectors passes over them, so the weights are read from memory once.
+    const int64_t gb = ntok == 1 ? g1 - g0 : (NF4X16_L2_BYTES / gbytes > 1 ? NF4X16_L2_BYTES / gbytes : 1);
+    for (int64_t gs = g0; gs < g1; gs += gb) {
+        const int64_t ge = gs + gb < g1 ? gs + gb : g1;
+        for (int64_t t = 0; t < ntok; t += NF4X16_TILE) {
+            const int nt = (int) (ntok - t < NF4X16_TILE ? ntok - t : NF4X16_TILE);
+            for (int64_t g = gs; g < ge; g++) {
+                const uint8_t * wg = w + g * gbytes;
+                const uint8_t * xt = xq + t * xq_stride;
+                float * yt = y + t * y_stride + g * IDEFICS2_NF4X16_ROWS;
+#ifdef NF4X16_HAVE_X86
+                if (vnni) {
+                    nf4x16_tile_vnni(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
+                    continue;
+                }
+#endif
+                nf4x16_tile_scalar(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
+            }
+        }
+    }
+    (void) vnni;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graph ops
+
+// Threads split the records of all vectors.
+static void nf4x16_quantize_custom(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * x = dst->src[0];
+    const int64_t nrec = x->ne[0] / IDEFICS2_NF4X16_COLS;
+    const int64_t total = nrec * x->ne[1] * x->ne[2] * x->ne[3];
+    const int64_t i0 = total * ith / nth;
+    const int64_t i1 = total * (ith + 1) / nth;
+    for (int64_t i = i0; i < i1;) {
+        const int64_t row = i / nrec;
+        const int64_t b = i - row * nrec;
+        const int64_t n = nrec - b < i1 - i ? nrec - b : i1 - i;
+        const int64_t r1 = row % x->ne[1];
+        const int64_t r2 = (row / x->ne[1]) % x->ne[2];
+        const int64_t r3 = row / (x->ne[1] * x->ne[2]);
+        const float * xp = (const float *) ((const char *) x->data + r1 * x->nb[1] + r2 * x->nb[2] + r3 * x->nb[3]);
+        uint8_t * qp = (uint8_t *) dst->data + r1 * dst->nb[1] + r2 * dst->nb[2] + r3 * dst->nb[3];
+        idefics2_nf4x16_quantize(xp + b * IDEFICS2_NF4X16_COLS, qp + b * IDEFICS2_NF4X16_QREC, n);
+        i += n;
+    }
+}
+
+struct ggml_tensor * idefics2_nf4x16_quantize_op(struct ggml_context * ctx, struct ggml_tensor * x) {
+    struct ggml_tensor * args[1] = { x };
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] / IDEFICS2_NF4X16_COLS * IDEFICS2_NF4X16_QREC, x->ne[1],
+                          x->ne[2], x->ne[3], args, 1, nf4x16_quantize_custom, GGML_N_TASKS_MAX, NULL);
+}
+
+// Threads split the 16-row groups.
+static void nf4x16_mul_mat_custom(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * xq = dst->src[1];
+    const int64_t cols = xq->ne[0] / IDEFICS2_NF4X16_QREC * IDEFICS2_NF4X16_COLS;
+    const int64_t groups = dst->ne[0] / IDEFICS2_NF4X16_ROWS;
+    const int64_t g0 = groups * ith / nth;
+    const int64_t g1 = groups * (ith + 1) / nth;
+    if (g0 >= g1) return;
+    for (int64_t i3 = 0; i3 < xq->ne[3]; i3++) {
+        for (int64_t i2 = 0; i2 < xq->ne[2]; i2++) {
+            const uint8_t * xp = (const uint8_t *) xq->data + i2 * xq->nb[2] + i3 * xq->nb[3];
+            float * yp = (float *) ((char *) dst->data + i2 * dst->nb[2] + i3 * dst->nb[3]);
+            idefics2_nf4x16_matmul((const uint8_t *) w->data, cols, xp, xq->ne[1], (int64_t) xq->nb[1], yp,
+                                   (int64_t) (dst->nb[1] / sizeof(float)), g0, g1);
+        }
+    }
+}
+
+struct ggml_tensor * idefics2_nf4x16_mul_mat(struct ggml_context * ctx, struct ggml_tensor * w,
+                                             struct ggml_tensor * xq, int64_t rows) {
+    struct ggml_tensor * args[2] = { w, xq };
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], xq->ne[2], xq->ne[3], args, 2, nf4x16_mul_mat_custom,
+                          GGML_N_TASKS_MAX, NULL);
+}
