@@ -8,9 +8,10 @@ import (
 	"github.com/idefics2-go/idefics2/gguf"
 )
 
-// Q4_0 and Q4_K matrices on a CPU with AVX-512 VNNI take this project's own layouts (ggml/q4x16.h, ggml/q4kx16.h)
-// instead of ggml's repacked ones: 16 rows interleaved so that one VNNI instruction computes 16 rows' partial sums,
-// several times fewer instructions per weight than ggml's AVX2 kernels, which are compute-bound on two cores.
+// Q4_0, Q4_K and Q6_K matrices on a CPU with AVX-512 VNNI take this project's own layouts (ggml/q4x16.h,
+// ggml/q4kx16.h, ggml/q6kx16.h) instead of ggml's repacked ones (Q4_0, Q4_K) or its plain blocks (Q6_K, which ggml
+// does not repack): 16 rows interleaved so that one VNNI instruction computes 16 rows' partial sums, several times
+// fewer instructions per weight than ggml's AVX2 kernels, which are compute-bound on two cores.
 
 // ownLayout is one of these layouts: the shapes it takes, its size, the repacking from the file's blocks and the
 // product.
@@ -38,6 +39,14 @@ var ownLayouts = map[ggml.Type]*ownLayout{
 		repack:   ggml.Q4KX16Repack,
 		mulMat:   ggml.Tensor.MulMatQ4KX16,
 	},
+	// In Q4_K_M files: ffn_down and attn_v of about half the layers, and output.weight.
+	ggml.TypeQ6_K: {
+		name:     "q6kx16",
+		eligible: ggml.Q6KX16Eligible,
+		size:     ggml.Q6KX16Size,
+		repack:   ggml.Q6KX16Repack,
+		mulMat:   ggml.Tensor.MulMatQ6KX16,
+	},
 }
 
 // ownWeight is a weight held in one of the layouts (an I8 tensor): its logical shape and the layout.
@@ -52,9 +61,10 @@ var ownWeights sync.Map // ggml.Tensor → ownWeight
 // useQ4X16 can be turned off by tests and benchmarks to compare with ggml's repacked layouts (UseQ4X16).
 var useQ4X16 = true
 
-// UseQ4X16 turns this project's layouts (q4x16 for Q4_0, q4kx16 for Q4_K) on or off for weights loaded from now on
-// (on by default; where the CPU lacks AVX-512 VNNI they are never used) and returns the previous setting. With it
-// off, Q4_0 and Q4_K matrices take ggml's repacked layouts as before. For comparisons; not safe to call while
+// UseQ4X16 turns this project's layouts (q4x16 for Q4_0, q4kx16 for Q4_K, q6kx16 for Q6_K) on or off for weights
+// loaded from now on (on by default; where the CPU lacks AVX-512 VNNI they are never used) and returns the previous
+// setting. With it off, Q4_0 and Q4_K matrices take ggml's repacked layouts as before and Q6_K matrices its plain
+// blocks. For comparisons; not safe to call while
 // models load.
 func UseQ4X16(on bool) bool {
 	old := useQ4X16
@@ -62,8 +72,8 @@ func UseQ4X16(on bool) bool {
 	return old
 }
 
-// ownLayoutOf returns the layout a tensor takes on this CPU, or nil: a Q4_0 or Q4_K matrix used only by matrix
-// products whose shape fits the layout (rows a multiple of 16).
+// ownLayoutOf returns the layout a tensor takes on this CPU, or nil: a Q4_0, Q4_K or Q6_K matrix used only by
+// matrix products whose shape fits the layout (rows a multiple of 16).
 func ownLayoutOf(ti gguf.TensorInfo) *ownLayout {
 	if !useQ4X16 || !ggml.Q4X16Fast() || len(ti.Shape) != 2 {
 		return nil

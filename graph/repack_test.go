@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/idefics2-go/idefics2/convert"
@@ -20,24 +21,25 @@ import (
 const tolRepack = 2e-3
 
 // repackFile is a quantized file whose repacked layouts are compared with the plain one: the p1 fixture in Q4_0,
-// and a checkpoint wide enough for Q4_K (wideCheckpoint) in Q4_K alone and in the Q4_K_M mix (some Q6_K matrices,
-// an unsplit Q6_K output projection).
+// and a checkpoint wide enough for Q4_K (wideCheckpoint) in Q4_K alone and in the Q4_K_M mix (some Q6_K matrices
+// and a Q6_K output projection, which only this project's q6kx16 layout repacks).
 type repackFile struct {
-	typ   string
-	ckpt  func(t *testing.T) string
-	own   string // this project's layout for typ
-	split bool   // output.weight (32003 rows) is split into a repacked head and a plain tail
+	typ      string
+	ckpt     func(t *testing.T) string
+	own      []string // this project's layouts for the file's matrix types, each taken by some tensor
+	split    bool     // with ggml's layouts, output.weight (32003 rows) is split into a repacked head and a plain tail
+	ownSplit bool     // the same with this project's layouts
 }
 
 var repackFiles = []repackFile{
-	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, "q4x16", true},
-	{"q4_k", wideCheckpoint, "q4kx16", true},
-	{"q4_k_m", wideCheckpoint, "q4kx16", false},
+	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []string{"q4x16"}, true, true},
+	{"q4_k", wideCheckpoint, []string{"q4kx16"}, true, true},
+	{"q4_k_m", wideCheckpoint, []string{"q4kx16", "q6kx16"}, false, true},
 }
 
 // TestRepackedWeightsSameLogits loads quantized files with and without the CPU's repacked layouts and compares the
-// prompt logits: ggml's row-interleaved layouts (offered by CPU variants built with them) and this project's q4x16
-// and q4kx16 layouts (CPUs with AVX-512 VNNI). The test says which ran instead of passing vacuously.
+// prompt logits: ggml's row-interleaved layouts (offered by CPU variants built with them) and this project's q4x16,
+// q4kx16 and q6kx16 layouts (CPUs with AVX-512 VNNI). The test says which ran instead of passing vacuously.
 func TestRepackedWeightsSameLogits(t *testing.T) {
 	for _, rf := range repackFiles {
 		t.Run(rf.typ, func(t *testing.T) { testRepackedSameLogits(t, rf) })
@@ -50,6 +52,7 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 	type result struct {
 		logits      []float32
 		packed, own int
+		layouts     map[string]int // tensors per own layout
 		split       bool
 	}
 	run := func(noRepack, own bool) result {
@@ -62,6 +65,12 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 		var r result
 		r.packed = len(m.tw.byName) - countPlain(m.tw)
 		r.own = len(m.tw.own)
+		r.layouts = map[string]int{}
+		for _, t := range m.tw.own {
+			if v, ok := ownWeights.Load(t); ok {
+				r.layouts[v.(ownWeight).layout.name]++
+			}
+		}
 		// output.weight has 32003 rows: its first 32000 are repacked, the last 3 stay plain.
 		r.split = !m.decoder.Output.Tail.IsNil()
 		s, err := m.NewSession(len(ids))
@@ -80,26 +89,32 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 	}
 	d, _ := SelectDeviceForTest()
 	for _, c := range []struct {
-		name string
-		own  bool
-		want bool // the layout is available on this CPU
+		name  string
+		own   bool
+		want  bool // the layout is available on this CPU
+		split bool
 	}{
-		{"ggml", false, d.Features["REPACK"] == "1" && d.Features["AVX2"] == "1"},
-		{rf.own, true, ggml.Q4X16Fast()},
+		{"ggml", false, d.Features["REPACK"] == "1" && d.Features["AVX2"] == "1", rf.split},
+		{strings.Join(rf.own, "+"), true, ggml.Q4X16Fast(), rf.ownSplit},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := run(false, c.own)
 			switch {
 			case c.want && r.packed == 0:
 				t.Fatal("the CPU offers the layout but no tensor was repacked")
-			case c.own && c.want && r.own == 0:
-				t.Fatalf("no tensor took the %s layout", rf.own)
 			case !c.own && r.own != 0:
-				t.Fatalf("%d tensors took the %s layout while it was off", r.own, rf.own)
-			case r.packed > 0 && r.split != rf.split:
-				t.Fatalf("output.weight (32003 rows) split into a repacked head and a plain tail: %v, want %v", r.split, rf.split)
+				t.Fatalf("%d tensors took this project's layouts (%v) while they were off", r.own, r.layouts)
+			case r.packed > 0 && r.split != c.split:
+				t.Fatalf("output.weight (32003 rows) split into a repacked head and a plain tail: %v, want %v", r.split, c.split)
 			}
-			t.Logf("%d tensors repacked on %s (%d in %s; output.weight split: %v)", r.packed, d.Variant, r.own, rf.own, r.split)
+			if c.own && c.want {
+				for _, l := range rf.own {
+					if r.layouts[l] == 0 {
+						t.Fatalf("no tensor took the %s layout (%v)", l, r.layouts)
+					}
+				}
+			}
+			t.Logf("%d tensors repacked on %s (own layouts %v; output.weight split: %v)", r.packed, d.Variant, r.layouts, r.split)
 			checkClose(t, "repacked vs plain logits", r.logits, plain.logits, tolRepack)
 		})
 	}
@@ -132,11 +147,11 @@ func TestWeightTypeOK(t *testing.T) {
 	}
 }
 
-// TestSplitTailWithoutMapping loads Q4_0 and Q4_K files through a reader (no memory map: the read-on-demand path)
-// with repacking and checks that output.weight's plain tail holds the file's last rows.
+// TestSplitTailWithoutMapping loads Q4_0, Q4_K and Q4_K_M files through a reader (no memory map: the
+// read-on-demand path) with repacking and checks that output.weight's plain tail holds the file's last rows.
 func TestSplitTailWithoutMapping(t *testing.T) {
 	for _, rf := range repackFiles {
-		if rf.split {
+		if rf.split || rf.ownSplit {
 			t.Run(rf.typ, func(t *testing.T) { testSplitTailWithoutMapping(t, rf) })
 		}
 	}
@@ -167,7 +182,7 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 	}
 	defer b.Close()
 	for _, own := range []bool{false, true} {
-		t.Run(fmt.Sprintf("%s=%v", rf.own, own), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s=%v", strings.Join(rf.own, "+"), own), func(t *testing.T) {
 			defer UseQ4X16(UseQ4X16(own))
 			w, err := LoadWeights(f, b, true)
 			if err != nil {
@@ -175,6 +190,12 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 			}
 			defer w.Close()
 			tail := w.Tail("output.weight")
+			if split := (own && rf.ownSplit) || (!own && rf.split); !split {
+				if !tail.IsNil() {
+					t.Fatal("output.weight was split, want it whole")
+				}
+				return
+			}
 			if tail.IsNil() {
 				if (own && !ggml.Q4X16Fast()) || (!own && (len(b.ExtraBufferTypes()) == 0 || dev.Features["AVX2"] != "1")) {
 					t.Logf("no repacked layout on %s: nothing is split", dev.Variant)

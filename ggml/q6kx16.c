@@ -1,0 +1,292 @@
+// q6kx16 matrix multiplication (q6kx16.h): a scalar path and an AVX-512 VNNI path, chosen by the q4x16
+// path selection (q4x16.h). The AVX-512 functions are compiled with target attributes, so the file
+// builds for baseline x86-64 and their instructions only run after __builtin_cpu_supports said the CPU
+// has them.
+//
+// One vpdpbusd multiplies 64 unsigned codes (16 rows × 4 columns, 0…63) by a broadcast group of 4
+// activation bytes into 16 int32 lanes, one per row. A sub-block of 16 columns takes 3 loads (two of
+// low nibbles, one of high bits), 4 code vectors and 4 vpdpbusd per token; its 16 row sums are
+// multiplied by the rows' scales (vpmulld) and added to the super-block's sums. The −32 offset needs
+// the activations' sums over sub-blocks of 16 only: they are computed once per call and token, and one
+// vpdpwssd per pair of sub-blocks multiplies 16 rows × 2 scales·(−32) (int16) by the broadcast pair of
+// sums, into the same int32 sums.
+
+#include "q6kx16.h"
+#include "q4kx16.h"
+#include "q4x16.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define Q6KX16_HAVE_X86 1
+#include <immintrin.h>
+#endif
+
+#define Q6KX16_GROUP 16      // rows per group
+#define Q6KX16_TILE 8        // tokens per kernel call
+#define Q6KX16_TOKEN_SPAN 64 // tokens whose activations are reused across all row groups of a thread
+
+// Offsets in a group's super-block (q6kx16.h).
+#define Q6KX16_OFF_SC 32
+#define Q6KX16_OFF_QS 288
+#define Q6KX16_SUB 192 // bytes of codes per sub-block of 16 columns
+
+// Offset of the float scale in a q8x256 record (q4kx16.h).
+#define Q8X256_OFF_D 272
+
+#define Q6K_BLOCK 210 // sizeof(block_q6_K): ql[128], qh[64], int8 scales[16], f16 d
+
+static inline int32_t q6kx16_load_i32(const void * p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float q6kx16_load_f32(const uint8_t * p) {
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+void idefics2_q6kx16_repack(const uint8_t * src, uint8_t * dst, int64_t rows, int64_t cols) {
+    const int64_t ns = cols / 256;
+    for (int64_t g = 0; g < rows / Q6KX16_GROUP; g++) {
+        for (int64_t s = 0; s < ns; s++) {
+            uint8_t * out = dst + (g * ns + s) * IDEFICS2_Q6KX16_BLOCK;
+            memset(out, 0, IDEFICS2_Q6KX16_BLOCK);
+            for (int r = 0; r < Q6KX16_GROUP; r++) {
+                const uint8_t * blk = src + ((g * Q6KX16_GROUP + r) * ns + s) * Q6K_BLOCK;
+                const uint8_t * ql = blk;
+                const uint8_t * qh = blk + 128;
+                const uint8_t * sc = blk + 192;
+                memcpy(out + 2 * r, blk + 208, 2);
+                for (int j = 0; j < 16; j++) out[Q6KX16_OFF_SC + 32 * (j / 2) + 2 * r + j % 2] = sc[j];
+                // The codes in column order (ggml's dequantize_row_q6_K): each half of 128 columns keeps 64
+                // bytes of low nibbles and 32 bytes of high bits.
+                uint8_t code[256];
+                for (int n = 0; n < 2; n++) {
+                    const uint8_t * l = ql + 64 * n;
+                    const uint8_t * h = qh + 32 * n;
+                    for (int i = 0; i < 32; i++) {
+                        code[128 * n + i] = (uint8_t) ((l[i] & 0x0F) | ((h[i] & 3) << 4));
+                        code[128 * n + 32 + i] = (uint8_t) ((l[i + 32] & 0x0F) | (((h[i] >> 2) & 3) << 4));
+                        code[128 * n + 64 + i] = (uint8_t) ((l[i] >> 4) | (((h[i] >> 4) & 3) << 4));
+                        code[128 * n + 96 + i] = (uint8_t) ((l[i + 32] >> 4) | (((h[i] >> 6) & 3) << 4));
+                    }
+                }
+                for (int j = 0; j < 16; j++) {
+                    const uint8_t * c = code + 16 * j;
+                    uint8_t * o = out + Q6KX16_OFF_QS + Q6KX16_SUB * j;
+                    for (int i = 0; i < 4; i++) {
+                        for (int h = 0; h < 2; h++) {
+                            o[64 * h + 4 * r + i] = (uint8_t) ((c[8 * h + i] & 0x0F) | ((c[8 * h + 4 + i] & 0x0F) << 4));
+                        }
+                        uint8_t hb = 0;
+                        for (int k = 0; k < 4; k++) hb |= (uint8_t) ((c[4 * k + i] >> 4) << (2 * k));
+                        o[128 + 4 * r + i] = hb;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The code of row r, column 16j + c (c < 16) of a group's super-block blk.
+static inline int q6kx16_code(const uint8_t * blk, int j, int r, int c) {
+    const uint8_t * o = blk + Q6KX16_OFF_QS + Q6KX16_SUB * j;
+    const int h = c / 8, hi = (c / 4) % 2, i = c % 4, k = c / 4;
+    const int lo = (o[64 * h + 4 * r + i] >> (4 * hi)) & 0x0F;
+    return lo | (((o[128 + 4 * r + i] >> (2 * k)) & 3) << 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Products. xs[t] are token t's q8x256 records, bs[t] its 16 sums per super-block (sub-blocks of 16).
+
+// Scalar: the same integer sums and the same float operations (fmaf) as the AVX-512 path, so both
+// give identical results.
+static void q6kx16_tile_scalar(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                               float * const * ys, int nt) {
+    float acc[Q6KX16_TILE][Q6KX16_GROUP] = { { 0 } };
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t * blk = wg + s * IDEFICS2_Q6KX16_BLOCK;
+        float dw[Q6KX16_GROUP];
+        for (int r = 0; r < Q6KX16_GROUP; r++) {
+            uint16_t h;
+            memcpy(&h, blk + 2 * r, 2);
+            dw[r] = ggml_fp16_to_fp32(h);
+        }
+        for (int t = 0; t < nt; t++) {
+            const uint8_t * xr = xs[t] + s * IDEFICS2_Q8X256_RECORD;
+            const int8_t * q = (const int8_t *) xr;
+            const int16_t * b = bs[t] + 16 * s;
+            const float dx = q6kx16_load_f32(xr + Q8X256_OFF_D);
+            for (int r = 0; r < Q6KX16_GROUP; r++) {
+                int32_t isum = 0;
+                for (int j = 0; j < 16; j++) {
+                    int32_t dot = 0;
+                    for (int c = 0; c < 16; c++) dot += q6kx16_code(blk, j, r, c) * q[16 * j + c];
+                    const int32_t sc = (int8_t) blk[Q6KX16_OFF_SC + 32 * (j / 2) + 2 * r + j % 2];
+                    isum += sc * dot - 32 * sc * b[j];
+                }
+                acc[t][r] = fmaf((float) isum, dw[r] * dx, acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) memcpy(ys[t], acc[t], sizeof acc[t]);
+}
+
+#ifdef Q6KX16_HAVE_X86
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void q6kx16_tile_avx512(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                                      float * const * ys, const int nt) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    const __m512i neg32 = _mm512_set1_epi16(-32);
+    __m512 acc[Q6KX16_TILE];
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t * blk = wg + s * IDEFICS2_Q6KX16_BLOCK;
+        __m512i isum[Q6KX16_TILE];
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+        for (int m = 0; m < 8; m++) {
+            // Lane r: row r's scales of sub-blocks 2m (low int16) and 2m + 1 (high int16).
+            const __m512i scp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *) (blk + Q6KX16_OFF_SC + 32 * m)));
+#pragma GCC unroll 2
+            for (int i = 0; i < 2; i++) {
+                const int j = 2 * m + i;
+                const uint8_t * o = blk + Q6KX16_OFF_QS + Q6KX16_SUB * j;
+                const __m512i l0 = _mm512_loadu_si512((const void *) o);
+                const __m512i l1 = _mm512_loadu_si512((const void *) (o + 64));
+                const __m512i hb = _mm512_loadu_si512((const void *) (o + 128));
+                __m512i c[4];
+                c[0] = _mm512_or_si512(_mm512_and_si512(l0, m4), _mm512_and_si512(_mm512_slli_epi16(hb, 4), m30));
+                c[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l0, 4), m4), _mm512_and_si512(_mm512_slli_epi16(hb, 2), m30));
+                c[2] = _mm512_or_si512(_mm512_and_si512(l1, m4), _mm512_and_si512(hb, m30));
+                c[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), m4), _mm512_and_si512(_mm512_srli_epi16(hb, 2), m30));
+                const __m512i sc = i == 0 ? _mm512_srai_epi32(_mm512_slli_epi32(scp, 16), 16) : _mm512_srai_epi32(scp, 16);
+#pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 16 * j;
+                    __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[0], _mm512_set1_epi32(q6kx16_load_i32(xb)));
+                    dot = _mm512_dpbusd_epi32(dot, c[1], _mm512_set1_epi32(q6kx16_load_i32(xb + 4)));
+                    dot = _mm512_dpbusd_epi32(dot, c[2], _mm512_set1_epi32(q6kx16_load_i32(xb + 8)));
+                    dot = _mm512_dpbusd_epi32(dot, c[3], _mm512_set1_epi32(q6kx16_load_i32(xb + 12)));
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(dot, sc));
+                }
+            }
+            const __m512i scn = _mm512_mullo_epi16(scp, neg32);
+#pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                isum[t] = _mm512_dpwssd_epi32(isum[t], scn, _mm512_set1_epi32(q6kx16_load_i32(bs[t] + 16 * s + 2 * m)));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) blk));
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            const __m512 dx = _mm512_set1_ps(q6kx16_load_f32(xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_D));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, dx), acc[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(ys[t], acc[t]);
+}
+
+#define Q6KX16_CASE(N) \
+    case N: q6kx16_tile_avx512(wg, ns, xs, bs, ys, N); break;
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void q6kx16_tile_avx512_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                                 float * const * ys, int nt) {
+    switch (nt) {
+        Q6KX16_CASE(1)
+        Q6KX16_CASE(2)
+        Q6KX16_CASE(3)
+        Q6KX16_CASE(4)
+        Q6KX16_CASE(5)
+        Q6KX16_CASE(6)
+        Q6KX16_CASE(7)
+        Q6KX16_CASE(8)
+    }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch (the path is q4x16's: idefics2_q4x16_isa)
+
+void idefics2_q6kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok,
+                            int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
+    const int isa = idefics2_q4x16_isa();
+    const int64_t ns = cols / 256;
+    const int64_t g0 = r0 / Q6KX16_GROUP, g1 = r1 / Q6KX16_GROUP;
+    const int64_t span = ntok < Q6KX16_TOKEN_SPAN ? ntok : Q6KX16_TOKEN_SPAN;
+    // The activations' sums over sub-blocks of 16 (|sum| ≤ 16·127), 16 per token and super-block.
+    int16_t * sums = malloc((size_t) (span * ns * 16) * sizeof(int16_t));
+    if (sums == NULL) GGML_ABORT("q6kx16: cannot allocate %lld bytes", (long long) (span * ns * 16 * 2));
+    const uint8_t * xs[Q6KX16_TILE];
+    const int16_t * bs[Q6KX16_TILE];
+    float * ys[Q6KX16_TILE];
+    (void) isa;
+    for (int64_t s0 = 0; s0 < ntok; s0 += Q6KX16_TOKEN_SPAN) {
+        const int64_t s1 = s0 + Q6KX16_TOKEN_SPAN < ntok ? s0 + Q6KX16_TOKEN_SPAN : ntok;
+        for (int64_t t = s0; t < s1; t++) {
+            for (int64_t s = 0; s < ns; s++) {
+                const int8_t * q = (const int8_t *) (xq + t * x_stride + s * IDEFICS2_Q8X256_RECORD);
+                int16_t * b = sums + ((t - s0) * ns + s) * 16;
+                for (int j = 0; j < 16; j++) {
+                    int32_t sum = 0;
+                    for (int i = 0; i < 16; i++) sum += q[16 * j + i];
+                    b[j] = (int16_t) sum;
+                }
+            }
+        }
+        for (int64_t g = g0; g < g1; g++) {
+            const uint8_t * wg = w + g * ns * IDEFICS2_Q6KX16_BLOCK;
+            for (int64_t t0 = s0; t0 < s1; t0 += Q6KX16_TILE) {
+                const int nt = (int) (s1 - t0 < Q6KX16_TILE ? s1 - t0 : Q6KX16_TILE);
+                for (int t = 0; t < nt; t++) {
+                    xs[t] = xq + (t0 + t) * x_stride;
+                    bs[t] = sums + (t0 + t - s0) * ns * 16;
+                    ys[t] = y + (t0 + t) * y_stride + g * Q6KX16_GROUP;
+                }
+#ifdef Q6KX16_HAVE_X86
+                if (isa == IDEFICS2_Q4X16_AVX512VNNI) {
+                    q6kx16_tile_avx512_n(wg, ns, xs, bs, ys, nt);
+                    continue;
+                }
+#endif
+                q6kx16_tile_scalar(wg, ns, xs, bs, ys, nt);
+            }
+        }
+    }
+    free(sums);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graph op
+
+// Threads split the row groups; xq and dst are contiguous (fresh op results), so tokens of every
+// batch dimension are one run.
+static void q6kx16_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * xq = dst->src[1];
+    const int64_t rows = dst->ne[0];
+    const int64_t cols = xq->ne[0] / IDEFICS2_Q8X256_RECORD * 256;
+    const int64_t groups = rows / Q6KX16_GROUP;
+    const int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
+    if (g0 >= g1) return;
+    const int64_t ntok = xq->ne[1] * xq->ne[2] * xq->ne[3];
+    idefics2_q6kx16_matmul((const uint8_t *) w->data, cols, (const uint8_t *) xq->data, ntok, (int64_t) xq->nb[1],
+                           (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), g0 * Q6KX16_GROUP, g1 * Q6KX16_GROUP);
+}
+
+struct ggml_tensor * idefics2_q6kx16_mul_mat(struct ggml_context * ctx, struct ggml_tensor * w,
+                                             struct ggml_tensor * xq, int64_t rows) {
+    struct ggml_tensor * args[2] = { w, xq };
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], xq->ne[2], xq->ne[3], args, 2,
+                          q6kx16_custom_op, GGML_N_TASKS_MAX, NULL);
+}
