@@ -221,6 +221,16 @@ func (t Tensor) checkIO(op string, nbytes int) {
 	}
 }
 
+// HostBytes returns the tensor's storage as a byte slice when it lies in host memory (a CPU buffer), so that a
+// loader can write into it directly; ok is false for device memory or an unallocated tensor. The slice is valid
+// while the buffer lives.
+func (t Tensor) HostBytes() (b []byte, ok bool) {
+	if t.ptr == nil || t.ptr.buffer == nil || t.ptr.data == nil || !bool(C.ggml_backend_buffer_is_host(t.ptr.buffer)) {
+		return nil, false
+	}
+	return unsafe.Slice((*byte)(t.ptr.data), t.Nbytes()), true
+}
+
 // SetBytes copies raw data into the tensor (which must be allocated in a backend buffer).
 func (t Tensor) SetBytes(data []byte) error {
 	return Catch(func() {

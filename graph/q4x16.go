@@ -140,17 +140,25 @@ func (w *Weights) loadOwn(f *gguf.File, ts []gguf.TensorInfo, b *ggml.Backend) e
 			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
 		}
 		size := l.size(rows, cols)
-		if cap(scratch) < size {
-			scratch = make([]byte, size)
+		// Repack straight into the CPU buffer; through a scratch copy only if it were not host memory.
+		p, host := t.HostBytes()
+		if !host {
+			if cap(scratch) < size {
+				scratch = make([]byte, size)
+			}
+			p = scratch[:size]
 		}
-		p := scratch[:size]
 		if err := l.repack(p, d[:src], rows, cols); err != nil {
 			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
 		}
-		if err := t.SetBytes(p); err != nil {
-			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
+		if !host {
+			if err := t.SetBytes(p); err != nil {
+				return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
+			}
 		}
-		releasePages(d[:src])
+		if f.Mapped() {
+			releasePages(d[:src])
+		}
 		ownWeights.Store(t, ownWeight{cols: cols, rows: rows, layout: l})
 		w.own = append(w.own, t)
 	}
