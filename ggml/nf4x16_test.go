@@ -13,8 +13,10 @@ import (
 
 // nf4x16Cases cover one group and chunk, several groups, blocks of 128 and 4096 (scales repeated
 // over chunks), an odd number of chunks (4352 = 68 × 64), vector counts below, at and above the
-// kernel's tile of 8 (1, 3, 8, 13) and a remainder tile.
+// kernel's tile of 8 (1, 3, 8, 13) and a remainder tile, and more groups than one L2 block of the
+// multi-vector loop holds (9 groups of 4096 columns; a block holds 7).
 var nf4x16Cases = []nf4Case{
+	{144, 4096, 64, 11},
 	{16, 64, 64, 1},
 	{32, 256, 64, 3},
 	{48, 4096, 128, 8},
