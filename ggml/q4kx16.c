@@ -10,6 +10,7 @@
 // of sub-blocks multiplies 16 rows × 2 mins (bytes widened to int16) by the broadcast pair of sums.
 
 #include "q4kx16.h"
+#include "x16.h"
 #include "q4x16.h"
 
 #include <math.h>
@@ -20,9 +21,8 @@
 #include <immintrin.h>
 #endif
 
-#define Q4KX16_GROUP 16      // rows per group
-#define Q4KX16_TILE 8        // tokens per kernel call
-#define Q4KX16_TOKEN_SPAN 64 // tokens whose activations are reused across all row groups of a thread
+#define Q4KX16_GROUP X16_GROUP
+#define Q4KX16_TILE X16_TILE
 
 // Offsets in a group's super-block (q4kx16.h).
 #define Q4KX16_OFF_DMIN 32
@@ -308,31 +308,11 @@ void idefics2_q8x256_quantize_row(const float * x, uint8_t * dst, int64_t n) {
 
 void idefics2_q4kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok,
                             int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
-    const int isa = idefics2_q4x16_isa();
-    const int64_t ns = cols / 256;
-    const int64_t g0 = r0 / Q4KX16_GROUP, g1 = r1 / Q4KX16_GROUP;
-    const uint8_t * xs[Q4KX16_TILE];
-    float * ys[Q4KX16_TILE];
-    for (int64_t s0 = 0; s0 < ntok; s0 += Q4KX16_TOKEN_SPAN) {
-        const int64_t s1 = s0 + Q4KX16_TOKEN_SPAN < ntok ? s0 + Q4KX16_TOKEN_SPAN : ntok;
-        for (int64_t g = g0; g < g1; g++) {
-            const uint8_t * wg = w + g * ns * IDEFICS2_Q4KX16_BLOCK;
-            for (int64_t t0 = s0; t0 < s1; t0 += Q4KX16_TILE) {
-                const int nt = (int) (s1 - t0 < Q4KX16_TILE ? s1 - t0 : Q4KX16_TILE);
-                for (int t = 0; t < nt; t++) {
-                    xs[t] = xq + (t0 + t) * x_stride;
-                    ys[t] = y + (t0 + t) * y_stride + g * Q4KX16_GROUP;
-                }
+    x16_tile_fn tile = q4kx16_tile_scalar;
 #ifdef Q4KX16_HAVE_X86
-                if (isa == IDEFICS2_Q4X16_AVX512VNNI) {
-                    q4kx16_tile_avx512_n(wg, ns, xs, ys, nt);
-                    continue;
-                }
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) tile = q4kx16_tile_avx512_n;
 #endif
-                q4kx16_tile_scalar(wg, ns, xs, ys, nt);
-            }
-        }
-    }
+    x16_matmul(tile, w, cols / 256, IDEFICS2_Q4KX16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -340,16 +320,7 @@ void idefics2_q4kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
 
 static void q8x256_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     (void) userdata;
-    const struct ggml_tensor * x = dst->src[0];
-    const int64_t n = x->ne[0];
-    const int64_t rows = x->ne[1] * x->ne[2] * x->ne[3];
-    const int64_t i0 = rows * ith / nth, i1 = rows * (ith + 1) / nth;
-    for (int64_t i = i0; i < i1; i++) {
-        const int64_t i1d = i % x->ne[1], i2 = (i / x->ne[1]) % x->ne[2], i3 = i / (x->ne[1] * x->ne[2]);
-        const float * xr = (const float *) ((const char *) x->data + i1d * x->nb[1] + i2 * x->nb[2] + i3 * x->nb[3]);
-        uint8_t * out = (uint8_t *) dst->data + i1d * dst->nb[1] + i2 * dst->nb[2] + i3 * dst->nb[3];
-        idefics2_q8x256_quantize_row(xr, out, n);
-    }
+    x16_quantize_rows(dst, ith, nth, idefics2_q8x256_quantize_row);
 }
 
 // Threads split the row groups; xq and dst are contiguous (fresh op results), so tokens of every

@@ -8,6 +8,7 @@
 // 4-byte group of the activations, and the 16 row sums come out without horizontal additions.
 
 #include "q4x16.h"
+#include "x16.h"
 
 #include <math.h>
 #include <string.h>
@@ -17,10 +18,9 @@
 #include <immintrin.h>
 #endif
 
-#define Q4X16_GROUP 16     // rows per group
-#define Q4X16_BLOCK 288    // bytes per group and block of 32 columns
-#define Q4X16_TILE 8       // tokens per kernel call
-#define Q4X16_TOKEN_SPAN 64 // tokens whose activations are reused across all row groups of a thread
+#define Q4X16_GROUP X16_GROUP
+#define Q4X16_BLOCK 288 // bytes per group and block of 32 columns
+#define Q4X16_TILE X16_TILE
 
 static inline int32_t q4x16_load_i32(const uint8_t * p) {
     int32_t v;
@@ -250,31 +250,11 @@ void idefics2_q8x32_quantize_row(const float * x, uint8_t * dst, int64_t n) {
 
 void idefics2_q4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok,
                            int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
-    const int isa = idefics2_q4x16_isa();
-    const int64_t nb = cols / 32;
-    const int64_t g0 = r0 / Q4X16_GROUP, g1 = r1 / Q4X16_GROUP;
-    const uint8_t * xs[Q4X16_TILE];
-    float * ys[Q4X16_TILE];
-    for (int64_t s0 = 0; s0 < ntok; s0 += Q4X16_TOKEN_SPAN) {
-        const int64_t s1 = s0 + Q4X16_TOKEN_SPAN < ntok ? s0 + Q4X16_TOKEN_SPAN : ntok;
-        for (int64_t g = g0; g < g1; g++) {
-            const uint8_t * wg = w + g * nb * Q4X16_BLOCK;
-            for (int64_t t0 = s0; t0 < s1; t0 += Q4X16_TILE) {
-                const int nt = (int) (s1 - t0 < Q4X16_TILE ? s1 - t0 : Q4X16_TILE);
-                for (int t = 0; t < nt; t++) {
-                    xs[t] = xq + (t0 + t) * x_stride;
-                    ys[t] = y + (t0 + t) * y_stride + g * Q4X16_GROUP;
-                }
+    x16_tile_fn tile = q4x16_tile_scalar;
 #ifdef Q4X16_HAVE_X86
-                if (isa == IDEFICS2_Q4X16_AVX512VNNI) {
-                    q4x16_tile_avx512_n(wg, nb, xs, ys, nt);
-                    continue;
-                }
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) tile = q4x16_tile_avx512_n;
 #endif
-                q4x16_tile_scalar(wg, nb, xs, ys, nt);
-            }
-        }
-    }
+    x16_matmul(tile, w, cols / 32, Q4X16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,16 +262,7 @@ void idefics2_q4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, 
 
 static void q8x32_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     (void) userdata;
-    const struct ggml_tensor * x = dst->src[0];
-    const int64_t n = x->ne[0];
-    const int64_t rows = x->ne[1] * x->ne[2] * x->ne[3];
-    const int64_t i0 = rows * ith / nth, i1 = rows * (ith + 1) / nth;
-    for (int64_t i = i0; i < i1; i++) {
-        const int64_t i1d = i % x->ne[1], i2 = (i / x->ne[1]) % x->ne[2], i3 = i / (x->ne[1] * x->ne[2]);
-        const float * xr = (const float *) ((const char *) x->data + i1d * x->nb[1] + i2 * x->nb[2] + i3 * x->nb[3]);
-        uint8_t * out = (uint8_t *) dst->data + i1d * dst->nb[1] + i2 * dst->nb[2] + i3 * dst->nb[3];
-        idefics2_q8x32_quantize_row(xr, out, n);
-    }
+    x16_quantize_rows(dst, ith, nth, idefics2_q8x32_quantize_row);
 }
 
 // Threads split the row groups; xq and dst are contiguous (fresh op results), so tokens of every

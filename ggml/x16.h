@@ -1,0 +1,57 @@
+// Shared pieces of the 16-row interleaved layouts' kernels (q4x16.c, q4kx16.c): the loop that walks
+// a thread's row groups over spans of tokens, and the custom-op body that quantizes activations row
+// by row. Private to those files.
+#ifndef IDEFICS2_X16_H
+#define IDEFICS2_X16_H
+
+#include <stdint.h>
+
+#include "ggml.h"
+
+#define X16_GROUP 16      // rows per group
+#define X16_TILE 8        // tokens per tile call
+#define X16_TOKEN_SPAN 64 // tokens whose activations are reused across all row groups of a thread
+
+// A tile kernel: rows of group wg (nb column blocks) times up to X16_TILE tokens' activation
+// records xs[t], 16 results to ys[t].
+typedef void (*x16_tile_fn)(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt);
+
+// y[t·y_stride + r] for the rows of groups [g0, g1) and t < ntok: group g's weights start at
+// w + g·nb·block_bytes; token t's records at xq + t·x_stride.
+static inline void x16_matmul(x16_tile_fn tile, const uint8_t * w, int64_t nb, int64_t block_bytes,
+                              const uint8_t * xq, int64_t ntok, int64_t x_stride, float * y, int64_t y_stride,
+                              int64_t g0, int64_t g1) {
+    const uint8_t * xs[X16_TILE];
+    float * ys[X16_TILE];
+    for (int64_t s0 = 0; s0 < ntok; s0 += X16_TOKEN_SPAN) {
+        const int64_t s1 = s0 + X16_TOKEN_SPAN < ntok ? s0 + X16_TOKEN_SPAN : ntok;
+        for (int64_t g = g0; g < g1; g++) {
+            const uint8_t * wg = w + g * nb * block_bytes;
+            for (int64_t t0 = s0; t0 < s1; t0 += X16_TILE) {
+                const int nt = (int) (s1 - t0 < X16_TILE ? s1 - t0 : X16_TILE);
+                for (int t = 0; t < nt; t++) {
+                    xs[t] = xq + (t0 + t) * x_stride;
+                    ys[t] = y + (t0 + t) * y_stride + g * X16_GROUP;
+                }
+                tile(wg, nb, xs, ys, nt);
+            }
+        }
+    }
+}
+
+// Custom-op body of an activation quantizer: threads split the rows of dst->src[0] (F32, contiguous
+// rows of ne0 values) and quantize each with row into the matching row of dst.
+static inline void x16_quantize_rows(struct ggml_tensor * dst, int ith, int nth,
+                                     void (*row)(const float * x, uint8_t * out, int64_t n)) {
+    const struct ggml_tensor * x = dst->src[0];
+    const int64_t rows = x->ne[1] * x->ne[2] * x->ne[3];
+    const int64_t i0 = rows * ith / nth, i1 = rows * (ith + 1) / nth;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t i1d = i % x->ne[1], i2 = (i / x->ne[1]) % x->ne[2], i3 = i / (x->ne[1] * x->ne[2]);
+        const float * xr = (const float *) ((const char *) x->data + i1d * x->nb[1] + i2 * x->nb[2] + i3 * x->nb[3]);
+        uint8_t * out = (uint8_t *) dst->data + i1d * dst->nb[1] + i2 * dst->nb[2] + i3 * dst->nb[3];
+        row(xr, out, x->ne[0]);
+    }
+}
+
+#endif
