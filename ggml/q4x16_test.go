@@ -265,3 +265,51 @@ func BenchmarkQ4X16MatVec(b *testing.B) {
 		})
 	}
 }
+
+// TestQ4X16RepeatedRuns runs one graph several times: the op hands out chunks of row groups from counters kept in
+// the node (x16_sched), which must start from zero at every run, with any number of threads.
+func TestQ4X16RepeatedRuns(t *testing.T) {
+	c := q4x16Case{272, 256, 3, 1} // 17 groups: chunks of 8 leave a partial one
+	w, x := q4x16Fixture(t, c, 5)
+	packed := make([]byte, len(w))
+	if err := Q4X16Repack(packed, w, c.rows, c.cols); err != nil {
+		t.Fatal(err)
+	}
+	var dev Device
+	for _, d := range Devices() {
+		if d.Kind == DeviceCPU {
+			dev = d
+			break
+		}
+	}
+	// Each run gets other inputs, so a run that skipped its chunks would leave the previous run's results.
+	xs := make([][]float32, 4)
+	refs, mags := make([][]float64, 4), make([][]float64, 4)
+	for r := range xs {
+		xs[r] = make([]float32, len(x))
+		for i, v := range x {
+			xs[r][i] = v * float32(1+r) * float32(1-2*(r%2))
+		}
+		refs[r], mags[r] = q4x16Ref(w, xs[r], c.rows, c.cols)
+	}
+	for _, threads := range []int{1, 2, 3, 5} {
+		n := newNF4Graph(t, dev, threads, TypeI8, []int{len(packed)}, packed, []int{c.cols, c.n1, c.n2}, func(ctx *Context, w, x Tensor) Tensor {
+			return w.MulMatQ4X16(ctx, x, c.rows)
+		})
+		for run := 0; run < 4; run++ {
+			y, err := n.run(xs[run])
+			if err != nil {
+				n.Close()
+				t.Fatal(err)
+			}
+			ref, mag := refs[run], mags[run]
+			for i := range ref {
+				if d := math.Abs(float64(y[i]) - ref[i]); d > 1e-6*mag[i]+1e-30 || math.IsNaN(float64(y[i])) {
+					n.Close()
+					t.Fatalf("threads %d run %d output %d: got %g, want %g", threads, run, i, y[i], ref[i])
+				}
+			}
+		}
+		n.Close()
+	}
+}

@@ -54,4 +54,19 @@ static inline void x16_quantize_rows(struct ggml_tensor * dst, int ith, int nth,
     }
 }
 
+// Dynamic scheduling of a custom op's row groups. The counters live in the node's op_params after
+// the 24 bytes ggml_custom_4d stores there (words 12 and 13 of 16; zero when the node is created):
+// word 12 hands out chunks, word 13 counts the threads that are done, and the last one resets both,
+// so the node starts from zero the next time the graph runs (after ggml's barrier).
+#define X16_CHUNK_GROUPS 8 // 128 rows per chunk
+
+static inline int32_t * x16_sched(struct ggml_tensor * dst) { return dst->op_params + 12; }
+
+static inline void x16_sched_done(int32_t * sched, int nth) {
+    if (__atomic_add_fetch(&sched[1], 1, __ATOMIC_ACQ_REL) == nth) {
+        __atomic_store_n(&sched[0], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&sched[1], 0, __ATOMIC_RELEASE);
+    }
+}
+
 #endif
