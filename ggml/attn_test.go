@@ -90,13 +90,7 @@ func transpose12(x []float32, hd, a, b int) []float32 {
 // runAttn computes FusedAttention on the first CPU device with the given threads.
 func runAttn(t testing.TB, c attnCase, q, k, v []float32, scale float32, threads int) []float32 {
 	t.Helper()
-	var dev Device
-	for _, d := range Devices() {
-		if d.Kind == DeviceCPU {
-			dev = d
-			break
-		}
-	}
+	dev := cpuDevice(t)
 	r, err := NewRunner(dev, threads, 64)
 	if err != nil {
 		t.Fatal(err)

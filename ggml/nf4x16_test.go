@@ -469,13 +469,7 @@ func TestSetNF4x16BadInput(t *testing.T) {
 	defer ctx.Close()
 	w := ctx.NewTensor(TypeI8, NF4x16Size(16, 64))
 	wf := ctx.NewTensor(TypeF32, NF4x16Size(16, 64)/4)
-	var dev Device
-	for _, d := range Devices() {
-		if d.Kind == DeviceCPU {
-			dev = d
-			break
-		}
-	}
+	dev := cpuDevice(t)
 	b, err := NewBackend(dev)
 	if err != nil {
 		t.Fatal(err)

@@ -323,28 +323,10 @@ static void q8x256_custom_op(struct ggml_tensor * dst, int ith, int nth, void * 
     x16_quantize_rows(dst, ith, nth, idefics2_q8x256_quantize_row);
 }
 
-// Threads split the row groups; xq and dst are contiguous (fresh op results), so tokens of every
-// batch dimension are one run.
 static void q4kx16_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
-    (void) userdata;
     (void) ith;
-    const struct ggml_tensor * w = dst->src[0];
-    const struct ggml_tensor * xq = dst->src[1];
-    const int64_t rows = dst->ne[0];
-    const int64_t cols = xq->ne[0] / IDEFICS2_Q8X256_RECORD * 256;
-    const int64_t groups = rows / Q4KX16_GROUP;
-    const int64_t ntok = xq->ne[1] * xq->ne[2] * xq->ne[3];
-    // Chunks of groups from a shared counter (x16_sched), as in q4x16_custom_op.
-    int32_t * sched = x16_sched(dst);
-    const int64_t per = X16_CHUNK_GROUPS, nchunks = (groups + per - 1) / per;
-    for (;;) {
-        const int64_t c = __atomic_fetch_add(&sched[0], 1, __ATOMIC_RELAXED);
-        if (c >= nchunks) break;
-        const int64_t g0 = c * per, g1 = g0 + per < groups ? g0 + per : groups;
-        idefics2_q4kx16_matmul((const uint8_t *) w->data, cols, (const uint8_t *) xq->data, ntok, (int64_t) xq->nb[1],
-                               (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), g0 * Q4KX16_GROUP, g1 * Q4KX16_GROUP);
-    }
-    x16_sched_done(sched, nth);
+    (void) userdata;
+    x16_mul_mat_op(dst, nth, IDEFICS2_Q8X256_RECORD, 256, idefics2_q4kx16_matmul);
 }
 
 struct ggml_tensor * idefics2_q8x256_quantize(struct ggml_context * ctx, struct ggml_tensor * x) {

@@ -97,13 +97,7 @@ func runQ4X16(t testing.TB, c q4x16Case, w []byte, x []float32, threads int) []f
 	if err := Q4X16Repack(packed, w, c.rows, c.cols); err != nil {
 		t.Fatal(err)
 	}
-	var dev Device
-	for _, d := range Devices() {
-		if d.Kind == DeviceCPU {
-			dev = d
-			break
-		}
-	}
+	dev := cpuDevice(t)
 	n := newNF4Graph(t, dev, threads, TypeI8, []int{len(packed)}, packed, []int{c.cols, c.n1, c.n2}, func(ctx *Context, w, x Tensor) Tensor {
 		return w.MulMatQ4X16(ctx, x, c.rows)
 	})
@@ -244,13 +238,7 @@ func BenchmarkQ4X16MatVec(b *testing.B) {
 			if err := Q4X16Repack(packed, w, c.rows, c.cols); err != nil {
 				b.Fatal(err)
 			}
-			var dev Device
-			for _, d := range Devices() {
-				if d.Kind == DeviceCPU {
-					dev = d
-					break
-				}
-			}
+			dev := cpuDevice(b)
 			n := newNF4Graph(b, dev, 2, TypeI8, []int{len(packed)}, packed, []int{c.cols, 1, 1}, func(ctx *Context, w, x Tensor) Tensor {
 				return w.MulMatQ4X16(ctx, x, c.rows)
 			})
@@ -275,13 +263,7 @@ func TestQ4X16RepeatedRuns(t *testing.T) {
 	if err := Q4X16Repack(packed, w, c.rows, c.cols); err != nil {
 		t.Fatal(err)
 	}
-	var dev Device
-	for _, d := range Devices() {
-		if d.Kind == DeviceCPU {
-			dev = d
-			break
-		}
-	}
+	dev := cpuDevice(t)
 	// Each run gets other inputs, so a run that skipped its chunks would leave the previous run's results.
 	xs := make([][]float32, 4)
 	refs, mags := make([][]float64, 4), make([][]float64, 4)

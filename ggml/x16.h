@@ -69,4 +69,33 @@ static inline void x16_sched_done(int32_t * sched, int nth) {
     }
 }
 
+// Signature of a layout's matmul (idefics2_q4x16_matmul and the like): rows [r0, r1) of w times ntok
+// tokens' activation records.
+typedef void (*x16_matmul_fn)(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok, int64_t x_stride,
+                              float * y, int64_t y_stride, int64_t r0, int64_t r1);
+
+// Custom-op body of a layout's product: dst->src[0] holds the weights, dst->src[1] the activation
+// records (record_bytes per values_per_record columns). Threads take chunks of row groups from the
+// node's counters (x16_sched), so a thread slowed down by memory or by the OS does not keep the others
+// waiting at the next barrier. xq and dst are contiguous (fresh op results), so the tokens of every
+// batch dimension are one run.
+static inline void x16_mul_mat_op(struct ggml_tensor * dst, int nth, int64_t record_bytes, int64_t values_per_record,
+                                  x16_matmul_fn matmul) {
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * xq = dst->src[1];
+    const int64_t cols = xq->ne[0] / record_bytes * values_per_record;
+    const int64_t groups = dst->ne[0] / X16_GROUP;
+    const int64_t ntok = xq->ne[1] * xq->ne[2] * xq->ne[3];
+    int32_t * sched = x16_sched(dst);
+    const int64_t per = X16_CHUNK_GROUPS, nchunks = (groups + per - 1) / per;
+    for (;;) {
+        const int64_t c = __atomic_fetch_add(&sched[0], 1, __ATOMIC_RELAXED);
+        if (c >= nchunks) break;
+        const int64_t g0 = c * per, g1 = g0 + per < groups ? g0 + per : groups;
+        matmul((const uint8_t *) w->data, cols, (const uint8_t *) xq->data, ntok, (int64_t) xq->nb[1], (float *) dst->data,
+               (int64_t) (dst->nb[1] / sizeof(float)), g0 * X16_GROUP, g1 * X16_GROUP);
+    }
+    x16_sched_done(sched, nth);
+}
+
 #endif
