@@ -11,31 +11,40 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/graph"
 )
 
 // Result is one test's figures (llama-bench field names where they apply).
 type Result struct {
-	Test       string    `json:"test"` // "pp512", "tg128", "image 980x980", "perceiver 4900", "ttft"
-	ModelFile  string    `json:"model_filename"`
-	ModelType  string    `json:"model_type"`
-	ModelSize  int64     `json:"model_size"` // bytes of the text GGUF
-	NParams    int64     `json:"model_n_params"`
-	Backend    string    `json:"backends"`
-	Variant    string    `json:"cpu_variant"`
-	NThreads   int       `json:"n_threads"`
-	NPrompt    int       `json:"n_prompt"`
-	NGen       int       `json:"n_gen"`
-	FlashAttn  bool      `json:"flash_attn"`
-	AvgNs      int64     `json:"avg_ns"`
-	StddevNs   int64     `json:"stddev_ns"`
-	AvgTs      float64   `json:"avg_ts"`    // tokens (or images) per second
-	StddevTs   float64   `json:"stddev_ts"` // of the per-repetition rates
-	SamplesNs  []int64   `json:"samples_ns"`
-	SamplesTs  []float64 `json:"samples_ts"`
-	PeakRSS    int64     `json:"peak_rss_bytes"`
-	Unit       string    `json:"unit"` // "t/s" or "images/s"
-	Repetition int       `json:"repetitions"`
+	Test      string    `json:"test"` // "pp512", "tg128", "image 980x980", "perceiver 4900", "ttft"
+	ModelFile string    `json:"model_filename"`
+	ModelType string    `json:"model_type"`
+	ModelSize int64     `json:"model_size"` // bytes of the text GGUF
+	NParams   int64     `json:"model_n_params"`
+	Backend   string    `json:"backends"`
+	Variant   string    `json:"cpu_variant"`
+	NThreads  int       `json:"n_threads"`
+	NPrompt   int       `json:"n_prompt"`
+	NGen      int       `json:"n_gen"`
+	FlashAttn bool      `json:"flash_attn"`
+	AvgNs     int64     `json:"avg_ns"`
+	StddevNs  int64     `json:"stddev_ns"`
+	AvgTs     float64   `json:"avg_ts"`    // tokens (or images) per second
+	StddevTs  float64   `json:"stddev_ts"` // of the per-repetition rates
+	SamplesNs []int64   `json:"samples_ns"`
+	SamplesTs []float64 `json:"samples_ts"`
+	PeakRSS   int64     `json:"peak_rss_bytes"`
+	Unit      string    `json:"unit"` // "t/s" or "images/s"
+	// Generation tests with ReadLimit: the memory's bound on the rate. Around each repetition the weights a step
+	// reads (StepBytes) are read once more by as many threads with nothing else to do (ggml.StreamRead, best of 2
+	// passes before and 2 after); 1 / that time is the repetition's limit in tokens per second.
+	StepBytes      int64     `json:"step_bytes,omitempty"`
+	LimitTs        float64   `json:"limit_ts,omitempty"`         // mean of the repetitions' limits
+	SamplesLimitTs []float64 `json:"samples_limit_ts,omitempty"` // per repetition
+	ReadGBs        float64   `json:"read_gbs,omitempty"`         // StepBytes × LimitTs / 1e9
+	PctLimit       float64   `json:"pct_limit,omitempty"`        // mean over repetitions of rate / limit, in %
+	Repetition     int       `json:"repetitions"`
 }
 
 // Config selects what to run.
@@ -49,6 +58,7 @@ type Config struct {
 	Repetitions int
 	Warmup      bool // run each test once untimed first (without it, image tests still get one untimed encode)
 	Threads     int  // as the model was loaded with (reported)
+	ReadLimit   bool // time the memory's bound around each generation repetition (Result.LimitTs)
 	FlashAttn   bool // as the model was loaded with (reported)
 }
 
@@ -73,6 +83,9 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 		}
 		return t
 	}
+	// limit, when set, is called around each repetition and returns the memory's bound in units per second.
+	var limit func() (float64, error)
+	var stepBytes int64
 	run := func(name string, nPrompt, nGen int, units float64, unit string, f func() error) error {
 		if cfg.Warmup {
 			if err := f(); err != nil {
@@ -85,6 +98,13 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			var before float64
+			if limit != nil {
+				var err error
+				if before, err = limit(); err != nil {
+					return err
+				}
+			}
 			t0 := time.Now()
 			if err := f(); err != nil {
 				return err
@@ -92,9 +112,24 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 			d := time.Since(t0)
 			r.SamplesNs = append(r.SamplesNs, d.Nanoseconds())
 			r.SamplesTs = append(r.SamplesTs, units/d.Seconds())
+			if limit != nil {
+				after, err := limit()
+				if err != nil {
+					return err
+				}
+				// The bound over the repetition: the mean of the pass times before and after.
+				lim := 2 / (1/before + 1/after)
+				r.SamplesLimitTs = append(r.SamplesLimitTs, lim)
+				r.PctLimit += 100 * units / d.Seconds() / lim / float64(cfg.Repetitions)
+			}
 		}
 		r.AvgNs, r.StddevNs = meanSD(r.SamplesNs)
 		r.AvgTs, r.StddevTs = meanSDf(r.SamplesTs)
+		if limit != nil {
+			r.LimitTs, _ = meanSDf(r.SamplesLimitTs)
+			r.StepBytes = stepBytes
+			r.ReadGBs = float64(stepBytes) * r.LimitTs / 1e9
+		}
 		r.PeakRSS = PeakRSS()
 		emit(r)
 		return nil
@@ -113,6 +148,28 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 		s.Close()
 		if err != nil {
 			return err
+		}
+	}
+	if cfg.ReadLimit && len(cfg.Gen) > 0 {
+		regions, ok := m.StepWeights()
+		if !ok {
+			return errors.New("bench: the read limit needs the weights in CPU memory")
+		}
+		for _, r := range regions {
+			stepBytes += int64(len(r))
+		}
+		limit = func() (float64, error) {
+			best := time.Duration(0)
+			for i := 0; i < 2; i++ {
+				d, _, err := ggml.StreamRead(regions, cfg.Threads)
+				if err != nil {
+					return 0, fmt.Errorf("bench: read limit: %w", err)
+				}
+				if best == 0 || d < best {
+					best = d
+				}
+			}
+			return 1 / best.Seconds(), nil
 		}
 	}
 	for _, n := range cfg.Gen {
@@ -135,6 +192,7 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 			return err
 		}
 	}
+	limit = nil
 	if !m.HasVision && (len(cfg.ImageSizes) > 0 || cfg.Split || cfg.Perceiver || cfg.TTFT) {
 		return errors.New("bench: image tests need an mmproj file")
 	}

@@ -8,8 +8,8 @@ import (
 
 // WriteMarkdownHeader prints the table header of WriteMarkdownRow.
 func WriteMarkdownHeader(w io.Writer) {
-	fmt.Fprintln(w, "| model | size | params | backend | threads | test | rate | peak RSS |")
-	fmt.Fprintln(w, "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |")
+	fmt.Fprintln(w, "| model | size | params | backend | threads | test | rate | read limit | peak RSS |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |")
 }
 
 // WriteMarkdownRow prints one result as a llama-bench-style markdown row.
@@ -25,8 +25,12 @@ func WriteMarkdownRow(w io.Writer, r Result) {
 	if r.Unit == "images/s" || r.Unit == "1/s" {
 		rate = fmt.Sprintf("%.2f ± %.2f s", float64(r.AvgNs)/1e9, float64(r.StddevNs)/1e9)
 	}
-	fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s |\n", strings.TrimSpace(r.ModelType), gib(r.ModelSize),
-		params(r.NParams), backend, r.NThreads, r.Test, rate, gib(r.PeakRSS))
+	limit := "—"
+	if r.LimitTs > 0 {
+		limit = fmt.Sprintf("%.2f t/s (%.1f GB/s); rate %.0f%%", r.LimitTs, r.ReadGBs, r.PctLimit)
+	}
+	fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", strings.TrimSpace(r.ModelType), gib(r.ModelSize),
+		params(r.NParams), backend, r.NThreads, r.Test, rate, limit, gib(r.PeakRSS))
 }
 
 func gib(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }

@@ -5,6 +5,9 @@ package ggml
 // #include <stdlib.h>
 // #include "ggml.h"
 // #include "ggml-backend.h"
+// #include "q4x16.h"
+// #include "q4kx16.h"
+// #include "nf4x16.h"
 import "C"
 
 import (
@@ -53,9 +56,47 @@ type Context struct {
 	ptr      *C.struct_ggml_context
 	capacity int
 	count    int
-	// nf4x16In maps an input of MulMatNF4x16 to its int8 records, so that products sharing an input
-	// quantize it once.
-	nf4x16In map[*C.struct_ggml_tensor]Tensor
+	// quantized maps an input of this project's products (and the record format) to its quantized
+	// activations, so that products sharing an input (q, k and v; gate and up) quantize it once.
+	quantized map[quantKey]Tensor
+}
+
+// quantKey names one input tensor quantized to one record format.
+type quantKey struct {
+	x      *C.struct_ggml_tensor
+	format quantFormat
+}
+
+// quantFormat is a record format of this project's products' activations.
+type quantFormat int
+
+const (
+	quantQ8x32  quantFormat = iota // q4x16 (q4x16.h)
+	quantQ8x256                    // q4kx16 and q6kx16 (q4kx16.h)
+	quantNF4x16                    // nf4x16 (nf4x16.h)
+)
+
+// quantizeOnce returns x's activations quantized to format, made by the first call for x and format; x must be
+// F32 with contiguous rows (the products check).
+func (c *Context) quantizeOnce(x Tensor, format quantFormat) Tensor {
+	k := quantKey{x.ptr, format}
+	if xq, ok := c.quantized[k]; ok {
+		return xq
+	}
+	var xq Tensor
+	switch format {
+	case quantQ8x32:
+		xq = c.node("q8x32_quantize", C.idefics2_q8x32_quantize(c.ptr, x.ptr))
+	case quantQ8x256:
+		xq = c.node("q8x256_quantize", C.idefics2_q8x256_quantize(c.ptr, x.ptr))
+	default:
+		xq = c.node("nf4x16_quantize", C.idefics2_nf4x16_quantize_op(c.ptr, x.ptr))
+	}
+	if c.quantized == nil {
+		c.quantized = map[quantKey]Tensor{}
+	}
+	c.quantized[k] = xq
+	return xq
 }
 
 // NewContext makes a metadata-only context for up to maxTensors tensors and one graph of up to graphSize nodes
@@ -82,7 +123,7 @@ func (c *Context) Reset() {
 	if c.ptr != nil {
 		C.ggml_reset(c.ptr)
 		c.count = 0
-		clear(c.nf4x16In)
+		clear(c.quantized)
 	}
 }
 
@@ -229,6 +270,22 @@ func (t Tensor) HostBytes() (b []byte, ok bool) {
 		return nil, false
 	}
 	return unsafe.Slice((*byte)(t.ptr.data), t.Nbytes()), true
+}
+
+// StorageBytes returns the bytes the tensor occupies in CPU memory, in whatever layout its buffer keeps them
+// (ggml's repacked CPU layouts included), for reading only: to measure how fast its memory can be read. ok is false
+// for device memory or an unallocated tensor.
+func (t Tensor) StorageBytes() (b []byte, ok bool) {
+	if t.ptr == nil || t.ptr.buffer == nil || t.ptr.data == nil {
+		return nil, false
+	}
+	if !bool(C.ggml_backend_buffer_is_host(t.ptr.buffer)) {
+		dev := C.ggml_backend_buft_get_device(C.ggml_backend_buffer_get_type(t.ptr.buffer))
+		if dev == nil || C.ggml_backend_dev_type(dev) != C.GGML_BACKEND_DEVICE_TYPE_CPU {
+			return nil, false
+		}
+	}
+	return unsafe.Slice((*byte)(t.ptr.data), C.ggml_backend_buffer_get_alloc_size(t.ptr.buffer, t.ptr)), true
 }
 
 // SetBytes copies raw data into the tensor (which must be allocated in a backend buffer).

@@ -212,13 +212,6 @@ func (w Tensor) MulMatNF4x16(ctx *Context, x Tensor, rows int) Tensor {
 	if w.NumElements() != NF4x16Size(rows, cols) {
 		shapeErr("mul_mat_nf4x16", "weight has %d bytes, want %d for %d × %d", w.NumElements(), NF4x16Size(rows, cols), rows, cols)
 	}
-	xq, ok := ctx.nf4x16In[x.ptr]
-	if !ok {
-		xq = ctx.node("nf4x16_quantize", C.idefics2_nf4x16_quantize_op(ctx.ptr, x.ptr))
-		if ctx.nf4x16In == nil {
-			ctx.nf4x16In = map[*C.struct_ggml_tensor]Tensor{}
-		}
-		ctx.nf4x16In[x.ptr] = xq
-	}
+	xq := ctx.quantizeOnce(x, quantNF4x16)
 	return ctx.node("mul_mat_nf4x16", C.idefics2_nf4x16_mul_mat(ctx.ptr, w.ptr, xq.ptr, C.int64_t(rows)))
 }

@@ -411,25 +411,58 @@ func TestMulMatNF4x16Graph(t *testing.T) {
 	}
 }
 
-// TestMulMatNF4x16SharesInput checks that products of one input in one context quantize it once, and that Reset
-// forgets the memo.
-func TestMulMatNF4x16SharesInput(t *testing.T) {
-	ctx := NewContext(16, 16)
-	defer ctx.Close()
-	w1 := ctx.NewTensor(TypeI8, NF4x16Size(16, 64))
-	w2 := ctx.NewTensor(TypeI8, NF4x16Size(32, 64))
-	x := ctx.NewTensor(TypeF32, 64, 3)
-	y1 := w1.MulMatNF4x16(ctx, x, 16)
-	y2 := w2.MulMatNF4x16(ctx, x, 32)
-	if y1.ptr.src[1] != y2.ptr.src[1] {
-		t.Fatal("two products of one input made two quantize ops")
+// TestProductsShareQuantizedInput checks that products of one input in the same record format use one quantize op
+// (q, k and v; gate and up; Q4_K and Q6_K matrices share Q8_K records), that other formats get their own, and that
+// Reset forgets the memo.
+func TestProductsShareQuantizedInput(t *testing.T) {
+	const cols = 256
+	q4 := func(ctx *Context, rows int) Tensor { return ctx.NewTensor(TypeI8, rows*cols/32*18) }
+	mm := map[string]func(ctx *Context, rows int, x Tensor) Tensor{
+		"q4x16": func(ctx *Context, rows int, x Tensor) Tensor { return q4(ctx, rows).MulMatQ4X16(ctx, x, rows) },
+		"q4kx16": func(ctx *Context, rows int, x Tensor) Tensor {
+			return ctx.NewTensor(TypeI8, Q4KX16Size(rows, cols)).MulMatQ4KX16(ctx, x, rows)
+		},
+		"q6kx16": func(ctx *Context, rows int, x Tensor) Tensor {
+			return ctx.NewTensor(TypeI8, Q6KX16Size(rows, cols)).MulMatQ6KX16(ctx, x, rows)
+		},
+		"nf4x16": func(ctx *Context, rows int, x Tensor) Tensor {
+			return ctx.NewTensor(TypeI8, NF4x16Size(rows, cols)).MulMatNF4x16(ctx, x, rows)
+		},
 	}
-	if got := y2.Shape(); got[0] != 32 || got[1] != 3 {
-		t.Fatalf("output shape %v, want [32 3]", got)
-	}
-	ctx.Reset()
-	if len(ctx.nf4x16In) != 0 {
-		t.Fatalf("Reset kept %d memo entries", len(ctx.nf4x16In))
+	for _, c := range []struct {
+		a, b  string
+		share bool
+	}{
+		{"q4x16", "q4x16", true},
+		{"q4kx16", "q4kx16", true},
+		{"q4kx16", "q6kx16", true},
+		{"q6kx16", "q6kx16", true},
+		{"nf4x16", "nf4x16", true},
+		{"q4x16", "q4kx16", false},
+		{"q4x16", "nf4x16", false},
+		{"q6kx16", "nf4x16", false},
+	} {
+		t.Run(c.a+"_"+c.b, func(t *testing.T) {
+			ctx := NewContext(16, 16)
+			defer ctx.Close()
+			x := ctx.NewTensor(TypeF32, cols, 3)
+			y1 := mm[c.a](ctx, 16, x)
+			y2 := mm[c.b](ctx, 32, x)
+			if shared := y1.ptr.src[1] == y2.ptr.src[1]; shared != c.share {
+				t.Fatalf("quantized input shared: %v, want %v", shared, c.share)
+			}
+			if got := y2.Shape(); got[0] != 32 || got[1] != 3 {
+				t.Fatalf("output shape %v, want [32 3]", got)
+			}
+			// Another input gets its own records.
+			if y3 := mm[c.a](ctx, 16, ctx.NewTensor(TypeF32, cols, 3)); y3.ptr.src[1] == y1.ptr.src[1] {
+				t.Fatal("two inputs share one quantize op")
+			}
+			ctx.Reset()
+			if len(ctx.quantized) != 0 {
+				t.Fatalf("Reset kept %d memo entries", len(ctx.quantized))
+			}
+		})
 	}
 }
 

@@ -86,6 +86,6 @@ func (w Tensor) MulMatQ6KX16(ctx *Context, x Tensor, rows int) Tensor {
 	if w.NumElements() != size {
 		shapeErr(op, "weight has %d bytes, want %d for %d × %d", w.NumElements(), size, rows, x.Ne(0))
 	}
-	xq := ctx.node(op, C.idefics2_q8x256_quantize(ctx.ptr, x.ptr))
+	xq := ctx.quantizeOnce(x, quantQ8x256)
 	return ctx.node(op, C.idefics2_q6kx16_mul_mat(ctx.ptr, w.ptr, xq.ptr, C.int64_t(rows)))
 }

@@ -124,3 +124,24 @@ func (d *Decoder) Forward(ctx *ggml.Context, g *ggml.Graph, in decodeInputs, cac
 	}
 	return d.Output.Forward(ctx, h).SetName("dec.logits")
 }
+
+// stepWeights lists the weight tensors one decoding step reads in full: every layer's matrices and norms, the final
+// norm and the output projection (token_embd only when it is the output projection; otherwise a step reads one of
+// its rows).
+func (d *Decoder) stepWeights() []ggml.Tensor {
+	var ts []ggml.Tensor
+	lin := func(l Linear) { ts = append(ts, l.Weight, l.Bias, l.Tail) }
+	for _, l := range d.Layers {
+		ts = append(ts, l.AttnNorm.Weight, l.FFNNorm.Weight)
+		for _, m := range []Linear{l.Query, l.Key, l.Value, l.Output, l.MLP.Gate, l.MLP.Up, l.MLP.Down} {
+			lin(m)
+		}
+	}
+	ts = append(ts, d.OutNorm.Weight)
+	if d.Output.Weight.IsNil() {
+		ts = append(ts, d.TokEmbd)
+	} else {
+		lin(d.Output)
+	}
+	return ts
+}

@@ -192,6 +192,24 @@ func (m *Model) Close() {
 	m.tw, m.vw, m.runner = nil, nil, nil
 }
 
+// StepWeights returns the memory of the weights one decoding step reads in full (every decoder matrix and norm and
+// the output projection; of the token embeddings a step reads one row), as stored, and ok false when some of them
+// are not in CPU memory. Reading them once (ggml.StreamRead) times the memory's lower bound on a step: the limit
+// generation speed is judged against. The slices are valid until Close.
+func (m *Model) StepWeights() (regions [][]byte, ok bool) {
+	for _, t := range m.decoder.stepWeights() {
+		if t.IsNil() {
+			continue
+		}
+		b, ok := t.StorageBytes()
+		if !ok {
+			return nil, false
+		}
+		regions = append(regions, b)
+	}
+	return regions, true
+}
+
 // SetThreads changes the number of CPU threads.
 func (m *Model) SetThreads(n int) { m.runner.SetThreads(n) }
 

@@ -74,6 +74,7 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 		}
 		// output.weight has 32003 rows: its first 32000 are repacked, the last 3 stay plain.
 		r.split = !m.decoder.Output.Tail.IsNil()
+		checkStepWeights(t, m)
 		s, err := m.NewSession(len(ids))
 		if err != nil {
 			t.Fatal(err)
@@ -118,6 +119,39 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 			t.Logf("%d tensors repacked on %s (own layouts %v; output.weight split: %v)", r.packed, d.Variant, r.layouts, r.split)
 			checkClose(t, "repacked vs plain logits", r.logits, plain.logits, tolRepack)
 		})
+	}
+}
+
+// checkStepWeights checks that Model.StepWeights covers the bytes of every tensor a decoding step reads (all but the
+// token embeddings of a file with an output projection), in whatever layout they were loaded.
+func checkStepWeights(t *testing.T, m *Model) {
+	t.Helper()
+	regions, ok := m.StepWeights()
+	if !ok {
+		t.Fatal("StepWeights: weights not in CPU memory on the CPU backend")
+	}
+	want := int64(0)
+	tied := true
+	for _, ti := range m.TextFile.Tensors {
+		if ti.Name == "output.weight" {
+			tied = false
+		}
+	}
+	for _, ti := range m.TextFile.Tensors {
+		if ti.Name != "token_embd.weight" || tied {
+			want += int64(ti.Size())
+		}
+	}
+	got := int64(0)
+	for _, r := range regions {
+		got += int64(len(r))
+	}
+	// This project's layouts may be a little larger than the file's blocks (q4kx16: +2.8%, unpacked scales).
+	if got < want || got > want+want/20 {
+		t.Fatalf("StepWeights: %d regions of %d bytes, want the %d bytes of the step's tensors", len(regions), got, want)
+	}
+	if _, sum, err := ggml.StreamRead(regions, 2); err != nil || (sum == 0 && got > 0) {
+		t.Fatalf("StreamRead over the step's weights: sum %#x, %v", sum, err)
 	}
 }
 

@@ -37,6 +37,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	ggmlRepack := fs.Bool("ggml-repack", false, "Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and q4kx16 (AVX-512 VNNI)")
 	unfused := fs.Bool("unfused-attn", false, "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
 	warmup := fs.Bool("warmup", true, "run each test once before measuring")
+	readLimit := fs.Bool("read-limit", true, "around each generation repetition, time one read of the weights a token needs (the memory's bound on tg; CPU only)")
 	asJSON := fs.Bool("json", false, "print a JSON array of results")
 	output := fs.String("o", "md", "output format: md or json")
 	if err := fs.Parse(args); err != nil {
@@ -69,7 +70,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				if err == nil {
 					return runBench(ctx, benchArgs{model: *model, mmproj: *mmproj, pp: pp, tg: tg, threads: ts,
 						sizes: sizes, split: *split, perceiver: *perceiver, ttft: *ttft, reps: *reps, device: *device,
-						flash: *flash, noRepack: *noRepack, unfused: *unfused, json: *asJSON, warmup: *warmup}, stdout, stderr)
+						flash: *flash, noRepack: *noRepack, unfused: *unfused, json: *asJSON, warmup: *warmup, readLimit: *readLimit}, stdout, stderr)
 				}
 			}
 		}
@@ -83,7 +84,7 @@ type benchArgs struct {
 	pp, tg, threads, sizes        []int
 	split, perceiver, ttft, flash bool
 	noRepack, json, warmup        bool
-	unfused                       bool
+	unfused, readLimit            bool
 	reps                          int
 }
 
@@ -115,6 +116,9 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 		}
 		cfg := bench.Config{Prompt: nonZero(a.pp), Gen: nonZero(a.tg), ImageSizes: sizes, Split: a.split,
 			Perceiver: a.perceiver, TTFT: a.ttft, Repetitions: a.reps, Warmup: a.warmup, Threads: t, FlashAttn: a.flash}
+		if a.readLimit {
+			_, cfg.ReadLimit = m.StepWeights()
+		}
 		err = bench.Run(ctx, m, cfg, func(r bench.Result) {
 			all = append(all, r)
 			if !a.json {

@@ -41,6 +41,39 @@ func TestBenchCommand(t *testing.T) {
 	if res[0]["n_prompt"].(float64) != 8 || res[1]["n_gen"].(float64) != 4 {
 		t.Errorf("n_prompt/n_gen not set: %v %v", res[0]["n_prompt"], res[1]["n_gen"])
 	}
+	// Generation carries the memory's bound (read limit, on by default); other tests do not.
+	for i, r := range res {
+		_, has := r["limit_ts"]
+		if has != (i == 1) {
+			t.Errorf("result %d (%v): limit_ts present %v", i, r["test"], has)
+		}
+	}
+	tg := res[1]
+	samples, _ := tg["samples_limit_ts"].([]any)
+	step, _ := tg["step_bytes"].(float64)
+	if lim, _ := tg["limit_ts"].(float64); lim <= 0 || len(samples) != 2 || step <= 0 {
+		t.Errorf("tg read limit: limit_ts %v, samples %v, step_bytes %v", tg["limit_ts"], samples, tg["step_bytes"])
+	}
+	// rate / limit in percent, from the same repetitions.
+	if pct, _ := tg["pct_limit"].(float64); pct <= 0 {
+		t.Errorf("tg pct_limit %v", tg["pct_limit"])
+	}
+
+	// Markdown carries it in its own column, and --read-limit=false drops it.
+	for _, c := range []struct {
+		flag string
+		want bool
+	}{{"--read-limit=true", true}, {"--read-limit=false", false}} {
+		out.Reset()
+		errb.Reset()
+		code := run(context.Background(), []string{"bench", "-m", model, "-p", "0", "-n", "2", "-r", "1", "-t", "1", c.flag}, nil, &out, &errb)
+		if code != exitOK {
+			t.Fatalf("%s: exit %d: %s", c.flag, code, errb.String())
+		}
+		if got := strings.Contains(out.String(), "GB/s); rate"); got != c.want {
+			t.Errorf("%s: read limit in the table %v, want %v:\n%s", c.flag, got, c.want, out.String())
+		}
+	}
 }
 
 func TestBenchBadFlags(t *testing.T) {
