@@ -14,6 +14,7 @@
 // the unfused graph writes and reads a score matrix of nq × nk per head through memory.
 
 #include "attn.h"
+#include "vexp.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -163,26 +164,6 @@ static void attn_item_scalar(attn_scratch * w, const attn_args * a, int64_t h, i
 
 #ifdef ATTN_HAVE_X86
 
-// exp(x) for x ≤ 0 (x − max of a row): 2^n · p(r) with n = round(x·log2 e), r = x − n·ln 2 in
-// [−ln2/2, ln2/2] and p the degree-6 Taylor polynomial (relative error below 2e-7); vscalefps
-// returns 0 when 2^n underflows.
-__attribute__((target("avx512f")))
-static inline __m512 attn_exp512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 // Scores of 8 queries (qs rows i0 …) against nt (1 or 2) tiles of 16 keys starting at tile jt.
 __attribute__((target("avx512f"), always_inline))
 static inline void attn_scores8(const attn_scratch * w, int64_t hd, int i0, int64_t jt, const int nt) {
@@ -274,12 +255,12 @@ static void attn_item_avx512(attn_scratch * w, const attn_args * a, int64_t h, i
         const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
         __m512 lv = _mm512_setzero_ps();
         for (int64_t j = 0; j < full; j += 16) {
-            const __m512 e = attn_exp512(_mm512_sub_ps(_mm512_load_ps(s + j), m));
+            const __m512 e = idefics2_exp512(_mm512_sub_ps(_mm512_load_ps(s + j), m));
             _mm512_store_ps(s + j, e);
             lv = _mm512_add_ps(lv, e);
         }
         if (full < nkp) {
-            const __m512 e = _mm512_maskz_mov_ps(tail, attn_exp512(_mm512_sub_ps(_mm512_load_ps(s + full), m)));
+            const __m512 e = _mm512_maskz_mov_ps(tail, idefics2_exp512(_mm512_sub_ps(_mm512_load_ps(s + full), m)));
             _mm512_store_ps(s + full, e);
             lv = _mm512_add_ps(lv, e);
         }

@@ -26,6 +26,7 @@ type Decoder struct {
 	Output  Linear         `gguf:"output,optional"` // absent when tied to token_embd
 	opts    TextOptions
 	flash   bool
+	decAttn bool     // generation steps (up to decodeAttnTokens tokens) take ggml.DecodeAttention on the CPU
 	names   []string // "dec.blk.N", made once so graph building allocates nothing per token
 }
 
@@ -63,6 +64,10 @@ func (d *Decoder) check(c *shapeCheck) {
 		c.want("output.weight", d.Output.Weight, o.Hidden, o.VocabSize)
 	}
 }
+
+// decodeAttnTokens is the most tokens per step that take the fused decode attention: its work items are (token, key
+// head), each reading the head's keys once, so it is made for generation; prompts keep ggml's products (tiled GEMM).
+const decodeAttnTokens = 8
 
 // decodeInputs are the input tensors of one decoder step (a chunk of tokens appended at position nPast).
 type decodeInputs struct {
@@ -105,7 +110,11 @@ func (d *Decoder) Forward(ctx *ggml.Context, g *ggml.Graph, in decodeInputs, cac
 			vrow := vc.Nb(1)
 			g.Build(v.Transpose(ctx).Copy(ctx, vc.View(ctx, nPast*esz, []int{n, kvWidth}, []int{vrow})))
 			vt := vc.View(ctx, 0, []int{nKV, o.HeadDim, o.KVHeads}, []int{vrow, o.HeadDim * vrow})
-			z = attendT(ctx, q, kAll, vt, in.mask, scale)
+			if d.decAttn && n <= decodeAttnTokens && (kc.Type() == ggml.TypeF16 || kc.Type() == ggml.TypeF32) {
+				z = q.DecodeAttention(ctx, kAll, vt, in.mask, scale)
+			} else {
+				z = attendT(ctx, q, kAll, vt, in.mask, scale)
+			}
 		} else {
 			g.Build(v.Copy(ctx, vc.View(ctx, nPast*row, []int{kvWidth, n}, []int{row})))
 			vAll := vc.View(ctx, 0, []int{o.HeadDim, o.KVHeads, nKV}, []int{o.HeadDim * esz, row})

@@ -34,9 +34,9 @@ type Options struct {
 	ExactGELU bool
 	// VisionFlashAttn uses ggml's fused attention (F16 K/V) in the vision tower and perceiver.
 	VisionFlashAttn bool
-	// UnfusedAttn keeps ggml's separate products and softmax for the vision tower's and perceiver's attention on the
-	// CPU, instead of this project's fused kernel (ggml.FusedAttention, used where the CPU has AVX-512). For
-	// comparisons.
+	// UnfusedAttn keeps ggml's separate products and softmax on the CPU for the vision tower's and perceiver's
+	// attention and for the decoder's attention while generating, instead of this project's fused kernels
+	// (ggml.FusedAttention and ggml.DecodeAttention, used where the CPU has AVX-512). For comparisons.
 	UnfusedAttn bool
 	// KVType is the cache type; 0 means F32 for F32 text models and F16 otherwise.
 	KVType ggml.Type
@@ -119,7 +119,9 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 	if m.tw, err = LoadWeights(m.TextFile, m.runner.Main, !o.NoRepack); err != nil {
 		return nil, err
 	}
-	m.decoder = &Decoder{Layers: make([]DecoderLayer, m.Text.Layers), opts: m.Text, flash: o.FlashAttn}
+	m.decoder = &Decoder{Layers: make([]DecoderLayer, m.Text.Layers), opts: m.Text, flash: o.FlashAttn,
+		decAttn: m.Device.Kind == ggml.DeviceCPU && ggml.AttnFast() && !o.UnfusedAttn && !o.FlashAttn &&
+			m.Text.HeadDim <= ggml.DecodeAttnMaxHead && m.Text.Heads/m.Text.KVHeads <= ggml.DecodeAttnMaxGroup}
 	m.decoder.layerName(0)
 	if err = m.tw.Bind("", m.decoder); err != nil {
 		return nil, err

@@ -224,9 +224,14 @@ func TestParityVariants(t *testing.T) {
 			tol  float64
 		}{
 			{"flash", Options{FlashAttn: true, VisionFlashAttn: true}, false, tolFlash},
+			// Chunks of 5 and single tokens take the fused decode attention on CPUs with AVX-512 (ggml.DecodeAttention);
+			// the unfused variants keep ggml's products.
 			{"chunked_prefill", Options{BatchSize: 5}, false, tolExact()},
+			{"chunked_prefill_unfused", Options{BatchSize: 5, UnfusedAttn: true}, false, tolExact()},
 			{"token_by_token", Options{}, true, tolExact()},
+			{"token_by_token_unfused", Options{UnfusedAttn: true}, true, tolExact()},
 			{"f16_cache_token_by_token", Options{KVType: 1}, true, tolFlash},
+			{"f16_cache_token_by_token_unfused", Options{KVType: 1, UnfusedAttn: true}, true, tolFlash},
 			// ggml's separate products for vision and perceiver attention (the fused kernel is the default on CPUs
 			// with AVX-512), whole and in chunks.
 			{"unfused_attention", Options{UnfusedAttn: true}, false, tolExact()},

@@ -1,0 +1,286 @@
+// Decode-step attention over a KV cache (decattn.h): a scalar path and an AVX-512F path, chosen with the fused
+// attention's setting (idefics2_attn_isa, attn.h).
+//
+// One work item is (token t, key head g) with the G = heads / kv_heads query heads that share g. Keys are taken in
+// blocks of DECATTN_KB: the G scores of each key (one pass over its row), then the block's maximum per head, the
+// rescaling of the running sums (online softmax), exp, and the value product o_h[d] += Σ_j p_h[j]·vt[d][j], one
+// pass over each value row for all G heads. Fully masked blocks are skipped.
+
+#include "decattn.h"
+#include "attn.h"
+#include "vexp.h"
+
+#include <math.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define DECATTN_HAVE_X86 1
+#include <immintrin.h>
+#endif
+
+#define DECATTN_KB 256 // keys per block
+
+typedef struct {
+    const char * q;
+    const char * k;
+    const char * vt;
+    const char * mask;
+    char * dst;
+    size_t qnb1, qnb2, knb1, knb2, vnb1, vnb2, mnb1, dnb1;
+    int64_t hd, heads, kvh, n, nk;
+    int f16;
+    float scale;
+} decattn_args;
+
+static inline float decattn_load1(const char * p, int64_t i, int f16) {
+    return f16 ? ggml_fp16_to_fp32(((const ggml_fp16_t *) p)[i]) : ((const float *) p)[i];
+}
+
+static inline float decattn_mask(const decattn_args * a, int64_t t, int64_t j) {
+    return a->mask ? ((const float *) (a->mask + t * a->mnb1))[j] : 0.0f;
+}
+
+// One item, scalar. s: [G][DECATTN_KB] scratch.
+static void decattn_item_scalar(const decattn_args * a, int64_t t, int64_t g, float * s) {
+    const int64_t G = a->heads / a->kvh, hd = a->hd;
+    float m[IDEFICS2_DECATTN_MAX_GROUP], l[IDEFICS2_DECATTN_MAX_GROUP];
+    float o[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD];
+    for (int64_t h = 0; h < G; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+        memset(o[h], 0, sizeof(float) * hd);
+    }
+    for (int64_t j0 = 0; j0 < a->nk; j0 += DECATTN_KB) {
+        const int64_t nb = a->nk - j0 < DECATTN_KB ? a->nk - j0 : DECATTN_KB;
+        for (int64_t h = 0; h < G; h++) {
+            const float * qh = (const float *) (a->q + t * a->qnb2 + (g * G + h) * a->qnb1);
+            float bm = -INFINITY;
+            for (int64_t j = 0; j < nb; j++) {
+                const float mk = decattn_mask(a, t, j0 + j);
+                float v = -INFINITY;
+                if (mk != -INFINITY) {
+                    const char * kr = a->k + g * a->knb1 + (j0 + j) * a->knb2;
+                    float dot = 0.0f;
+                    for (int64_t d = 0; d < hd; d++) dot += qh[d] * decattn_load1(kr, d, a->f16);
+                    v = dot * a->scale + mk;
+                }
+                s[h * DECATTN_KB + j] = v;
+                bm = v > bm ? v : bm;
+            }
+            if (bm == -INFINITY) {
+                for (int64_t j = 0; j < nb; j++) s[h * DECATTN_KB + j] = 0.0f;
+                continue;
+            }
+            const float mn = bm > m[h] ? bm : m[h];
+            const float c = expf(m[h] - mn); // 0 while nothing was seen (m = −Inf)
+            l[h] *= c;
+            for (int64_t d = 0; d < hd; d++) o[h][d] *= c;
+            m[h] = mn;
+            for (int64_t j = 0; j < nb; j++) {
+                const float p = expf(s[h * DECATTN_KB + j] - mn);
+                s[h * DECATTN_KB + j] = p;
+                l[h] += p;
+            }
+        }
+        for (int64_t d = 0; d < hd; d++) {
+            const char * vr = a->vt + g * a->vnb2 + d * a->vnb1;
+            for (int64_t h = 0; h < G; h++) {
+                float acc = 0.0f;
+                for (int64_t j = 0; j < nb; j++) acc += s[h * DECATTN_KB + j] * decattn_load1(vr, j0 + j, a->f16);
+                o[h][d] += acc;
+            }
+        }
+    }
+    for (int64_t h = 0; h < G; h++) {
+        float * out = (float *) (a->dst + t * a->dnb1) + (g * G + h) * hd;
+        const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        for (int64_t d = 0; d < hd; d++) out[d] = o[h][d] * inv;
+    }
+}
+
+#ifdef DECATTN_HAVE_X86
+
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline __m512 decattn_load16(const char * p, int64_t i, const int f16) {
+    if (f16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) ((const ggml_fp16_t *) p + i)));
+    return _mm512_loadu_ps((const float *) p + i);
+}
+
+// The first cnt (< 16) values from i, zero-filled to 16.
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline __m512 decattn_load16_part(const char * p, int64_t i, int64_t cnt, const int f16) {
+    if (f16) {
+        ggml_fp16_t tmp[16] = { 0 };
+        memcpy(tmp, (const ggml_fp16_t *) p + i, sizeof(ggml_fp16_t) * cnt);
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) tmp));
+    }
+    return _mm512_maskz_loadu_ps((__mmask16) ((1u << cnt) - 1), (const float *) p + i);
+}
+
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline void decattn_item_avx512_t(const decattn_args * a, int64_t t, int64_t g, float * s, const int f16) {
+    const int64_t G = a->heads / a->kvh, hd = a->hd;
+    const int64_t hd16 = hd & ~(int64_t) 15;
+    const __mmask16 hdtail = (__mmask16) ((1u << (hd - hd16)) - 1);
+    float m[IDEFICS2_DECATTN_MAX_GROUP], l[IDEFICS2_DECATTN_MAX_GROUP];
+    // o[h]: head h's output accumulator, hd floats padded to a multiple of 16 (the padding stays 0).
+    float o[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD] __attribute__((aligned(64)));
+    __m512 qv[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD / 16];
+    const int64_t nv = (hd + 15) / 16;
+    for (int64_t h = 0; h < G; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+        memset(o[h], 0, sizeof(float) * 16 * nv);
+        const float * qh = (const float *) (a->q + t * a->qnb2 + (g * G + h) * a->qnb1);
+        for (int64_t v = 0; v < nv; v++) {
+            qv[h][v] = v * 16 < hd16 ? _mm512_loadu_ps(qh + 16 * v) : _mm512_maskz_loadu_ps(hdtail, qh + 16 * v);
+        }
+    }
+    const float * mrow = a->mask ? (const float *) (a->mask + t * a->mnb1) : NULL;
+    for (int64_t j0 = 0; j0 < a->nk; j0 += DECATTN_KB) {
+        const int64_t nb = a->nk - j0 < DECATTN_KB ? a->nk - j0 : DECATTN_KB;
+        // Scores: one pass over each key row for the G heads.
+        int any = 0;
+        for (int64_t j = 0; j < nb; j++) {
+            const float mk = mrow ? mrow[j0 + j] : 0.0f;
+            if (mk == -INFINITY) {
+                for (int64_t h = 0; h < G; h++) s[h * DECATTN_KB + j] = -INFINITY;
+                continue;
+            }
+            any = 1;
+            const char * kr = a->k + g * a->knb1 + (j0 + j) * a->knb2;
+            __m512 acc[IDEFICS2_DECATTN_MAX_GROUP];
+            for (int64_t h = 0; h < G; h++) acc[h] = _mm512_setzero_ps();
+            for (int64_t v = 0; v < nv; v++) {
+                const __m512 kk = v * 16 < hd16 ? decattn_load16(kr, 16 * v, f16) : decattn_load16_part(kr, 16 * v, hd - hd16, f16);
+                for (int64_t h = 0; h < G; h++) acc[h] = _mm512_fmadd_ps(qv[h][v], kk, acc[h]);
+            }
+            for (int64_t h = 0; h < G; h++) s[h * DECATTN_KB + j] = _mm512_reduce_add_ps(acc[h]) * a->scale + mk;
+        }
+        if (!any) continue;
+        // Online softmax per head; the block's probabilities replace its scores (padded to 16 with zeros).
+        const int64_t nb16 = (nb + 15) & ~(int64_t) 15;
+        for (int64_t h = 0; h < G; h++) {
+            float * sh = s + h * DECATTN_KB;
+            for (int64_t j = nb; j < nb16; j++) sh[j] = -INFINITY;
+            __m512 bmv = _mm512_set1_ps(-INFINITY);
+            for (int64_t j = 0; j < nb16; j += 16) bmv = _mm512_max_ps(bmv, _mm512_loadu_ps(sh + j));
+            const float bm = _mm512_reduce_max_ps(bmv);
+            if (bm == -INFINITY) { // every key of the block masked for this head's row (not reached: masks are per token)
+                memset(sh, 0, sizeof(float) * nb16);
+                continue;
+            }
+            const float mn = bm > m[h] ? bm : m[h];
+            const float c = expf(m[h] - mn);
+            if (c != 1.0f) {
+                const __m512 cv = _mm512_set1_ps(c);
+                for (int64_t v = 0; v < nv; v++) _mm512_store_ps(o[h] + 16 * v, _mm512_mul_ps(_mm512_load_ps(o[h] + 16 * v), cv));
+                l[h] *= c;
+            }
+            m[h] = mn;
+            const __m512 mv = _mm512_set1_ps(mn);
+            __m512 lv = _mm512_setzero_ps();
+            for (int64_t j = 0; j < nb16; j += 16) {
+                const __m512 p = idefics2_exp512(_mm512_sub_ps(_mm512_loadu_ps(sh + j), mv));
+                // exp of −Inf − m is clamped to a tiny value by idefics2_exp512: masked keys get exactly 0.
+                const __m512 pz = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(sh + j), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), p);
+                _mm512_storeu_ps(sh + j, pz);
+                lv = _mm512_add_ps(lv, pz);
+            }
+            l[h] += _mm512_reduce_add_ps(lv);
+        }
+        // Values: one pass over each row of vt (one dimension d, the block's keys) for the G heads.
+        const int64_t nb16f = nb & ~(int64_t) 15;
+        const __mmask16 ktail = (__mmask16) ((1u << (nb - nb16f)) - 1);
+        for (int64_t d = 0; d < hd; d++) {
+            const char * vr = a->vt + g * a->vnb2 + d * a->vnb1;
+            __m512 acc[IDEFICS2_DECATTN_MAX_GROUP];
+            for (int64_t h = 0; h < G; h++) acc[h] = _mm512_setzero_ps();
+            for (int64_t j = 0; j < nb16f; j += 16) {
+                const __m512 vv = decattn_load16(vr, j0 + j, f16);
+                for (int64_t h = 0; h < G; h++) acc[h] = _mm512_fmadd_ps(_mm512_loadu_ps(s + h * DECATTN_KB + j), vv, acc[h]);
+            }
+            if (ktail) {
+                const __m512 vv = decattn_load16_part(vr, j0 + nb16f, nb - nb16f, f16);
+                for (int64_t h = 0; h < G; h++) acc[h] = _mm512_fmadd_ps(_mm512_loadu_ps(s + h * DECATTN_KB + nb16f), vv, acc[h]);
+            }
+            for (int64_t h = 0; h < G; h++) o[h][d] += _mm512_reduce_add_ps(acc[h]);
+        }
+    }
+    for (int64_t h = 0; h < G; h++) {
+        float * out = (float *) (a->dst + t * a->dnb1) + (g * G + h) * hd;
+        const __m512 inv = _mm512_set1_ps(l[h] > 0.0f ? 1.0f / l[h] : 0.0f);
+        for (int64_t v = 0; v < nv; v++) {
+            const __m512 r = _mm512_mul_ps(_mm512_load_ps(o[h] + 16 * v), inv);
+            if (v * 16 < hd16) {
+                _mm512_storeu_ps(out + 16 * v, r);
+            } else {
+                _mm512_mask_storeu_ps(out + 16 * v, hdtail, r);
+            }
+        }
+    }
+}
+
+__attribute__((target("avx512f,f16c")))
+static void decattn_item_avx512(const decattn_args * a, int64_t t, int64_t g, float * s) {
+    if (a->f16) {
+        decattn_item_avx512_t(a, t, g, s, 1);
+    } else {
+        decattn_item_avx512_t(a, t, g, s, 0);
+    }
+}
+
+#endif // DECATTN_HAVE_X86
+
+static void decattn_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const struct ggml_tensor * q = dst->src[0];
+    const struct ggml_tensor * k = dst->src[1];
+    const struct ggml_tensor * vt = dst->src[2];
+    const struct ggml_tensor * mask = dst->src[3];
+    decattn_args a;
+    a.q = (const char *) q->data;
+    a.k = (const char *) k->data;
+    a.vt = (const char *) vt->data;
+    a.mask = mask ? (const char *) mask->data : NULL;
+    a.dst = (char *) dst->data;
+    a.qnb1 = q->nb[1];
+    a.qnb2 = q->nb[2];
+    a.knb1 = k->nb[1];
+    a.knb2 = k->nb[2];
+    a.vnb1 = vt->nb[1];
+    a.vnb2 = vt->nb[2];
+    a.mnb1 = mask ? mask->nb[1] : 0;
+    a.dnb1 = dst->nb[1];
+    a.hd = q->ne[0];
+    a.heads = q->ne[1];
+    a.n = q->ne[2];
+    a.kvh = k->ne[1];
+    a.nk = k->ne[2];
+    a.f16 = k->type == GGML_TYPE_F16;
+    uint32_t bits = (uint32_t) (uintptr_t) userdata;
+    memcpy(&a.scale, &bits, sizeof a.scale);
+
+    float s[IDEFICS2_DECATTN_MAX_GROUP * DECATTN_KB] __attribute__((aligned(64)));
+    const int64_t items = a.n * a.kvh;
+    const int isa = idefics2_attn_isa();
+    for (int64_t it = ith; it < items; it += nth) {
+        const int64_t t = it / a.kvh, g = it % a.kvh;
+#ifdef DECATTN_HAVE_X86
+        if (isa == IDEFICS2_ATTN_AVX512) {
+            decattn_item_avx512(&a, t, g, s);
+            continue;
+        }
+#endif
+        (void) isa;
+        decattn_item_scalar(&a, t, g, s);
+    }
+}
+
+struct ggml_tensor * idefics2_decode_attn(struct ggml_context * ctx, struct ggml_tensor * q, struct ggml_tensor * k,
+                                          struct ggml_tensor * vt, struct ggml_tensor * mask, float scale) {
+    struct ggml_tensor * args[4] = { q, k, vt, mask };
+    uint32_t bits;
+    memcpy(&bits, &scale, sizeof bits);
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0] * q->ne[1], q->ne[2], 1, 1, args, mask ? 4 : 3,
+                          decattn_custom_op, GGML_N_TASKS_MAX, (void *) (uintptr_t) bits);
+}

@@ -1,0 +1,32 @@
+// exp for the attention kernels (attn.c, decattn.c): an AVX-512F vector exp for arguments at most 0 (a score minus
+// the row's maximum). Private to those files; compiled with a target attribute so that it only runs on CPUs whose
+// support was checked.
+#ifndef IDEFICS2_VEXP_H
+#define IDEFICS2_VEXP_H
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+// exp(x) for x ≤ 0 (x − max of a row): 2^n · p(r) with n = round(x·log2 e), r = x − n·ln 2 in
+// [−ln2/2, ln2/2] and p the degree-6 Taylor polynomial (relative error below 2e-7); vscalefps
+// returns 0 when 2^n underflows.
+__attribute__((target("avx512f")))
+static inline __m512 idefics2_exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+#endif
+
+#endif
