@@ -117,61 +117,118 @@ static inline __m512 decattn_load16_part(const char * p, int64_t i, int64_t cnt,
     return _mm512_maskz_loadu_ps((__mmask16) ((1u << cnt) - 1), (const float *) p + i);
 }
 
+// Lane i of the result is the sum of v[i]'s 16 lanes: a tree of unpacks and 128-bit shuffles instead of 16
+// horizontal reductions.
+__attribute__((target("avx512f"), always_inline))
+static inline __m512 decattn_hsum16(const __m512 * v) {
+    __m512 x[8], z[4];
+    for (int i = 0; i < 8; i++) {
+        // per 128-bit lane: (a0+a2, b0+b2, a1+a3, b1+b3) for a = v[2i], b = v[2i+1]
+        x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    }
+    for (int i = 0; i < 4; i++) {
+        // per 128-bit lane: that lane's sums of v[4i], …, v[4i+3]
+        const __m512d a = _mm512_castps_pd(x[2 * i]), b = _mm512_castps_pd(x[2 * i + 1]);
+        z[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    const __m512 r0 = _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512 r1 = _mm512_add_ps(_mm512_shuffle_f32x4(z[2], z[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_f32x4(z[2], z[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(r0, r1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(r0, r1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Dot products of the query qp (nv vectors, zero-padded) with the keys at kr0 + i·knb, i < cnt; lane i of the
+// result (0 for i ≥ cnt).
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline __m512 decattn_scores16(const float * qp, int64_t nv, int64_t hd, const char * kr0, size_t knb, const int cnt,
+                                      const int f16) {
+    const int64_t hd16 = hd & ~(int64_t) 15;
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t v = 0; v < nv; v++) {
+        const __m512 qv = _mm512_load_ps(qp + 16 * v);
+        if (16 * v < hd16) {
+#pragma GCC unroll 16
+            for (int i = 0; i < cnt; i++) acc[i] = _mm512_fmadd_ps(qv, decattn_load16(kr0 + i * knb, 16 * v, f16), acc[i]);
+        } else {
+            for (int i = 0; i < cnt; i++) acc[i] = _mm512_fmadd_ps(qv, decattn_load16_part(kr0 + i * knb, 16 * v, hd - hd16, f16), acc[i]);
+        }
+    }
+    return decattn_hsum16(acc);
+}
+
+// Σ_j p[j]·row_i[j0 + j] over j < nb for the value rows at vr0 + i·vnb, i < cnt (p zero-padded to a multiple of
+// 16); lane i of the result.
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline __m512 decattn_values16(const float * p, const char * vr0, size_t vnb, int64_t j0, int64_t nb, const int cnt,
+                                      const int f16) {
+    const int64_t nbf = nb & ~(int64_t) 15;
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nbf; j += 16) {
+        const __m512 pv = _mm512_loadu_ps(p + j);
+#pragma GCC unroll 16
+        for (int i = 0; i < cnt; i++) acc[i] = _mm512_fmadd_ps(pv, decattn_load16(vr0 + i * vnb, j0 + j, f16), acc[i]);
+    }
+    if (nbf < nb) {
+        const __m512 pv = _mm512_loadu_ps(p + nbf);
+        for (int i = 0; i < cnt; i++) acc[i] = _mm512_fmadd_ps(pv, decattn_load16_part(vr0 + i * vnb, j0 + nbf, nb - nbf, f16), acc[i]);
+    }
+    return decattn_hsum16(acc);
+}
+
 __attribute__((target("avx512f,f16c"), always_inline))
 static inline void decattn_item_avx512_t(const decattn_args * a, int64_t t, int64_t g, float * s, const int f16) {
     const int64_t G = a->heads / a->kvh, hd = a->hd;
-    const int64_t hd16 = hd & ~(int64_t) 15;
-    const __mmask16 hdtail = (__mmask16) ((1u << (hd - hd16)) - 1);
-    float m[IDEFICS2_DECATTN_MAX_GROUP], l[IDEFICS2_DECATTN_MAX_GROUP];
-    // o[h]: head h's output accumulator, hd floats padded to a multiple of 16 (the padding stays 0).
-    float o[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD] __attribute__((aligned(64)));
-    __m512 qv[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD / 16];
     const int64_t nv = (hd + 15) / 16;
+    float m[IDEFICS2_DECATTN_MAX_GROUP], l[IDEFICS2_DECATTN_MAX_GROUP];
+    // o[h]: head h's output accumulator and qp[h] its query, hd floats zero-padded to a multiple of 16.
+    float o[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD] __attribute__((aligned(64)));
+    float qp[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD] __attribute__((aligned(64)));
     for (int64_t h = 0; h < G; h++) {
         m[h] = -INFINITY;
         l[h] = 0.0f;
         memset(o[h], 0, sizeof(float) * 16 * nv);
-        const float * qh = (const float *) (a->q + t * a->qnb2 + (g * G + h) * a->qnb1);
-        for (int64_t v = 0; v < nv; v++) {
-            qv[h][v] = v * 16 < hd16 ? _mm512_loadu_ps(qh + 16 * v) : _mm512_maskz_loadu_ps(hdtail, qh + 16 * v);
-        }
+        memset(qp[h], 0, sizeof(float) * 16 * nv);
+        memcpy(qp[h], a->q + t * a->qnb2 + (g * G + h) * a->qnb1, sizeof(float) * hd);
     }
     const float * mrow = a->mask ? (const float *) (a->mask + t * a->mnb1) : NULL;
+    const __m512 scale = _mm512_set1_ps(a->scale), ninf = _mm512_set1_ps(-INFINITY);
     for (int64_t j0 = 0; j0 < a->nk; j0 += DECATTN_KB) {
         const int64_t nb = a->nk - j0 < DECATTN_KB ? a->nk - j0 : DECATTN_KB;
-        // Scores: one pass over each key row for the G heads.
-        int any = 0;
-        for (int64_t j = 0; j < nb; j++) {
-            const float mk = mrow ? mrow[j0 + j] : 0.0f;
-            if (mk == -INFINITY) {
-                for (int64_t h = 0; h < G; h++) s[h * DECATTN_KB + j] = -INFINITY;
-                continue;
-            }
-            any = 1;
-            const char * kr = a->k + g * a->knb1 + (j0 + j) * a->knb2;
-            __m512 acc[IDEFICS2_DECATTN_MAX_GROUP];
-            for (int64_t h = 0; h < G; h++) acc[h] = _mm512_setzero_ps();
-            for (int64_t v = 0; v < nv; v++) {
-                const __m512 kk = v * 16 < hd16 ? decattn_load16(kr, 16 * v, f16) : decattn_load16_part(kr, 16 * v, hd - hd16, f16);
-                for (int64_t h = 0; h < G; h++) acc[h] = _mm512_fmadd_ps(qv[h][v], kk, acc[h]);
-            }
-            for (int64_t h = 0; h < G; h++) s[h * DECATTN_KB + j] = _mm512_reduce_add_ps(acc[h]) * a->scale + mk;
-        }
-        if (!any) continue;
-        // Online softmax per head; the block's probabilities replace its scores (padded to 16 with zeros).
         const int64_t nb16 = (nb + 15) & ~(int64_t) 15;
+        int any = !mrow;
+        for (int64_t j = 0; j < nb && !any; j++) any = mrow[j0 + j] != -INFINITY;
+        if (!any) continue;
+        // Scores, 16 keys at a time (masked and padded keys: −Inf).
+        for (int64_t jb = 0; jb < nb16; jb += 16) {
+            const int64_t cnt = nb - jb < 16 ? nb - jb : 16;
+            float mk[16];
+            for (int64_t i = 0; i < 16; i++) mk[i] = i >= cnt ? -INFINITY : mrow ? mrow[j0 + jb + i] : 0.0f;
+            const __m512 mkv = _mm512_loadu_ps(mk);
+            const char * kr0 = a->k + g * a->knb1 + (j0 + jb) * a->knb2;
+            for (int64_t h = 0; h < G; h++) {
+                const __m512 sc = cnt == 16 ? decattn_scores16(qp[h], nv, hd, kr0, a->knb2, 16, f16)
+                                            : decattn_scores16(qp[h], nv, hd, kr0, a->knb2, (int) cnt, f16);
+                _mm512_storeu_ps(s + h * DECATTN_KB + jb, _mm512_fmadd_ps(sc, scale, mkv));
+            }
+        }
+        // Online softmax per head; the block's probabilities replace its scores (masked and padded keys: 0).
         for (int64_t h = 0; h < G; h++) {
             float * sh = s + h * DECATTN_KB;
-            for (int64_t j = nb; j < nb16; j++) sh[j] = -INFINITY;
-            __m512 bmv = _mm512_set1_ps(-INFINITY);
+            __m512 bmv = ninf;
             for (int64_t j = 0; j < nb16; j += 16) bmv = _mm512_max_ps(bmv, _mm512_loadu_ps(sh + j));
             const float bm = _mm512_reduce_max_ps(bmv);
-            if (bm == -INFINITY) { // every key of the block masked for this head's row (not reached: masks are per token)
+            if (bm == -INFINITY) { // no key of the block visible to this row
                 memset(sh, 0, sizeof(float) * nb16);
                 continue;
             }
             const float mn = bm > m[h] ? bm : m[h];
-            const float c = expf(m[h] - mn);
+            const float c = expf(m[h] - mn); // 0 while nothing was seen (m = −Inf)
             if (c != 1.0f) {
                 const __m512 cv = _mm512_set1_ps(c);
                 for (int64_t v = 0; v < nv; v++) _mm512_store_ps(o[h] + 16 * v, _mm512_mul_ps(_mm512_load_ps(o[h] + 16 * v), cv));
@@ -181,43 +238,30 @@ static inline void decattn_item_avx512_t(const decattn_args * a, int64_t t, int6
             const __m512 mv = _mm512_set1_ps(mn);
             __m512 lv = _mm512_setzero_ps();
             for (int64_t j = 0; j < nb16; j += 16) {
-                const __m512 p = idefics2_exp512(_mm512_sub_ps(_mm512_loadu_ps(sh + j), mv));
-                // exp of −Inf − m is clamped to a tiny value by idefics2_exp512: masked keys get exactly 0.
-                const __m512 pz = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(sh + j), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), p);
-                _mm512_storeu_ps(sh + j, pz);
-                lv = _mm512_add_ps(lv, pz);
+                const __m512 x = _mm512_loadu_ps(sh + j);
+                // idefics2_exp512 clamps −Inf to a tiny value: masked keys get exactly 0.
+                const __m512 p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_NEQ_OQ), idefics2_exp512(_mm512_sub_ps(x, mv)));
+                _mm512_storeu_ps(sh + j, p);
+                lv = _mm512_add_ps(lv, p);
             }
             l[h] += _mm512_reduce_add_ps(lv);
         }
-        // Values: one pass over each row of vt (one dimension d, the block's keys) for the G heads.
-        const int64_t nb16f = nb & ~(int64_t) 15;
-        const __mmask16 ktail = (__mmask16) ((1u << (nb - nb16f)) - 1);
-        for (int64_t d = 0; d < hd; d++) {
-            const char * vr = a->vt + g * a->vnb2 + d * a->vnb1;
-            __m512 acc[IDEFICS2_DECATTN_MAX_GROUP];
-            for (int64_t h = 0; h < G; h++) acc[h] = _mm512_setzero_ps();
-            for (int64_t j = 0; j < nb16f; j += 16) {
-                const __m512 vv = decattn_load16(vr, j0 + j, f16);
-                for (int64_t h = 0; h < G; h++) acc[h] = _mm512_fmadd_ps(_mm512_loadu_ps(s + h * DECATTN_KB + j), vv, acc[h]);
+        // Values, 16 dimensions at a time: 16 rows of vt against each head's probabilities.
+        for (int64_t d0 = 0; d0 < hd; d0 += 16) {
+            const int64_t cnt = hd - d0 < 16 ? hd - d0 : 16;
+            const char * vr0 = a->vt + g * a->vnb2 + d0 * a->vnb1;
+            for (int64_t h = 0; h < G; h++) {
+                const float * ph = s + h * DECATTN_KB;
+                const __m512 x = cnt == 16 ? decattn_values16(ph, vr0, a->vnb1, j0, nb, 16, f16)
+                                           : decattn_values16(ph, vr0, a->vnb1, j0, nb, (int) cnt, f16);
+                _mm512_store_ps(o[h] + d0, _mm512_add_ps(_mm512_load_ps(o[h] + d0), x));
             }
-            if (ktail) {
-                const __m512 vv = decattn_load16_part(vr, j0 + nb16f, nb - nb16f, f16);
-                for (int64_t h = 0; h < G; h++) acc[h] = _mm512_fmadd_ps(_mm512_loadu_ps(s + h * DECATTN_KB + nb16f), vv, acc[h]);
-            }
-            for (int64_t h = 0; h < G; h++) o[h][d] += _mm512_reduce_add_ps(acc[h]);
         }
     }
     for (int64_t h = 0; h < G; h++) {
         float * out = (float *) (a->dst + t * a->dnb1) + (g * G + h) * hd;
-        const __m512 inv = _mm512_set1_ps(l[h] > 0.0f ? 1.0f / l[h] : 0.0f);
-        for (int64_t v = 0; v < nv; v++) {
-            const __m512 r = _mm512_mul_ps(_mm512_load_ps(o[h] + 16 * v), inv);
-            if (v * 16 < hd16) {
-                _mm512_storeu_ps(out + 16 * v, r);
-            } else {
-                _mm512_mask_storeu_ps(out + 16 * v, hdtail, r);
-            }
-        }
+        const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        for (int64_t d = 0; d < hd; d++) out[d] = o[h][d] * inv;
     }
 }
 
