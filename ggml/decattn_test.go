@@ -17,16 +17,16 @@ type decAttnCase struct {
 }
 
 var decAttnCases = []decAttnCase{
-	{128, 32, 8, 1, 1, 8, true, "causal"},     // the first generated token
-	{128, 32, 8, 1, 77, 90, true, "causal"},   // Mistral shapes
-	{128, 32, 8, 1, 77, 90, false, "causal"},  // an F32 cache
-	{128, 8, 2, 3, 256, 260, true, "causal"},  // one whole key block
-	{128, 8, 2, 2, 257, 300, true, "causal"},  // one more key
-	{128, 8, 2, 4, 600, 600, true, "window"},  // several blocks, masked ones skipped
-	{72, 4, 4, 1, 33, 40, true, "none"},       // head size not a multiple of 16, no grouping
-	{96, 16, 1, 2, 20, 21, false, "none"},     // 16 query heads on one key head
-	{16, 2, 1, 1, 5, 5, true, "causal"},       //
-	{200, 2, 2, 1, 17, 17, false, "causal"},   // head size above 128
+	{128, 32, 8, 1, 1, 8, true, "causal"},      // the first generated token
+	{128, 32, 8, 1, 77, 90, true, "causal"},    // Mistral shapes
+	{128, 32, 8, 1, 77, 90, false, "causal"},   // an F32 cache
+	{128, 8, 2, 3, 256, 260, true, "causal"},   // one whole key block
+	{128, 8, 2, 2, 257, 300, true, "causal"},   // one more key
+	{128, 8, 2, 4, 600, 600, true, "window"},   // several blocks, masked ones skipped
+	{72, 4, 4, 1, 33, 40, true, "none"},        // head size not a multiple of 16, no grouping
+	{96, 16, 1, 2, 20, 21, false, "none"},      // 16 query heads on one key head
+	{16, 2, 1, 1, 5, 5, true, "causal"},        //
+	{200, 2, 2, 1, 17, 17, false, "causal"},    // head size above 128
 	{128, 4, 2, 1, 1000, 1024, true, "causal"}, // a long context
 }
 
@@ -228,7 +228,9 @@ func TestDecodeAttentionBadShapes(t *testing.T) {
 		{"q8 cache", func() { q.DecodeAttention(ctx, ctx.NewTensor(TypeQ8_0, 64, 2, 10), vt, mask, 1) }, "both f16 or both f32"},
 		{"head size", func() { q.DecodeAttention(ctx, ctx.NewTensor(TypeF16, 32, 2, 10), vt, mask, 1) }, "do not match q"},
 		{"values not transposed", func() { q.DecodeAttention(ctx, k, ctx.NewTensor(TypeF16, 64, 2, 10), mask, 1) }, "want the transposed [10, 64, 2]"},
-		{"grouping", func() { q.DecodeAttention(ctx, ctx.NewTensor(TypeF16, 64, 3, 10), ctx.NewTensor(TypeF16, 10, 64, 3), nil0(), 1) }, "over 3 key heads"},
+		{"grouping", func() {
+			q.DecodeAttention(ctx, ctx.NewTensor(TypeF16, 64, 3, 10), ctx.NewTensor(TypeF16, 10, 64, 3), nil0(), 1)
+		}, "over 3 key heads"},
 		{"group too large", func() {
 			ctx.NewTensor(TypeF32, 64, 32, 1).DecodeAttention(ctx, ctx.NewTensor(TypeF16, 64, 1, 10), ctx.NewTensor(TypeF16, 10, 64, 1), mask, 1)
 		}, "at most 16 per key head"},
