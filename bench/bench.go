@@ -37,12 +37,14 @@ type Result struct {
 	PeakRSS   int64     `json:"peak_rss_bytes"`
 	Unit      string    `json:"unit"` // "t/s" or "images/s"
 	// Generation tests with ReadLimit: the memory's bound on the rate. Around each repetition the weights a step
-	// reads (StepBytes) are read once more by as many threads with nothing else to do (ggml.StreamRead, best of 2
-	// passes before and 2 after); 1 / that time is the repetition's limit in tokens per second.
-	StepBytes      int64     `json:"step_bytes,omitempty"`
+	// reads, as loaded (ReadBytes), are read once more by as many threads with nothing else to do
+	// (ggml.StreamRead, best of 2 passes before and 2 after), which gives the memory's read rate; the limit is that
+	// rate over the bytes those weights take in the file (StepBytes), the bound whatever layout they are kept in.
+	StepBytes      int64     `json:"step_bytes,omitempty"`       // file bytes of the weights a step reads
+	ReadBytes      int64     `json:"read_bytes,omitempty"`       // the same weights as loaded (layouts may differ)
 	LimitTs        float64   `json:"limit_ts,omitempty"`         // mean of the repetitions' limits
 	SamplesLimitTs []float64 `json:"samples_limit_ts,omitempty"` // per repetition
-	ReadGBs        float64   `json:"read_gbs,omitempty"`         // StepBytes × LimitTs / 1e9
+	ReadGBs        float64   `json:"read_gbs,omitempty"`         // StepBytes × LimitTs / 1e9: the read rate
 	PctLimit       float64   `json:"pct_limit,omitempty"`        // mean over repetitions of rate / limit, in %
 	Repetition     int       `json:"repetitions"`
 }
@@ -85,7 +87,7 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 	}
 	// limit, when set, is called around each repetition and returns the memory's bound in units per second.
 	var limit func() (float64, error)
-	var stepBytes int64
+	var stepBytes, readBytes int64
 	run := func(name string, nPrompt, nGen int, units float64, unit string, f func() error) error {
 		if cfg.Warmup {
 			if err := f(); err != nil {
@@ -127,7 +129,7 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 		r.AvgTs, r.StddevTs = meanSDf(r.SamplesTs)
 		if limit != nil {
 			r.LimitTs, _ = meanSDf(r.SamplesLimitTs)
-			r.StepBytes = stepBytes
+			r.StepBytes, r.ReadBytes = stepBytes, readBytes
 			r.ReadGBs = float64(stepBytes) * r.LimitTs / 1e9
 		}
 		r.PeakRSS = PeakRSS()
@@ -156,8 +158,9 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 			return errors.New("bench: the read limit needs the weights in CPU memory")
 		}
 		for _, r := range regions {
-			stepBytes += int64(len(r))
+			readBytes += int64(len(r))
 		}
+		stepBytes = m.StepFileBytes()
 		limit = func() (float64, error) {
 			best := time.Duration(0)
 			for i := 0; i < 2; i++ {
@@ -169,7 +172,8 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 					best = d
 				}
 			}
-			return 1 / best.Seconds(), nil
+			// The memory's read rate over the file's bytes per step.
+			return float64(readBytes) / best.Seconds() / float64(stepBytes), nil
 		}
 	}
 	for _, n := range cfg.Gen {

@@ -212,6 +212,19 @@ func (m *Model) StepWeights() (regions [][]byte, ok bool) {
 	return regions, true
 }
 
+// StepFileBytes is the size in the text file of the weights one decoding step reads in full (those of StepWeights):
+// every tensor but the token embeddings, or every tensor when the embeddings are the output projection.
+func (m *Model) StepFileBytes() int64 {
+	tied := m.decoder.Output.Weight.IsNil()
+	var n int64
+	for _, ti := range m.TextFile.Tensors {
+		if ti.Name != "token_embd.weight" || tied {
+			n += int64(ti.Size())
+		}
+	}
+	return n
+}
+
 // SetThreads changes the number of CPU threads.
 func (m *Model) SetThreads(n int) { m.runner.SetThreads(n) }
 

@@ -142,6 +142,9 @@ func checkStepWeights(t *testing.T, m *Model) {
 			want += int64(ti.Size())
 		}
 	}
+	if got := m.StepFileBytes(); got != want {
+		t.Fatalf("StepFileBytes %d, want %d", got, want)
+	}
 	got := int64(0)
 	for _, r := range regions {
 		got += int64(len(r))

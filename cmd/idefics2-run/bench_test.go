@@ -51,8 +51,9 @@ func TestBenchCommand(t *testing.T) {
 	tg := res[1]
 	samples, _ := tg["samples_limit_ts"].([]any)
 	step, _ := tg["step_bytes"].(float64)
-	if lim, _ := tg["limit_ts"].(float64); lim <= 0 || len(samples) != 2 || step <= 0 {
-		t.Errorf("tg read limit: limit_ts %v, samples %v, step_bytes %v", tg["limit_ts"], samples, tg["step_bytes"])
+	read, _ := tg["read_bytes"].(float64)
+	if lim, _ := tg["limit_ts"].(float64); lim <= 0 || len(samples) != 2 || step <= 0 || read < step {
+		t.Errorf("tg read limit: limit_ts %v, samples %v, step_bytes %v, read_bytes %v", tg["limit_ts"], samples, tg["step_bytes"], tg["read_bytes"])
 	}
 	// rate / limit in percent, from the same repetitions.
 	if pct, _ := tg["pct_limit"].(float64); pct <= 0 {
