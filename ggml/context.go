@@ -298,6 +298,25 @@ func (t Tensor) SetBytes(data []byte) error {
 	})
 }
 
+// SetBytesAt copies raw data into the tensor's bytes [offset, offset+len(data)), so that a large tensor can be
+// filled piece by piece.
+func (t Tensor) SetBytesAt(data []byte, offset int) error {
+	return Catch(func() {
+		if t.ptr == nil {
+			shapeErr("set", "nil tensor")
+		}
+		if t.ptr.buffer == nil {
+			shapeErr("set", "tensor %q has no buffer", t.Name())
+		}
+		if offset < 0 || offset+len(data) > t.Nbytes() {
+			shapeErr("set", "tensor %q holds %d bytes; cannot write %d at offset %d", t.Name(), t.Nbytes(), len(data), offset)
+		}
+		if len(data) > 0 {
+			C.ggml_backend_tensor_set(t.ptr, unsafe.Pointer(&data[0]), C.size_t(offset), C.size_t(len(data)))
+		}
+	})
+}
+
 // SetFloat32 copies float32 values into an F32 tensor.
 func (t Tensor) SetFloat32(v []float32) error {
 	if t.ptr != nil && t.Type() != TypeF32 {

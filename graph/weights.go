@@ -330,13 +330,13 @@ func (w *Weights) loadExpanded(f *gguf.File, ts []gguf.TensorInfo, layouts map[s
 	for _, ti := range ts {
 		d, err := f.TensorData(ti.Name)
 		if err == nil {
-			d, err = dequantNF4(d, layouts[ti.Name])
-		}
-		if err == nil {
-			err = w.byName[ti.Name].SetBytes(d)
+			err = expandNF4(w.byName[ti.Name], d, layouts[ti.Name])
 		}
 		if err != nil {
 			return fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
+		}
+		if f.Mapped() {
+			releasePages(d)
 		}
 	}
 	buf.SetWeightsUsage()
