@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/idefics2-go/idefics2/convert"
 	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/graph"
 )
@@ -72,9 +73,7 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 	rng := rand.New(rand.NewPCG(42, 1))
 	base := Result{ModelFile: m.TextFile.Path, ModelSize: m.TextFile.Size, Backend: m.Device.Backend,
 		Variant: m.Device.Variant, Repetition: cfg.Repetitions, NThreads: cfg.Threads, FlashAttn: cfg.FlashAttn}
-	for _, ti := range m.TextFile.Tensors {
-		base.NParams += int64(ti.NumElements())
-	}
+	base.NParams = m.TextParams()
 	if ft, err := m.TextFile.Metadata.Int("general.file_type"); err == nil {
 		base.ModelType = fmt.Sprintf("llama %s", fileTypeName(ft))
 	}
@@ -309,7 +308,8 @@ func meanSDf(v []float64) (float64, float64) {
 
 func fileTypeName(ft int) string {
 	names := map[int]string{0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-		12: "Q3_K_M", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+		12: "Q3_K_M", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16",
+		int(convert.FileTypeNF4): "NF4"}
 	if n, ok := names[ft]; ok {
 		return n
 	}

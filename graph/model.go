@@ -212,6 +212,25 @@ func (m *Model) StepWeights() (regions [][]byte, ok bool) {
 	return regions, true
 }
 
+// TextParams counts the text model's parameters: its tensors' elements, with NF4 tensors (stored as I8 block
+// streams) counted by their logical shapes.
+func (m *Model) TextParams() int64 {
+	layouts, _ := nf4Layouts(m.TextFile) // a file whose layouts are bad does not load
+	var n int64
+	for _, ti := range m.TextFile.Tensors {
+		if info, ok := layouts[ti.Name]; ok {
+			e := int64(1)
+			for _, d := range info.shape {
+				e *= int64(d)
+			}
+			n += e
+			continue
+		}
+		n += int64(ti.NumElements())
+	}
+	return n
+}
+
 // StepFileBytes is the size in the text file of the weights one decoding step reads in full (those of StepWeights):
 // every tensor but the token embeddings, or every tensor when the embeddings are the output projection.
 func (m *Model) StepFileBytes() int64 {

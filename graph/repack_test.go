@@ -340,6 +340,13 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 		if v, ok := nf4Weights.Load(m.decoder.Output.Weight); !ok || v.(nf4Info).repacked {
 			t.Fatalf("output.weight (32003 rows, not a multiple of 16) is not an NF4 stream (registered %v)", ok)
 		}
+		// Parameters count NF4 matrices by their logical shapes: the model's own sizes.
+		o := m.Text
+		perLayer := 2*o.Hidden + 2*o.Hidden*o.Heads*o.HeadDim + 2*o.Hidden*o.KVHeads*o.HeadDim + 3*o.Hidden*o.FFN
+		if got, want := m.TextParams(), int64(o.Layers*perLayer+o.Hidden+2*o.Hidden*o.VocabSize); got != want {
+			t.Fatalf("TextParams %d, want %d", got, want)
+		}
+		checkStepWeights(t, m)
 		s, err := m.NewSession(len(ids) + 1)
 		if err != nil {
 			t.Fatal(err)
