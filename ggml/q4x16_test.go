@@ -254,44 +254,66 @@ func BenchmarkQ4X16MatVec(b *testing.B) {
 	}
 }
 
-// TestQ4X16RepeatedRuns runs one graph several times: the op hands out chunks of row groups from counters kept in
-// the node (x16_sched), which must start from zero at every run, with any number of threads.
-func TestQ4X16RepeatedRuns(t *testing.T) {
-	c := q4x16Case{272, 256, 3, 1} // 17 groups: chunks of 8 leave a partial one
-	w, x := q4x16Fixture(t, c, 5)
-	packed := make([]byte, len(w))
-	if err := Q4X16Repack(packed, w, c.rows, c.cols); err != nil {
-		t.Fatal(err)
+// TestX16RepeatedRuns runs one graph several times for each layout: the op hands out runs of row groups from
+// counters kept in the node (x16_sched_next), which must start from zero at every run, with any number of threads.
+// 1000 groups make several runs of decreasing length; 17 leave a short last one.
+func TestX16RepeatedRuns(t *testing.T) {
+	type layout struct {
+		name    string
+		fixture func(t testing.TB, c q4x16Case, seed uint64) ([]byte, []float32)
+		ref     func(w []byte, x []float32, rows, cols int) ([]float64, []float64)
+		size    func(rows, cols int) int
+		repack  func(dst, src []byte, rows, cols int) error
+		mul     func(w Tensor, ctx *Context, x Tensor, rows int) Tensor
 	}
-	dev := cpuDevice(t)
-	// Each run gets other inputs, so a run that skipped its chunks would leave the previous run's results.
-	xs := make([][]float32, 4)
-	refs, mags := make([][]float64, 4), make([][]float64, 4)
-	for r := range xs {
-		xs[r] = make([]float32, len(x))
-		for i, v := range x {
-			xs[r][i] = v * float32(1+r) * float32(1-2*(r%2))
-		}
-		refs[r], mags[r] = q4x16Ref(w, xs[r], c.rows, c.cols)
+	q6ref := func(w []byte, x []float32, rows, cols int) ([]float64, []float64) {
+		ref, mag, _ := q6kx16Ref(w, x, rows, cols)
+		return ref, mag
 	}
-	for _, threads := range []int{1, 2, 3, 5} {
-		n := newNF4Graph(t, dev, threads, TypeI8, []int{len(packed)}, packed, []int{c.cols, c.n1, c.n2}, func(ctx *Context, w, x Tensor) Tensor {
-			return w.MulMatQ4X16(ctx, x, c.rows)
-		})
-		for run := 0; run < 4; run++ {
-			y, err := n.run(xs[run])
-			if err != nil {
-				n.Close()
-				t.Fatal(err)
-			}
-			ref, mag := refs[run], mags[run]
-			for i := range ref {
-				if d := math.Abs(float64(y[i]) - ref[i]); d > 1e-6*mag[i]+1e-30 || math.IsNaN(float64(y[i])) {
-					n.Close()
-					t.Fatalf("threads %d run %d output %d: got %g, want %g", threads, run, i, y[i], ref[i])
+	for _, l := range []layout{
+		{"q4x16", q4x16Fixture, q4x16Ref, func(r, c int) int { return r * c / 32 * 18 }, Q4X16Repack, Tensor.MulMatQ4X16},
+		{"q4kx16", q4kx16Fixture, q4kx16Ref, Q4KX16Size, Q4KX16Repack, Tensor.MulMatQ4KX16},
+		{"q6kx16", q6kx16Fixture, q6ref, Q6KX16Size, Q6KX16Repack, Tensor.MulMatQ6KX16},
+	} {
+		for _, c := range []q4x16Case{{272, 256, 3, 1}, {16000, 256, 1, 1}} {
+			t.Run(fmt.Sprintf("%s/%dx%d", l.name, c.rows, c.cols), func(t *testing.T) {
+				w, x := l.fixture(t, c, 5)
+				packed := make([]byte, l.size(c.rows, c.cols))
+				if err := l.repack(packed, w, c.rows, c.cols); err != nil {
+					t.Fatal(err)
 				}
-			}
+				dev := cpuDevice(t)
+				// Each run gets other inputs, so a run that skipped its groups would leave the previous run's results.
+				xs := make([][]float32, 4)
+				refs, mags := make([][]float64, 4), make([][]float64, 4)
+				for r := range xs {
+					xs[r] = make([]float32, len(x))
+					for i, v := range x {
+						xs[r][i] = v * float32(1+r) * float32(1-2*(r%2))
+					}
+					refs[r], mags[r] = l.ref(w, xs[r], c.rows, c.cols)
+				}
+				for _, threads := range []int{1, 2, 3, 5} {
+					n := newNF4Graph(t, dev, threads, TypeI8, []int{len(packed)}, packed, []int{c.cols, c.n1, c.n2}, func(ctx *Context, w, x Tensor) Tensor {
+						return l.mul(w, ctx, x, c.rows)
+					})
+					for run := 0; run < 4; run++ {
+						y, err := n.run(xs[run])
+						if err != nil {
+							n.Close()
+							t.Fatal(err)
+						}
+						ref, mag := refs[run], mags[run]
+						for i := range ref {
+							if d := math.Abs(float64(y[i]) - ref[i]); d > 1e-6*mag[i]+1e-30 || math.IsNaN(float64(y[i])) {
+								n.Close()
+								t.Fatalf("threads %d run %d output %d: got %g, want %g", threads, run, i, y[i], ref[i])
+							}
+						}
+					}
+					n.Close()
+				}
+			})
 		}
-		n.Close()
 	}
 }

@@ -12,6 +12,7 @@
 // sums, into the same int32 sums.
 
 #include "q6kx16.h"
+#include "x16.h"
 #include "q4kx16.h"
 #include "q4x16.h"
 
@@ -271,17 +272,9 @@ void idefics2_q6kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
 // Threads split the row groups; xq and dst are contiguous (fresh op results), so tokens of every
 // batch dimension are one run.
 static void q6kx16_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) ith;
     (void) userdata;
-    const struct ggml_tensor * w = dst->src[0];
-    const struct ggml_tensor * xq = dst->src[1];
-    const int64_t rows = dst->ne[0];
-    const int64_t cols = xq->ne[0] / IDEFICS2_Q8X256_RECORD * 256;
-    const int64_t groups = rows / Q6KX16_GROUP;
-    const int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
-    if (g0 >= g1) return;
-    const int64_t ntok = xq->ne[1] * xq->ne[2] * xq->ne[3];
-    idefics2_q6kx16_matmul((const uint8_t *) w->data, cols, (const uint8_t *) xq->data, ntok, (int64_t) xq->nb[1],
-                           (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), g0 * Q6KX16_GROUP, g1 * Q6KX16_GROUP);
+    x16_mul_mat_op(dst, nth, IDEFICS2_Q8X256_RECORD, 256, idefics2_q6kx16_matmul);
 }
 
 struct ggml_tensor * idefics2_q6kx16_mul_mat(struct ggml_context * ctx, struct ggml_tensor * w,

@@ -56,11 +56,33 @@ static inline void x16_quantize_rows(struct ggml_tensor * dst, int ith, int nth,
 
 // Dynamic scheduling of a custom op's row groups. The counters live in the node's op_params after
 // the 24 bytes ggml_custom_4d stores there (words 12 and 13 of 16; zero when the node is created):
-// word 12 hands out chunks, word 13 counts the threads that are done, and the last one resets both,
-// so the node starts from zero the next time the graph runs (after ggml's barrier).
-#define X16_CHUNK_GROUPS 8 // 128 rows per chunk
+// word 12 is the next row group to hand out, word 13 counts the threads that are done, and the last one
+// resets both, so the node starts from zero the next time the graph runs (after ggml's barrier).
+//
+// Guided self-scheduling: a thread takes a run of max(X16_CHUNK_GROUPS, remaining / (2·threads)) groups,
+// so the first runs are long (each one contiguous stream of weights for the hardware prefetcher, which
+// starts over at every jump) and the last ones short (the threads finish together). Measured on a 2-core
+// Zen 4 against fixed runs of 8 groups: 4.8–6% more weight bytes per second for one token.
+#define X16_CHUNK_GROUPS 8 // shortest run: 128 rows
 
 static inline int32_t * x16_sched(struct ggml_tensor * dst) { return dst->op_params + 12; }
+
+// Takes the next run of row groups [*g0, *g1) out of groups; returns 0 when none is left.
+static inline int x16_sched_next(int32_t * sched, int64_t groups, int nth, int64_t * g0, int64_t * g1) {
+    int32_t cur = __atomic_load_n(&sched[0], __ATOMIC_RELAXED);
+    for (;;) {
+        if (cur >= groups) return 0;
+        const int64_t rem = groups - cur;
+        int64_t take = rem / (2 * (int64_t) nth);
+        if (take < X16_CHUNK_GROUPS) take = X16_CHUNK_GROUPS;
+        if (take > rem) take = rem;
+        if (__atomic_compare_exchange_n(&sched[0], &cur, (int32_t) (cur + take), 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            *g0 = cur;
+            *g1 = cur + take;
+            return 1;
+        }
+    }
+}
 
 static inline void x16_sched_done(int32_t * sched, int nth) {
     if (__atomic_add_fetch(&sched[1], 1, __ATOMIC_ACQ_REL) == nth) {
@@ -75,8 +97,8 @@ typedef void (*x16_matmul_fn)(const uint8_t * w, int64_t cols, const uint8_t * x
                               float * y, int64_t y_stride, int64_t r0, int64_t r1);
 
 // Custom-op body of a layout's product: dst->src[0] holds the weights, dst->src[1] the activation
-// records (record_bytes per values_per_record columns). Threads take chunks of row groups from the
-// node's counters (x16_sched), so a thread slowed down by memory or by the OS does not keep the others
+// records (record_bytes per values_per_record columns). Threads take runs of row groups from the
+// node's counters (x16_sched_next), so a thread slowed down by memory or by the OS does not keep the others
 // waiting at the next barrier. xq and dst are contiguous (fresh op results), so the tokens of every
 // batch dimension are one run.
 static inline void x16_mul_mat_op(struct ggml_tensor * dst, int nth, int64_t record_bytes, int64_t values_per_record,
@@ -87,11 +109,8 @@ static inline void x16_mul_mat_op(struct ggml_tensor * dst, int nth, int64_t rec
     const int64_t groups = dst->ne[0] / X16_GROUP;
     const int64_t ntok = xq->ne[1] * xq->ne[2] * xq->ne[3];
     int32_t * sched = x16_sched(dst);
-    const int64_t per = X16_CHUNK_GROUPS, nchunks = (groups + per - 1) / per;
-    for (;;) {
-        const int64_t c = __atomic_fetch_add(&sched[0], 1, __ATOMIC_RELAXED);
-        if (c >= nchunks) break;
-        const int64_t g0 = c * per, g1 = g0 + per < groups ? g0 + per : groups;
+    int64_t g0, g1;
+    while (x16_sched_next(sched, groups, nth, &g0, &g1)) {
         matmul((const uint8_t *) w->data, cols, (const uint8_t *) xq->data, ntok, (int64_t) xq->nb[1], (float *) dst->data,
                (int64_t) (dst->nb[1] / sizeof(float)), g0 * X16_GROUP, g1 * X16_GROUP);
     }
