@@ -168,20 +168,26 @@ func TestFusedAttention(t *testing.T) {
 					scale := float32(1 / math.Sqrt(float64(c.hd)))
 					got := runAttn(t, c, q, k, v, scale, threads)
 					want := attnRef(c, q, k, v, float64(scale))
-					vmax := 0.0
-					for _, x := range v {
-						vmax = math.Max(vmax, math.Abs(float64(x)))
-					}
-					worst := 0.0
-					for i := range want {
-						worst = math.Max(worst, math.Abs(float64(got[i])-want[i]))
-					}
-					if worst > attnTol*vmax || math.IsNaN(worst) {
-						t.Fatalf("max |error| %.3g > %.3g (tolerance %g × max|v| %.3g)", worst, attnTol*vmax, attnTol, vmax)
-					}
+					checkAttn(t, got, want, v)
 				})
 			}
 		}
+	}
+}
+
+// checkAttn fails t when an attention output is farther from the float64 reference than attnTol × max|v|.
+func checkAttn(t *testing.T, got []float32, want []float64, v []float32) {
+	t.Helper()
+	vmax := 0.0
+	for _, x := range v {
+		vmax = math.Max(vmax, math.Abs(float64(x)))
+	}
+	worst := 0.0
+	for i := range want {
+		worst = math.Max(worst, math.Abs(float64(got[i])-want[i]))
+	}
+	if worst > attnTol*vmax || math.IsNaN(worst) {
+		t.Fatalf("max |error| %.3g > %.3g (tolerance %g × max|v| %.3g)", worst, attnTol*vmax, attnTol, vmax)
 	}
 }
 

@@ -29,6 +29,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testBackend opens a backend on the tests' device, closed when t ends.
+func testBackend(t *testing.T) *ggml.Backend {
+	t.Helper()
+	dev, err := SelectDeviceForTest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ggml.NewBackend(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
 // SelectDeviceForTest is the CPU device the tests run on.
 func SelectDeviceForTest() (ggml.Device, error) { return ggml.SelectDevice("cpu") }
 

@@ -13,15 +13,7 @@ import (
 // TestExpandNF4 checks that expanding an NF4 stream chunk by chunk into an F16 tensor gives the values of the whole
 // stream decoded at once, for sizes below, at and across the chunk size, with a partial last block.
 func TestExpandNF4(t *testing.T) {
-	dev, err := SelectDeviceForTest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ggml.NewBackend(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := testBackend(t)
 	for _, c := range []struct{ n, block int }{
 		{64, 64},
 		{1000, 64},           // a partial last block

@@ -210,15 +210,7 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := SelectDeviceForTest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ggml.NewBackend(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := testBackend(t)
 	for _, own := range []bool{false, true} {
 		t.Run(fmt.Sprintf("%s=%v", strings.Join(rf.own, "+"), own), func(t *testing.T) {
 			defer UseQ4X16(UseQ4X16(own))
@@ -235,8 +227,8 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 				return
 			}
 			if tail.IsNil() {
-				if (own && !ggml.Q4X16Fast()) || (!own && (len(b.ExtraBufferTypes()) == 0 || dev.Features["AVX2"] != "1")) {
-					t.Logf("no repacked layout on %s: nothing is split", dev.Variant)
+				if (own && !ggml.Q4X16Fast()) || (!own && (len(b.ExtraBufferTypes()) == 0 || b.Device.Features["AVX2"] != "1")) {
+					t.Logf("no repacked layout on %s: nothing is split", b.Device.Variant)
 					return
 				}
 				t.Fatal("output.weight (32003 rows) has no tail")
