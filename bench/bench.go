@@ -160,6 +160,9 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 			readBytes += int64(len(r))
 		}
 		stepBytes = m.StepFileBytes()
+		if stepBytes <= 0 || readBytes <= 0 {
+			return fmt.Errorf("bench: read limit: no weights to read (%d file bytes, %d loaded)", stepBytes, readBytes)
+		}
 		limit = func() (float64, error) {
 			best := time.Duration(0)
 			for i := 0; i < 2; i++ {
