@@ -96,9 +96,19 @@ func (d *Decoder) Forward(ctx *ggml.Context, g *ggml.Graph, in decodeInputs, cac
 	for il, l := range d.Layers {
 		res := h
 		a := l.AttnNorm.Forward(ctx, h, o.Eps)
-		q := l.Query.Forward(ctx, a).Reshape(ctx, o.HeadDim, o.Heads, n).RoPE(ctx, in.pos, rope)
-		k := l.Key.Forward(ctx, a).Reshape(ctx, o.HeadDim, o.KVHeads, n).RoPE(ctx, in.pos, rope)
-		v := l.Value.Forward(ctx, a)
+		var q, k, v ggml.Tensor
+		if ys, ok := fusedProduct(ctx, a, l.Query, l.Key, l.Value); ok {
+			// One product for q, k and v: strided views of its rows.
+			q = ys[0].View(ctx, 0, []int{o.HeadDim, o.Heads, n}, []int{o.HeadDim * 4, ys[0].Nb(1)})
+			k = ys[1].View(ctx, 0, []int{o.HeadDim, o.KVHeads, n}, []int{o.HeadDim * 4, ys[1].Nb(1)})
+			v = ys[2]
+		} else {
+			q = l.Query.Forward(ctx, a).Reshape(ctx, o.HeadDim, o.Heads, n)
+			k = l.Key.Forward(ctx, a).Reshape(ctx, o.HeadDim, o.KVHeads, n)
+			v = l.Value.Forward(ctx, a)
+		}
+		q = q.RoPE(ctx, in.pos, rope)
+		k = k.RoPE(ctx, in.pos, rope)
 		kc, vc := cache.K[il], cache.V[il]
 		row := kc.Nb(1)
 		g.Build(k.Reshape(ctx, kvWidth, n).Copy(ctx, kc.View(ctx, nPast*row, []int{kvWidth, n}, []int{row})))

@@ -127,8 +127,11 @@ type FFN struct {
 	Down Linear `gguf:"ffn_down"`
 }
 
-// Forward maps x [in, n] to [out, n].
+// Forward maps x [in, n] to [out, n]. Gate and up stacked at load (fusedProduct) take one product.
 func (m FFN) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
+	if ys, ok := fusedProduct(ctx, x, m.Gate, m.Up); ok {
+		return m.Down.Forward(ctx, ys[0].SwiGLU(ctx, ys[1]))
+	}
 	return m.Down.Forward(ctx, m.Gate.Forward(ctx, x).SwiGLU(ctx, m.Up.Forward(ctx, x)))
 }
 

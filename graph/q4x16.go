@@ -2,6 +2,8 @@ package graph
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/idefics2-go/idefics2/ggml"
@@ -110,9 +112,39 @@ func ownSplitRows(ti gguf.TensorInfo) int {
 // loadOwn reads the matrices ts (for a split matrix, its head rows: ts[i].Shape gives the rows to take) into I8
 // tensors of their layouts on the CPU backend b, and drops their pages from the file mapping.
 func (w *Weights) loadOwn(f *gguf.File, ts []gguf.TensorInfo, b *ggml.Backend) error {
-	w.qctx = ggml.NewContext(len(ts)+1, 0)
+	groups := fusedGroupsOf(ts)
+	w.qctx = ggml.NewContext(len(ts)+len(groups)+1, 0)
 	err := ggml.Catch(func() {
+		inGroup := map[string]bool{}
+		// A group's members are consecutive views of one tensor: their 16-row groups follow each other, which
+		// is the layout of the stacked matrix.
+		for _, g := range groups {
+			total := 0
+			for _, m := range g.members {
+				total += g.layout.size(int(m.Shape[1]), int(m.Shape[0]))
+			}
+			parent := w.qctx.NewTensor(ggml.TypeI8, total).SetName(g.name)
+			var views []ggml.Tensor
+			off := 0
+			for _, m := range g.members {
+				size := g.layout.size(int(m.Shape[1]), int(m.Shape[0]))
+				t := parent.View(w.qctx, off, []int{size}, nil).SetName(m.Name)
+				off += size
+				w.byName[m.Name] = t
+				inGroup[m.Name] = true
+				views = append(views, t)
+			}
+			fg := fusedWeight{parent: parent, members: views, layout: g.layout}
+			for _, m := range g.members {
+				fg.rows = append(fg.rows, int(m.Shape[1]))
+				fg.total += int(m.Shape[1])
+			}
+			w.fused = append(w.fused, fg)
+		}
 		for _, ti := range ts {
+			if inGroup[ti.Name] {
+				continue
+			}
 			size := ownLayoutOf(ti).size(int(ti.Shape[1]), int(ti.Shape[0]))
 			t := w.qctx.NewTensor(ggml.TypeI8, size).SetName(ti.Name)
 			w.byName[ti.Name] = t
@@ -162,6 +194,123 @@ func (w *Weights) loadOwn(f *gguf.File, ts []gguf.TensorInfo, b *ggml.Backend) e
 		ownWeights.Store(t, ownWeight{cols: cols, rows: rows, layout: l})
 		w.own = append(w.own, t)
 	}
+	for _, fg := range w.fused {
+		fusedWeights.Store(fg.members[0], fg)
+	}
 	buf.SetWeightsUsage()
 	return nil
+}
+
+// Matrices that read the same input (a layer's q, k and v projections; its gate and up projections) are stacked
+// into one tensor when they take the same layout and width: one product per group instead of one per matrix, so
+// fewer ops, barriers and restarts of the memory stream per token. The members stay usable one by one (views).
+
+// fusedSets are the member names of a group, as suffixes of "blk.N.", and the group's name suffix.
+var fusedSets = []struct {
+	name    string
+	members []string
+}{
+	{"attn_qkv", []string{"attn_q.weight", "attn_k.weight", "attn_v.weight"}},
+	{"ffn_gate_up", []string{"ffn_gate.weight", "ffn_up.weight"}},
+}
+
+// fusedGroup is one group to stack: its tensors in order and their layout.
+type fusedGroup struct {
+	name    string
+	members []gguf.TensorInfo
+	layout  *ownLayout
+}
+
+// fusedGroupsOf finds the groups among the matrices ts (those taking this project's layouts): every member present,
+// whole (not split), in one layout, with the same number of columns.
+func fusedGroupsOf(ts []gguf.TensorInfo) []fusedGroup {
+	byName := map[string]gguf.TensorInfo{}
+	for _, ti := range ts {
+		byName[ti.Name] = ti
+	}
+	var out []fusedGroup
+	for _, ti := range ts {
+		prefix, ok := blockPrefix(ti.Name)
+		if !ok {
+			continue
+		}
+		for _, set := range fusedSets {
+			if ti.Name != prefix+set.members[0] {
+				continue
+			}
+			g := fusedGroup{name: prefix + set.name, layout: ownLayoutOf(ti)}
+			for _, m := range set.members {
+				mi, ok := byName[prefix+m]
+				if !ok || ownLayoutOf(mi) != g.layout || len(mi.Shape) != 2 || mi.Shape[0] != ti.Shape[0] {
+					g.layout = nil
+					break
+				}
+				g.members = append(g.members, mi)
+			}
+			if g.layout != nil {
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+// blockPrefix returns "blk.N." for a tensor of decoder layer N.
+func blockPrefix(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, "blk.")
+	if !ok {
+		return "", false
+	}
+	i := strings.IndexByte(rest, '.')
+	if i <= 0 {
+		return "", false
+	}
+	if _, err := strconv.Atoi(rest[:i]); err != nil {
+		return "", false
+	}
+	return name[:4+i+1], true
+}
+
+// fusedWeight is a stacked group as loaded: the whole tensor, its members (views, in order), their rows.
+type fusedWeight struct {
+	parent  ggml.Tensor
+	members []ggml.Tensor
+	rows    []int
+	total   int
+	layout  *ownLayout
+}
+
+// fusedWeights maps a group's first member to its fusedWeight.
+var fusedWeights sync.Map // ggml.Tensor → fusedWeight
+
+// fusedProduct multiplies x by the stacked matrices of ls when they form one loaded group, in order and without
+// biases or split tails, and returns the member products as views of one result ([rows_i, n] each, rows strided by
+// the stacked width); ok is false otherwise.
+func fusedProduct(ctx *ggml.Context, x ggml.Tensor, ls ...Linear) (ys []ggml.Tensor, ok bool) {
+	if len(ls) == 0 {
+		return nil, false
+	}
+	v, found := fusedWeights.Load(ls[0].Weight)
+	if !found {
+		return nil, false
+	}
+	fg := v.(fusedWeight)
+	if len(fg.members) != len(ls) || x.Ne(2) != 1 || x.Ne(3) != 1 {
+		return nil, false
+	}
+	for i, l := range ls {
+		if l.Weight != fg.members[i] || !l.Bias.IsNil() || !l.Tail.IsNil() {
+			return nil, false
+		}
+	}
+	if !x.IsContiguous() {
+		x = x.Cont(ctx)
+	}
+	y := fg.layout.mulMat(fg.parent, ctx, x, fg.total) // [total, n…]
+	off := 0
+	for _, r := range fg.rows {
+		ys = append(ys, y.View(ctx, off*4, []int{r, y.Ne(1)}, []int{y.Nb(1)}))
+		off += r
+	}
+	return ys, true
 }

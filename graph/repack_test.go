@@ -55,6 +55,7 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 		packed, own int
 		layouts     map[string]int // tensors per own layout
 		split       bool
+		fused       []string // stacked groups (attn_qkv, ffn_gate_up)
 	}
 	run := func(noRepack, own bool) result {
 		defer UseQ4X16(UseQ4X16(own))
@@ -74,6 +75,9 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 		}
 		// output.weight has 32003 rows: its first 32000 are repacked, the last 3 stay plain.
 		r.split = !m.decoder.Output.Tail.IsNil()
+		for _, fg := range m.tw.fused {
+			r.fused = append(r.fused, fg.parent.Name())
+		}
 		checkStepWeights(t, m)
 		s, err := m.NewSession(len(ids))
 		if err != nil {
@@ -116,7 +120,22 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 					}
 				}
 			}
-			t.Logf("%d tensors repacked on %s (own layouts %v; output.weight split: %v)", r.packed, d.Variant, r.layouts, r.split)
+			if c.own && c.want {
+				// Every layer's gate and up take one layout, so they are stacked; q, k and v too where v is not Q6_K.
+				gateUp := 0
+				for _, name := range r.fused {
+					if strings.HasSuffix(name, ".ffn_gate_up") {
+						gateUp++
+					}
+				}
+				if gateUp == 0 {
+					t.Fatalf("no gate and up projections stacked (groups %v)", r.fused)
+				}
+			}
+			if !c.own && len(r.fused) != 0 {
+				t.Fatalf("groups stacked with this project's layouts off: %v", r.fused)
+			}
+			t.Logf("%d tensors repacked on %s (own layouts %v; output.weight split: %v; stacked %v)", r.packed, d.Variant, r.layouts, r.split, r.fused)
 			checkClose(t, "repacked vs plain logits", r.logits, plain.logits, tolRepack)
 		})
 	}

@@ -24,6 +24,7 @@ type Weights struct {
 	qctx   *ggml.Context // Q4_0 and Q4_K matrices in this project's layouts (q4x16, q4kx16)
 	qbuf   *ggml.Buffer
 	own    []ggml.Tensor  // tensors registered in ownWeights
+	fused  []fusedWeight  // stacked groups registered in fusedWeights
 	tailN  map[string]int // rows of each split matrix's plain tail
 	nctx   *ggml.Context  // NF4 tensors repacked to nf4x16
 	nbuf   *ggml.Buffer
@@ -411,6 +412,10 @@ func (w *Weights) Close() {
 	for _, t := range w.own {
 		ownWeights.Delete(t)
 	}
+	for _, fg := range w.fused {
+		fusedWeights.Delete(fg.members[0])
+	}
+	w.fused = nil
 	w.own = nil
 	w.qbuf.Close()
 	w.qctx.Close()
