@@ -5,30 +5,42 @@ import (
 	"testing"
 )
 
-// BenchmarkDecodeStep measures one generation step (one token appended through the KV cache) on the p1 fixture
-// model; run with -benchmem: the step allocates no Go memory.
+// BenchmarkDecodeStep measures one generation step (one token appended through the KV cache); run with -benchmem:
+// the step allocates no Go memory. f32: the p1 fixture model; q4_k: a checkpoint wide enough for this project's
+// q4kx16 layout, whose q, k, v and gate, up matrices are stacked (fusedProduct) and whose attention takes the fused
+// decode kernel on CPUs with AVX-512.
 func BenchmarkDecodeStep(b *testing.B) {
-	t := &testing.T{}
-	textPath, _ := fixtureModel(t, filepath.Join("..", "testdata", "hf", "checkpoints", "p1"), "f32")
-	m, err := Load(textPath, "", Options{Device: "cpu", Threads: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	s, err := m.NewSession(b.N + 2)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Eval([]int32{1}, nil, false); err != nil {
-		b.Fatal(err)
-	}
-	tok := []int32{100}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := s.Eval(tok, nil, false); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range []struct {
+		typ  string
+		ckpt func(t *testing.T) string
+	}{
+		{"f32", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }},
+		{"q4_k", wideCheckpoint},
+	} {
+		b.Run(c.typ, func(b *testing.B) {
+			t := &testing.T{}
+			textPath, _ := fixtureModel(t, c.ckpt(t), c.typ)
+			m, err := Load(textPath, "", Options{Device: "cpu", Threads: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			s, err := m.NewSession(b.N + 2)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Eval([]int32{1}, nil, false); err != nil {
+				b.Fatal(err)
+			}
+			tok := []int32{100}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := s.Eval(tok, nil, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -283,24 +283,27 @@ type fusedWeight struct {
 // fusedWeights maps a group's first member to its fusedWeight.
 var fusedWeights sync.Map // ggml.Tensor → fusedWeight
 
+// maxFused is the most members a stacked group has (fusedSets).
+const maxFused = 3
+
 // fusedProduct multiplies x by the stacked matrices of ls when they form one loaded group, in order and without
 // biases or split tails, and returns the member products as views of one result ([rows_i, n] each, rows strided by
-// the stacked width); ok is false otherwise.
-func fusedProduct(ctx *ggml.Context, x ggml.Tensor, ls ...Linear) (ys []ggml.Tensor, ok bool) {
-	if len(ls) == 0 {
-		return nil, false
+// the stacked width; ys[i] for i < len(ls)); ok is false otherwise. It allocates no Go memory (decode steps).
+func fusedProduct(ctx *ggml.Context, x ggml.Tensor, ls ...Linear) (ys [maxFused]ggml.Tensor, ok bool) {
+	if len(ls) == 0 || len(ls) > maxFused {
+		return ys, false
 	}
 	v, found := fusedWeights.Load(ls[0].Weight)
 	if !found {
-		return nil, false
+		return ys, false
 	}
 	fg := v.(fusedWeight)
 	if len(fg.members) != len(ls) || x.Ne(2) != 1 || x.Ne(3) != 1 {
-		return nil, false
+		return ys, false
 	}
 	for i, l := range ls {
 		if l.Weight != fg.members[i] || !l.Bias.IsNil() || !l.Tail.IsNil() {
-			return nil, false
+			return ys, false
 		}
 	}
 	if !x.IsContiguous() {
@@ -308,8 +311,8 @@ func fusedProduct(ctx *ggml.Context, x ggml.Tensor, ls ...Linear) (ys []ggml.Ten
 	}
 	y := fg.layout.mulMat(fg.parent, ctx, x, fg.total) // [total, n…]
 	off := 0
-	for _, r := range fg.rows {
-		ys = append(ys, y.View(ctx, off*4, []int{r, y.Ne(1)}, []int{y.Nb(1)}))
+	for i, r := range fg.rows {
+		ys[i] = y.View(ctx, off*4, []int{r, y.Ne(1)}, []int{y.Nb(1)})
 		off += r
 	}
 	return ys, true
