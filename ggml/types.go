@@ -29,6 +29,8 @@ const (
 	TypeI64  Type = C.GGML_TYPE_I64
 	TypeF64  Type = C.GGML_TYPE_F64
 	TypeBF16 Type = C.GGML_TYPE_BF16
+	// TypeIQ4_NL is a 4-bit non-linear type ggml's CPU repacks (in IQ4_NL files).
+	TypeIQ4_NL Type = C.GGML_TYPE_IQ4_NL
 )
 
 // typeCount is GGML_TYPE_COUNT: ids at or above it are unknown to this ggml.

@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 )
@@ -25,19 +26,19 @@ func BenchmarkDecodeStep(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer m.Close()
-			s, err := m.NewSession(b.N + 2)
+			s, err := m.NewSequence(b.N + 2)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			if _, err := s.Eval([]int32{1}, nil, false); err != nil {
+			if _, err := s.Eval(context.Background(), []int32{1}, nil, false, nil); err != nil {
 				b.Fatal(err)
 			}
 			tok := []int32{100}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, err := s.Eval(tok, nil, false); err != nil {
+				if _, err := s.Eval(context.Background(), tok, nil, false, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

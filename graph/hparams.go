@@ -1,8 +1,6 @@
 package graph
 
 import (
-	"fmt"
-
 	"github.com/idefics2-go/idefics2/gguf"
 )
 
@@ -63,11 +61,11 @@ func (r *mdReader) int(key string) int {
 	}
 	v, err := r.md.Int(key)
 	if err != nil {
-		r.err = fmt.Errorf("graph: %s: %w", r.path, err)
+		r.err = &fileError{Path: r.path, Msg: "metadata", err: err}
 		return 0
 	}
 	if v <= 0 {
-		r.err = fmt.Errorf("graph: %s: key %q is %d, want a positive value", r.path, key, v)
+		r.err = fileErrorf(r.path, nil, "key %q is %d, want a positive value", key, v)
 	}
 	return v
 }
@@ -78,7 +76,7 @@ func (r *mdReader) optInt(key string, def int) int {
 	}
 	v, err := r.md.Int(key)
 	if err != nil {
-		r.err = fmt.Errorf("graph: %s: %w", r.path, err)
+		r.err = &fileError{Path: r.path, Msg: "metadata", err: err}
 	}
 	return v
 }
@@ -89,7 +87,7 @@ func (r *mdReader) f32(key string) float32 {
 	}
 	v, err := r.md.Float32(key)
 	if err != nil {
-		r.err = fmt.Errorf("graph: %s: %w", r.path, err)
+		r.err = &fileError{Path: r.path, Msg: "metadata", err: err}
 	}
 	return v
 }
@@ -100,7 +98,7 @@ func (r *mdReader) str(key string) string {
 	}
 	v, err := r.md.String(key)
 	if err != nil {
-		r.err = fmt.Errorf("graph: %s: %w", r.path, err)
+		r.err = &fileError{Path: r.path, Msg: "metadata", err: err}
 	}
 	return v
 }
@@ -110,9 +108,9 @@ func newTextOptions(f *gguf.File) (TextOptions, error) {
 	r := &mdReader{md: f.Metadata, path: f.Path}
 	if a := r.str("general.architecture"); r.err == nil && a != "llama" {
 		if a == "clip" {
-			return TextOptions{}, fmt.Errorf("graph: %s is an mmproj (vision) file, not a text model; pass it with --mmproj", f.Path)
+			return TextOptions{}, fileErrorf(f.Path, ErrFileKind, "an mmproj (vision) file, not a text model: pass it with --mmproj and the text model with -m")
 		}
-		return TextOptions{}, fmt.Errorf("graph: %s: architecture %q is not supported (want llama)", f.Path, a)
+		return TextOptions{}, fileErrorf(f.Path, ErrFileKind, "architecture %q is not supported (want llama)", a)
 	}
 	o := TextOptions{
 		ContextLength: r.int("llama.context_length"),
@@ -133,7 +131,7 @@ func newTextOptions(f *gguf.File) (TextOptions, error) {
 		return o, r.err
 	}
 	if o.Hidden%o.Heads != 0 || o.KVHeads <= 0 || o.Heads%o.KVHeads != 0 {
-		return o, fmt.Errorf("graph: %s: %d heads, %d kv heads do not divide hidden size %d", f.Path, o.Heads, o.KVHeads, o.Hidden)
+		return o, fileErrorf(f.Path, nil, "%d heads, %d kv heads do not divide hidden size %d", o.Heads, o.KVHeads, o.Hidden)
 	}
 	o.HeadDim = o.Hidden / o.Heads
 	o.RoPEDims = r.optInt("llama.rope.dimension_count", o.HeadDim)
@@ -147,7 +145,7 @@ func newTextOptions(f *gguf.File) (TextOptions, error) {
 		return o, r.err
 	}
 	if o.RoPEDims > o.HeadDim || o.RoPEDims%2 != 0 {
-		return o, fmt.Errorf("graph: %s: rope dimension_count %d for head size %d", f.Path, o.RoPEDims, o.HeadDim)
+		return o, fileErrorf(f.Path, nil, "rope dimension_count %d for head size %d", o.RoPEDims, o.HeadDim)
 	}
 	return o, nil
 }
@@ -157,12 +155,12 @@ func newVisionOptions(f *gguf.File) (VisionOptions, ConnectorOptions, error) {
 	r := &mdReader{md: f.Metadata, path: f.Path}
 	if a := r.str("general.architecture"); r.err == nil && a != "clip" {
 		if a == "llama" {
-			return VisionOptions{}, ConnectorOptions{}, fmt.Errorf("graph: %s is a text model, not an mmproj file; pass it with -m", f.Path)
+			return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "a text model, not an mmproj (vision) file: pass it with -m")
 		}
-		return VisionOptions{}, ConnectorOptions{}, fmt.Errorf("graph: %s: architecture %q is not an mmproj (want clip)", f.Path, a)
+		return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "architecture %q is not an mmproj (want clip)", a)
 	}
 	if p := r.str("clip.projector_type"); r.err == nil && p != "idefics2" {
-		return VisionOptions{}, ConnectorOptions{}, fmt.Errorf("graph: %s: projector type %q is not supported (want idefics2)", f.Path, p)
+		return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "projector type %q is not supported (want idefics2)", p)
 	}
 	v := VisionOptions{
 		Hidden:    r.int("clip.vision.embedding_length"),
@@ -191,17 +189,17 @@ func newVisionOptions(f *gguf.File) (VisionOptions, ConnectorOptions, error) {
 		return v, c, r.err
 	}
 	if v.Hidden%v.Heads != 0 {
-		return v, c, fmt.Errorf("graph: %s: vision hidden size %d is not a multiple of %d heads", f.Path, v.Hidden, v.Heads)
+		return v, c, fileErrorf(f.Path, nil, "vision hidden size %d is not a multiple of %d heads", v.Hidden, v.Heads)
 	}
 	if v.ImageSize%v.Patch != 0 {
-		return v, c, fmt.Errorf("graph: %s: image size %d is not a multiple of patch size %d", f.Path, v.ImageSize, v.Patch)
+		return v, c, fileErrorf(f.Path, nil, "image size %d is not a multiple of patch size %d", v.ImageSize, v.Patch)
 	}
 	v.PosSide = v.ImageSize / v.Patch
 	if c.Heads%c.KVHeads != 0 {
-		return v, c, fmt.Errorf("graph: %s: perceiver heads %d not a multiple of kv heads %d", f.Path, c.Heads, c.KVHeads)
+		return v, c, fileErrorf(f.Path, nil, "perceiver heads %d not a multiple of kv heads %d", c.Heads, c.KVHeads)
 	}
 	if c.ImageSeqLen != c.Latents {
-		return v, c, fmt.Errorf("graph: %s: image_seq_len %d differs from perceiver latents %d", f.Path, c.ImageSeqLen, c.Latents)
+		return v, c, fileErrorf(f.Path, nil, "image_seq_len %d differs from perceiver latents %d", c.ImageSeqLen, c.Latents)
 	}
 	return v, c, nil
 }

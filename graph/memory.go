@@ -69,5 +69,5 @@ func decodeScratchBytes(t TextOptions, batch, nKV int) uint64 {
 // vision tower and connector, hidden-size temporaries and two attention score chunks.
 func imageScratchBytes(v VisionOptions, c ConnectorOptions, n int) uint64 {
 	perPatch := 3*uint64(c.FFN) + 3*uint64(v.FFN) + 8*uint64(v.Hidden) + 4*uint64(c.TextHidden)
-	return 4*perPatch*uint64(n) + 2*uint64(maxScoreBytes)
+	return 4*perPatch*uint64(n) + 2*uint64(defaultScoreBytes)
 }

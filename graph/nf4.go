@@ -2,27 +2,15 @@ package graph
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/gguf"
 	"github.com/idefics2-go/idefics2/quant"
 )
 
-// nf4Info describes an NF4 weight stored as an I8 block stream (docs/formats.md): its logical ggml shape and
-// block size, and whether the loader repacked it to the nf4x16 layout (ggml.MulMatNF4x16).
-type nf4Info struct {
-	shape     []int
-	blockSize int
-	repacked  bool
-}
-
-// nf4Weights maps weight tensors kept as NF4 streams to their layout, so Linear.Forward can call the NF4 kernel.
-var nf4Weights sync.Map // ggml.Tensor → nf4Info
-
 // nf4Layouts reads the NF4 layout keys of f for every tensor that has them.
-func nf4Layouts(f *gguf.File) (map[string]nf4Info, error) {
-	out := map[string]nf4Info{}
+func nf4Layouts(f *gguf.File) (map[string]*NF4Layout, error) {
+	out := map[string]*NF4Layout{}
 	for _, ti := range f.Tensors {
 		key := quant.NF4ShapeKey(ti.Name)
 		if !f.Metadata.Has(key) {
@@ -30,30 +18,30 @@ func nf4Layouts(f *gguf.File) (map[string]nf4Info, error) {
 		}
 		arr, err := f.Metadata.Array(key)
 		if err != nil {
-			return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
+			return nil, &fileError{Path: f.Path, Msg: "NF4 layout", err: err}
 		}
 		var shape []int
 		n := 1
 		for _, v := range arrayInts(arr) {
 			if v <= 0 || v > 1<<40 || n > (1<<50)/v {
-				return nil, fmt.Errorf("graph: %s: key %q holds a bad dimension", f.Path, key)
+				return nil, fileErrorf(f.Path, nil, "key %q holds a bad dimension", key)
 			}
 			shape = append(shape, v)
 			n *= v
 		}
 		bs, err := f.Metadata.Int(quant.NF4BlockSizeKey(ti.Name))
 		if err != nil {
-			return nil, fmt.Errorf("graph: %s: %w", f.Path, err)
+			return nil, &fileError{Path: f.Path, Msg: "NF4 layout", err: err}
 		}
 		size, err := quant.NF4StreamSize(n, bs)
 		if err != nil {
-			return nil, fmt.Errorf("graph: %s: tensor %q: %w", f.Path, ti.Name, err)
+			return nil, &fileError{Path: f.Path, Msg: fmt.Sprintf("NF4 tensor %q", ti.Name), err: err}
 		}
 		if len(shape) != arr.Len() || ggml.Type(ti.Type) != ggml.TypeI8 || ti.NumElements() != uint64(size) || len(shape) == 0 || len(shape) > 4 {
-			return nil, fmt.Errorf("graph: %s: NF4 tensor %q is %v %d bytes, want i8 of %d bytes for shape %v",
-				f.Path, ti.Name, ti.Type, ti.NumElements(), size, shape)
+			return nil, fileErrorf(f.Path, nil, "NF4 tensor %q is %v %d bytes, want i8 of %d bytes for shape %v",
+				ti.Name, ti.Type, ti.NumElements(), size, shape)
 		}
-		out[ti.Name] = nf4Info{shape: shape, blockSize: bs}
+		out[ti.Name] = &NF4Layout{Shape: shape, BlockSize: bs}
 	}
 	return out, nil
 }
@@ -89,29 +77,29 @@ func arrayInts(a gguf.Array) []int {
 // expandNF4 writes an NF4 stream's values into the F16 tensor t (embeddings read by get_rows, and backends without
 // the NF4 kernel), a chunk of blocks at a time, so that no full-size temporary is made (a 32003 × 4096 embedding
 // would take 0.5 GB as float32 and 0.26 GB as F16 on the Go heap, which keeps them after the load).
-func expandNF4(t ggml.Tensor, data []byte, info nf4Info) error {
+func expandNF4(t ggml.Tensor, data []byte, shape []int, blockSize int) error {
 	n := 1
-	for _, d := range info.shape {
+	for _, d := range shape {
 		n *= d
 	}
-	size, err := quant.NF4StreamSize(n, info.blockSize)
+	size, err := quant.NF4StreamSize(n, blockSize)
 	if err != nil {
 		return err
 	}
 	if len(data) != size {
-		return fmt.Errorf("nf4 stream: %d bytes for %d values in blocks of %d, want %d", len(data), n, info.blockSize, size)
+		return fmt.Errorf("nf4 stream: %d bytes for %d values in blocks of %d, want %d", len(data), n, blockSize, size)
 	}
 	if t.Nbytes() != 2*n {
 		return fmt.Errorf("expanded tensor holds %d bytes, want %d", t.Nbytes(), 2*n)
 	}
 	const chunkBlocks = 4096
-	rec := 4 + info.blockSize/2 // bytes per block record: float32 absmax and the codes (quant.EncodeStream)
+	rec := 4 + blockSize/2 // bytes per block record: float32 absmax and the codes (quant.EncodeStream)
 	var f16 []byte
-	for v0 := 0; v0 < n; v0 += chunkBlocks * info.blockSize {
-		nv := min(chunkBlocks*info.blockSize, n-v0)
-		b0 := v0 / info.blockSize
-		b1 := (v0 + nv + info.blockSize - 1) / info.blockSize
-		v, err := quant.DequantizeNF4Stream(data[b0*rec:b1*rec], nv, info.blockSize)
+	for v0 := 0; v0 < n; v0 += chunkBlocks * blockSize {
+		nv := min(chunkBlocks*blockSize, n-v0)
+		b0 := v0 / blockSize
+		b1 := (v0 + nv + blockSize - 1) / blockSize
+		v, err := quant.DequantizeNF4Stream(data[b0*rec:b1*rec], nv, blockSize)
 		if err != nil {
 			return err
 		}

@@ -48,8 +48,7 @@ func TestExpandNF4(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info := nf4Info{shape: []int{c.n}, blockSize: c.block}
-		if err := expandNF4(tn, stream, info); err != nil {
+		if err := expandNF4(tn, stream, []int{c.n}, c.block); err != nil {
 			t.Fatal(err)
 		}
 		got, err := tn.Bytes()
@@ -60,7 +59,7 @@ func TestExpandNF4(t *testing.T) {
 			t.Errorf("n=%d block=%d: chunked expansion differs from the whole stream's", c.n, c.block)
 		}
 		// A stream of the wrong size is refused, naming the sizes.
-		if err := expandNF4(tn, stream[:len(stream)-1], info); err == nil || !strings.Contains(err.Error(), "bytes for") {
+		if err := expandNF4(tn, stream[:len(stream)-1], []int{c.n}, c.block); err == nil || !strings.Contains(err.Error(), "bytes for") {
 			t.Errorf("short stream: err = %v", err)
 		}
 		buf.Close()

@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -107,12 +108,12 @@ func TestParityHF(t *testing.T) {
 				ids[i] = int32(v)
 			}
 			wantLogits, _ := loadNpy(t, filepath.Join(dir, "logits.npy"))
-			s, err := m.NewSession(len(ids) + 32)
+			s, err := m.NewSequence(len(ids) + 32)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			logits, err := s.Eval(ids, images, true)
+			logits, err := s.Eval(context.Background(), ids, images, true, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +129,7 @@ func TestParityHF(t *testing.T) {
 				if next == 2 {
 					break
 				}
-				l, err := s.Eval([]int32{next}, nil, false)
+				l, err := s.Eval(context.Background(), []int32{next}, nil, false, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -171,7 +172,7 @@ func checkVision(t *testing.T, m *Model, dir string) []float32 {
 	for i := 0; i < n; i++ {
 		h, w := realSize(mask, i, H, W)
 		in := ImageInput{Pixels: pix[i*3*H*W : (i+1)*3*H*W], H: H, W: W, RealH: h, RealW: w}
-		f, err := m.EncodeImage(in, true)
+		f, err := m.EncodeImage(in, true, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,27 +224,25 @@ func TestParityVariants(t *testing.T) {
 			step bool
 			tol  float64
 		}{
-			{"flash", Options{FlashAttn: true, VisionFlashAttn: true}, false, tolFlash},
+			{"flash", Options{TextAttn: AttnFlash, VisionAttn: AttnFlash}, false, tolFlash},
 			// Chunks of 5 and single tokens take the fused decode attention on CPUs with AVX-512 (ggml.DecodeAttention);
 			// the unfused variants keep ggml's products.
 			{"chunked_prefill", Options{BatchSize: 5}, false, tolExact()},
-			{"chunked_prefill_unfused", Options{BatchSize: 5, UnfusedAttn: true}, false, tolExact()},
+			{"chunked_prefill_unfused", Options{BatchSize: 5, TextAttn: AttnGGML, VisionAttn: AttnGGML}, false, tolExact()},
 			{"token_by_token", Options{}, true, tolExact()},
-			{"token_by_token_unfused", Options{UnfusedAttn: true}, true, tolExact()},
+			{"token_by_token_unfused", Options{TextAttn: AttnGGML, VisionAttn: AttnGGML}, true, tolExact()},
 			{"f16_cache_token_by_token", Options{KVType: 1}, true, tolFlash},
-			{"f16_cache_token_by_token_unfused", Options{KVType: 1, UnfusedAttn: true}, true, tolFlash},
+			{"f16_cache_token_by_token_unfused", Options{KVType: 1, TextAttn: AttnGGML, VisionAttn: AttnGGML}, true, tolFlash},
 			// ggml's separate products for vision and perceiver attention (the fused kernel is the default on CPUs
 			// with AVX-512), whole and in chunks.
-			{"unfused_attention", Options{UnfusedAttn: true}, false, tolExact()},
-			{"chunked_attention", Options{UnfusedAttn: true}, false, tolExact()},
+			{"unfused_attention", Options{TextAttn: AttnGGML, VisionAttn: AttnGGML}, false, tolExact()},
+			{"chunked_attention", Options{TextAttn: AttnGGML, VisionAttn: AttnGGML}, false, tolExact()},
 		}
 		for _, v := range variants {
 			t.Run(name+"/"+v.name, func(t *testing.T) {
 				if v.name == "chunked_attention" {
 					// 16-query chunks everywhere: vision, perceiver and decoder attention.
-					old := maxScoreBytes
-					maxScoreBytes = 1
-					defer func() { maxScoreBytes = old }()
+					v.opts.scoreBytes = 1
 				}
 				v.opts.Device, v.opts.Threads = testDevice(), 2
 				m, err := Load(textPath, mmPath, v.opts)
@@ -252,7 +251,7 @@ func TestParityVariants(t *testing.T) {
 				}
 				defer m.Close()
 				images := encodeCase(t, m, dir)
-				s, err := m.NewSession(len(ids) + 8)
+				s, err := m.NewSequence(len(ids) + 8)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -268,13 +267,13 @@ func TestParityVariants(t *testing.T) {
 							img = images[used*hidden : (used+1)*hidden]
 							used++
 						}
-						l, err := s.Eval([]int32{id}, img, true)
+						l, err := s.Eval(context.Background(), []int32{id}, img, true, nil)
 						if err != nil {
 							t.Fatal(err)
 						}
 						logits = append(logits, l...)
 					}
-				} else if logits, err = s.Eval(ids, images, true); err != nil {
+				} else if logits, err = s.Eval(context.Background(), ids, images, true, nil); err != nil {
 					t.Fatal(err)
 				}
 				checkClose(t, "logits", logits, wantLogits, v.tol)
@@ -298,7 +297,7 @@ func encodeCase(t *testing.T, m *Model, dir string) []float32 {
 	var all []float32
 	for i := 0; i < n; i++ {
 		h, w := realSize(mask, i, H, W)
-		f, err := m.EncodeImage(ImageInput{Pixels: pix[i*3*H*W : (i+1)*3*H*W], H: H, W: W, RealH: h, RealW: w}, false)
+		f, err := m.EncodeImage(ImageInput{Pixels: pix[i*3*H*W : (i+1)*3*H*W], H: H, W: W, RealH: h, RealW: w}, false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -318,7 +317,7 @@ func TestMemoryRefusal(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "MiB") || !strings.Contains(err.Error(), "memory") {
 		t.Fatalf("err = %v, want a refusal with the numbers", err)
 	}
-	if _, err := m.NewSession(m.Text.ContextLength + 1); err == nil {
+	if _, err := m.NewSequence(m.Text.ContextLength + 1); err == nil {
 		t.Fatal("a context beyond the model's context length was accepted")
 	}
 }

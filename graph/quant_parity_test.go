@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"os"
@@ -68,12 +69,12 @@ func TestParityReducedPrecision(t *testing.T) {
 				}
 				defer m.Close()
 				images := encodeCase(t, m, dir)
-				s, err := m.NewSession(len(ids) + len(gen) + 1)
+				s, err := m.NewSequence(len(ids) + len(gen) + 1)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer s.Close()
-				logits, err := s.Eval(ids, images, true)
+				logits, err := s.Eval(context.Background(), ids, images, true, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -92,7 +93,7 @@ func TestParityReducedPrecision(t *testing.T) {
 						break
 					}
 					agree++
-					l, err := s.Eval([]int32{next}, nil, false)
+					l, err := s.Eval(context.Background(), []int32{next}, nil, false, nil)
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -3,7 +3,6 @@ package graph
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -27,115 +26,135 @@ const tolRepack = 2e-3
 type repackFile struct {
 	typ      string
 	ckpt     func(t *testing.T) string
-	own      []string // this project's layouts for the file's matrix types, each taken by some tensor
+	own      []Layout // this project's layouts for the file's matrix types, each taken by some tensor
 	split    bool     // with ggml's layouts, output.weight (32003 rows) is split into a repacked head and a plain tail
 	ownSplit bool     // the same with this project's layouts
 }
 
 var repackFiles = []repackFile{
-	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []string{"q4x16"}, true, true},
-	{"q4_k", wideCheckpoint, []string{"q4kx16"}, true, true},
-	{"q4_k_m", wideCheckpoint, []string{"q4kx16", "q6kx16"}, false, true},
+	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []Layout{LayoutQ4X16}, true, true},
+	{"q4_k", wideCheckpoint, []Layout{LayoutQ4KX16}, true, true},
+	{"q4_k_m", wideCheckpoint, []Layout{LayoutQ4KX16, LayoutQ6KX16}, false, true},
 }
 
-// TestRepackedWeightsSameLogits loads quantized files with and without the CPU's repacked layouts and compares the
-// prompt logits: ggml's row-interleaved layouts (offered by CPU variants built with them) and this project's q4x16,
-// q4kx16 and q6kx16 layouts (CPUs with AVX-512 VNNI). The test says which ran instead of passing vacuously.
+// TestRepackedWeightsSameLogits loads quantized files with every layout policy and compares the prompt logits with
+// those of the file's layout: ggml's row-interleaved layouts (CPU variants built with them) and this project's q4x16,
+// q4kx16 and q6kx16 layouts (CPUs with AVX-512 VNNI). What each load must take is what this CPU's capabilities
+// (Model.Target) allow, so the test checks the path this CPU takes and says which it was.
 func TestRepackedWeightsSameLogits(t *testing.T) {
 	for _, rf := range repackFiles {
 		t.Run(rf.typ, func(t *testing.T) { testRepackedSameLogits(t, rf) })
 	}
 }
 
+// loadResult is what one load placed, and its logits.
+type loadResult struct {
+	logits  []float32
+	target  Target
+	packed  int            // weights not in the file's layout
+	layouts map[Layout]int // weights per layout
+	split   bool           // output.weight has a plain tail
+	groups  []string       // stacked groups
+}
+
+func loadPlaced(t *testing.T, textPath string, p LayoutPolicy, ids []int32) loadResult {
+	t.Helper()
+	m, err := Load(textPath, "", Options{Device: "cpu", Threads: 2, Layouts: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	checkFollowsPlan(t, m.tw)
+	r := loadResult{target: m.Target, layouts: map[Layout]int{}}
+	plan, _ := m.Plans()
+	for _, pl := range plan.Weights {
+		if pl.Kernel != KernelNone {
+			r.layouts[pl.Layout]++
+			if pl.Layout != LayoutFile {
+				r.packed++
+			}
+		}
+	}
+	r.split = !m.decoder.Output.Tail.IsNil()
+	for _, g := range plan.Groups {
+		r.groups = append(r.groups, g.Name)
+	}
+	checkStepWeights(t, m)
+	s, err := m.NewSequence(len(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if r.logits, err = s.Eval(context.Background(), ids, nil, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// checkFollowsPlan checks that every loaded tensor has its placement's type and stored size, and that split
+// matrices have their tails.
+func checkFollowsPlan(t *testing.T, w *Weights) {
+	t.Helper()
+	for name, pl := range w.plan.Weights {
+		tn := w.tensors[name]
+		if tn.Type() != pl.Type {
+			t.Fatalf("%s: placed as %s, want %s (%s)", name, tn.Type(), pl.Type, pl.Layout)
+		}
+		if got, want := tn.Ne4(), storedShape(pl); got[0] != want[0] {
+			t.Fatalf("%s: stored shape %v, want %v (%s)", name, got, want, pl.Layout)
+		}
+		if tail := w.Tail(name); tail.IsNil() != (pl.TailRows == 0) || (!tail.IsNil() && tail.Ne(1) != pl.TailRows) {
+			t.Fatalf("%s: tail %v, want %d rows", name, !tail.IsNil(), pl.TailRows)
+		}
+	}
+}
+
 func testRepackedSameLogits(t *testing.T, rf repackFile) {
 	textPath, _ := fixtureModel(t, rf.ckpt(t), rf.typ)
 	ids := []int32{1, 415, 2936, 9060, 285, 1142, 28705, 13, 7226, 11143, 28747}
-	type result struct {
-		logits      []float32
-		packed, own int
-		layouts     map[string]int // tensors per own layout
-		split       bool
-		fused       []string // stacked groups (attn_qkv, ffn_gate_up)
-	}
-	run := func(noRepack, own bool) result {
-		defer UseQ4X16(UseQ4X16(own))
-		m, err := Load(textPath, "", Options{Device: "cpu", Threads: 2, NoRepack: noRepack})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Close()
-		var r result
-		r.packed = len(m.tw.byName) - countPlain(m.tw)
-		r.own = len(m.tw.own)
-		r.layouts = map[string]int{}
-		for _, t := range m.tw.own {
-			if v, ok := ownWeights.Load(t); ok {
-				r.layouts[v.(ownWeight).layout.name]++
-			}
-		}
-		// output.weight has 32003 rows: its first 32000 are repacked, the last 3 stay plain.
-		r.split = !m.decoder.Output.Tail.IsNil()
-		for _, fg := range m.tw.fused {
-			r.fused = append(r.fused, fg.parent.Name())
-		}
-		checkStepWeights(t, m)
-		s, err := m.NewSession(len(ids))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		if r.logits, err = s.Eval(ids, nil, true); err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	plain := run(true, false)
+	plain := loadPlaced(t, textPath, LayoutsFile, ids)
 	if plain.packed != 0 {
-		t.Fatalf("%d tensors repacked with repacking off", plain.packed)
+		t.Fatalf("%d tensors repacked with the file's layouts asked for", plain.packed)
 	}
-	d, _ := SelectDeviceForTest()
-	for _, c := range []struct {
-		name  string
-		own   bool
-		want  bool // the layout is available on this CPU
-		split bool
-	}{
-		{"ggml", false, d.Features["REPACK"] == "1" && d.Features["AVX2"] == "1", rf.split},
-		{strings.Join(rf.own, "+"), true, ggml.Q4X16Fast(), rf.ownSplit},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			r := run(false, c.own)
+	caps := plain.target.Caps
+	for _, p := range []LayoutPolicy{LayoutsGGML, LayoutsBest} {
+		t.Run(p.String(), func(t *testing.T) {
+			r := loadPlaced(t, textPath, p, ids)
+			own := p == LayoutsBest && caps&CapX16VNNI != 0
+			ggmlOnly := !own && caps&CapGGMLRepack != 0
+			var wantSplit bool
 			switch {
-			case c.want && r.packed == 0:
-				t.Fatal("the CPU offers the layout but no tensor was repacked")
-			case !c.own && r.own != 0:
-				t.Fatalf("%d tensors took this project's layouts (%v) while they were off", r.own, r.layouts)
-			case r.packed > 0 && r.split != c.split:
-				t.Fatalf("output.weight (32003 rows) split into a repacked head and a plain tail: %v, want %v", r.split, c.split)
-			}
-			if c.own && c.want {
+			case own:
 				for _, l := range rf.own {
 					if r.layouts[l] == 0 {
-						t.Fatalf("no tensor took the %s layout (%v)", l, r.layouts)
+						t.Fatalf("the CPU runs %s but no tensor took it (%v)", l, r.layouts)
 					}
 				}
-			}
-			if c.own && c.want {
-				// Every layer's gate and up take one layout, so they are stacked; q, k and v too where v is not Q6_K.
-				gateUp := 0
-				for _, name := range r.fused {
-					if strings.HasSuffix(name, ".ffn_gate_up") {
-						gateUp++
-					}
+				if !slices.ContainsFunc(r.groups, func(g string) bool { return strings.HasSuffix(g, ".ffn_gate_up") }) {
+					t.Fatalf("no gate and up projections stacked (groups %v)", r.groups)
 				}
-				if gateUp == 0 {
-					t.Fatalf("no gate and up projections stacked (groups %v)", r.fused)
+				wantSplit = rf.ownSplit
+			case ggmlOnly:
+				if r.layouts[LayoutGGMLRepack] == 0 {
+					t.Fatal("the CPU offers ggml's repacked layout but no tensor took it")
+				}
+				wantSplit = rf.split
+			}
+			for _, l := range []Layout{LayoutQ4X16, LayoutQ4KX16, LayoutQ6KX16} {
+				if !own && r.layouts[l] != 0 {
+					t.Fatalf("%d tensors took %s, which this policy or CPU (%s) excludes", r.layouts[l], l, caps)
 				}
 			}
-			if !c.own && len(r.fused) != 0 {
-				t.Fatalf("groups stacked with this project's layouts off: %v", r.fused)
+			if !own && len(r.groups) != 0 {
+				t.Fatalf("groups stacked without this project's layouts: %v", r.groups)
 			}
-			t.Logf("%d tensors repacked on %s (own layouts %v; output.weight split: %v; stacked %v)", r.packed, d.Variant, r.layouts, r.split, r.fused)
+			if !own && !ggmlOnly && r.packed != 0 {
+				t.Fatalf("%d tensors repacked on a CPU with no repacked layout (%s)", r.packed, caps)
+			}
+			if r.split != wantSplit {
+				t.Fatalf("output.weight (32003 rows) split into a repacked head and a plain tail: %v, want %v", r.split, wantSplit)
+			}
+			t.Logf("capabilities %s: %d tensors repacked (%v; output.weight split: %v; stacked %v)", caps, r.packed, r.layouts, r.split, r.groups)
 			checkClose(t, "repacked vs plain logits", r.logits, plain.logits, tolRepack)
 		})
 	}
@@ -175,16 +194,6 @@ func checkStepWeights(t *testing.T, m *Model) {
 	if _, sum, err := ggml.StreamRead(regions, 2); err != nil || (sum == 0 && got > 0) {
 		t.Fatalf("StreamRead over the step's weights: sum %#x, %v", sum, err)
 	}
-}
-
-func countPlain(w *Weights) int {
-	n := 0
-	for _, ti := range w.file.Tensors {
-		if _, ok := w.byName[ti.Name]; ok && w.isPlain(ti.Name) {
-			n++
-		}
-	}
-	return n
 }
 
 func TestWeightTypeOK(t *testing.T) {
@@ -230,26 +239,26 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 		t.Fatal(err)
 	}
 	b := testBackend(t)
-	for _, own := range []bool{false, true} {
-		t.Run(fmt.Sprintf("%s=%v", strings.Join(rf.own, "+"), own), func(t *testing.T) {
-			defer UseQ4X16(UseQ4X16(own))
-			w, err := LoadWeights(f, b, true)
+	target := targetOf(b)
+	for _, p := range []LayoutPolicy{LayoutsGGML, LayoutsBest} {
+		t.Run(p.String(), func(t *testing.T) {
+			w, err := LoadWeights(f, b, target, p)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer w.Close()
+			checkFollowsPlan(t, w)
 			tail := w.Tail("output.weight")
-			if split := (own && rf.ownSplit) || (!own && rf.split); !split {
+			own := p == LayoutsBest && target.Caps&CapX16VNNI != 0
+			ggmlOnly := !own && target.Caps&CapGGMLRepack != 0
+			if split := (own && rf.ownSplit) || (ggmlOnly && rf.split); !split {
 				if !tail.IsNil() {
 					t.Fatal("output.weight was split, want it whole")
 				}
+				t.Logf("capabilities %s, policy %s: output.weight whole", target.Caps, p)
 				return
 			}
 			if tail.IsNil() {
-				if (own && !ggml.Q4X16Fast()) || (!own && (len(b.ExtraBufferTypes()) == 0 || b.Device.Features["AVX2"] != "1")) {
-					t.Logf("no repacked layout on %s: nothing is split", b.Device.Variant)
-					return
-				}
 				t.Fatal("output.weight (32003 rows) has no tail")
 			}
 			want, err := f.TensorData("output.weight")
@@ -298,13 +307,12 @@ func nf4SynthModel(t *testing.T) (textPath, mmPath string) {
 
 // nf4Repacked counts the weights of w held in the nf4x16 layout and in the stream layout.
 func nf4Repacked(w *Weights) (repacked, stream int) {
-	for _, t := range w.nf4 {
-		if v, ok := nf4Weights.Load(t); ok {
-			if v.(nf4Info).repacked {
-				repacked++
-			} else {
-				stream++
-			}
+	for _, pl := range w.plan.Weights {
+		switch pl.Layout {
+		case LayoutNF4X16:
+			repacked++
+		case LayoutNF4Stream:
+			stream++
 		}
 	}
 	return repacked, stream
@@ -337,7 +345,11 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 		repacked, stream    int
 	}
 	run := func(noRepack bool) result {
-		m, err := Load(textPath, mmPath, Options{Device: "cpu", Threads: 2, NoRepack: noRepack})
+		p := LayoutsBest
+		if noRepack {
+			p = LayoutsFile
+		}
+		m, err := Load(textPath, mmPath, Options{Device: "cpu", Threads: 2, Layouts: p})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,8 +360,10 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 			res.repacked += p
 			res.stream += s
 		}
-		if v, ok := nf4Weights.Load(m.decoder.Output.Weight); !ok || v.(nf4Info).repacked {
-			t.Fatalf("output.weight (32003 rows, not a multiple of 16) is not an NF4 stream (registered %v)", ok)
+		checkFollowsPlan(t, m.tw)
+		checkFollowsPlan(t, m.vw)
+		if l := m.decoder.Output; l.kernel != KernelNF4 {
+			t.Fatalf("output.weight (32003 rows, not a multiple of 16) is multiplied by %s, want the NF4 stream kernel", l.kernel)
 		}
 		// Parameters count NF4 matrices by their logical shapes: the model's own sizes.
 		o := m.Text
@@ -358,21 +372,21 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 			t.Fatalf("TextParams %d, want %d", got, want)
 		}
 		checkStepWeights(t, m)
-		s, err := m.NewSession(len(ids) + 1)
+		s, err := m.NewSequence(len(ids) + 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
 		// All the prompt's logits, then one step (Eval's last-token slice is a scratch buffer: cloned).
-		if res.prompt, err = s.Eval(ids, nil, true); err != nil {
+		if res.prompt, err = s.Eval(context.Background(), ids, nil, true, nil); err != nil {
 			t.Fatal(err)
 		}
-		step, err := s.Eval([]int32{argmax(res.prompt[len(res.prompt)-m.Text.VocabSize:])}, nil, false)
+		step, err := s.Eval(context.Background(), []int32{argmax(res.prompt[len(res.prompt)-m.Text.VocabSize:])}, nil, false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		res.step = slices.Clone(step)
-		feats, err := m.EncodeImage(img, false)
+		feats, err := m.EncodeImage(img, false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -384,7 +398,7 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 	if stream.repacked != 0 {
 		t.Fatalf("%d tensors repacked with repacking off", stream.repacked)
 	}
-	if !ggml.NF4x16Fast() {
+	if targetOf(testBackend(t)).Caps&CapNF4X16VNNI == 0 {
 		if packed.repacked != 0 {
 			t.Fatalf("%d tensors repacked without the VNNI path", packed.repacked)
 		}
@@ -398,25 +412,3 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 	checkClose(t, "nf4x16 vs stream image features", packed.image, stream.image, tolNF4x16Logits)
 }
 
-func TestNF4x16Ready(t *testing.T) {
-	fast := ggml.NF4x16Fast()
-	cases := []struct {
-		name string
-		info nf4Info
-		want bool
-	}{
-		{"128 cols × 32 rows", nf4Info{shape: []int{128, 32}, blockSize: 64}, fast},
-		{"4096 × 4096 in blocks of 4096", nf4Info{shape: []int{4096, 4096}, blockSize: 4096}, fast},
-		{"rows not a multiple of 16", nf4Info{shape: []int{4096, 32003}, blockSize: 64}, false},
-		{"cols not a multiple of 64", nf4Info{shape: []int{4304, 1152}, blockSize: 64}, false},
-		{"blocks straddle rows", nf4Info{shape: []int{64, 32}, blockSize: 128}, false},
-		{"one dimension", nf4Info{shape: []int{4096}, blockSize: 64}, false},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if got := nf4x16Ready(c.info); got != c.want {
-				t.Fatalf("nf4x16Ready(%v) = %v, want %v (VNNI path: %v)", c.info.shape, got, c.want, fast)
-			}
-		})
-	}
-}
