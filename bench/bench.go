@@ -137,13 +137,13 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 	}
 	for _, n := range cfg.Prompt {
 		toks := tokens(n)
-		s, err := m.NewSession(min(n, m.Text.ContextLength))
+		s, err := m.NewSequence(min(n, m.Text.ContextLength))
 		if err != nil {
 			return err
 		}
 		err = run(fmt.Sprintf("pp%d", n), n, 0, float64(n), "t/s", func() error {
-			s.Reset()
-			_, err := s.Eval(toks, nil, false)
+			s.Truncate(0)
+			_, err := s.Eval(ctx, toks, nil, false, nil)
 			return err
 		})
 		s.Close()
@@ -180,14 +180,14 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 	}
 	for _, n := range cfg.Gen {
 		toks := tokens(n)
-		s, err := m.NewSession(min(n+1, m.Text.ContextLength))
+		s, err := m.NewSequence(min(n+1, m.Text.ContextLength))
 		if err != nil {
 			return err
 		}
 		err = run(fmt.Sprintf("tg%d", n), 0, n, float64(n), "t/s", func() error {
-			s.Reset()
+			s.Truncate(0)
 			for _, t := range toks {
-				if _, err := s.Eval([]int32{t}, nil, false); err != nil {
+				if _, err := s.Eval(ctx, []int32{t}, nil, false, nil); err != nil {
 					return err
 				}
 			}
@@ -205,14 +205,14 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 	if !cfg.Warmup && (len(cfg.ImageSizes) > 0 || cfg.Split || cfg.Perceiver || cfg.TTFT) {
 		// Without per-test warm-up, one untimed 378×378 encode still pages the mmproj weights in and sizes the
 		// compute buffers, so that the first image test does not carry the load (measured: 19.3 s instead of 6.4 s).
-		if _, err := m.EncodeImage(randomImage(rng, 378, 378), false); err != nil {
+		if _, err := m.EncodeImage(randomImage(rng, 378, 378), false, nil); err != nil {
 			return err
 		}
 	}
 	for _, sz := range cfg.ImageSizes {
 		in := randomImage(rng, sz[0], sz[1])
 		if err := run(fmt.Sprintf("image %dx%d", sz[0], sz[1]), 0, 0, 1, "images/s", func() error {
-			_, err := m.EncodeImage(in, false)
+			_, err := m.EncodeImage(in, false, nil)
 			return err
 		}); err != nil {
 			return err
@@ -223,7 +223,7 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 		in := randomImage(rng, 980, 980)
 		if err := run("image 1960x1960 split (5 x 980x980)", 0, 0, 1, "images/s", func() error {
 			for i := 0; i < 5; i++ {
-				if _, err := m.EncodeImage(in, false); err != nil {
+				if _, err := m.EncodeImage(in, false, nil); err != nil {
 					return err
 				}
 			}
@@ -250,7 +250,7 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 		in := randomImage(rng, 378, 378)
 		q := tokens(16)
 		if err := run("ttft 378x378 + 16 tokens", 16, 1, 1, "1/s", func() error {
-			f, err := m.EncodeImage(in, false)
+			f, err := m.EncodeImage(in, false, nil)
 			if err != nil {
 				return err
 			}
@@ -259,12 +259,12 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 				prompt = append(prompt, int32(m.Connector.ImageTokenID))
 			}
 			prompt = append(prompt, q...)
-			s, err := m.NewSession(len(prompt) + 1)
+			s, err := m.NewSequence(len(prompt) + 1)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			_, err = s.Eval(prompt, f.Embeddings, false)
+			_, err = s.Eval(ctx, prompt, f.Embeddings, false, nil)
 			return err
 		}); err != nil {
 			return err

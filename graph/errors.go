@@ -14,6 +14,10 @@ var ErrNotPair = errors.New("graph: the files are not a pair")
 // model, a text model as the mmproj, another architecture).
 var ErrFileKind = errors.New("graph: wrong kind of file")
 
+// ErrBadOptions is matched by the error Load returns for Options out of range (threads, batch size, an unknown
+// choice).
+var ErrBadOptions = errors.New("graph: bad options")
+
 // WeightError is a weight of a file that the model cannot use: missing, of the wrong shape or type, or not used by
 // any block.
 type WeightError struct {
@@ -73,6 +77,9 @@ type fileError struct {
 }
 
 func (e *fileError) Error() string {
+	if e.kind == ErrFileKind {
+		return fmt.Sprintf("graph: %s %s", e.Path, e.Msg)
+	}
 	if e.err != nil {
 		return fmt.Sprintf("graph: %s: %s: %v", e.Path, e.Msg, e.err)
 	}

@@ -108,9 +108,9 @@ func newTextOptions(f *gguf.File) (TextOptions, error) {
 	r := &mdReader{md: f.Metadata, path: f.Path}
 	if a := r.str("general.architecture"); r.err == nil && a != "llama" {
 		if a == "clip" {
-			return TextOptions{}, fileErrorf(f.Path, ErrFileKind, "an mmproj (vision) file, not a text model: pass it with --mmproj and the text model with -m")
+			return TextOptions{}, fileErrorf(f.Path, ErrFileKind, "is an mmproj (vision) file, not a text model: pass it with --mmproj and the text model with -m")
 		}
-		return TextOptions{}, fileErrorf(f.Path, ErrFileKind, "architecture %q is not supported (want llama)", a)
+		return TextOptions{}, fileErrorf(f.Path, ErrFileKind, "has architecture %q, which is not supported (want llama)", a)
 	}
 	o := TextOptions{
 		ContextLength: r.int("llama.context_length"),
@@ -155,12 +155,12 @@ func newVisionOptions(f *gguf.File) (VisionOptions, ConnectorOptions, error) {
 	r := &mdReader{md: f.Metadata, path: f.Path}
 	if a := r.str("general.architecture"); r.err == nil && a != "clip" {
 		if a == "llama" {
-			return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "a text model, not an mmproj (vision) file: pass it with -m")
+			return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "is a text model, not an mmproj (vision) file: pass it with -m")
 		}
-		return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "architecture %q is not an mmproj (want clip)", a)
+		return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "has architecture %q: not an mmproj (want clip)", a)
 	}
 	if p := r.str("clip.projector_type"); r.err == nil && p != "idefics2" {
-		return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "projector type %q is not supported (want idefics2)", p)
+		return VisionOptions{}, ConnectorOptions{}, fileErrorf(f.Path, ErrFileKind, "has projector type %q, which is not supported (want idefics2)", p)
 	}
 	v := VisionOptions{
 		Hidden:    r.int("clip.vision.embedding_length"),

@@ -38,6 +38,8 @@ func newLayerNames(prefix string, layer int) layerNames {
 type Dump struct {
 	Pattern string
 	Emit    func(name string, shape []int, data []float32) error
+	// Seen, when set, is called with the name of every intermediate of the computation, matched or not.
+	Seen func(name string)
 }
 
 // ValidDumpPattern reports a malformed pattern.
@@ -62,6 +64,9 @@ func (nm *namer) set(ctx *ggml.Context, t ggml.Tensor, name string) ggml.Tensor 
 	t = t.SetName(name)
 	if nm == nil || nm.dump == nil {
 		return t
+	}
+	if nm.dump.Seen != nil {
+		nm.dump.Seen(name)
 	}
 	if ok, _ := path.Match(nm.dump.Pattern, name); !ok {
 		return t

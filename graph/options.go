@@ -75,21 +75,21 @@ type Options struct {
 // withDefaults checks o and fills in its defaults.
 func (o Options) withDefaults() (Options, error) {
 	if o.Threads < 0 || o.Threads > MaxThreads {
-		return o, fmt.Errorf("graph: %d threads: want 0 (the physical cores) to %d (this machine has %d logical CPUs)",
-			o.Threads, MaxThreads, runtime.NumCPU())
+		return o, fmt.Errorf("%w: %d threads: want 0 (the physical cores) to %d (this machine has %d logical CPUs)",
+			ErrBadOptions, o.Threads, MaxThreads, runtime.NumCPU())
 	}
 	if o.Threads == 0 {
 		o.Threads = ggml.DefaultThreads()
 	}
 	if o.BatchSize < 0 || o.BatchSize > MaxBatchSize {
-		return o, fmt.Errorf("graph: batch size %d: want 0 (default %d) to %d", o.BatchSize, DefaultBatchSize, MaxBatchSize)
+		return o, fmt.Errorf("%w: batch size %d: want 0 (default %d) to %d", ErrBadOptions, o.BatchSize, DefaultBatchSize, MaxBatchSize)
 	}
 	if o.BatchSize == 0 {
 		o.BatchSize = DefaultBatchSize
 	}
 	if int(o.Layouts) >= len(policyNames) || int(o.GELU) >= len(geluNames) ||
 		int(o.TextAttn) >= len(attnNames) || int(o.VisionAttn) >= len(attnNames) {
-		return o, fmt.Errorf("graph: options %+v hold an unknown choice", o)
+		return o, fmt.Errorf("%w: options %+v hold an unknown choice", ErrBadOptions, o)
 	}
 	if o.scoreBytes == 0 {
 		o.scoreBytes = defaultScoreBytes

@@ -51,9 +51,10 @@ func (p *Prompt) subImageInput(i int) graph.ImageInput {
 }
 
 // encode returns the connector rows of sub-image i ([imageSeqLen][textHidden] flattened), from the cache when
-// possible. With keep, the vision and projection outputs are kept too (never cached).
-func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool) (*graph.ImageFeatures, error) {
-	if !keep {
+// possible. With keep, the vision and projection outputs are kept too (never cached); dump, when set, receives the
+// named intermediates it asks for.
+func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool, dump *graph.Dump) (*graph.ImageFeatures, error) {
+	if !keep && dump == nil {
 		if rows, ok := m.features.get(p.subKeys[i]); ok {
 			return &graph.ImageFeatures{Embeddings: rows}, nil
 		}
@@ -66,7 +67,7 @@ func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool) (*graph
 		m.mu.Unlock()
 		return nil, fmt.Errorf("runner: the model is closed")
 	}
-	f, err := m.g.EncodeImage(p.subImageInput(i), keep)
+	f, err := m.g.EncodeImage(p.subImageInput(i), keep, dump)
 	m.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("runner: encoding image %d: %w", i, err)

@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 )
@@ -42,6 +41,10 @@ type GenerateOptions struct {
 	// DumpDir, when set, receives NumPy files of the prompt's model inputs and outputs (see WriteDump); the prompt
 	// is then evaluated from scratch with logits for every position.
 	DumpDir string
+	// DumpTensors, with DumpDir, also writes every named intermediate whose name matches this pattern (path.Match
+	// syntax over names such as "vis.blk.3.attn_out", "perceiver.blk.0.layer_out", "conn.output",
+	// "dec.blk.3.ffn_out", "dec.logits"; docs/usage.md lists them) as <name>.npy.
+	DumpTensors string
 	// OnText receives the text as it is produced (never a broken UTF-8 sequence, never text a stop string may
 	// still claim). Returning an error stops generation with that error.
 	OnText func(text string) error
@@ -132,8 +135,13 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 	t0 := time.Now()
 	var rows []float32
 	var dump *dumpData
+	if o.DumpTensors != "" && o.DumpDir == "" {
+		return nil, inputErrorf("runner: dump tensors %q: a dump folder is needed as well", o.DumpTensors)
+	}
 	if o.DumpDir != "" {
-		dump = &dumpData{}
+		if dump, err = newDumpData(o.DumpTensors); err != nil {
+			return nil, err
+		}
 	}
 	if p.Images != nil {
 		first := imgOffset
@@ -145,7 +153,7 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 		total := p.Images.N * m.seqLen
 		hidden := m.g.Text.Hidden
 		for sub := first / m.seqLen; sub < p.Images.N && first < total; sub++ {
-			f, err := m.encode(ctx, p, sub, dump != nil)
+			f, err := m.encode(ctx, p, sub, dump != nil, dump.graphDump())
 			if err != nil {
 				return cancelled(ctx, res, err)
 			}
@@ -161,9 +169,9 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 	}
 	res.Timings.ImageEncodeMS = ms(time.Since(t0))
 
-	// Prefill, in batches so that cancellation is noticed between them.
+	// Prefill: the graph evaluates it in batches and notices cancellation between them.
 	t1 := time.Now()
-	logits, err := s.prefill(ctx, tokens[common:], rows, keys[common:], dump != nil)
+	logits, err := s.eval(ctx, tokens[common:], rows, dump != nil, keys[common:], dump.graphDump())
 	if err != nil {
 		return cancelled(ctx, res, err)
 	}
@@ -255,7 +263,10 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 		}
 		next[0] = id
 		nextKey[0] = uint64(uint32(id))
-		if logits, err = s.eval(next, nil, false, nextKey); err != nil {
+		if logits, err = s.eval(ctx, next, nil, false, nextKey, nil); err != nil {
+			if ctx.Err() != nil {
+				continue // cancelled: ends at the top of the loop, with the text so far
+			}
 			res.Text = st.text()
 			return res, err
 		}
@@ -270,49 +281,6 @@ func cancelled(ctx context.Context, res *Result, err error) (*Result, error) {
 	}
 	res.StopReason = StopCancelled
 	return res, err
-}
-
-// prefill evaluates tokens in batches of the model's batch size, checking ctx between batches.
-func (s *Session) prefill(ctx context.Context, tokens []int32, rows []float32, keys []uint64, allLogits bool) ([]float32, error) {
-	m := s.m
-	batch := m.batch
-	hidden := m.g.Text.Hidden
-	var all, last []float32
-	used := 0
-	for start := 0; start < len(tokens); start += batch {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		end := min(start+batch, len(tokens))
-		chunk := tokens[start:end]
-		n := 0
-		for _, t := range chunk {
-			if t == m.imageTokenID && rows != nil {
-				n++
-			}
-		}
-		var img []float32
-		if n > 0 {
-			if (used+n)*hidden > len(rows) {
-				return nil, fmt.Errorf("runner: %d image rows for more image tokens", len(rows)/hidden)
-			}
-			img = rows[used*hidden : (used+n)*hidden]
-			used += n
-		}
-		l, err := s.eval(chunk, img, allLogits, keys[start:end])
-		if err != nil {
-			return nil, err
-		}
-		if allLogits {
-			all = append(all, l...)
-		} else {
-			last = l
-		}
-	}
-	if allLogits {
-		return all, nil
-	}
-	return last, nil
 }
 
 // fit returns the tokens of p to evaluate: all of them when they fit the session, else (with o.Truncate) the

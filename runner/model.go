@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/gguf"
 	"github.com/idefics2-go/idefics2/graph"
 	"github.com/idefics2-go/idefics2/processor"
@@ -45,15 +45,35 @@ type Options struct {
 	Device string
 	// Threads is the number of CPU threads; 0 means the physical cores.
 	Threads int
-	// FlashAttn uses ggml's fused attention in the decoder.
-	FlashAttn bool
-	// TableGELU uses ggml's fp16-table GELU in the vision tower (faster, ~1e-3 relative error).
-	TableGELU bool
-	// BatchSize is the number of prompt tokens per decoder graph; 0 means 512.
+	// Attention is the decoder's attention kernel (AttnFlash: ggml's flash attention with an F16 cache).
+	Attention AttnKernel
+	// GELU is the vision tower's GELU (GELUTable: ggml's fp16 table, ~1e-3 relative error).
+	GELU GELU
+	// BatchSize is the number of prompt tokens per decoder graph; 0 means graph.DefaultBatchSize.
 	BatchSize int
 	// NoSplit turns image splitting off whatever the mmproj says (fewer image tokens, less detail).
 	NoSplit bool
 }
+
+// AttnKernel is how the decoder computes attention (graph.AttnKernel).
+type AttnKernel = graph.AttnKernel
+
+// Attention kernels.
+const (
+	AttnAuto  = graph.AttnAuto  // this project's fused CPU kernel for generation steps where the CPU runs it
+	AttnFlash = graph.AttnFlash // ggml's flash attention (F16 KV cache)
+	AttnGGML  = graph.AttnGGML  // ggml's separate products and softmax
+)
+
+// GELU is the vision tower's GELU (graph.GELU).
+type GELU = graph.GELU
+
+// GELU forms.
+const (
+	GELUAuto  = graph.GELUAuto  // exact for an F32 mmproj, the table otherwise
+	GELUExact = graph.GELUExact // the tanh form in float32
+	GELUTable = graph.GELUTable // ggml's fp16 table
+)
 
 // FindMMProj returns the mmproj file that belongs to the model at modelPath by the naming convention of
 // cmd/convert — "mmproj-<model file name>" in the same folder — or "" when there is none.
@@ -82,7 +102,6 @@ type Model struct {
 	stopIDs      []int32 // ids that end generation
 	banned       []int32 // ids never generated
 	seqLen       int     // image tokens per (sub-)image
-	batch        int     // prompt tokens per evaluation
 
 	mu       sync.Mutex // serializes graph computations
 	features *featureCache
@@ -92,7 +111,8 @@ type Model struct {
 }
 
 // Load opens and checks the model pair described by o and places the weights on the chosen device. Problems with
-// the files or the options (missing file, wrong file kind, mismatched pair, unknown device) are *InputError.
+// the files or the options (missing file, wrong file kind, mismatched pair, misshapen weight, unknown device) are
+// *InputError.
 func Load(ctx context.Context, o Options) (*Model, error) {
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
@@ -100,12 +120,6 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 	}
 	if o.ModelPath == "" {
 		return nil, inputErrorf("runner: no model file given")
-	}
-	if o.Threads < 0 || o.Threads > MaxThreads {
-		return nil, inputErrorf("runner: threads %d: want 0 (all physical cores) to %d", o.Threads, MaxThreads)
-	}
-	if o.BatchSize < 0 {
-		return nil, inputErrorf("runner: batch size %d: want 0 (default) or more", o.BatchSize)
 	}
 	mmPath := o.MMProjPath
 	if o.TextOnly {
@@ -121,40 +135,15 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 			return nil, err
 		}
 	}
-	m := &Model{imageTokenID: -1, features: newFeatureCache(64), batch: o.BatchSize}
-	if m.batch == 0 {
-		m.batch = 512
-	}
-	if err := m.readMetadata(o.ModelPath, mmPath, o); err != nil {
-		return nil, err
-	}
-	if _, err := ggml.SelectDevice(o.Device); err != nil {
-		return nil, asInput(fmt.Errorf("runner: --device %s: %w", o.Device, err))
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	g, err := graph.Load(o.ModelPath, mmPath, graph.Options{Device: o.Device, Threads: o.Threads, FlashAttn: o.FlashAttn,
-		TableGELU: o.TableGELU, BatchSize: o.BatchSize})
+	g, err := graph.Load(o.ModelPath, mmPath, graph.Options{Device: o.Device, Threads: o.Threads, BatchSize: o.BatchSize,
+		TextAttn: o.Attention, GELU: o.GELU})
 	if err != nil {
-		err = fmt.Errorf("runner: loading %s: %w", o.ModelPath, err)
-		if fileProblem(err, o.ModelPath, mmPath) {
-			err = asInput(err)
-		}
-		return nil, err
+		return nil, classifyLoadError(fmt.Errorf("runner: loading %s: %w", o.ModelPath, err))
 	}
-	m.g = g
-	if g.HasVision {
-		m.seqLen = g.Connector.ImageSeqLen
-		if int32(g.Connector.ImageTokenID) != m.imageTokenID {
-			g.Close()
-			return nil, inputErrorf("runner: %s: image token id %d, but %s has %q at id %d: the files are not a pair",
-				mmPath, g.Connector.ImageTokenID, o.ModelPath, tokenImage, m.imageTokenID)
-		}
-	}
-	if tv := m.tok.VocabSize(); tv != g.Text.VocabSize {
+	m := &Model{g: g, imageTokenID: -1, features: newFeatureCache(64)}
+	if err := m.readMetadata(o); err != nil {
 		g.Close()
-		return nil, inputErrorf("runner: %s: tokenizer has %d tokens but the model's vocabulary is %d", o.ModelPath, tv, g.Text.VocabSize)
+		return nil, err
 	}
 	m.LoadTime = time.Since(start)
 	slog.Debug("runner: model loaded", "model", o.ModelPath, "mmproj", mmPath, "device", g.Device.Name, "ms", m.LoadTime.Milliseconds())
@@ -165,19 +154,20 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 // thread, and an absurd count would start that many.
 const MaxThreads = graph.MaxThreads
 
-// fileProblem reports whether a graph.Load error is about the content of one of the files (graph names the file
-// first: a missing or misshapen tensor, a bad hyper-parameter) rather than about the device (memory, backend).
-func fileProblem(err error, paths ...string) bool {
-	msg := err.Error()
-	if strings.Contains(msg, "alloc") || strings.Contains(msg, "memory") {
-		return false
+// classifyLoadError marks errors about the files' content or the options as *InputError: graph's file and weight
+// errors, malformed GGUF files and device choices that cannot be had. Failures of the device itself (memory,
+// backend) stay plain errors.
+func classifyLoadError(err error) error {
+	var fe graph.FileError
+	var de *graph.DeviceError
+	var ge *gguf.FormatError
+	var ue *gguf.UnsupportedError
+	if errors.As(err, &fe) || errors.As(err, &de) || errors.As(err, &ge) || errors.As(err, &ue) ||
+		errors.Is(err, gguf.ErrNotGGUF) || errors.Is(err, gguf.ErrKeyNotFound) || errors.Is(err, gguf.ErrWrongType) ||
+		errors.Is(err, graph.ErrBadOptions) {
+		return asInput(err)
 	}
-	for _, p := range paths {
-		if p != "" && strings.Contains(msg, "graph: "+p+":") {
-			return true
-		}
-	}
-	return false
+	return err
 }
 
 // checkFile reports a missing or unreadable file as an *InputError naming its role.
@@ -195,33 +185,27 @@ func checkFile(path, role string) error {
 	return nil
 }
 
-// readMetadata checks the kinds of the two files and reads the tokenizer, chat template and image settings.
-func (m *Model) readMetadata(modelPath, mmPath string, o Options) error {
-	tf, err := gguf.Open(modelPath)
-	if err != nil {
-		return asInput(fmt.Errorf("runner: model file: %w", err))
-	}
-	defer tf.Close()
-	if err := checkArch(tf, "llama", "model"); err != nil {
-		return err
-	}
-	if err := checkTensorTypes(tf, "model"); err != nil {
-		return err
-	}
+// readMetadata reads the tokenizer, chat template, stop tokens and image settings from the loaded files.
+func (m *Model) readMetadata(o Options) error {
+	tf := m.g.TextFile
+	var err error
 	if m.tok, err = NewTokenizer(tf); err != nil {
 		return asInput(err)
 	}
+	if tv := m.tok.VocabSize(); tv != m.g.Text.VocabSize {
+		return inputErrorf("runner: %s: tokenizer has %d tokens but the model's vocabulary is %d", tf.Path, tv, m.g.Text.VocabSize)
+	}
 	m.name, _ = tf.Metadata.String("general.name")
 	if m.name == "" {
-		m.name = strings.TrimSuffix(filepath.Base(modelPath), ".gguf")
+		m.name = strings.TrimSuffix(filepath.Base(tf.Path), ".gguf")
 	}
 	m.template, _ = tf.Metadata.String(keyChatTemplate)
 	if m.template == "" {
-		slog.Warn("runner: the model has no chat template; using Idefics2's", "model", modelPath)
+		slog.Warn("runner: the model has no chat template; using Idefics2's", "model", tf.Path)
 		m.template = idefics2ChatTemplate
 	}
 	if m.chat, m.chatErr = processor.ParseChatTemplate(m.template); m.chatErr != nil {
-		slog.Warn("runner: the model's chat template does not parse; only raw prompts work", "model", modelPath, "err", m.chatErr)
+		slog.Warn("runner: the model's chat template does not parse; only raw prompts work", "model", tf.Path, "err", m.chatErr)
 	}
 	if id, ok := m.tok.TokenID(tokenImage); ok {
 		m.imageTokenID = id
@@ -231,15 +215,9 @@ func (m *Model) readMetadata(modelPath, mmPath string, o Options) error {
 		m.banned = append(m.banned, id)
 	}
 	addStop := func(id int32) {
-		if id < 0 {
-			return
+		if id >= 0 && !slices.Contains(m.stopIDs, id) {
+			m.stopIDs = append(m.stopIDs, id)
 		}
-		for _, s := range m.stopIDs {
-			if s == id {
-				return
-			}
-		}
-		m.stopIDs = append(m.stopIDs, id)
 	}
 	addStop(m.tok.EOS())
 	if id, err := optTokenID(tf.Metadata, keyEOT, m.tok.VocabSize()); err == nil {
@@ -250,77 +228,18 @@ func (m *Model) readMetadata(modelPath, mmPath string, o Options) error {
 			addStop(id)
 		}
 	}
-	if mmPath == "" {
+	mf := m.g.MMProj
+	if mf == nil {
 		return nil
 	}
-	mf, err := gguf.Open(mmPath)
-	if err != nil {
-		return asInput(fmt.Errorf("runner: mmproj file: %w", err))
-	}
-	defer mf.Close()
-	if err := checkArch(mf, "clip", "mmproj"); err != nil {
-		return err
-	}
-	if err := checkTensorTypes(mf, "mmproj"); err != nil {
-		return err
-	}
-	if m.imgCfg, err = ImageConfigFromGGUF(mf.Metadata, mmPath); err != nil {
+	if m.imgCfg, err = ImageConfigFromGGUF(mf.Metadata, mf.Path); err != nil {
 		return asInput(err)
 	}
 	if o.NoSplit {
 		m.imgCfg.DoImageSplitting = false
 	}
-	if m.imageTokenID < 0 {
-		return inputErrorf("runner: %s has no %q token, so it cannot take images from %s", modelPath, tokenImage, mmPath)
-	}
-	th, err1 := tf.Metadata.Int("llama.embedding_length")
-	mh, err2 := mf.Metadata.Int("idefics2.text_embedding_length")
-	if err1 == nil && err2 == nil && th != mh {
-		return inputErrorf("runner: %s projects to %d, but %s has hidden size %d: the files are not a pair", mmPath, mh, modelPath, th)
-	}
+	m.seqLen = m.g.Connector.ImageSeqLen
 	return nil
-}
-
-// checkTensorTypes refuses tensors of types no weight of this model can have, before ggml sees them (its CPU
-// kernels abort the process on unsupported type combinations): 1-D tensors must be f32 (norms and biases, as every
-// converter writes them) or i8 (this project's NF4 blocks, stored flat); matrices a float or block-quantized type
-// or i8. i16, i32, i64 and f64 are never weights.
-func checkTensorTypes(f *gguf.File, role string) error {
-	for _, ti := range f.Tensors {
-		ok := true
-		switch {
-		case ti.Type == gguf.TypeI16, ti.Type == gguf.TypeI32, ti.Type == gguf.TypeI64, ti.Type == gguf.TypeF64:
-			ok = false
-		case len(ti.Shape) == 1:
-			ok = ti.Type == gguf.TypeF32 || ti.Type == gguf.TypeI8
-		}
-		if !ok {
-			want := "a float or quantized type"
-			if len(ti.Shape) == 1 {
-				want = "f32 (1-D tensors: norms and biases) or i8 (NF4 blocks)"
-			}
-			return inputErrorf("runner: %s file %s: tensor %q has type %s, want %s", role, f.Path, ti.Name, ti.Type, want)
-		}
-	}
-	return nil
-}
-
-// checkArch refuses a file of the wrong kind, saying which flag the file belongs to.
-func checkArch(f *gguf.File, want, role string) error {
-	a, err := f.Metadata.String("general.architecture")
-	if err != nil {
-		return asInput(fmt.Errorf("runner: %s file %s: %w", role, f.Path, err))
-	}
-	if a == want {
-		return nil
-	}
-	switch {
-	case role == "model" && a == "clip":
-		return inputErrorf("runner: %s is an mmproj (vision) file, not a text model: pass it with --mmproj and the text model with -m", f.Path)
-	case role == "mmproj" && a == "llama":
-		return inputErrorf("runner: %s is a text model, not an mmproj (vision) file: pass it with -m", f.Path)
-	}
-	return inputErrorf("runner: %s file %s: architecture %q, want %q", role, f.Path, a, want)
 }
 
 // Close frees the model. Idempotent.
@@ -359,11 +278,4 @@ func (m *Model) ContextLength() int { return m.g.Text.ContextLength }
 func (m *Model) StopTokens() []int32 { return append([]int32(nil), m.stopIDs...) }
 
 // isStop reports whether id ends generation.
-func (m *Model) isStop(id int32) bool {
-	for _, s := range m.stopIDs {
-		if s == id {
-			return true
-		}
-	}
-	return false
-}
+func (m *Model) isStop(id int32) bool { return slices.Contains(m.stopIDs, id) }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/idefics2-go/idefics2/graph"
@@ -11,7 +12,7 @@ import (
 // only evaluates the new part). A session is used by one goroutine at a time.
 type Session struct {
 	m    *Model
-	gs   *graph.Session
+	gs   *graph.Sequence
 	keys []uint64 // identity of each cached position: the token id, or the image row it holds
 }
 
@@ -32,7 +33,7 @@ func (m *Model) NewSession(ctxSize int) (*Session, error) {
 	if m.g == nil {
 		return nil, fmt.Errorf("runner: the model is closed")
 	}
-	gs, err := m.g.NewSession(ctxSize)
+	gs, err := m.g.NewSequence(ctxSize)
 	if err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
@@ -47,7 +48,7 @@ func (s *Session) Cached() int { return len(s.keys) }
 
 // Reset empties the cache.
 func (s *Session) Reset() {
-	s.gs.Reset()
+	s.gs.Truncate(0)
 	s.keys = s.keys[:0]
 }
 
@@ -71,8 +72,9 @@ func (s *Session) truncate(n int) {
 }
 
 // eval appends tokens (with the connector rows of their image tokens, or nil) to the cache under the model lock
-// and returns the logits (last position, or all with allLogits).
-func (s *Session) eval(tokens []int32, images []float32, allLogits bool, keys []uint64) ([]float32, error) {
+// and returns the logits (last position, or all with allLogits). The graph evaluates a long prompt in batches and
+// checks ctx between them; dump, when set, receives the named intermediates it asks for.
+func (s *Session) eval(ctx context.Context, tokens []int32, images []float32, allLogits bool, keys []uint64, dump *graph.Dump) ([]float32, error) {
 	m := s.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -83,7 +85,7 @@ func (s *Session) eval(tokens []int32, images []float32, allLogits bool, keys []
 		// A failed evaluation may have left part of a batch in the cache; drop it.
 		s.gs.Truncate(len(s.keys))
 	}
-	logits, err := s.gs.Eval(tokens, images, allLogits)
+	logits, err := s.gs.Eval(ctx, tokens, images, allLogits, dump)
 	if err != nil {
 		s.gs.Truncate(len(s.keys))
 		return nil, fmt.Errorf("runner: %w", err)

@@ -3,6 +3,7 @@
 package synth_test
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -41,12 +42,12 @@ func TestLoadTiny(t *testing.T) {
 		t.Fatal("no vision model loaded")
 	}
 
-	s, err := m.NewSession(16)
+	s, err := m.NewSequence(16)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	logits, err := s.Eval([]int32{1, 415, 2936}, nil, false)
+	logits, err := s.Eval(context.Background(), []int32{1, 415, 2936}, nil, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func TestLoadTiny(t *testing.T) {
 	for i := range in.Pixels {
 		in.Pixels[i] = float32(2*r.Float64() - 1)
 	}
-	feats, err := m.EncodeImage(in, false)
+	feats, err := m.EncodeImage(in, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
