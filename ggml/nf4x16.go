@@ -39,7 +39,8 @@ func NF4x16LUT() [16]byte {
 }
 
 // NF4x16Fast reports whether the nf4x16 product runs its AVX-512 VNNI path (NF4CurrentISA is
-// NF4AVX512VNNI); otherwise it runs the scalar reference, far slower than the stream kernel.
+// NF4AVX512VNNI); otherwise it runs the scalar reference, which exists to check the vector path,
+// and callers keep the F32 stream kernel instead.
 func NF4x16Fast() bool { return NF4CurrentISA() == NF4AVX512VNNI }
 
 // NF4x16Check returns nil when a rows × cols NF4 matrix in blocks of blockSize can be repacked to

@@ -10,7 +10,8 @@ import (
 
 // Tolerances against the float64 references.
 const (
-	// tolF32 is the relative tolerance of F32 ops (the 1e-5; accumulation order differs from the reference).
+	// tolF32 is the relative tolerance of F32 ops: float32 rounding, accumulated in another order than the
+	// float64 reference.
 	tolF32 = 1e-5
 	// tolGELUTable covers ggml's CPU GELU, which rounds its input to fp16 and reads an fp16 table.
 	tolGELUTable = 2e-3

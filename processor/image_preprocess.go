@@ -40,16 +40,6 @@ func (b *ImageBatch) SubImage(i int) ([]float32, error) {
 	return out, nil
 }
 
-// PatchGrid returns the rows and columns of patch×patch cells that an image of h×w real pixels
-// fills completely: ⌊h/patch⌋ × ⌊w/patch⌋ (the patch convolution is "valid"; trailing pixels
-// that do not fill a patch are ignored). It returns 0, 0 for a non-positive patch size.
-func PatchGrid(h, w, patch int) (rows, cols int) {
-	if patch <= 0 || h <= 0 || w <= 0 {
-		return 0, 0
-	}
-	return h / patch, w / patch
-}
-
 // Preprocess mirrors Idefics2ImageProcessor.preprocess (transformers v4.44.2) on the already
 // decoded RGB images of one prompt (see DecodeImage for the conversion to RGB):
 //

@@ -97,22 +97,3 @@ func TestResizeOutputSize(t *testing.T) {
 		})
 	}
 }
-
-func TestPatchGrid(t *testing.T) {
-	tests := []struct{ h, w, patch, rows, cols int }{
-		{980, 980, 14, 70, 70},
-		{735, 980, 14, 52, 70},
-		{551, 980, 14, 39, 70},
-		{37, 56, 14, 2, 4},
-		{13, 13, 14, 0, 0},
-		{65, 80, 16, 4, 5},
-		{10, 10, 0, 0, 0},
-		{-3, 10, 14, 0, 0},
-	}
-	for _, tt := range tests {
-		r, c := PatchGrid(tt.h, tt.w, tt.patch)
-		if r != tt.rows || c != tt.cols {
-			t.Errorf("PatchGrid(%d, %d, %d) = %d, %d; want %d, %d", tt.h, tt.w, tt.patch, r, c, tt.rows, tt.cols)
-		}
-	}
-}

@@ -14,9 +14,9 @@
 // Decoding reproduces ggml's to_float functions bit for bit.
 //
 // On amd64 CPUs with AVX2 the K-quant scale searches run in assembly (kquants_amd64.s), each of
-// 8 vector lanes performing exactly the scalar reference's IEEE operations, about 5–7× faster
-// than the scalar code; the build tag purego disables the assembly. Every encoder keeps its
-// plain scalar reference beside the fast path, and tests compare them byte for byte.
+// 8 vector lanes performing exactly the scalar reference's IEEE operations (BENCHMARKS.md,
+// section "quant", compares them); the build tag purego disables the assembly. Every encoder
+// keeps its plain scalar reference beside the fast path, and tests compare them byte for byte.
 //
 // NF4 follows bitsandbytes' CUDA kernels (kQuantizeBlockwise / kDequantizeBlockwise with the NF4
 // data type): codebook, block absmax, nibble order and double quantization of the absmax. See

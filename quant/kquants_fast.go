@@ -4,8 +4,8 @@ package quant
 // line; the fits here return the same bits with less work, using only transformations that
 // provably keep every float32 operation that reaches the output, in the same order.
 //
-// Pure Go (makeQKX2QuantsGo, about 15% faster than the reference; the scalar loops are bound by
-// the latency of their float32 sums, which must stay sequential):
+// Pure Go (makeQKX2QuantsGo) can only do less work, not reorder it: the scalar loops are bound
+// by the latency of their float32 sums, which must stay sequential. It skips and hoists:
 //
 //   - The fit and error of a candidate scale whose levels equal those of the previous
 //     candidate are skipped: the sums, the fit and the error of a candidate depend only on its

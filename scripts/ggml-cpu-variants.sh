@@ -11,7 +11,7 @@
 #
 # zen4 (AVX-512 with VBMI, VNNI and BF16: AMD Zen 4/5, Intel Sapphire Rapids and later) is not among ollama's
 # variants; its definition (ggml's own variant feature list) is added to a build-time copy of the module's CMake
-# files, so BF16 weights use the AVX512-BF16 dot products (about 2x the F32 rate in the vision tower's GEMMs).
+# files, so BF16 weights use the AVX512-BF16 dot products (BENCHMARKS.md, "Images", has F16 and BF16 figures).
 #
 # Environment: GGML_CPU_VARIANTS (default for x86-64: "haswell skylakex icelake alderlake zen4"; the binary also
 # carries a portable CPU backend for older CPUs), IDEFICS2_CACHE (default ~/.cache/idefics2-go), GO (default go).

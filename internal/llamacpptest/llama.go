@@ -201,7 +201,7 @@ func (m *LlamaModel) decode(b C.struct_llama_batch, n int) ([]float32, error) {
 // builds them) with ggml's registry, which keeps the best one this CPU supports. The registry orders devices by
 // the variant's score, ahead of the portable backend compiled into the binary (score −1), so llama.cpp, which
 // takes the first CPU device, then computes with the variant. It returns the number of CPU devices registered
-// and whether llama.cpp's CPU device is now a loaded variant.
+// and whether the CPU device llama.cpp takes is a loaded variant.
 func LoadCPUVariants(dir string) (cpuDevices int, variant bool) {
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))
