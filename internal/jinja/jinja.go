@@ -1,36 +1,3 @@
-// Package jinja is a Jinja2 template engine for chat templates: the subset of Jinja that the
-// chat templates stored in Hugging Face tokenizer configs (and GGUF's tokenizer.chat_template)
-// use, evaluated with Python semantics so that the output matches transformers'
-// apply_chat_template byte for byte.
-//
-// transformers renders chat templates with jinja2's ImmutableSandboxedEnvironment(trim_blocks=True,
-// lstrip_blocks=True) plus the loopcontrols extension and its own tojson filter and
-// raise_exception / strftime_now globals; DefaultOptions reproduces that environment.
-//
-// Supported: {{ }}, {% %}, {# #} with whitespace control (-, +), trim_blocks, lstrip_blocks,
-// {% raw %}; statements if/elif/else, for (loop variables, unpacking, inline if, else), set
-// (including block set and namespace attributes), macro, with, filter blocks, break, continue and
-// HF's generation block; expressions with Python operators, literals, attribute, item and slice
-// access, calls with keyword arguments, the common filters and tests, and Python string, dict and
-// list methods (non-mutating ones: the sandbox refuses mutation). Not supported: template
-// inheritance and inclusion (extends, block, include, import), call blocks and recursive loops;
-// they fail with ErrUnsupported.
-//
-// Values follow Python: str/int/float/bool/None, lists and tuples, insertion-ordered dicts,
-// jinja2's Undefined (prints as "", fails on arithmetic and attribute access), Python's str()
-// and repr() formatting (floats as repr), and the lazy single-use generators that map, select,
-// reject, selectattr, rejectattr, unique, batch and items return (always true, no len()).
-// testdata/cases.json and testdata/random.json hold jinja2 3.1.6's output for several hundred
-// templates (the generator scripts sit beside them) and must be reproduced byte for byte.
-//
-// Known deviations: float ** may differ from CPython in the last bit (Go's math.Pow); dict
-// views (d.keys(), d.values(), d.items()) are plain lists when printed; the full case mappings of
-// upper/lower/title/capitalize cover Latin, Armenian and final sigma, not the Greek iota-subscript
-// forms; str.format accepts no format specs; the filters groupby, slice, striptags, urlize,
-// urlencode, wordwrap, xmlattr, filesizeformat and random are not provided (ErrUnsupported).
-//
-// Rendering never panics on any template or input, and is bounded: Options limits the number of
-// evaluation steps, the output size, the macro call depth and the parser's nesting depth.
 package jinja
 
 import (
