@@ -1,0 +1,29 @@
+package bench
+
+import "github.com/idefics2-go/idefics2/graph"
+
+// LoadOptions are the load settings a benchmark can vary.
+type LoadOptions struct {
+	Device  string // auto, cpu, cuda, metal, vulkan or a device name
+	Threads int    // CPU threads; 0: physical cores
+	// FlashAttn uses ggml's fused attention in the decoder.
+	FlashAttn bool
+	// NoRepack keeps quantized weights in the file's layout instead of the CPU's row-interleaved ones.
+	NoRepack bool
+	// GGMLRepack puts Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and
+	// q4kx16 (and Q6_K matrices in their plain blocks), to compare the two.
+	GGMLRepack bool
+	// UnfusedAttn computes attention with ggml's separate products and softmax instead of this project's fused
+	// CPU kernels, to compare the two.
+	UnfusedAttn bool
+}
+
+// Load loads a model pair for Run (mmprojPath "": text only). It is the one place benchmarks turn LoadOptions into
+// graph options.
+func Load(modelPath, mmprojPath string, o LoadOptions) (*graph.Model, error) {
+	// The layout switch applies to weights loaded while it is set: set it for this load only.
+	prev := graph.UseQ4X16(!o.GGMLRepack)
+	defer graph.UseQ4X16(prev)
+	return graph.Load(modelPath, mmprojPath, graph.Options{Device: o.Device, Threads: o.Threads, FlashAttn: o.FlashAttn,
+		NoRepack: o.NoRepack, UnfusedAttn: o.UnfusedAttn})
+}
