@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -394,7 +395,9 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 
 // cmdServe runs the HTTP server until interrupted.
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("serve")
+	fs := cli.New("serve", "idefics2-run serve -m model.gguf [--host 127.0.0.1] [--port 8080] [options]")
+	fs.Describe("Serves the OpenAI-compatible API: POST /v1/chat/completions (images as data: URIs, SSE streaming with\n" +
+		"\"stream\": true), GET /v1/models and GET /health.")
 	var mf modelFlags
 	var sf samplingFlags
 	mf.register(fs)
@@ -403,11 +406,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var localDir, apiKey string
 	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
 	maxImageMB, maxImageMP := 20, 36
-	var help bool
 	fs.String(&host, "host", "address to listen on")
 	fs.Int(&port, "port", "port to listen on (0: any free port)")
-	fs.String(&localDir, "allow-local-images", "allow image urls that are local file paths inside this folder")
-	fs.String(&apiKey, "api-key", "require Authorization: Bearer KEY")
+	fs.String(&localDir, "allow-local-images", "allow image urls that are local file paths inside this folder `DIR`")
+	fs.String(&apiKey, "api-key", "require Authorization: Bearer `KEY`")
 	fs.Int(&maxBodyMB, "max-body-mb", "largest request body in MiB")
 	fs.Int(&maxImages, "max-images", "most images per request")
 	fs.Int(&maxImageMB, "max-image-mb", "largest image file in MiB (data URI or local file)")
@@ -415,17 +417,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int(&tokenLimit, "token-limit", "most tokens one request may generate (also the default max_tokens)")
 	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
 	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if help {
-		fmt.Fprintln(stdout, "usage: idefics2-run serve -m model.gguf [--host 127.0.0.1] [--port 8080] [options]\n\noptions:")
-		fs.usage(stdout)
-		return exitOK
-	}
-	if len(fs.args) > 0 {
-		return fail(stderr, usagef("serve: unexpected argument %q", fs.args[0]))
+	if len(fs.Args()) > 0 {
+		return fail(stderr, cli.Usagef("serve: unexpected argument %q", fs.Args()[0]))
 	}
 	if err := mf.check("serve"); err != nil {
 		return fail(stderr, err)
@@ -436,7 +432,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}{{"--max-body-mb", maxBodyMB}, {"--max-images", maxImages}, {"--token-limit", tokenLimit}, {"--timeout", timeoutS},
 		{"--max-image-mb", maxImageMB}, {"--max-image-mpx", maxImageMP}} {
 		if c.v <= 0 {
-			return fail(stderr, usagef("serve: %s %d: want a positive number", c.name, c.v))
+			return fail(stderr, cli.Usagef("serve: %s %d: want a positive number", c.name, c.v))
 		}
 	}
 	// Bounds that keep the byte and second counts below from overflowing.
@@ -446,11 +442,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}{{"--max-body-mb", maxBodyMB, 1 << 20}, {"--max-image-mb", maxImageMB, maxImageBytes >> 20}, {"--max-image-mpx", maxImageMP, 1 << 20},
 		{"--timeout", timeoutS, 1 << 30}, {"--queue", queue, 1 << 20}} {
 		if c.v > c.max {
-			return fail(stderr, usagef("serve: %s %d: at most %d", c.name, c.v, c.max))
+			return fail(stderr, cli.Usagef("serve: %s %d: at most %d", c.name, c.v, c.max))
 		}
 	}
 	if queue < 0 || port < 0 || port > 65535 {
-		return fail(stderr, usagef("serve: --queue %d / --port %d out of range", queue, port))
+		return fail(stderr, cli.Usagef("serve: --queue %d / --port %d out of range", queue, port))
 	}
 	def, err := sf.options("serve")
 	if err != nil {
@@ -477,7 +473,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer srv.close()
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
-		return fail(stderr, usagef("serve: %v", err))
+		return fail(stderr, cli.Usagef("serve: %v", err))
 	}
 	// A request's body must arrive within the request timeout; no write timeout, as answers stream.
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Duration(timeoutS) * time.Second,
