@@ -130,16 +130,16 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 		return fail(stderr, cli.Usagef("bench: image tests need --mmproj (none found next to %s)", a.model))
 	}
 	var all []bench.Result
-	if !a.json {
-		bench.WriteMarkdownHeader(stdout)
-	}
-	for _, t := range a.threads {
+	for i, t := range a.threads {
 		o := a.load
 		o.Threads = t
 		m, err := bench.Load(a.model, mm, o)
 		if err != nil {
 			// As a file the user named that cannot be loaded: bad input.
 			return fail(stderr, cli.Usagef("bench: %v", err))
+		}
+		if i == 0 && !a.json {
+			bench.WriteMarkdownHeader(stdout)
 		}
 		c.Threads = t
 		err = bench.Run(ctx, m, c, func(r bench.Result) {
