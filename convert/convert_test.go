@@ -359,14 +359,14 @@ func TestConvertFixtures(t *testing.T) {
 				checkKeys(t, "mmproj", mmproj.Metadata, requiredMMProjKeys)
 				checkMetadataValues(t, dir, model.Metadata, mmproj.Metadata)
 				scheme, _ := ParseScheme(typ)
-				if ft, _ := model.Metadata.Uint32("general.file_type"); ft != scheme.FileType {
+				if ft, _ := model.Metadata.Uint32("general.file_type"); gguf.FileType(ft) != scheme.FileType {
 					t.Errorf("model general.file_type = %d, want %d", ft, scheme.FileType)
 				}
 				wantVision := quant.F16
 				if typ == "f32" {
 					wantVision = quant.F32
 				}
-				if ft, _ := mmproj.Metadata.Uint32("general.file_type"); ft != fileTypeOf(wantVision) {
+				if ft, _ := mmproj.Metadata.Uint32("general.file_type"); gguf.FileType(ft) != fileTypeOf(wantVision) {
 					t.Errorf("mmproj general.file_type = %d, want %d", ft, fileTypeOf(wantVision))
 				}
 				checkTypeRules(t, plan, wantVision)

@@ -27,7 +27,7 @@ func (l *kvList) add(key string, v any) {
 
 // modelMetadata returns the key-value pairs of model.gguf: llama.cpp's "llama" architecture
 // keys, in the order llama.cpp's converter (convert_hf_to_gguf.py) writes them for Mistral-7B.
-func modelMetadata(h *hparams, v *vocab, chatTemplate string, fileType uint32) ([]gguf.KV, error) {
+func modelMetadata(h *hparams, v *vocab, chatTemplate string, fileType gguf.FileType) ([]gguf.KV, error) {
 	t := &h.text
 	var l kvList
 	l.add("general.architecture", "llama")
@@ -49,7 +49,7 @@ func modelMetadata(h *hparams, v *vocab, chatTemplate string, fileType uint32) (
 	if t.slidingWindow > 0 {
 		l.add("llama.attention.sliding_window", uint32(t.slidingWindow))
 	}
-	l.add("general.file_type", fileType)
+	l.add("general.file_type", uint32(fileType))
 	l.add("llama.vocab_size", uint32(len(v.tokens)))
 	l.add("llama.rope.dimension_count", uint32(t.headDim))
 
@@ -85,13 +85,13 @@ func modelMetadata(h *hparams, v *vocab, chatTemplate string, fileType uint32) (
 
 // mmprojMetadata returns the key-value pairs of mmproj.gguf: llama.cpp's clip keys where they fit
 // and this project's idefics2.* keys (IDEFICS2.md §10.3) for the rest.
-func mmprojMetadata(h *hparams, p *preprocParams, fileType uint32) ([]gguf.KV, error) {
+func mmprojMetadata(h *hparams, p *preprocParams, fileType gguf.FileType) ([]gguf.KV, error) {
 	vis, perc := &h.vision, &h.perceiver
 	var l kvList
 	l.add("general.architecture", "clip")
 	l.add("general.type", "mmproj")
 	l.add("general.name", h.name)
-	l.add("general.file_type", fileType)
+	l.add("general.file_type", uint32(fileType))
 	l.add("clip.projector_type", "idefics2")
 	l.add("clip.has_vision_encoder", true)
 	l.add("clip.has_audio_encoder", false)

@@ -80,7 +80,7 @@ func (t *TensorPlan) StorageShape() []uint64 {
 // OutputPlan is one output file.
 type OutputPlan struct {
 	Path     string
-	FileType uint32
+	FileType gguf.FileType
 	KV       []gguf.KV
 	Tensors  []TensorPlan
 }

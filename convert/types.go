@@ -6,29 +6,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/idefics2-go/idefics2/gguf"
 	"github.com/idefics2-go/idefics2/quant"
-)
-
-// Llama file types (general.file_type): llama.cpp's enum llama_ftype (llama.h), the "mostly"
-// type of a file's matrices.
-const (
-	FileTypeF32   uint32 = 0
-	FileTypeF16   uint32 = 1
-	FileTypeQ4_0  uint32 = 2
-	FileTypeQ4_1  uint32 = 3
-	FileTypeQ8_0  uint32 = 7
-	FileTypeQ5_0  uint32 = 8
-	FileTypeQ5_1  uint32 = 9
-	FileTypeQ4_KS uint32 = 14
-	FileTypeQ4_KM uint32 = 15
-	FileTypeQ5_KS uint32 = 16
-	FileTypeQ5_KM uint32 = 17
-	FileTypeQ6_K  uint32 = 18
-	FileTypeBF16  uint32 = 32
-	// FileTypeNF4 is this project's file type for files whose matrices are NF4 (stored as I8 block
-	// streams, docs/formats.md). llama.cpp has no such type; 1024 is far above its enum (which
-	// ends below 64) so it can never collide with a future llama.cpp value.
-	FileTypeNF4 uint32 = 1024
 )
 
 // mix names a llama.cpp quantization mix: rules that give some tensors more bits.
@@ -45,9 +24,9 @@ const (
 // Scheme is a --type choice: the base storage type of the text matrices, the llama file type it
 // is recorded as, and the llama.cpp mix rules it applies.
 type Scheme struct {
-	Name     string     // as given to --type, e.g. "q4_k_m"
-	Base     quant.Type // type of the text matrices before mix rules and fallbacks
-	FileType uint32     // general.file_type of model.gguf
+	Name     string        // as given to --type, e.g. "q4_k_m"
+	Base     quant.Type    // type of the text matrices before mix rules and fallbacks
+	FileType gguf.FileType // general.file_type of model.gguf
 	mix      mix
 }
 
@@ -67,22 +46,22 @@ type Scheme struct {
 // with tied embeddings token_embd.weight takes output.weight's rule (llama.cpp quantizes the
 // shared tensor like the output).
 var schemes = []Scheme{
-	{Name: "f32", Base: quant.F32, FileType: FileTypeF32},
-	{Name: "f16", Base: quant.F16, FileType: FileTypeF16},
-	{Name: "bf16", Base: quant.BF16, FileType: FileTypeBF16},
-	{Name: "q8_0", Base: quant.Q8_0, FileType: FileTypeQ8_0},
-	{Name: "q4_0", Base: quant.Q4_0, FileType: FileTypeQ4_0},
-	{Name: "q4_1", Base: quant.Q4_1, FileType: FileTypeQ4_1},
-	{Name: "q5_0", Base: quant.Q5_0, FileType: FileTypeQ5_0},
-	{Name: "q5_1", Base: quant.Q5_1, FileType: FileTypeQ5_1},
-	{Name: "q4_k", Base: quant.Q4_K, FileType: FileTypeQ4_KS},
-	{Name: "q5_k", Base: quant.Q5_K, FileType: FileTypeQ5_KS},
-	{Name: "q6_k", Base: quant.Q6_K, FileType: FileTypeQ6_K},
-	{Name: "nf4", Base: quant.NF4, FileType: FileTypeNF4},
-	{Name: "q4_k_s", Base: quant.Q4_K, FileType: FileTypeQ4_KS, mix: mixQ4KS},
-	{Name: "q4_k_m", Base: quant.Q4_K, FileType: FileTypeQ4_KM, mix: mixQ4KM},
-	{Name: "q5_k_s", Base: quant.Q5_K, FileType: FileTypeQ5_KS, mix: mixQ5KS},
-	{Name: "q5_k_m", Base: quant.Q5_K, FileType: FileTypeQ5_KM, mix: mixQ5KM},
+	{Name: "f32", Base: quant.F32, FileType: gguf.FileTypeF32},
+	{Name: "f16", Base: quant.F16, FileType: gguf.FileTypeF16},
+	{Name: "bf16", Base: quant.BF16, FileType: gguf.FileTypeBF16},
+	{Name: "q8_0", Base: quant.Q8_0, FileType: gguf.FileTypeQ8_0},
+	{Name: "q4_0", Base: quant.Q4_0, FileType: gguf.FileTypeQ4_0},
+	{Name: "q4_1", Base: quant.Q4_1, FileType: gguf.FileTypeQ4_1},
+	{Name: "q5_0", Base: quant.Q5_0, FileType: gguf.FileTypeQ5_0},
+	{Name: "q5_1", Base: quant.Q5_1, FileType: gguf.FileTypeQ5_1},
+	{Name: "q4_k", Base: quant.Q4_K, FileType: gguf.FileTypeQ4_K_S},
+	{Name: "q5_k", Base: quant.Q5_K, FileType: gguf.FileTypeQ5_K_S},
+	{Name: "q6_k", Base: quant.Q6_K, FileType: gguf.FileTypeQ6_K},
+	{Name: "nf4", Base: quant.NF4, FileType: gguf.FileTypeNF4},
+	{Name: "q4_k_s", Base: quant.Q4_K, FileType: gguf.FileTypeQ4_K_S, mix: mixQ4KS},
+	{Name: "q4_k_m", Base: quant.Q4_K, FileType: gguf.FileTypeQ4_K_M, mix: mixQ4KM},
+	{Name: "q5_k_s", Base: quant.Q5_K, FileType: gguf.FileTypeQ5_K_S, mix: mixQ5KS},
+	{Name: "q5_k_m", Base: quant.Q5_K, FileType: gguf.FileTypeQ5_K_M, mix: mixQ5KM},
 }
 
 // SchemeNames returns the accepted --type names in a stable order.
@@ -130,34 +109,34 @@ func unknownStorageType() string {
 }
 
 // fileTypeOf returns the llama file type recorded for a file whose matrices are mostly t.
-func fileTypeOf(t quant.Type) uint32 {
+func fileTypeOf(t quant.Type) gguf.FileType {
 	switch t {
 	case quant.F32:
-		return FileTypeF32
+		return gguf.FileTypeF32
 	case quant.F16:
-		return FileTypeF16
+		return gguf.FileTypeF16
 	case quant.BF16:
-		return FileTypeBF16
+		return gguf.FileTypeBF16
 	case quant.Q8_0:
-		return FileTypeQ8_0
+		return gguf.FileTypeQ8_0
 	case quant.Q4_0:
-		return FileTypeQ4_0
+		return gguf.FileTypeQ4_0
 	case quant.Q4_1:
-		return FileTypeQ4_1
+		return gguf.FileTypeQ4_1
 	case quant.Q5_0:
-		return FileTypeQ5_0
+		return gguf.FileTypeQ5_0
 	case quant.Q5_1:
-		return FileTypeQ5_1
+		return gguf.FileTypeQ5_1
 	case quant.Q4_K:
-		return FileTypeQ4_KS
+		return gguf.FileTypeQ4_K_S
 	case quant.Q5_K:
-		return FileTypeQ5_KS
+		return gguf.FileTypeQ5_K_S
 	case quant.Q6_K:
-		return FileTypeQ6_K
+		return gguf.FileTypeQ6_K
 	case quant.NF4:
-		return FileTypeNF4
+		return gguf.FileTypeNF4
 	}
-	return FileTypeF32
+	return gguf.FileTypeF32
 }
 
 // Override forces the type of the matrices whose GGUF name matches Pattern (regexp.MatchString,

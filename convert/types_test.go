@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idefics2-go/idefics2/gguf"
 	"github.com/idefics2-go/idefics2/quant"
 )
 
@@ -289,8 +290,8 @@ func TestPermuteRows(t *testing.T) {
 
 // TestSchemeFileTypes pins general.file_type per --type (llama.h enum llama_ftype).
 func TestSchemeFileTypes(t *testing.T) {
-	want := map[string]uint32{"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9,
-		"q4_k": 14, "q5_k": 16, "q6_k": 18, "nf4": FileTypeNF4, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17}
+	want := map[string]gguf.FileType{"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9,
+		"q4_k": 14, "q5_k": 16, "q6_k": 18, "nf4": gguf.FileTypeNF4, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17}
 	for _, name := range SchemeNames() {
 		s, err := ParseScheme(strings.ToUpper(name))
 		if err != nil {

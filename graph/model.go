@@ -190,6 +190,19 @@ func (m *Model) Plans() (text, mmproj *Plan) {
 	return m.tw.plan, mmproj
 }
 
+// PlacementReport describes where the weights went: the device and its capabilities, then per file a summary
+// line and one line per weight (layout, kernel, stored type, shape, split tail, stacked group).
+func (m *Model) PlacementReport() []string {
+	out := []string{fmt.Sprintf("device %s %s, capabilities %s, layouts %s", m.Device.Name, m.Device.Variant, m.Target.Caps, m.opts.Layouts)}
+	for _, w := range []*Weights{m.tw, m.vw} {
+		if w != nil {
+			out = append(out, w.file.Path+": "+w.plan.Summary())
+			out = append(out, w.plan.Lines()...)
+		}
+	}
+	return out
+}
+
 // SetThreads changes the number of CPU threads.
 func (m *Model) SetThreads(n int) { m.runner.SetThreads(n) }
 

@@ -253,30 +253,9 @@ func (m *Model) Close() {
 	m.g = nil
 }
 
-// Placement describes where the weights went: per file, a summary line and one line per weight (layout, kernel,
-// stored type, shape, split tail, stacked group), as the placement plan decided for this device.
-func (m *Model) Placement() []string {
-	text, mmproj := m.g.Plans()
-	out := []string{fmt.Sprintf("device %s (%s), capabilities %s", m.g.Device.Name, m.g.Device.Variant, m.g.Target.Caps)}
-	for _, f := range []struct {
-		path string
-		plan *graph.Plan
-	}{{m.g.TextFile.Path, text}, {mmPathOf(m.g), mmproj}} {
-		if f.plan == nil {
-			continue
-		}
-		out = append(out, f.path+": "+f.plan.Summary())
-		out = append(out, f.plan.Lines()...)
-	}
-	return out
-}
-
-func mmPathOf(g *graph.Model) string {
-	if g.MMProj == nil {
-		return ""
-	}
-	return g.MMProj.Path
-}
+// Placement describes where the weights went, as the placement plan decided for this device
+// (graph.Model.PlacementReport).
+func (m *Model) Placement() []string { return m.g.PlacementReport() }
 
 // Graph returns the underlying graph model (hyper-parameters, GGUF files).
 func (m *Model) Graph() *graph.Model { return m.g }

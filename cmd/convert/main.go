@@ -28,7 +28,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -39,6 +38,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/idefics2-go/idefics2/convert"
+	"github.com/idefics2-go/idefics2/internal/cli"
 )
 
 // Exit statuses.
@@ -63,59 +63,49 @@ const maxThreads = 1024
 // conversion down so that a signal lands in the middle of it.
 var afterChunk func()
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
 // run is the whole command, separated from main for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := cli.New("convert",
+		"convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]",
+		"convert --synthetic PRESET [--synthetic-dir DIR] [--synthetic-seed N] --out model.gguf [...]")
+	fs.Describe("Converts a Hugging Face Idefics2 checkpoint into model.gguf (the text model, as llama.cpp's \"llama\") and\n" +
+		"mmproj.gguf (vision tower, connector and image processor settings).")
 	var (
 		opts      convert.Options
-		overrides stringList
+		overrides []string
 		dryRun    bool
 	)
-	fs.StringVar(&opts.InDir, "in", "", "Hugging Face checkpoint `folder` (config.json, safetensors, tokenizer)")
-	fs.StringVar(&opts.Out, "out", "", "output `path` of model.gguf")
-	fs.StringVar(&opts.MMProjOut, "mmproj-out", "", "output `path` of mmproj.gguf (default: mmproj-<name of --out> next to --out)")
-	fs.StringVar(&opts.Type, "type", "f16", "`type` of the text matrices: "+strings.Join(convert.SchemeNames(), ", "))
-	fs.StringVar(&opts.VisionType, "vision-type", "", "`type` of the vision and connector matrices (default: f32 with --type f32, else f16)")
-	fs.Var(&overrides, "override", "per-tensor type `REGEX=TYPE` matched against GGUF names (repeatable; first match wins)")
-	fs.BoolVar(&dryRun, "dry-run", false, "print the plan and write nothing")
-	fs.BoolVar(&opts.Force, "force", false, "replace existing output files")
-	fs.IntVar(&opts.Threads, "threads", 0, "quantization `threads` (default: all cores)")
+	opts.Type = "f16"
+	fs.String(&opts.InDir, "in", "Hugging Face checkpoint `DIR` (config.json, safetensors, tokenizer)")
+	fs.String(&opts.Out, "out", "output `PATH` of model.gguf")
+	fs.String(&opts.MMProjOut, "mmproj-out", "output `PATH` of mmproj.gguf (default: mmproj-<name of --out> next to --out)")
+	fs.String(&opts.Type, "type", "`TYPE` of the text matrices: "+strings.Join(convert.SchemeNames(), ", "))
+	fs.String(&opts.VisionType, "vision-type", "`TYPE` of the vision and connector matrices (default: f32 with --type f32, else f16)")
+	fs.List(&overrides, "override", "per-tensor type `REGEX=TYPE` matched against GGUF names (repeatable; first match wins)")
+	fs.Bool(&dryRun, "dry-run", "print the plan and write nothing")
+	fs.Bool(&opts.Force, "force", "replace existing output files")
+	fs.Int(&opts.Threads, "threads", "quantization threads (0: all cores)")
 	syn := addSyntheticFlags(fs)
-	// Parse errors are reported on one line; the full usage only for -h / --help.
-	fs.Usage = func() {}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "usage: convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]\n       convert --synthetic PRESET [--synthetic-dir DIR] [--synthetic-seed N] --out model.gguf [...]\n\n")
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "convert: %v\n", err)
-		return exitUsage
+	err := fs.Parse(args)
+	if errors.Is(err, cli.ErrHelp) {
+		fs.Usage(stdout)
+		return exitOK
 	}
 	switch {
-	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "convert: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+	case err != nil:
+	case len(fs.Args()) > 0:
+		err = cli.Usagef("convert: unexpected argument %q", fs.Args()[0])
 	case opts.InDir == "" && !syn.enabled():
-		fmt.Fprintln(stderr, "convert: --in is required")
-		return exitUsage
+		err = cli.Usagef("convert: --in is required")
 	case opts.Out == "":
-		fmt.Fprintln(stderr, "convert: --out is required")
-		return exitUsage
+		err = cli.Usagef("convert: --out is required")
 	case opts.Threads < 0:
-		fmt.Fprintf(stderr, "convert: --threads %d is negative\n", opts.Threads)
-		return exitUsage
+		err = cli.Usagef("convert: --threads %d is negative", opts.Threads)
 	case opts.Threads > maxThreads:
-		fmt.Fprintf(stderr, "convert: --threads %d is more than %d\n", opts.Threads, maxThreads)
-		return exitUsage
+		err = cli.Usagef("convert: --threads %d is more than %d", opts.Threads, maxThreads)
+	}
+	if err != nil {
+		return report(ctx, stderr, err)
 	}
 	opts.Overrides = overrides
 	if opts.Threads > 0 {
@@ -188,7 +178,7 @@ func report(ctx context.Context, stderr io.Writer, err error) int {
 		msg = "convert: " + msg
 	}
 	fmt.Fprintln(stderr, msg)
-	if convert.IsInputError(err) {
+	if convert.IsInputError(err) || cli.IsUsageError(err) {
 		return exitUsage
 	}
 	return exitFailure

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/idefics2-go/idefics2/gguf"
+	"github.com/idefics2-go/idefics2/internal/cli/clitest"
 )
 
 var p1 = filepath.Join("..", "..", "testdata", "hf", "checkpoints", "p1")
@@ -56,7 +57,7 @@ func TestCLI(t *testing.T) {
 			name: "convert with force and mmproj path", args: []string{"--in", p1, "--out", "OUT/m.gguf", "--mmproj-out", "OUT/v.gguf", "--force", "--override", "ffn_up=f32"},
 			existing: []string{"m.gguf"}, wantCode: exitOK, wantFiles: []string{"m.gguf", "v.gguf"},
 		},
-		{name: "help", args: []string{"--help"}, wantCode: exitOK, wantErr: "usage: convert"},
+		{name: "help", args: []string{"--help"}, wantCode: exitOK, wantOut: "usage: convert"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,6 +108,21 @@ func TestCLI(t *testing.T) {
 					}
 					g.Close()
 				}
+			}
+		})
+	}
+}
+
+// TestHelp: -h and --help print the help on stdout in the common format and exit with 0.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"-help"}, {"--in", p1, "--help"}, {"--threads", "2", "-h"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), args, &stdout, &stderr); code != exitOK || stderr.Len() > 0 {
+				t.Fatalf("exit %d, stderr %q; want 0 and nothing", code, stderr.String())
+			}
+			if err := clitest.CheckHelp("convert", stdout.String()); err != nil {
+				t.Fatalf("%v\n%s", err, stdout.String())
 			}
 		})
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/idefics2-go/idefics2/convert"
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/synth"
 )
 
@@ -27,12 +27,12 @@ type syntheticFlags struct {
 }
 
 // addSyntheticFlags registers the synthetic-checkpoint flags on fs.
-func addSyntheticFlags(fs *flag.FlagSet) *syntheticFlags {
-	s := &syntheticFlags{}
-	fs.StringVar(&s.preset, "synthetic", "", "convert a synthetic checkpoint of `PRESET` ("+strings.Join(synth.PresetNames(), ", ")+
+func addSyntheticFlags(fs *cli.FlagSet) *syntheticFlags {
+	s := &syntheticFlags{seed: 1}
+	fs.String(&s.preset, "synthetic", "convert a synthetic checkpoint of `PRESET` ("+strings.Join(synth.PresetNames(), ", ")+
 		") instead of --in: written to a temporary folder next to --out and removed afterwards")
-	fs.StringVar(&s.dir, "synthetic-dir", "", "with --synthetic: write the checkpoint to `folder` (which must not exist) and keep it")
-	fs.Uint64Var(&s.seed, "synthetic-seed", 1, "with --synthetic: `seed` of the random weights (same seed, same bytes)")
+	fs.String(&s.dir, "synthetic-dir", "with --synthetic: write the checkpoint to `DIR` (which must not exist) and keep it")
+	fs.Uint64(&s.seed, "synthetic-seed", "with --synthetic: `SEED` of the random weights (same seed, same bytes)")
 	return s
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -121,14 +122,14 @@ func newImagePolicy(dir string, maxImages int) (imagePolicy, error) {
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return p, usagef("--allow-local-images %s: %v", dir, err)
+		return p, cli.Usagef("--allow-local-images %s: %v", dir, err)
 	}
 	real, err := filepath.EvalSymlinks(abs)
 	if err != nil {
-		return p, usagef("--allow-local-images %s: %v", dir, err)
+		return p, cli.Usagef("--allow-local-images %s: %v", dir, err)
 	}
 	if st, err := os.Stat(real); err != nil || !st.IsDir() {
-		return p, usagef("--allow-local-images %s: not a folder", dir)
+		return p, cli.Usagef("--allow-local-images %s: not a folder", dir)
 	}
 	p.allowLocal, p.root = true, real
 	return p, nil

@@ -118,7 +118,7 @@ func makeBadFiles(t *testing.T) badFiles {
 	return b
 }
 
-// TestCLIBadInputMatrix: the run side of issue 10's bad-input matrix, in process. Each case exits with its code
+// TestCLIBadInputMatrix: the run side of the bad-input matrix, in process. Each case exits with its code
 // (2 bad input, 1 runtime failure) and one stderr line naming the culprit; --dump and preprocess --out leave no
 // output file behind.
 func TestCLIBadInputMatrix(t *testing.T) {
@@ -176,7 +176,7 @@ func TestCLIBadInputMatrix(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out, errs := cli(t, "", tc.args...)
+			code, out, errs := runCmd(t, "", tc.args...)
 			noPanic(t, errs)
 			if code != tc.code {
 				t.Fatalf("exit code %d, want %d; stderr:\n%s", code, tc.code, errs)

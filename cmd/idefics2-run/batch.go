@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -34,32 +35,22 @@ const maxBatchLine = 256 << 20
 // cmdBatch answers JSONL requests from stdin, one result line per request, in order. A failing request gets an
 // error object and the batch goes on; the exit code is 1 when any request failed.
 func cmdBatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("batch")
-	var mf modelFlags
-	var sf samplingFlags
-	mf.register(fs)
-	sf.register(fs)
-	var help bool
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
-	}
-	if help {
-		fmt.Fprintln(stdout, `usage: idefics2-run batch -m model.gguf [options] < requests.jsonl > results.jsonl
-
-Each input line is a JSON object: {"id": …, "messages": [OpenAI-style messages, content parts "text" and
+	fs := cli.New("batch", "idefics2-run batch -m model.gguf [options] < requests.jsonl > results.jsonl")
+	fs.Describe(`Each input line is a JSON object: {"id": …, "messages": [OpenAI-style messages, content parts "text" and
 "image_url" with a data: URI or a local path], "max_tokens": …, "temperature": …, "top_p": …, "top_k": …,
 "min_p": …, "seed": …, "stop": …, "presence_penalty": …, "frequency_penalty": …, "repetition_penalty": …},
 or {"id": …, "prompt": TEXT, "images": [PATH…], "raw": true|false, …}. Each output line is
 {"id", "text", "tokens", "stop_reason", "usage", "timings"} or {"id", "error": {"message", "type"}}.
-Options give the defaults of the sampling fields.
-
-options:`)
-		fs.usage(stdout)
-		return exitOK
+Options give the defaults of the sampling fields.`)
+	var mf modelFlags
+	var sf samplingFlags
+	mf.register(fs)
+	sf.register(fs)
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if len(fs.args) > 0 {
-		return fail(stderr, usagef("batch: unexpected argument %q (requests come on standard input)", fs.args[0]))
+	if len(fs.Args()) > 0 {
+		return fail(stderr, cli.Usagef("batch: unexpected argument %q (requests come on standard input)", fs.Args()[0]))
 	}
 	if err := mf.check("batch"); err != nil {
 		return fail(stderr, err)

@@ -3,89 +3,121 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 
 	"github.com/idefics2-go/idefics2/bench"
-	"github.com/idefics2-go/idefics2/ggml"
-	"github.com/idefics2-go/idefics2/graph"
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
+
+// benchFlags are the options of `bench`.
+type benchFlags struct {
+	model, mmproj, device          string
+	prompts, gens, threads, images string
+	output                         string
+	reps                           int
+	split, perceiver, ttft         bool
+	load                           bench.LoadOptions
+	warmup, readLimit, json        bool
+	verbose                        bool
+}
 
 // cmdBench measures a model pair in the spirit of llama-bench (pp, tg, image encodes, perceiver, time to first
 // token) and prints a markdown table, or a JSON array with llama-bench's field names (--json / -o json).
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	model := fs.String("m", "", "text model GGUF (required)")
-	fs.StringVar(model, "model", "", "text model GGUF (required)")
-	mmproj := fs.String("mmproj", "", "mmproj GGUF (default: mmproj-<model> next to the model)")
-	prompts := fs.String("p", "512", "prompt-processing sizes, comma separated (0 or empty: none)")
-	gens := fs.String("n", "128", "generation lengths, comma separated (0 or empty: none)")
-	reps := fs.Int("r", 5, "repetitions of each test")
-	threads := fs.String("t", strconv.Itoa(ggml.DefaultThreads()), "thread counts, comma separated")
-	images := fs.String("images", "", "image encode sizes (square side in pixels), comma separated, e.g. 378,980")
-	split := fs.Bool("split", false, "also encode one split image (4 crops + the full image, 980×980 each)")
-	perceiver := fs.Bool("perceiver", false, "the perceiver alone on a 980×980 image's patches")
-	ttft := fs.Bool("ttft", false, "time to first token: one 378×378 image + a 16-token question")
-	device := fs.String("device", "auto", "auto, cpu, cuda, metal, vulkan")
-	flash := fs.Bool("flash-attn", false, "fused attention in the decoder")
-	noRepack := fs.Bool("no-repack", false, "keep quantized weights in the file layout (no CPU repacking)")
-	ggmlRepack := fs.Bool("ggml-repack", false, "Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and q4kx16 (AVX-512 VNNI)")
-	unfused := fs.Bool("unfused-attn", false, "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
-	warmup := fs.Bool("warmup", true, "run each test once before measuring")
-	readLimit := fs.Bool("read-limit", true, "around each generation repetition, time one read of the weights a token needs (the memory's bound on tg; CPU only)")
-	asJSON := fs.Bool("json", false, "print a JSON array of results")
-	output := fs.String("o", "md", "output format: md or json")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	fs := cli.New("bench", "idefics2-run bench -m model.gguf [-p 512] [-n 128] [-r 5] [-t N,...] [--images 378,980] [options]")
+	fs.Describe("Prints a llama-bench-style table: prompt processing (pp), generation (tg), image encodes, the perceiver\n" +
+		"alone and time to first token, each with the mean and standard deviation over the repetitions. Each -t thread\n" +
+		"count loads the model again.")
+	f := benchFlags{prompts: "512", gens: "128", reps: 5, threads: strconv.Itoa(runner.DefaultThreads()), device: "auto",
+		warmup: true, readLimit: true, output: "md"}
+	fs.String(&f.model, "model,m", "text model GGUF `FILE` (required)")
+	fs.String(&f.mmproj, "mmproj", "mmproj GGUF `FILE` (default: mmproj-<model> next to the model; needed by image tests)")
+	fs.String(&f.prompts, "p", "`LIST` of prompt-processing sizes in tokens, comma separated (0 or empty: none)")
+	fs.String(&f.gens, "n", "`LIST` of generation lengths in tokens, comma separated (0 or empty: none)")
+	fs.Int(&f.reps, "r", "repetitions of each test")
+	fs.String(&f.threads, "t", "`LIST` of thread counts, comma separated")
+	fs.String(&f.images, "images", "`LIST` of image encode sizes (square side in pixels), comma separated, e.g. 378,980")
+	fs.Bool(&f.split, "split", "also encode one split image (4 crops + the full image, 980×980 each)")
+	fs.Bool(&f.perceiver, "perceiver", "the perceiver alone on a 980×980 image's patches")
+	fs.Bool(&f.ttft, "ttft", "time to first token: one 378×378 image + a 16-token question")
+	fs.String(&f.device, "device", "compute `DEVICE`: auto, cpu, cuda, metal, vulkan or a device name")
+	fs.Bool(&f.load.FlashAttn, "flash-attn", "fused attention in the decoder")
+	fs.Bool(&f.load.NoRepack, "no-repack", "keep quantized weights in the file layout (no CPU repacking)")
+	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and q4kx16 (AVX-512 VNNI)")
+	fs.Bool(&f.load.UnfusedAttn, "unfused-attn", "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
+	fs.Bool(&f.warmup, "warmup", "run each test once before measuring")
+	fs.Bool(&f.readLimit, "read-limit", "around each generation repetition, time one read of the weights a token needs (the memory's bound on tg; CPU only)")
+	fs.Bool(&f.json, "json", "print a JSON array of results")
+	fs.String(&f.output, "o", "output `FORMAT`: md or json")
+	fs.Bool(&f.verbose, "verbose,v", "print where every weight was placed (layout, kernel, split, stacking) to stderr")
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if *model == "" {
-		fmt.Fprintln(stderr, "idefics2-run bench: -m/--model is required")
-		return exitUsage
+	a, err := f.check(fs)
+	if err != nil {
+		return fail(stderr, err)
 	}
-	if *output != "md" && *output != "json" {
-		fmt.Fprintf(stderr, "idefics2-run bench: -o %q: want md or json\n", *output)
-		return exitUsage
-	}
-	if *ggmlRepack {
-		graph.UseQ4X16(false)
-	}
-	if *output == "json" {
-		*asJSON = true
-	}
-	if *reps < 1 || *reps > 1000 {
-		fmt.Fprintf(stderr, "idefics2-run bench: -r %d: want 1…1000\n", *reps)
-		return exitUsage
-	}
-	pp, err := intList("-p", *prompts, 0, 1<<20)
-	if err == nil {
-		var tg, ts, sizes []int
-		if tg, err = intList("-n", *gens, 0, 1<<20); err == nil {
-			if ts, err = intList("-t", *threads, 1, 1024); err == nil {
-				sizes, err = intList("--images", *images, 14, 8192)
-				if err == nil {
-					return runBench(ctx, benchArgs{model: *model, mmproj: *mmproj, pp: pp, tg: tg, threads: ts,
-						sizes: sizes, split: *split, perceiver: *perceiver, ttft: *ttft, reps: *reps, device: *device,
-						flash: *flash, noRepack: *noRepack, unfused: *unfused, json: *asJSON, warmup: *warmup, readLimit: *readLimit}, stdout, stderr)
-				}
-			}
-		}
-	}
-	fmt.Fprintf(stderr, "idefics2-run bench: %v\n", err)
-	return exitUsage
+	return runBench(ctx, a, stdout, stderr)
 }
 
+// benchArgs are the checked options of `bench`.
 type benchArgs struct {
-	model, mmproj, device         string
-	pp, tg, threads, sizes        []int
-	split, perceiver, ttft, flash bool
-	noRepack, json, warmup        bool
-	unfused, readLimit            bool
-	reps                          int
+	model, mmproj          string
+	pp, tg, threads, sizes []int
+	cfg                    bench.Config // without Threads, set per thread count
+	load                   bench.LoadOptions
+	json, verbose          bool
+}
+
+// check validates the options and turns them into benchArgs.
+func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
+	if len(fs.Args()) > 0 {
+		return benchArgs{}, cli.Usagef("bench: unexpected argument %q", fs.Args()[0])
+	}
+	if f.model == "" {
+		return benchArgs{}, cli.Usagef("bench: -m/--model is required")
+	}
+	if f.output != "md" && f.output != "json" {
+		return benchArgs{}, cli.Usagef("bench: -o %q: want md or json", f.output)
+	}
+	if f.reps < 1 || f.reps > 1000 {
+		return benchArgs{}, cli.Usagef("bench: -r %d: want 1…1000", f.reps)
+	}
+	if err := runner.CheckDevice(f.device); err != nil {
+		return benchArgs{}, err
+	}
+	a := benchArgs{model: f.model, mmproj: f.mmproj, load: f.load, json: f.json || f.output == "json", verbose: f.verbose}
+	a.load.Device = f.device
+	var err error
+	for _, l := range []struct {
+		flag, val string
+		lo, hi    int
+		zeroNone  bool
+		dst       *[]int
+	}{
+		{"-p", f.prompts, 1, 1 << 20, true, &a.pp},
+		{"-n", f.gens, 1, 1 << 20, true, &a.tg},
+		{"-t", f.threads, 1, runner.MaxThreads, false, &a.threads},
+		{"--images", f.images, 14, 8192, true, &a.sizes},
+	} {
+		if *l.dst, err = intList(l.flag, l.val, l.lo, l.hi, l.zeroNone); err != nil {
+			return benchArgs{}, err
+		}
+	}
+	if len(a.threads) == 0 {
+		return benchArgs{}, cli.Usagef("bench: -t %q: want at least one thread count", f.threads)
+	}
+	var sizes [][2]int
+	for _, s := range a.sizes {
+		sizes = append(sizes, [2]int{s, s})
+	}
+	a.cfg = bench.Config{Prompt: a.pp, Gen: a.tg, ImageSizes: sizes, Split: f.split, Perceiver: f.perceiver, TTFT: f.ttft,
+		Repetitions: f.reps, Warmup: f.warmup, FlashAttn: f.load.FlashAttn, ReadLimit: f.readLimit}
+	return a, nil
 }
 
 func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
@@ -93,33 +125,31 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 	if mm == "" {
 		mm = runner.FindMMProj(a.model)
 	}
-	needVision := len(a.sizes) > 0 || a.split || a.perceiver || a.ttft
-	if !needVision {
+	c := a.cfg
+	if len(c.ImageSizes) == 0 && !c.Split && !c.Perceiver && !c.TTFT {
 		mm = ""
 	} else if mm == "" {
-		fmt.Fprintf(stderr, "idefics2-run bench: image tests need --mmproj (none found next to %s)\n", a.model)
-		return exitUsage
+		return fail(stderr, cli.Usagef("bench: image tests need --mmproj (none found next to %s)", a.model))
 	}
 	var all []bench.Result
-	if !a.json {
-		bench.WriteMarkdownHeader(stdout)
-	}
-	for _, t := range a.threads {
-		m, err := graph.Load(a.model, mm, graph.Options{Device: a.device, Threads: t, FlashAttn: a.flash, NoRepack: a.noRepack, UnfusedAttn: a.unfused})
+	for i, t := range a.threads {
+		o := a.load
+		o.Threads = t
+		m, err := bench.Load(a.model, mm, o)
 		if err != nil {
-			fmt.Fprintf(stderr, "idefics2-run bench: %v\n", err)
-			return exitUsage
+			// As a file the user named that cannot be loaded: bad input.
+			return fail(stderr, cli.Usagef("bench: %v", err))
 		}
-		var sizes [][2]int
-		for _, s := range a.sizes {
-			sizes = append(sizes, [2]int{s, s})
+		if a.verbose {
+			for _, l := range bench.Placement(m) {
+				fmt.Fprintln(stderr, l)
+			}
 		}
-		cfg := bench.Config{Prompt: nonZero(a.pp), Gen: nonZero(a.tg), ImageSizes: sizes, Split: a.split,
-			Perceiver: a.perceiver, TTFT: a.ttft, Repetitions: a.reps, Warmup: a.warmup, Threads: t, FlashAttn: a.flash}
-		if a.readLimit {
-			_, cfg.ReadLimit = m.StepWeights()
+		if i == 0 && !a.json {
+			bench.WriteMarkdownHeader(stdout)
 		}
-		err = bench.Run(ctx, m, cfg, func(r bench.Result) {
+		c.Threads = t
+		err = bench.Run(ctx, m, c, func(r bench.Result) {
 			all = append(all, r)
 			if !a.json {
 				bench.WriteMarkdownRow(stdout, r)
@@ -127,36 +157,22 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 		})
 		m.Close()
 		if err != nil {
-			fmt.Fprintf(stderr, "idefics2-run bench: %v\n", err)
-			if ctx.Err() != nil {
-				return exitRuntime
-			}
-			return exitRuntime
+			return failCtx(ctx, stderr, err)
 		}
 	}
 	if a.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(all); err != nil {
-			fmt.Fprintf(stderr, "idefics2-run bench: %v\n", err)
-			return exitRuntime
+			return fail(stderr, fmt.Errorf("bench: writing the results: %w", err))
 		}
 	}
 	return exitOK
 }
 
-func nonZero(v []int) []int {
-	var out []int
-	for _, x := range v {
-		if x > 0 {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// intList parses "a,b,c" (empty: none) with each value in [lo, hi]; 0 means "none" where lo is 0.
-func intList(flagName, s string, lo, hi int) ([]int, error) {
+// intList parses "a,b,c" (empty: none) with each value in [lo, hi]; with zeroNone a 0 stands for "none" and is
+// dropped.
+func intList(flag, s string, lo, hi int, zeroNone bool) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
@@ -164,8 +180,15 @@ func intList(flagName, s string, lo, hi int) ([]int, error) {
 			continue
 		}
 		v, err := strconv.Atoi(f)
-		if err != nil || v < 0 || v > hi || (v < lo && v != 0) || (v == 0 && lo > 0 && flagName == "-t") {
-			return nil, fmt.Errorf("%s %q: want comma-separated integers in %d…%d", flagName, s, lo, hi)
+		if err == nil && v == 0 && zeroNone {
+			continue
+		}
+		if err != nil || v < lo || v > hi {
+			none := ""
+			if zeroNone {
+				none = " (0: none)"
+			}
+			return nil, cli.Usagef("bench: %s %q: want comma-separated integers in %d…%d%s", flag, s, lo, hi, none)
 		}
 		out = append(out, v)
 	}

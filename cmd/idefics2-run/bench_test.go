@@ -88,6 +88,12 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"bench", "-m", "x.gguf", "-r", "0"}, "-r"},
 		{[]string{"bench", "-m", "x.gguf", "-o", "csv"}, "-o"},
 		{[]string{"bench", "-m", "/nonexistent/x.gguf", "-p", "8", "-n", "0"}, "x.gguf"},
+		{[]string{"bench", "-m", "x.gguf", "-t", ""}, "-t"},
+		{[]string{"bench", "-m", "x.gguf", "-t", "100000"}, "-t"},
+		{[]string{"bench", "-m", "x.gguf", "--images", "7"}, "--images"},
+		{[]string{"bench", "-m", "x.gguf", "--device", "tpu"}, `--device "tpu"`},
+		{[]string{"bench", "-m", "x.gguf", "--warmup=maybe"}, "--warmup"},
+		{[]string{"bench", "-m", "x.gguf", "extra"}, `"extra"`},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -22,27 +23,21 @@ const chatHelp = `commands:
 // template; the session's cache keeps the shared prefix, so only the new turn is evaluated. On a terminal it
 // prompts on stderr; under a pipe it reads one message per line and prints one answer per turn.
 func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("chat")
+	fs := cli.New("chat", "idefics2-run chat -m model.gguf [options]")
+	fs.Describe(chatHelp)
 	var mf modelFlags
 	var sf samplingFlags
 	mf.register(fs)
 	sf.register(fs)
 	var system string
 	var images []string
-	var help bool
 	fs.String(&system, "system", "system message")
-	fs.List(&images, "image", "image file attached to the first message (repeatable)")
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
+	fs.List(&images, "image", "image `FILE` attached to the first message (repeatable)")
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if help {
-		fmt.Fprintln(stdout, "usage: idefics2-run chat -m model.gguf [options]\n\n"+chatHelp+"\n\noptions:")
-		fs.usage(stdout)
-		return exitOK
-	}
-	if len(fs.args) > 0 {
-		return fail(stderr, usagef("chat: unexpected argument %q", fs.args[0]))
+	if len(fs.Args()) > 0 {
+		return fail(stderr, cli.Usagef("chat: unexpected argument %q", fs.Args()[0]))
 	}
 	if err := mf.check("chat"); err != nil {
 		return fail(stderr, err)
@@ -53,7 +48,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	for _, p := range images {
 		if p == "-" {
-			return fail(stderr, usagef("chat: --image -: standard input carries the conversation"))
+			return fail(stderr, cli.Usagef("chat: --image -: standard input carries the conversation"))
 		}
 	}
 	pending, err := readImages(images, nil)

@@ -39,8 +39,8 @@ func testdata(parts ...string) string {
 	return filepath.Join(append([]string{testmodels.Root(), "testdata"}, parts...)...)
 }
 
-// cli runs the command in process and returns its exit code, stdout and stderr.
-func cli(t *testing.T, stdin string, args ...string) (int, string, string) {
+// runCmd runs the command in process and returns its exit code, stdout and stderr.
+func runCmd(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
@@ -128,12 +128,12 @@ func TestFrontEndsAgree(t *testing.T) {
 	t.Logf("library: %q %v", want.Text, want.Tokens)
 	args := append(modelArgs(t, "demo"), "-p", question, "--image", img, "-n", "24", "--temp", "0")
 
-	code, out, errs := cli(t, "", args...)
+	code, out, errs := runCmd(t, "", args...)
 	if code != 0 || out != want.Text+"\n" {
 		t.Fatalf("streaming: code %d, stdout %q, want %q; stderr %s", code, out, want.Text+"\n", errs)
 	}
 
-	code, out, errs = cli(t, "", append(args, "--json")...)
+	code, out, errs = runCmd(t, "", append(args, "--json")...)
 	var o runOutput
 	if code != 0 || json.Unmarshal([]byte(out), &o) != nil {
 		t.Fatalf("--json: code %d, stdout %q, stderr %s", code, out, errs)
@@ -145,7 +145,7 @@ func TestFrontEndsAgree(t *testing.T) {
 
 	// Image from standard input.
 	png, _ := os.ReadFile(img)
-	code, out, errs = cli(t, string(png), append(modelArgs(t, "demo"), "-p", question, "--image", "-", "--json")...)
+	code, out, errs = runCmd(t, string(png), append(modelArgs(t, "demo"), "-p", question, "--image", "-", "--json")...)
 	if code != 0 || !strings.Contains(out, fmt.Sprintf(`"text":%q`, want.Text)) {
 		t.Fatalf("stdin image: code %d, stdout %s, stderr %s", code, out, errs)
 	}
@@ -159,7 +159,7 @@ func TestFrontEndsAgree(t *testing.T) {
 		`{"id":"c","messages":[{"role":"user","content":"<image><image>"}]}`,
 		fmt.Sprintf(`{"id":"d","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":%q}},{"type":"text","text":%q}]}],"max_tokens":24}`, img, question),
 	}
-	code, out, errs = cli(t, strings.Join(lines, "\n")+"\n", append([]string{"batch"}, append(modelArgs(t, "demo"), "-n", "24")...)...)
+	code, out, errs = runCmd(t, strings.Join(lines, "\n")+"\n", append([]string{"batch"}, append(modelArgs(t, "demo"), "-n", "24")...)...)
 	if code != 1 {
 		t.Errorf("batch with failing requests: exit code %d, want 1; stderr %s", code, errs)
 	}
@@ -193,7 +193,7 @@ func TestFrontEndsAgree(t *testing.T) {
 
 	// Chat under a pipe: the image is attached with /image; the second turn continues the conversation.
 	script := "/image " + img + "\n" + question + "\nWhat colour is it?\n/quit\n"
-	code, out, errs = cli(t, script, append([]string{"chat"}, append(modelArgs(t, "demo"), "-n", "24")...)...)
+	code, out, errs = runCmd(t, script, append([]string{"chat"}, append(modelArgs(t, "demo"), "-n", "24")...)...)
 	answers := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	if code != 0 || len(answers) != 2 || answers[0] != want.Text {
 		t.Fatalf("chat: code %d, answers %q, want first %q; stderr %s", code, answers, want.Text, errs)
@@ -229,7 +229,7 @@ func TestDumpParity(t *testing.T) {
 			for _, im := range c.Inputs.Images {
 				args = append(args, "--image", testdata("hf", im.File))
 			}
-			code, out, errs := cli(t, "", args...)
+			code, out, errs := runCmd(t, "", args...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, errs)
 			}
@@ -347,7 +347,7 @@ func TestDemoCLI(t *testing.T) {
 			for _, im := range c.Images {
 				args = append(args, "--image", testdata("demo", im.File))
 			}
-			code, out, errs := cli(t, "", args...)
+			code, out, errs := runCmd(t, "", args...)
 			var o runOutput
 			if code != 0 || json.Unmarshal([]byte(out), &o) != nil {
 				t.Fatalf("exit %d, stdout %q, stderr %s", code, out, errs)
@@ -421,7 +421,7 @@ func TestCLIBadInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, errs := cli(t, "", tc.args...)
+			code, _, errs := runCmd(t, "", tc.args...)
 			noPanic(t, errs)
 			if code != exitUsage {
 				t.Fatalf("exit code %d, want %d; stderr:\n%s", code, exitUsage, errs)
@@ -473,12 +473,12 @@ func TestTokenizeDetokenize(t *testing.T) {
 			want  []int32
 		}{{nil, c.IDs}, {[]string{"--no-bos"}, c.IDsNoBOS}} {
 			args := append(append([]string{"tokenize", "-m", model}, v.flags...), c.Text)
-			code, out, errs := cli(t, "", args...)
+			code, out, errs := runCmd(t, "", args...)
 			if code != 0 || strings.TrimSpace(out) != compactJSON(v.want) {
 				t.Fatalf("tokenize %q %v: code %d, got %s, want %s; %s", c.Text, v.flags, code, out, compactJSON(v.want), errs)
 			}
 		}
-		code, out, errs := cli(t, "", "detokenize", "-m", model, compactJSON(c.IDs))
+		code, out, errs := runCmd(t, "", "detokenize", "-m", model, compactJSON(c.IDs))
 		if code != 0 || strings.TrimSuffix(out, "\n") != c.Decoded {
 			t.Fatalf("detokenize %v: code %d, got %q, want %q; %s", c.IDs, code, out, c.Decoded, errs)
 		}
@@ -516,7 +516,7 @@ func TestPreprocess(t *testing.T) {
 	for _, im := range man.Inputs.Images {
 		args = append(args, "--image", testdata("hf", im.File))
 	}
-	if code, _, errs := cli(t, "", args...); code != 0 {
+	if code, _, errs := runCmd(t, "", args...); code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	got, want := npyF32(t, filepath.Join(out, "pixel_values.npy")), npyF32(t, filepath.Join(dir, "pixel_values.npy"))
@@ -540,14 +540,14 @@ func TestPreprocess(t *testing.T) {
 	}
 	// The mmproj form: the demo's settings, no split.
 	_, mm := pair(t, "demo")
-	if code, outText, errs := cli(t, "", "preprocess", "--mmproj", mm, "--image", demoPNG("demo_00.png"), "--out", out); code != 0 || !strings.Contains(outText, "1 (sub-)images") {
+	if code, outText, errs := runCmd(t, "", "preprocess", "--mmproj", mm, "--image", demoPNG("demo_00.png"), "--out", out); code != 0 || !strings.Contains(outText, "1 (sub-)images") {
 		t.Fatalf("mmproj: exit %d: %s %s", code, outText, errs)
 	}
 }
 
 func TestInspect(t *testing.T) {
 	model, _ := pair(t, "p1")
-	code, out, errs := cli(t, "", "inspect", model)
+	code, out, errs := runCmd(t, "", "inspect", model)
 	if code != 0 || !strings.Contains(out, "general.architecture") || !strings.Contains(out, "token_embd.weight") {
 		t.Fatalf("exit %d, stdout %.300s, stderr %s", code, out, errs)
 	}

@@ -10,7 +10,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/idefics2-go/idefics2/ggml"
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -39,11 +39,24 @@ func failCtx(ctx context.Context, stderr io.Writer, err error) int {
 }
 
 func exitCode(err error) int {
-	var ue *usageError
-	if errors.As(err, &ue) || runner.IsInputError(err) {
+	if cli.IsUsageError(err) || runner.IsInputError(err) {
 		return exitUsage
 	}
 	return exitRuntime
+}
+
+// parseFlags parses args into fs. With done true the command ends at once with code: after the help on stdout
+// (-h, --help; exit 0) or a bad option reported on stderr (exit 2).
+func parseFlags(fs *cli.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return exitOK, false
+	case errors.Is(err, cli.ErrHelp):
+		fs.Usage(stdout)
+		return exitOK, true
+	}
+	return fail(stderr, err), true
 }
 
 // modelFlags are the options every command that loads a model takes.
@@ -56,17 +69,17 @@ type modelFlags struct {
 	verbose               bool
 }
 
-func (f *modelFlags) register(fs *flagSet) {
+func (f *modelFlags) register(fs *cli.FlagSet) {
 	f.device = "auto"
-	fs.String(&f.model, "model,m", "text model GGUF file")
-	fs.String(&f.mmproj, "mmproj", "vision GGUF file (default: mmproj-<model file name> next to the model, if present)")
-	fs.String(&f.device, "device", "compute device: auto, cpu, cuda, metal, vulkan or a device name")
+	fs.String(&f.model, "model,m", "text model GGUF `FILE`")
+	fs.String(&f.mmproj, "mmproj", "vision GGUF `FILE` (default: mmproj-<model file name> next to the model, if present)")
+	fs.String(&f.device, "device", "compute `DEVICE`: auto, cpu, cuda, metal, vulkan or a device name")
 	fs.Int(&f.threads, "threads,t", "CPU threads (0: physical cores)")
 	fs.Int(&f.ctxSize, "ctx-size,c", fmt.Sprintf("context size in tokens (0: %d or the model's, whichever is smaller)", runner.DefaultContextSize))
 	fs.Int(&f.batchSize, "batch-size,b", "prompt tokens per evaluation batch (0: 512)")
 	fs.Bool(&f.flashAttn, "flash-attn,fa", "use fused (flash) attention in the decoder")
 	fs.Bool(&f.noSplit, "no-split", "turn image splitting off (fewer image tokens)")
-	fs.Bool(&f.tableGELU, "fast-gelu", "use ggml's table GELU in the vision tower (faster, ~1e-3 relative error)")
+	fs.Bool(&f.tableGELU, "fast-gelu", "use ggml's fp16-table GELU in the vision tower (~1e-3 relative error) even for an f32 mmproj")
 	fs.Bool(&f.textOnly, "text-only", "load no mmproj even if one lies next to the model")
 	fs.Bool(&f.verbose, "verbose,v", "log progress and timings on stderr")
 }
@@ -74,35 +87,34 @@ func (f *modelFlags) register(fs *flagSet) {
 // check validates the model options before anything is loaded.
 func (f *modelFlags) check(cmd string) error {
 	if f.model == "" {
-		return usagef("%s: no model: pass -m model.gguf", cmd)
+		return cli.Usagef("%s: no model: pass -m model.gguf", cmd)
 	}
 	if f.threads < 0 || f.threads > runner.MaxThreads {
-		return usagef("%s: --threads %d: want 0 (physical cores) to %d", cmd, f.threads, runner.MaxThreads)
+		return cli.Usagef("%s: --threads %d: want 0 (physical cores) to %d", cmd, f.threads, runner.MaxThreads)
 	}
 	if f.ctxSize < 0 {
-		return usagef("%s: --ctx-size %d: want 0 or more", cmd, f.ctxSize)
+		return cli.Usagef("%s: --ctx-size %d: want 0 or more", cmd, f.ctxSize)
 	}
 	if f.batchSize < 0 {
-		return usagef("%s: --batch-size %d: want 0 or more", cmd, f.batchSize)
+		return cli.Usagef("%s: --batch-size %d: want 0 or more", cmd, f.batchSize)
 	}
-	return checkDevice(f.device)
+	return runner.CheckDevice(f.device)
 }
 
-// checkDevice refuses a --device value that is neither a known kind nor a device name, before loading anything.
-func checkDevice(choice string) error {
-	c := strings.ToLower(strings.TrimSpace(choice))
-	switch c {
-	case "", "auto", "cpu", "cuda", "metal", "vulkan":
-		return nil
+// attention is the decoder attention the flags ask for.
+func (f *modelFlags) attention() runner.AttnKernel {
+	if f.flashAttn {
+		return runner.AttnFlash
 	}
-	var names []string
-	for _, d := range ggml.Devices() {
-		if strings.ToLower(d.Name) == c {
-			return nil
-		}
-		names = append(names, d.Name)
+	return runner.AttnAuto
+}
+
+// gelu is the vision GELU the flags ask for.
+func (f *modelFlags) gelu() runner.GELU {
+	if f.tableGELU {
+		return runner.GELUTable
 	}
-	return usagef("--device %q: want auto, cpu, cuda, metal, vulkan or a device name (%s)", choice, strings.Join(names, ", "))
+	return runner.GELUAuto
 }
 
 // load loads the model pair, with a progress bar on a terminal.
@@ -114,17 +126,16 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*runner.Model,
 	}
 	warmFiles(stderr, f.model, mm)
 	m, err := runner.Load(ctx, runner.Options{ModelPath: f.model, MMProjPath: f.mmproj, TextOnly: f.textOnly, Device: f.device,
-		Threads: f.threads, FlashAttn: f.flashAttn, TableGELU: f.tableGELU, BatchSize: f.batchSize, NoSplit: f.noSplit})
+		Threads: f.threads, Attention: f.attention(), GELU: f.gelu(), BatchSize: f.batchSize, NoSplit: f.noSplit})
 	if err != nil {
 		return nil, err
 	}
 	if f.verbose {
-		g := m.Graph()
-		mmNote := "none"
-		if m.HasVision() {
-			mmNote = g.MMProj.Path
+		mmNote := m.MMProjPath()
+		if mmNote == "" {
+			mmNote = "none"
 		}
-		slog.Info("model loaded", "model", f.model, "mmproj", mmNote, "device", g.Device.Name,
+		slog.Info("model loaded", "model", f.model, "mmproj", mmNote, "device", m.DeviceName(),
 			"load_ms", m.LoadTime.Milliseconds())
 	}
 	return m, nil
@@ -149,7 +160,7 @@ type samplingFlags struct {
 	truncate                           bool
 }
 
-func (f *samplingFlags) register(fs *flagSet) {
+func (f *samplingFlags) register(fs *cli.FlagSet) {
 	f.maxTokens = 512
 	f.seed = -1
 	fs.Int(&f.maxTokens, "max-tokens,n", "most tokens to generate")
@@ -168,20 +179,20 @@ func (f *samplingFlags) register(fs *flagSet) {
 
 func (f *samplingFlags) options(cmd string) (runner.GenerateOptions, error) {
 	if f.maxTokens < 0 {
-		return runner.GenerateOptions{}, usagef("%s: --max-tokens %d: want 0 or more", cmd, f.maxTokens)
+		return runner.GenerateOptions{}, cli.Usagef("%s: --max-tokens %d: want 0 or more", cmd, f.maxTokens)
 	}
 	if f.seed < -1 {
-		return runner.GenerateOptions{}, usagef("%s: --seed %d: want -1 (random) or a seed ≥ 0", cmd, f.seed)
+		return runner.GenerateOptions{}, cli.Usagef("%s: --seed %d: want -1 (random) or a seed ≥ 0", cmd, f.seed)
 	}
 	so := runner.SamplerOptions{Temperature: f.temp, TopK: f.topK, TopP: f.topP, MinP: f.minP,
 		RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presence, FrequencyPenalty: f.frequency,
 		RepeatLastN: f.repeatLastN, Seed: seedValue(f.seed)}
 	if err := so.Validate(); err != nil {
-		return runner.GenerateOptions{}, usagef("%s: %s", cmd, strings.TrimPrefix(err.Error(), "runner: sampler: "))
+		return runner.GenerateOptions{}, cli.Usagef("%s: %s", cmd, strings.TrimPrefix(err.Error(), "runner: sampler: "))
 	}
 	for _, s := range f.stop {
 		if s == "" {
-			return runner.GenerateOptions{}, usagef("%s: --stop: empty stop string", cmd)
+			return runner.GenerateOptions{}, cli.Usagef("%s: --stop: empty stop string", cmd)
 		}
 	}
 	return runner.GenerateOptions{MaxTokens: f.maxTokens, Sampler: so, Stop: f.stop, Truncate: f.truncate}, nil

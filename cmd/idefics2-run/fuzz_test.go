@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -51,28 +52,22 @@ func FuzzChatRequest(f *testing.F) {
 	})
 }
 
-// FuzzParseFlags: any command line either parses or fails with a usage error; never a panic.
+// FuzzParseFlags: any command line of the one-shot front end either parses, asks for the help, or fails with a
+// usage error; never a panic.
 func FuzzParseFlags(f *testing.F) {
 	f.Add("-m\x00x.gguf\x00-p\x00hi\x00--image\x00a.png\x00--temp=0.5\x00-n\x0010")
 	f.Add("--json=maybe\x00--stop\x00\x00--seed\x00-1\x00--\x00-p")
 	f.Add("-n\x00--top-p\x001e999\x00---\x00-")
+	f.Add("-t\x002\x00-h")
 	f.Fuzz(func(t *testing.T, joined string) {
-		var mf modelFlags
-		var sf samplingFlags
-		fs := newFlagSet("fuzz")
-		mf.register(fs)
-		sf.register(fs)
-		var raw bool
-		var images []string
-		fs.Bool(&raw, "raw", "")
-		fs.List(&images, "image", "")
-		if err := fs.parse(strings.Split(joined, "\x00")); err != nil {
-			if exitCode(err) != exitUsage {
+		fs, rf := newRunFlags()
+		if err := fs.Parse(strings.Split(joined, "\x00")); err != nil {
+			if !errors.Is(err, cli.ErrHelp) && exitCode(err) != exitUsage {
 				t.Fatalf("parse error %v is not a usage error", err)
 			}
 			return
 		}
-		if _, err := sf.options("fuzz"); err != nil && exitCode(err) != exitUsage {
+		if _, err := rf.sampling.options("fuzz"); err != nil && exitCode(err) != exitUsage {
 			t.Fatalf("options error %v is not a usage error", err)
 		}
 	})

@@ -2,18 +2,18 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 
-	"github.com/idefics2-go/idefics2/ggml"
+	"github.com/idefics2-go/idefics2/internal/cli"
+	"github.com/idefics2-go/idefics2/runner"
 )
 
 // infoReport is what `idefics2-run info` prints (and `--json` emits).
 type infoReport struct {
-	CPU       ggml.CPUInfo   `json:"cpu"`
+	CPU       runner.CPUInfo `json:"cpu"`
 	LibDir    string         `json:"lib_dir"`
 	Variant   string         `json:"cpu_variant"`
 	Scores    map[string]int `json:"cpu_variant_scores"`
@@ -35,26 +35,29 @@ type deviceInfo struct {
 	Features    map[string]string `json:"features,omitempty"`
 }
 
+// cmdInfo reports the CPU, the ggml backend libraries, the devices and the device --device would choose. A choice
+// that names no present device exits with 2 after the report.
 func cmdInfo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("info", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print one JSON object")
-	device := fs.String("device", "auto", "device to report as chosen: auto, cpu, cuda, metal, vulkan")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	fs := cli.New("info", "idefics2-run info [--json] [--device auto|cpu|cuda|metal|vulkan|NAME]")
+	var asJSON bool
+	device := "auto"
+	fs.Bool(&asJSON, "json", "print one JSON object")
+	fs.String(&device, "device", "`DEVICE` to report as chosen: auto, cpu, cuda, metal, vulkan or a device name")
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	rep := ggml.LoadBackends()
-	info := infoReport{CPU: ggml.HostCPU(), LibDir: rep.Dir, Variant: rep.CPUVariant, Scores: rep.CPUScores,
-		Problems: rep.Problems, Threads: ggml.DefaultThreads()}
-	if info.Variant == "" {
-		info.Variant = "portable"
+	if len(fs.Args()) > 0 {
+		return fail(stderr, cli.Usagef("info: unexpected argument %q", fs.Args()[0]))
 	}
-	for _, d := range ggml.Devices() {
-		info.Devices = append(info.Devices, deviceInfo{Name: d.Name, Backend: d.Backend, Kind: d.Kind.String(),
+	sys := runner.HostSystem()
+	info := infoReport{CPU: sys.CPU, LibDir: sys.LibDir, Variant: sys.CPUVariant, Scores: sys.CPUScores,
+		Problems: sys.Problems, Threads: sys.DefaultThreads}
+	for _, d := range sys.Devices {
+		info.Devices = append(info.Devices, deviceInfo{Name: d.Name, Backend: d.Backend, Kind: d.Kind,
 			Description: d.Description, Variant: d.Variant, FreeMiB: d.FreeMemory >> 20, TotalMiB: d.TotalMemory >> 20,
 			Features: d.Features})
 	}
-	if d, err := ggml.SelectDevice(*device); err != nil {
+	if d, err := runner.SelectDevice(device); err != nil {
 		info.ChosenErr = err.Error()
 	} else {
 		info.Chosen = d.Name
@@ -62,42 +65,49 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 			info.Chosen += " (" + d.Variant + ")"
 		}
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(info)
+		if err := enc.Encode(info); err != nil {
+			return fail(stderr, fmt.Errorf("info: writing the report: %w", err))
+		}
 	} else {
-		fmt.Fprintf(stdout, "CPU:        %s (%s, %d physical / %d logical cores)\n", info.CPU.Brand, info.CPU.Arch, info.CPU.PhysicalCores, info.CPU.LogicalCores)
-		fmt.Fprintf(stdout, "features:   %s\n", strings.Join(info.CPU.Features, " "))
-		fmt.Fprintf(stdout, "libraries:  %s\n", orNone(info.LibDir))
-		var sc []string
-		for v, s := range info.Scores {
-			sc = append(sc, fmt.Sprintf("%s=%d", v, s))
-		}
-		sort.Strings(sc)
-		fmt.Fprintf(stdout, "variants:   %s (score 0 = not runnable on this CPU)\n", orNone(strings.Join(sc, " ")))
-		fmt.Fprintf(stdout, "CPU backend in use: %s\n", info.Variant)
-		for _, p := range info.Problems {
-			fmt.Fprintf(stdout, "problem:    %s\n", p)
-		}
-		fmt.Fprintln(stdout, "devices:")
-		for _, d := range info.Devices {
-			v := ""
-			if d.Variant != "" {
-				v = " [" + d.Variant + "]"
-			}
-			fmt.Fprintf(stdout, "  %-8s %-6s %s%s, %d/%d MiB free\n", d.Name, d.Kind, d.Description, v, d.FreeMiB, d.TotalMiB)
-		}
-		if info.ChosenErr != "" {
-			fmt.Fprintf(stdout, "chosen:     none: %s\n", info.ChosenErr)
-		} else {
-			fmt.Fprintf(stdout, "chosen (--device %s): %s, %d threads by default\n", *device, info.Chosen, info.Threads)
-		}
+		writeInfo(stdout, info, device)
 	}
 	if info.ChosenErr != "" {
-		return 2
+		return exitUsage
 	}
-	return 0
+	return exitOK
+}
+
+// writeInfo prints the report as text.
+func writeInfo(w io.Writer, info infoReport, device string) {
+	fmt.Fprintf(w, "CPU:        %s (%s, %d physical / %d logical cores)\n", info.CPU.Brand, info.CPU.Arch, info.CPU.PhysicalCores, info.CPU.LogicalCores)
+	fmt.Fprintf(w, "features:   %s\n", strings.Join(info.CPU.Features, " "))
+	fmt.Fprintf(w, "libraries:  %s\n", orNone(info.LibDir))
+	var sc []string
+	for v, s := range info.Scores {
+		sc = append(sc, fmt.Sprintf("%s=%d", v, s))
+	}
+	sort.Strings(sc)
+	fmt.Fprintf(w, "variants:   %s (score 0 = not runnable on this CPU)\n", orNone(strings.Join(sc, " ")))
+	fmt.Fprintf(w, "CPU backend in use: %s\n", info.Variant)
+	for _, p := range info.Problems {
+		fmt.Fprintf(w, "problem:    %s\n", p)
+	}
+	fmt.Fprintln(w, "devices:")
+	for _, d := range info.Devices {
+		v := ""
+		if d.Variant != "" {
+			v = " [" + d.Variant + "]"
+		}
+		fmt.Fprintf(w, "  %-8s %-6s %s%s, %d/%d MiB free\n", d.Name, d.Kind, d.Description, v, d.FreeMiB, d.TotalMiB)
+	}
+	if info.ChosenErr != "" {
+		fmt.Fprintf(w, "chosen:     none: %s\n", info.ChosenErr)
+	} else {
+		fmt.Fprintf(w, "chosen (--device %s): %s, %d threads by default\n", device, info.Chosen, info.Threads)
+	}
 }
 
 func orNone(s string) string {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -34,35 +35,67 @@ func newUsage(r *runner.Result) tokenUsage {
 		CachedTokens: r.CachedTokens}
 }
 
+// runFlags are the options of the one-shot front end.
+type runFlags struct {
+	model                            modelFlags
+	sampling                         samplingFlags
+	prompt, promptFile, system, dump string
+	dumpTensors                      string
+	images                           []string
+	raw, json                        bool
+}
+
+// commandList is the overview of every command, in the one-shot front end's help.
+const commandList = `commands:
+  idefics2-run -m model.gguf [--mmproj mmproj.gguf] [--image FILE]... -p PROMPT [options]
+                                        one-shot answer, streamed to stdout (--json: one JSON object)
+  idefics2-run chat -m model.gguf [options]
+                                        interactive chat (/image PATH, /reset, /quit); works under a pipe
+  idefics2-run batch -m model.gguf [options] < requests.jsonl
+                                        JSONL requests on stdin, JSONL results on stdout, in order
+  idefics2-run serve -m model.gguf [--host 127.0.0.1] [--port 8080] [options]
+                                        OpenAI-compatible server: POST /v1/chat/completions, GET /v1/models, /health
+  idefics2-run tokenize -m model.gguf [--no-bos] TEXT      token ids as a JSON array
+  idefics2-run detokenize -m model.gguf ID... | JSON-ARRAY text of token ids
+  idefics2-run preprocess (--mmproj FILE | --processor-config FILE) --image FILE... [--no-split] --out DIR
+                                        pixel_values.npy and pixel_attention_mask.npy as Hugging Face makes them
+  idefics2-run bench -m model.gguf [-p 512] [-n 128] [-r 5] [-t 2] [--images 378,980] [--split] [--perceiver]
+                    [--ttft] [--json]   llama-bench-style speed table (markdown, or JSON with its field names)
+  idefics2-run inspect FILE.gguf        GGUF metadata and tensors
+  idefics2-run info [--json] [--device auto|cpu|cuda|metal|vulkan]   devices, CPU features, chosen backend
+
+Run a command with --help for its options. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input,
+130 / 143 stopped by SIGINT / SIGTERM (after flushing what was generated).`
+
+// newRunFlags registers the one-shot front end's options; its help also lists every command.
+func newRunFlags() (*cli.FlagSet, *runFlags) {
+	fs := cli.New("idefics2-run", "idefics2-run -m model.gguf [--mmproj mmproj.gguf] [--image FILE]... -p PROMPT [options]",
+		"idefics2-run COMMAND [options]")
+	fs.Describe(commandList)
+	f := &runFlags{}
+	f.model.register(fs)
+	f.sampling.register(fs)
+	fs.String(&f.prompt, "prompt,p", "the prompt (one user turn through the chat template; see --raw)")
+	fs.String(&f.promptFile, "file,f", "read the prompt from this `FILE`")
+	fs.List(&f.images, "image", "image `FILE`, - for stdin (repeatable, in order)")
+	fs.String(&f.system, "system", "system message")
+	fs.Bool(&f.raw, "raw", "the prompt is the exact model input: no chat template (<image> markers are still expanded)")
+	fs.Bool(&f.json, "json", "print one JSON object (text, tokens, stop_reason, usage, timings) instead of streaming")
+	fs.String(&f.dump, "dump", "write the prompt's input ids, pixel values, vision and connector outputs and logits as .npy into this `DIR`")
+	fs.String(&f.dumpTensors, "dump-tensors", "with --dump, also write every named intermediate matching this `PATTERN` (e.g. 'dec.blk.3.*', 'vis.last_hidden_state') as <name>.npy")
+	return fs, f
+}
+
 // cmdRun is the one-shot front end: one prompt (with images) in, the answer out.
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlagSet("idefics2-run")
-	var mf modelFlags
-	var sf samplingFlags
-	mf.register(fs)
-	sf.register(fs)
-	var prompt, promptFile, system, dump string
-	var images []string
-	var raw, asJSON, help bool
-	fs.String(&prompt, "prompt,p", "the prompt (one user turn through the chat template; see --raw)")
-	fs.String(&promptFile, "file,f", "read the prompt from this file")
-	fs.List(&images, "image", "image file, - for stdin (repeatable, in order)")
-	fs.String(&system, "system", "system message")
-	fs.Bool(&raw, "raw", "the prompt is the exact model input: no chat template (<image> markers are still expanded)")
-	fs.Bool(&asJSON, "json", "print one JSON object (text, tokens, stop_reason, usage, timings) instead of streaming")
-	fs.String(&dump, "dump", "write the prompt's input ids, pixel values, vision and connector outputs and logits as .npy into this folder")
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
+	fs, f := newRunFlags()
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if help {
-		usage(stdout)
-		fmt.Fprintln(stdout, "\noptions:")
-		fs.usage(stdout)
-		return exitOK
-	}
-	if len(fs.args) > 0 {
-		return fail(stderr, usagef("unexpected argument %q (the prompt goes after -p)", fs.args[0]))
+	mf, sf := &f.model, &f.sampling
+	prompt, promptFile, system, dump, images, raw, asJSON := f.prompt, f.promptFile, f.system, f.dump, f.images, f.raw, f.json
+	if len(fs.Args()) > 0 {
+		return fail(stderr, cli.Usagef("unexpected argument %q (the prompt goes after -p)", fs.Args()[0]))
 	}
 	if err := mf.check("idefics2-run"); err != nil {
 		return fail(stderr, err)
@@ -73,11 +106,11 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	if promptFile != "" {
 		if fs.Set("prompt") {
-			return fail(stderr, usagef("give the prompt with -p or --file, not both"))
+			return fail(stderr, cli.Usagef("give the prompt with -p or --file, not both"))
 		}
 		b, err := os.ReadFile(promptFile)
 		if err != nil {
-			return fail(stderr, usagef("--file: %v", err))
+			return fail(stderr, cli.Usagef("--file: %v", err))
 		}
 		prompt = string(b)
 	}
@@ -87,20 +120,20 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	for _, c := range []struct{ name, text string }{{src, prompt}, {"--system", system}} {
 		if !utf8.ValidString(c.text) {
-			return fail(stderr, usagef("%s: the text is not valid UTF-8 (first bad byte at offset %d)", c.name, badUTF8Offset(c.text)))
+			return fail(stderr, cli.Usagef("%s: the text is not valid UTF-8 (first bad byte at offset %d)", c.name, badUTF8Offset(c.text)))
 		}
 	}
 	if raw && system != "" {
-		return fail(stderr, usagef("--system has no effect with --raw: put it into the prompt"))
+		return fail(stderr, cli.Usagef("--system has no effect with --raw: put it into the prompt"))
 	}
 	if prompt == "" && len(images) == 0 {
-		return fail(stderr, usagef("the prompt is empty: pass -p TEXT (and/or --image FILE)"))
+		return fail(stderr, cli.Usagef("the prompt is empty: pass -p TEXT (and/or --image FILE)"))
 	}
 	imgs, err := readImages(images, stdin)
 	if err != nil {
 		return fail(stderr, err)
 	}
-	gen.DumpDir = dump
+	gen.DumpDir, gen.DumpTensors = dump, f.dumpTensors
 
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
@@ -212,7 +245,7 @@ func readImages(paths []string, stdin io.Reader) ([]runner.Image, error) {
 	for _, p := range paths {
 		if p == "-" {
 			if usedStdin {
-				return nil, usagef("--image -: standard input can be read only once")
+				return nil, cli.Usagef("--image -: standard input can be read only once")
 			}
 			usedStdin = true
 			b, err := io.ReadAll(io.LimitReader(stdin, maxImageBytes+1))
@@ -220,13 +253,13 @@ func readImages(paths []string, stdin io.Reader) ([]runner.Image, error) {
 				return nil, fmt.Errorf("reading the image from standard input: %w", err)
 			}
 			if len(b) > maxImageBytes {
-				return nil, usagef("--image -: more than %d MiB on standard input", maxImageBytes>>20)
+				return nil, cli.Usagef("--image -: more than %d MiB on standard input", maxImageBytes>>20)
 			}
 			out = append(out, runner.Image{Name: "<stdin>", Data: b})
 			continue
 		}
 		if strings.HasPrefix(p, "http://") || strings.HasPrefix(p, "https://") {
-			return nil, usagef("--image %s: URLs are not supported (no network access): download the file first", p)
+			return nil, cli.Usagef("--image %s: URLs are not supported (no network access): download the file first", p)
 		}
 		img, err := runner.LoadImage(p)
 		if err != nil {

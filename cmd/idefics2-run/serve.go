@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -51,12 +52,22 @@ type server struct {
 	wg                sync.WaitGroup
 }
 
-// job is one queued generation; state guards the hand-over between the handler and the worker.
+// jobState is where a queued generation stands. The handler and the worker change it under job.mu, so that exactly
+// one of them writes the response.
+type jobState int
+
+const (
+	jobQueued    jobState = iota // in the queue
+	jobStarted                   // taken by the worker, which writes the response and closes done
+	jobAbandoned                 // given up by its handler (timeout, client gone) before it started; the worker skips it
+)
+
+// job is one queued generation.
 type job struct {
 	ctx   context.Context
 	run   func(ctx context.Context)
 	mu    sync.Mutex
-	state int // 0 queued, 1 started, 2 abandoned
+	state jobState
 	done  chan struct{}
 }
 
@@ -68,9 +79,21 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 	s := &server{m: m, cfg: cfg, sess: sess, queue: make(chan *job, max(cfg.queue, 0)), created: time.Now().Unix(),
 		slots: make(chan struct{}, max(cfg.queue, 0)+1+runtime.NumCPU()),
 		mux:   http.NewServeMux(), stop: make(chan struct{})}
-	s.mux.HandleFunc("/v1/chat/completions", s.handleChat)
-	s.mux.HandleFunc("/v1/models", s.handleModels)
-	s.mux.HandleFunc("/health", s.handleHealth)
+	// A GET pattern also matches HEAD.
+	routes := []struct {
+		method, path string
+		handler      http.HandlerFunc
+	}{
+		{http.MethodPost, "/v1/chat/completions", s.handleChat},
+		{http.MethodGet, "/v1/models", s.handleModels},
+		{http.MethodGet, "/health", s.handleHealth},
+	}
+	for _, rt := range routes {
+		s.mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
+		// The same path without a method is less specific: it gets the other methods, answered with the JSON error
+		// object every other error has (ServeMux's own 405 is plain text).
+		s.mux.HandleFunc(rt.path, methodNotAllowed(rt.method, rt.path))
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/chat/completions, /v1/models, /health)", r.Method, r.URL.Path))
 	})
@@ -100,11 +123,11 @@ func (s *server) worker() {
 		case j := <-s.queue:
 			s.waiting.Add(-1)
 			j.mu.Lock()
-			if j.state == 2 {
+			if j.state == jobAbandoned {
 				j.mu.Unlock()
 				continue
 			}
-			j.state = 1
+			j.state = jobStarted
 			j.mu.Unlock()
 			j.run(j.ctx)
 			close(j.done)
@@ -124,6 +147,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, typ, msg string) {
 	writeJSON(w, status, map[string]any{"error": apiError{Message: msg, Type: typ}})
+}
+
+// methodNotAllowed answers a request to path with a method other than method: 405 with an Allow header.
+func methodNotAllowed(method, path string) http.HandlerFunc {
+	allow := method
+	if method == http.MethodGet {
+		allow += ", " + http.MethodHead
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", fmt.Sprintf("use %s %s", method, path))
+	}
 }
 
 // writeErr writes err with the status its kind calls for.
@@ -155,19 +190,11 @@ func (s *server) authorized(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "use GET /health")
-		return
-	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "model": s.m.Name(), "queued": s.waiting.Load(),
 		"served": s.served.Load(), "cancelled": s.cancelled.Load()})
 }
 
 func (s *server) handleModels(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "use GET /v1/models")
-		return
-	}
 	if !s.authorized(w, r) {
 		return
 	}
@@ -200,6 +227,20 @@ type chatResponse struct {
 	Error   *apiError       `json:"error,omitempty"`
 }
 
+// newChunk is a chat.completion.chunk of the streamed answer base: choices (nil in an error chunk, empty in the
+// usage-only chunk), usage and the error where given.
+func newChunk(base chatResponse, choices []chatChoice, usage *tokenUsage, apiErr *apiError) chatResponse {
+	c := base
+	c.Object = "chat.completion.chunk"
+	c.Choices, c.Usage, c.Error = choices, usage, apiErr
+	return c
+}
+
+// delta is the one choice of a chunk that adds msg to the answer, with the finish reason in the last one.
+func delta(msg chatOutMessage, finish *string) []chatChoice {
+	return []chatChoice{{Delta: &msg, FinishReason: finish}}
+}
+
 func newID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
@@ -207,10 +248,6 @@ func newID() string {
 }
 
 func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "use POST /v1/chat/completions")
-		return
-	}
 	if !s.authorized(w, r) {
 		return
 	}
@@ -278,8 +315,8 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	case <-ctx.Done():
 	}
 	j.mu.Lock()
-	if j.state == 0 {
-		j.state = 2
+	if j.state == jobQueued {
+		j.state = jobAbandoned
 		j.mu.Unlock()
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			writeError(w, http.StatusGatewayTimeout, "timeout", "the request timed out in the queue")
@@ -318,21 +355,15 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
-		c := base
-		c.Object = "chat.completion.chunk"
 		empty := ""
-		c.Choices = []chatChoice{{Delta: &chatOutMessage{Role: "assistant", Content: &empty}}}
-		return send(c)
+		return send(newChunk(base, delta(chatOutMessage{Role: "assistant", Content: &empty}, nil), nil, nil))
 	}
 	if req.Stream {
 		opts.OnText = func(t string) error {
 			if err := begin(); err != nil {
 				return err
 			}
-			c := base
-			c.Object = "chat.completion.chunk"
-			c.Choices = []chatChoice{{Delta: &chatOutMessage{Content: &t}}}
-			return send(c)
+			return send(newChunk(base, delta(chatOutMessage{Content: &t}, nil), nil, nil))
 		}
 	}
 	s.sess.Reset()
@@ -350,10 +381,7 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 			writeErr(w, err)
 			return
 		}
-		c := base
-		c.Object = "chat.completion.chunk"
-		c.Error = errorObject(err)
-		_ = send(c)
+		_ = send(newChunk(base, nil, nil, errorObject(err)))
 		_, _ = io.WriteString(w, "data: [DONE]\n\n")
 		_ = rc.Flush()
 		return
@@ -372,19 +400,11 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	if err := begin(); err != nil {
 		return
 	}
-	c := base
-	c.Object = "chat.completion.chunk"
-	c.Choices = []chatChoice{{Delta: &chatOutMessage{}, FinishReason: &finish}}
-	c.Usage = &u
-	if err := send(c); err != nil {
+	if err := send(newChunk(base, delta(chatOutMessage{}, &finish), &u, nil)); err != nil {
 		return
 	}
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-		c := base
-		c.Object = "chat.completion.chunk"
-		c.Choices = []chatChoice{}
-		c.Usage = &u
-		if err := send(c); err != nil {
+		if err := send(newChunk(base, []chatChoice{}, &u, nil)); err != nil {
 			return
 		}
 	}
@@ -394,7 +414,9 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 
 // cmdServe runs the HTTP server until interrupted.
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("serve")
+	fs := cli.New("serve", "idefics2-run serve -m model.gguf [--host 127.0.0.1] [--port 8080] [options]")
+	fs.Describe("Serves the OpenAI-compatible API: POST /v1/chat/completions (images as data: URIs, SSE streaming with\n" +
+		"\"stream\": true), GET /v1/models and GET /health.")
 	var mf modelFlags
 	var sf samplingFlags
 	mf.register(fs)
@@ -403,11 +425,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var localDir, apiKey string
 	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
 	maxImageMB, maxImageMP := 20, 36
-	var help bool
 	fs.String(&host, "host", "address to listen on")
 	fs.Int(&port, "port", "port to listen on (0: any free port)")
-	fs.String(&localDir, "allow-local-images", "allow image urls that are local file paths inside this folder")
-	fs.String(&apiKey, "api-key", "require Authorization: Bearer KEY")
+	fs.String(&localDir, "allow-local-images", "allow image urls that are local file paths inside this folder `DIR`")
+	fs.String(&apiKey, "api-key", "require Authorization: Bearer `KEY`")
 	fs.Int(&maxBodyMB, "max-body-mb", "largest request body in MiB")
 	fs.Int(&maxImages, "max-images", "most images per request")
 	fs.Int(&maxImageMB, "max-image-mb", "largest image file in MiB (data URI or local file)")
@@ -415,17 +436,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int(&tokenLimit, "token-limit", "most tokens one request may generate (also the default max_tokens)")
 	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
 	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if help {
-		fmt.Fprintln(stdout, "usage: idefics2-run serve -m model.gguf [--host 127.0.0.1] [--port 8080] [options]\n\noptions:")
-		fs.usage(stdout)
-		return exitOK
-	}
-	if len(fs.args) > 0 {
-		return fail(stderr, usagef("serve: unexpected argument %q", fs.args[0]))
+	if len(fs.Args()) > 0 {
+		return fail(stderr, cli.Usagef("serve: unexpected argument %q", fs.Args()[0]))
 	}
 	if err := mf.check("serve"); err != nil {
 		return fail(stderr, err)
@@ -436,7 +451,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}{{"--max-body-mb", maxBodyMB}, {"--max-images", maxImages}, {"--token-limit", tokenLimit}, {"--timeout", timeoutS},
 		{"--max-image-mb", maxImageMB}, {"--max-image-mpx", maxImageMP}} {
 		if c.v <= 0 {
-			return fail(stderr, usagef("serve: %s %d: want a positive number", c.name, c.v))
+			return fail(stderr, cli.Usagef("serve: %s %d: want a positive number", c.name, c.v))
 		}
 	}
 	// Bounds that keep the byte and second counts below from overflowing.
@@ -446,11 +461,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}{{"--max-body-mb", maxBodyMB, 1 << 20}, {"--max-image-mb", maxImageMB, maxImageBytes >> 20}, {"--max-image-mpx", maxImageMP, 1 << 20},
 		{"--timeout", timeoutS, 1 << 30}, {"--queue", queue, 1 << 20}} {
 		if c.v > c.max {
-			return fail(stderr, usagef("serve: %s %d: at most %d", c.name, c.v, c.max))
+			return fail(stderr, cli.Usagef("serve: %s %d: at most %d", c.name, c.v, c.max))
 		}
 	}
 	if queue < 0 || port < 0 || port > 65535 {
-		return fail(stderr, usagef("serve: --queue %d / --port %d out of range", queue, port))
+		return fail(stderr, cli.Usagef("serve: --queue %d / --port %d out of range", queue, port))
 	}
 	def, err := sf.options("serve")
 	if err != nil {
@@ -477,7 +492,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer srv.close()
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
-		return fail(stderr, usagef("serve: %v", err))
+		return fail(stderr, cli.Usagef("serve: %v", err))
 	}
 	// A request's body must arrive within the request timeout; no write timeout, as answers stream.
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Duration(timeoutS) * time.Second,

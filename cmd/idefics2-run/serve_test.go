@@ -468,3 +468,46 @@ func TestServerAPIKey(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestServerMethods: each route answers its own methods; others get 405 with an Allow header and a JSON error
+// naming the method to use.
+func TestServerMethods(t *testing.T) {
+	_, url := startServer(t, "p1", nil)
+	tests := []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/v1/chat/completions", 405, "POST"},
+		{"PUT", "/v1/chat/completions", 405, "POST"},
+		{"POST", "/v1/models", 405, "GET, HEAD"},
+		{"DELETE", "/health", 405, "GET, HEAD"},
+		{"GET", "/health", 200, ""},
+		{"HEAD", "/health", 200, ""},
+		{"HEAD", "/v1/models", 200, ""},
+		{"GET", "/v1/models", 200, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, url+tc.path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || resp.Header.Get("Allow") != tc.allow {
+				t.Fatalf("status %d, Allow %q; want %d, %q", resp.StatusCode, resp.Header.Get("Allow"), tc.status, tc.allow)
+			}
+			if tc.status != 405 {
+				return
+			}
+			var e struct {
+				Error *apiError `json:"error"`
+			}
+			if err := json.Unmarshal(b, &e); err != nil || e.Error == nil || !strings.Contains(e.Error.Message, "use "+strings.Split(tc.allow, ",")[0]+" "+tc.path) {
+				t.Fatalf("body %q: want a JSON error naming the method to use", b)
+			}
+		})
+	}
+}

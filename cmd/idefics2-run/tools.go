@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/idefics2-go/idefics2/gguf"
+	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/internal/npy"
 	"github.com/idefics2-go/idefics2/processor"
 	"github.com/idefics2-go/idefics2/runner"
@@ -18,23 +19,17 @@ import (
 
 // cmdInspect prints a GGUF file's metadata and tensors.
 func cmdInspect(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("inspect")
-	var all, noTensors, help bool
+	fs := cli.New("inspect", "idefics2-run inspect [--all] [--no-tensors] FILE.gguf")
+	var all, noTensors bool
 	fs.Bool(&all, "all", "print every array element")
 	fs.Bool(&noTensors, "no-tensors", "omit the tensor table")
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if help {
-		fmt.Fprintln(stdout, "usage: idefics2-run inspect [--all] [--no-tensors] FILE.gguf")
-		fs.usage(stdout)
-		return exitOK
+	if len(fs.Args()) != 1 {
+		return fail(stderr, cli.Usagef("inspect: want one GGUF file, got %d arguments", len(fs.Args())))
 	}
-	if len(fs.args) != 1 {
-		return fail(stderr, usagef("inspect: want one GGUF file, got %d arguments", len(fs.args)))
-	}
-	f, err := openGGUF(fs.args[0], "inspect")
+	f, err := openGGUF(fs.Args()[0], "inspect")
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -54,11 +49,11 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 // openGGUF opens a GGUF file, reporting a missing or malformed file as bad input.
 func openGGUF(path, cmd string) (*gguf.File, error) {
 	if _, err := os.Stat(path); err != nil {
-		return nil, usagef("%s: %v", cmd, err)
+		return nil, cli.Usagef("%s: %v", cmd, err)
 	}
 	f, err := gguf.Open(path)
 	if err != nil {
-		return nil, usagef("%s: %v", cmd, err)
+		return nil, cli.Usagef("%s: %v", cmd, err)
 	}
 	return f, nil
 }
@@ -66,7 +61,7 @@ func openGGUF(path, cmd string) (*gguf.File, error) {
 // loadTokenizer reads only the tokenizer of a text GGUF (no weights are loaded).
 func loadTokenizer(path, cmd string) (*processor.Tokenizer, error) {
 	if path == "" {
-		return nil, usagef("%s: no model: pass -m model.gguf", cmd)
+		return nil, cli.Usagef("%s: no model: pass -m model.gguf", cmd)
 	}
 	f, err := openGGUF(path, cmd)
 	if err != nil {
@@ -74,46 +69,41 @@ func loadTokenizer(path, cmd string) (*processor.Tokenizer, error) {
 	}
 	defer f.Close()
 	if a, _ := f.Metadata.String("general.architecture"); a == "clip" {
-		return nil, usagef("%s: %s is an mmproj (vision) file; pass the text model with -m", cmd, path)
+		return nil, cli.Usagef("%s: %s is an mmproj (vision) file; pass the text model with -m", cmd, path)
 	}
 	t, err := runner.NewTokenizer(f)
 	if err != nil {
-		return nil, usagef("%s: %v", cmd, err)
+		return nil, cli.Usagef("%s: %v", cmd, err)
 	}
 	return t, nil
 }
 
 // cmdTokenize prints the ids of TEXT as a JSON array; special tokens in the text are recognised as HF does.
 func cmdTokenize(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("tokenize")
-	fs.dashArgs = true
+	fs := cli.New("tokenize", "idefics2-run tokenize -m model.gguf [--no-bos] [--pieces] TEXT",
+		"idefics2-run tokenize -m model.gguf [--no-bos] [--pieces] --file FILE")
+	fs.AllowDashArgs()
 	var model, file string
-	var noBOS, pieces, help bool
-	fs.String(&model, "model,m", "text model GGUF file")
-	fs.String(&file, "file,f", "read the text from this file (- for stdin is not supported; use the argument)")
+	var noBOS, pieces bool
+	fs.String(&model, "model,m", "text model GGUF `FILE`")
+	fs.String(&file, "file,f", "read the text from this `FILE` (- for stdin is not supported; use the argument)")
 	fs.Bool(&noBOS, "no-bos", "do not add BOS (add_special_tokens=False)")
 	fs.Bool(&pieces, "pieces", "print [id, piece] pairs")
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if help {
-		fmt.Fprintln(stdout, "usage: idefics2-run tokenize -m model.gguf [--no-bos] TEXT")
-		fs.usage(stdout)
-		return exitOK
-	}
-	text := strings.Join(fs.args, " ")
+	text := strings.Join(fs.Args(), " ")
 	if file != "" {
-		if len(fs.args) > 0 {
-			return fail(stderr, usagef("tokenize: give the text as an argument or with --file, not both"))
+		if len(fs.Args()) > 0 {
+			return fail(stderr, cli.Usagef("tokenize: give the text as an argument or with --file, not both"))
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return fail(stderr, usagef("tokenize: --file: %v", err))
+			return fail(stderr, cli.Usagef("tokenize: --file: %v", err))
 		}
 		text = string(b)
-	} else if len(fs.args) == 0 {
-		return fail(stderr, usagef("tokenize: no TEXT given"))
+	} else if len(fs.Args()) == 0 {
+		return fail(stderr, cli.Usagef("tokenize: no TEXT given"))
 	}
 	tok, err := loadTokenizer(model, "tokenize")
 	if err != nil {
@@ -121,7 +111,7 @@ func cmdTokenize(args []string, stdout, stderr io.Writer) int {
 	}
 	ids, err := tok.Encode(text, !noBOS)
 	if err != nil {
-		return fail(stderr, usagef("tokenize: %v", err))
+		return fail(stderr, cli.Usagef("tokenize: %v", err))
 	}
 	if ids == nil {
 		ids = []int32{}
@@ -142,34 +132,29 @@ func cmdTokenize(args []string, stdout, stderr io.Writer) int {
 
 // cmdDetokenize prints the text of token ids given as arguments or as one JSON array.
 func cmdDetokenize(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("detokenize")
+	fs := cli.New("detokenize", "idefics2-run detokenize -m model.gguf [--keep-special] ID...",
+		"idefics2-run detokenize -m model.gguf [--keep-special] '[ID, ...]'")
 	var model string
-	var keepSpecial, help bool
-	fs.String(&model, "model,m", "text model GGUF file")
+	var keepSpecial bool
+	fs.String(&model, "model,m", "text model GGUF `FILE`")
 	fs.Bool(&keepSpecial, "keep-special", "keep special tokens (<s>, <image>, …) in the text")
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if help {
-		fmt.Fprintln(stdout, "usage: idefics2-run detokenize -m model.gguf ID... | '[ID, ...]'")
-		fs.usage(stdout)
-		return exitOK
-	}
-	if len(fs.args) == 0 {
-		return fail(stderr, usagef("detokenize: no token ids given"))
+	if len(fs.Args()) == 0 {
+		return fail(stderr, cli.Usagef("detokenize: no token ids given"))
 	}
 	var ids []int32
-	if joined := strings.TrimSpace(strings.Join(fs.args, " ")); strings.HasPrefix(joined, "[") {
+	if joined := strings.TrimSpace(strings.Join(fs.Args(), " ")); strings.HasPrefix(joined, "[") {
 		if err := json.Unmarshal([]byte(joined), &ids); err != nil {
-			return fail(stderr, usagef("detokenize: %q is not a JSON array of token ids: %v", short(joined), err))
+			return fail(stderr, cli.Usagef("detokenize: %q is not a JSON array of token ids: %v", short(joined), err))
 		}
 	} else {
-		for _, a := range fs.args {
+		for _, a := range fs.Args() {
 			for _, f := range strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == ' ' }) {
 				n, err := strconv.ParseInt(f, 10, 32)
 				if err != nil {
-					return fail(stderr, usagef("detokenize: %q is not a token id", f))
+					return fail(stderr, cli.Usagef("detokenize: %q is not a token id", f))
 				}
 				ids = append(ids, int32(n))
 			}
@@ -181,7 +166,7 @@ func cmdDetokenize(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, id := range ids {
 		if id < 0 || int(id) >= tok.VocabSize() {
-			return fail(stderr, usagef("detokenize: token id %d is outside the vocabulary (%d tokens)", id, tok.VocabSize()))
+			return fail(stderr, cli.Usagef("detokenize: token id %d is outside the vocabulary (%d tokens)", id, tok.VocabSize()))
 		}
 	}
 	fmt.Fprintln(stdout, tok.Decode(ids, !keepSpecial))
@@ -198,37 +183,32 @@ func short(s string) string {
 // cmdPreprocess runs the image processor alone and writes its outputs as NumPy files, shaped as HF's
 // Idefics2Processor returns them (batch of one).
 func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("preprocess")
+	fs := cli.New("preprocess", "idefics2-run preprocess (--mmproj FILE | --processor-config FILE) --image FILE... [--no-split] --out DIR")
+	fs.Describe("Writes pixel_values.npy and pixel_attention_mask.npy into DIR, shaped as Hugging Face's Idefics2Processor returns them.")
 	var mmproj, cfgPath, out, pipeline string
 	var images []string
-	var noSplit, help bool
+	var noSplit bool
 	pipeline = "processor"
-	fs.String(&mmproj, "mmproj", "take the settings from this mmproj GGUF")
-	fs.String(&cfgPath, "processor-config", "take the settings from this Hugging Face preprocessor_config.json")
-	fs.List(&images, "image", "image file (repeatable, in order)")
+	fs.String(&mmproj, "mmproj", "take the settings from this mmproj GGUF `FILE`")
+	fs.String(&cfgPath, "processor-config", "take the settings from this Hugging Face preprocessor_config.json `FILE`")
+	fs.List(&images, "image", "image `FILE` (repeatable, in order)")
 	fs.Bool(&noSplit, "no-split", "turn image splitting off")
-	fs.String(&out, "out,o", "output folder")
+	fs.String(&out, "out,o", "output folder `DIR`")
 	fs.String(&pipeline, "pipeline", "decoding as Hugging Face's Idefics2Processor (processor: EXIF transpose, alpha dropped) or Idefics2ImageProcessor called directly (image-processor: alpha over white)")
-	fs.Bool(&help, "help,h", "show this help")
-	if err := fs.parse(args); err != nil {
-		return fail(stderr, err)
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
-	if help {
-		fmt.Fprintln(stdout, "usage: idefics2-run preprocess (--mmproj FILE | --processor-config FILE) --image FILE... [--no-split] --out DIR")
-		fs.usage(stdout)
-		return exitOK
-	}
-	if len(fs.args) > 0 {
-		return fail(stderr, usagef("preprocess: unexpected argument %q", fs.args[0]))
+	if len(fs.Args()) > 0 {
+		return fail(stderr, cli.Usagef("preprocess: unexpected argument %q", fs.Args()[0]))
 	}
 	if (mmproj == "") == (cfgPath == "") {
-		return fail(stderr, usagef("preprocess: give exactly one of --mmproj and --processor-config"))
+		return fail(stderr, cli.Usagef("preprocess: give exactly one of --mmproj and --processor-config"))
 	}
 	if len(images) == 0 {
-		return fail(stderr, usagef("preprocess: no --image given"))
+		return fail(stderr, cli.Usagef("preprocess: no --image given"))
 	}
 	if out == "" {
-		return fail(stderr, usagef("preprocess: no --out folder given"))
+		return fail(stderr, cli.Usagef("preprocess: no --out folder given"))
 	}
 	var dopts processor.DecodeOptions
 	switch pipeline {
@@ -237,7 +217,7 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 	case "image-processor":
 		dopts.Pipeline = processor.ImageProcessorPipeline
 	default:
-		return fail(stderr, usagef("preprocess: --pipeline %q: want processor or image-processor", pipeline))
+		return fail(stderr, cli.Usagef("preprocess: --pipeline %q: want processor or image-processor", pipeline))
 	}
 	var cfg processor.ImageConfig
 	var err error
@@ -248,15 +228,15 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 		}
 		if a, _ := f.Metadata.String("general.architecture"); a != "clip" {
 			f.Close()
-			return fail(stderr, usagef("preprocess: %s is not an mmproj (vision) file (architecture %q)", mmproj, a))
+			return fail(stderr, cli.Usagef("preprocess: %s is not an mmproj (vision) file (architecture %q)", mmproj, a))
 		}
 		cfg, err = runner.ImageConfigFromGGUF(f.Metadata, mmproj)
 		f.Close()
 		if err != nil {
-			return fail(stderr, usagef("preprocess: %v", err))
+			return fail(stderr, cli.Usagef("preprocess: %v", err))
 		}
 	} else if cfg, err = processor.LoadImageConfig(cfgPath); err != nil {
-		return fail(stderr, usagef("preprocess: %v", err))
+		return fail(stderr, cli.Usagef("preprocess: %v", err))
 	}
 	if noSplit {
 		cfg.DoImageSplitting = false
@@ -265,13 +245,13 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 	for _, p := range images {
 		img, err := processor.LoadImageFile(p, dopts)
 		if err != nil {
-			return fail(stderr, usagef("preprocess: %v", err))
+			return fail(stderr, cli.Usagef("preprocess: %v", err))
 		}
 		decoded = append(decoded, img)
 	}
 	b, err := cfg.Preprocess(decoded)
 	if err != nil {
-		return fail(stderr, usagef("preprocess: %v", err))
+		return fail(stderr, cli.Usagef("preprocess: %v", err))
 	}
 	_, statErr := os.Stat(out)
 	if err := os.MkdirAll(out, 0o755); err != nil {

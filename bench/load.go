@@ -1,0 +1,41 @@
+package bench
+
+import "github.com/idefics2-go/idefics2/graph"
+
+// LoadOptions are the load settings a benchmark can vary.
+type LoadOptions struct {
+	Device  string // auto, cpu, cuda, metal, vulkan or a device name
+	Threads int    // CPU threads; 0: physical cores
+	// FlashAttn uses ggml's fused attention in the decoder.
+	FlashAttn bool
+	// NoRepack keeps quantized weights in the file's layout instead of the CPU's row-interleaved ones.
+	NoRepack bool
+	// GGMLRepack puts Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and
+	// q4kx16 (and Q6_K matrices in their plain blocks), to compare the two.
+	GGMLRepack bool
+	// UnfusedAttn computes attention with ggml's separate products and softmax instead of this project's fused
+	// CPU kernels, to compare the two.
+	UnfusedAttn bool
+}
+
+// Load loads a model pair for Run (mmprojPath "": text only). It is the one place benchmarks turn LoadOptions into
+// graph options.
+func Load(modelPath, mmprojPath string, o LoadOptions) (*graph.Model, error) {
+	g := graph.Options{Device: o.Device, Threads: o.Threads}
+	switch {
+	case o.NoRepack:
+		g.Layouts = graph.LayoutsFile
+	case o.GGMLRepack:
+		g.Layouts = graph.LayoutsGGML
+	}
+	if o.UnfusedAttn {
+		g.TextAttn, g.VisionAttn = graph.AttnGGML, graph.AttnGGML
+	}
+	if o.FlashAttn {
+		g.TextAttn = graph.AttnFlash
+	}
+	return graph.Load(modelPath, mmprojPath, g)
+}
+
+// Placement describes where a loaded model's weights went (graph.Model.PlacementReport), for `bench -v`.
+func Placement(m *graph.Model) []string { return m.PlacementReport() }
