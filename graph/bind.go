@@ -54,14 +54,14 @@ func (b binder) bind(seg string, optional bool, dims []int) (ggml.Tensor, Placem
 	pl, ok := w.plan.Weights[name]
 	if !ok {
 		if !optional {
-			b.fail(name, "missing", "")
+			b.fail(name, "", fmt.Sprintf("shape %v", dims))
 		}
 		return ggml.Tensor{}, Placement{}
 	}
 	w.used[name] = true
 	ti, _ := w.file.Tensor(name)
 	if pl.Layout == LayoutFile && !weightTypeOK(ggml.Type(ti.Type), len(dims)) {
-		b.fail(name, "type "+ggml.Type(ti.Type).String(), fmt.Sprintf("a type the model can use for a %d-D weight", len(dims)))
+		b.fail(name, "type "+ggml.Type(ti.Type).String(), fmt.Sprintf("a type the model can use for a %d-D weight (f32 for vectors; float or block-quantized for matrices)", len(dims)))
 		return ggml.Tensor{}, Placement{}
 	}
 	if !sameShape(pl.Shape, dims) {
@@ -167,7 +167,8 @@ func weightTypeOK(t ggml.Type, dims int) bool {
 func (w *Weights) checkUnused() error {
 	var errs weightErrors
 	for _, name := range w.Unused() {
-		errs = append(errs, &WeightError{Path: w.file.Path, Tensor: name, Got: "a tensor the model does not use"})
+		ti, _ := w.file.Tensor(name)
+		errs = append(errs, &WeightError{Path: w.file.Path, Tensor: name, Got: fmt.Sprintf("%s %v", ggml.Type(ti.Type), shapeOf(ti))})
 	}
 	return errs.errOrNil()
 }

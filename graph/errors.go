@@ -23,15 +23,18 @@ var ErrBadOptions = errors.New("graph: bad options")
 type WeightError struct {
 	Path   string // the GGUF file
 	Tensor string // the tensor's name in the file
-	Got    string // what the file holds ("missing", "shape [64 32]", "type i32", "a tensor the model does not use")
-	Want   string // what the model needs ("shape [64 64]", "f32", "")
+	Got    string // what the file holds ("shape [64 32]", "type i32"); "" when the tensor is missing
+	Want   string // what the model needs ("shape [64 64]"); "" when the model does not use the tensor
 }
 
 func (e *WeightError) Error() string {
-	if e.Want == "" {
-		return fmt.Sprintf("graph: %s: tensor %q: %s", e.Path, e.Tensor, e.Got)
+	switch {
+	case e.Got == "":
+		return fmt.Sprintf("graph: %s: missing tensor %q (want %s)", e.Path, e.Tensor, e.Want)
+	case e.Want == "":
+		return fmt.Sprintf("graph: %s: tensor %q is not used by the model (%s)", e.Path, e.Tensor, e.Got)
 	}
-	return fmt.Sprintf("graph: %s: tensor %q: %s, want %s", e.Path, e.Tensor, e.Got, e.Want)
+	return fmt.Sprintf("graph: %s: tensor %q has %s, want %s", e.Path, e.Tensor, e.Got, e.Want)
 }
 
 // weightErrors are every weight problem of one file; errors.As finds the first *WeightError.
@@ -77,8 +80,11 @@ type fileError struct {
 }
 
 func (e *fileError) Error() string {
-	if e.kind == ErrFileKind {
+	switch e.kind {
+	case ErrFileKind:
 		return fmt.Sprintf("graph: %s %s", e.Path, e.Msg)
+	case ErrNotPair:
+		return fmt.Sprintf("graph: %s: %s: the files are not a pair", e.Path, e.Msg)
 	}
 	if e.err != nil {
 		return fmt.Sprintf("graph: %s: %s: %v", e.Path, e.Msg, e.err)
