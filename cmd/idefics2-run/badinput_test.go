@@ -13,65 +13,15 @@ import (
 	"testing"
 
 	"github.com/idefics2-go/idefics2/gguf"
+	"github.com/idefics2-go/idefics2/internal/ggufedit"
 )
 
 // rewriteGGUF writes a copy of the GGUF at src into dir/name with the metadata values in kv replaced (or added) and
 // the tensors in types given another type (their data zeroed at the new size).
 func rewriteGGUF(t *testing.T, src, dir, name string, kv map[string]any, types map[string]gguf.Type) string {
 	t.Helper()
-	f, err := gguf.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	out := filepath.Join(dir, name)
-	w, err := gguf.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Abort()
-	done := map[string]bool{}
-	for _, e := range f.KV {
-		v := any(e.Value)
-		if nv, ok := kv[e.Key]; ok {
-			v, done[e.Key] = nv, true
-		}
-		if err := w.SetKV(e.Key, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for k, v := range kv {
-		if !done[k] {
-			if err := w.SetKV(k, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, ti := range f.Tensors {
-		typ := ti.Type
-		if nt, ok := types[ti.Name]; ok {
-			typ = nt
-		}
-		if err := w.AddTensor(ti.Name, typ, ti.Shape); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, ti := range f.Tensors {
-		var b []byte
-		if nt, ok := types[ti.Name]; ok {
-			n := uint64(1)
-			for _, d := range ti.Shape {
-				n *= d
-			}
-			b = make([]byte, n*uint64(nt.TypeSize())/uint64(nt.BlockSize()))
-		} else if b, err = f.TensorData(ti.Name); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.WriteTensor(ti.Name, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := ggufedit.Copy(src, out, ggufedit.Edit{KV: kv, Types: types}); err != nil {
 		t.Fatal(err)
 	}
 	return out
