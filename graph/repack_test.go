@@ -411,4 +411,3 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 	checkClose(t, "nf4x16 vs stream step logits", packed.step, stream.step, tolNF4x16Logits)
 	checkClose(t, "nf4x16 vs stream image features", packed.image, stream.image, tolNF4x16Logits)
 }
-
