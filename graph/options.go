@@ -3,7 +3,6 @@ package graph
 import (
 	"fmt"
 	"runtime"
-	"strconv"
 
 	"github.com/idefics2-go/idefics2/ggml"
 )
@@ -21,12 +20,7 @@ const (
 
 var geluNames = [...]string{"auto", "exact", "table"}
 
-func (g GELU) String() string {
-	if int(g) < len(geluNames) {
-		return geluNames[g]
-	}
-	return "gelu(" + strconv.Itoa(int(g)) + ")"
-}
+func (g GELU) String() string { return enumName(geluNames[:], int(g), "gelu") }
 
 // AttnKernel is how a part of the model computes attention.
 type AttnKernel uint8
@@ -41,12 +35,7 @@ const (
 
 var attnNames = [...]string{"auto", "flash", "ggml"}
 
-func (a AttnKernel) String() string {
-	if int(a) < len(attnNames) {
-		return attnNames[a]
-	}
-	return "attn(" + strconv.Itoa(int(a)) + ")"
-}
+func (a AttnKernel) String() string { return enumName(attnNames[:], int(a), "attn") }
 
 // DefaultBatchSize is the number of prompt tokens per decoder graph when none is asked for.
 const DefaultBatchSize = 512

@@ -31,11 +31,14 @@ const (
 
 var layoutNames = [...]string{"file", "ggml-repack", "q4x16", "q4kx16", "q6kx16", "nf4-stream", "nf4x16", "f16"}
 
-func (l Layout) String() string {
-	if int(l) < len(layoutNames) {
-		return layoutNames[l]
+func (l Layout) String() string { return enumName(layoutNames[:], int(l), "layout") }
+
+// enumName is names[v], or kind(v) for a value without a name.
+func enumName(names []string, v int, kind string) string {
+	if v >= 0 && v < len(names) {
+		return names[v]
 	}
-	return "layout(" + strconv.Itoa(int(l)) + ")"
+	return kind + "(" + strconv.Itoa(v) + ")"
 }
 
 // Kernel is what multiplies a weight by activations.
@@ -53,12 +56,7 @@ const (
 
 var kernelNames = [...]string{"mul_mat", "q4x16", "q4kx16", "q6kx16", "nf4", "nf4x16", "none"}
 
-func (k Kernel) String() string {
-	if int(k) < len(kernelNames) {
-		return kernelNames[k]
-	}
-	return "kernel(" + strconv.Itoa(int(k)) + ")"
-}
+func (k Kernel) String() string { return enumName(kernelNames[:], int(k), "kernel") }
 
 // Caps are the capabilities of a target that placements depend on.
 type Caps uint32
@@ -105,12 +103,7 @@ const (
 
 var policyNames = [...]string{"best", "ggml", "file"}
 
-func (p LayoutPolicy) String() string {
-	if int(p) < len(policyNames) {
-		return policyNames[p]
-	}
-	return "policy(" + strconv.Itoa(int(p)) + ")"
-}
+func (p LayoutPolicy) String() string { return enumName(policyNames[:], int(p), "policy") }
 
 // TensorSpec is a tensor of the file as the plan needs it: its name, stored type and shape (ggml order), and for
 // NF4 tensors (stored as I8 block streams) their logical shape and block size.

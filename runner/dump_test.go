@@ -12,34 +12,14 @@ import (
 	"github.com/idefics2-go/idefics2/internal/npy"
 )
 
-// dumpCase loads an HF fixture case with images, generates with a tensor dump of pattern into a fresh folder and
-// returns the folder, the model and the case folder.
+// dumpCase generates one token of an HF fixture case with a tensor dump of pattern into a fresh folder and returns
+// the folder, the model and the case folder.
 func dumpCase(t *testing.T, name, pattern string) (string, *Model, string, error) {
 	t.Helper()
-	dir := testdata("hf", "cases", name)
-	var c hfCase
-	readJSON(t, filepath.Join(dir, "manifest.json"), &c)
-	m := loadModel(t, c.Config)
-	var imgs []Image
-	for _, im := range c.Inputs.Images {
-		img, err := LoadImage(testdata("hf", im.File))
-		if err != nil {
-			t.Fatal(err)
-		}
-		imgs = append(imgs, img)
-	}
-	p, err := m.RawPrompt(c.Inputs.Prompt, imgs, PromptOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := m.NewSession(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	fc := openCase(t, name)
 	out := filepath.Join(t.TempDir(), "dump")
-	_, err = s.Generate(context.Background(), p, GenerateOptions{MaxTokens: 1, DumpDir: out, DumpTensors: pattern})
-	return out, m, dir, err
+	_, err := fc.s.Generate(context.Background(), fc.p, GenerateOptions{MaxTokens: 1, DumpDir: out, DumpTensors: pattern})
+	return out, fc.m, fc.dir, err
 }
 
 // TestDumpTensorsParity dumps the vision tower's and the connector's outputs by name and compares them with HF's

@@ -119,32 +119,47 @@ func relErr(got, want []float32) (float64, int) {
 	return maxAbs / math.Max(maxRef, 1e-30), worst
 }
 
+// fixtureCase is an HF fixture case ready to generate: its model, images, raw prompt and a fresh session.
+type fixtureCase struct {
+	dir  string
+	c    hfCase
+	m    *Model
+	imgs []Image
+	p    *Prompt
+	s    *Session
+}
+
+// openCase loads case name of testdata/hf/cases; the session is closed when the test ends.
+func openCase(t *testing.T, name string) fixtureCase {
+	t.Helper()
+	fc := fixtureCase{dir: testdata("hf", "cases", name)}
+	readJSON(t, filepath.Join(fc.dir, "manifest.json"), &fc.c)
+	fc.m = loadModel(t, fc.c.Config)
+	for _, im := range fc.c.Inputs.Images {
+		img, err := LoadImage(testdata("hf", im.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc.imgs = append(fc.imgs, img)
+	}
+	var err error
+	if fc.p, err = fc.m.RawPrompt(fc.c.Inputs.Prompt, fc.imgs, PromptOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if fc.s, err = fc.m.NewSession(0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fc.s.Close)
+	return fc
+}
+
 // TestParityHF runs every "model" case of testdata/hf/cases through RawPrompt and Generate with a dump: the input
 // ids must equal HF's, the logits of every prompt position be within tolLogits, and the greedy tokens equal.
 func TestParityHF(t *testing.T) {
 	for _, name := range []string{"p1_chelsea_split", "p1_text_only", "p2_text_only", "p2_two_images"} {
 		t.Run(name, func(t *testing.T) {
-			dir := testdata("hf", "cases", name)
-			var c hfCase
-			readJSON(t, filepath.Join(dir, "manifest.json"), &c)
-			m := loadModel(t, c.Config)
-			var imgs []Image
-			for _, im := range c.Inputs.Images {
-				img, err := LoadImage(testdata("hf", im.File))
-				if err != nil {
-					t.Fatal(err)
-				}
-				imgs = append(imgs, img)
-			}
-			p, err := m.RawPrompt(c.Inputs.Prompt, imgs, PromptOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := m.NewSession(0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			fc := openCase(t, name)
+			dir, c, imgs, p, s := fc.dir, fc.c, fc.imgs, fc.p, fc.s
 			dump := t.TempDir()
 			res, err := s.Generate(context.Background(), p, GenerateOptions{MaxTokens: c.Generation.MaxNewTokens, DumpDir: dump})
 			if err != nil {
