@@ -327,7 +327,7 @@ func (p *Plan) Summary() string {
 	split := 0
 	for _, pl := range p.Weights {
 		if pl.Kernel == KernelNone {
-			count["(operand) "+pl.Layout.String()]++
+			count[pl.Layout.String()+" (not multiplied)"]++
 			continue
 		}
 		count[pl.Layout.String()+"/"+pl.Kernel.String()]++

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -79,15 +80,15 @@ func (t *tensorDump) see(name string) { t.seen[name] = true }
 // their shapes agree, else written one file per image (<name>.<i>.npy).
 func (t *tensorDump) write(dir string, path func(string) string) error {
 	if len(t.order) == 0 {
+		// The names, with layer numbers written N: "dec.blk.N.ffn_out".
 		var names []string
 		for n := range t.seen {
-			names = append(names, n)
+			if n = layerIndex.ReplaceAllString(n, ".N."); !slices.Contains(names, n) {
+				names = append(names, n)
+			}
 		}
 		slices.Sort(names)
-		if len(names) > 8 {
-			names = append(names[:8], "…")
-		}
-		return inputErrorf("runner: dump tensors %q matches no intermediate (names are like %s)", t.dump.Pattern, strings.Join(names, ", "))
+		return inputErrorf("runner: dump tensors %q matches no intermediate; the names are %s", t.dump.Pattern, strings.Join(names, ", "))
 	}
 	for _, name := range t.order {
 		parts := t.parts[name]
@@ -127,6 +128,9 @@ func (t *tensorDump) write(dir string, path func(string) string) error {
 	}
 	return nil
 }
+
+// layerIndex is a layer number inside an intermediate's name.
+var layerIndex = regexp.MustCompile(`\.[0-9]+\.`)
 
 // joinLast concatenates parts along their outermost ggml dimension (the decoder's token axis).
 func joinLast(parts []tensorPart) ([]int, []float32, error) {
