@@ -150,6 +150,9 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 	return m, nil
 }
 
+// DefaultBatchSize is the number of prompt tokens per decoder graph when Options.BatchSize is 0.
+const DefaultBatchSize = graph.DefaultBatchSize
+
 // MaxThreads is the most CPU threads Load accepts (graph.MaxThreads): ggml starts one OS thread per compute
 // thread, and an absurd count would start that many.
 const MaxThreads = graph.MaxThreads

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/idefics2-go/idefics2/internal/cli"
@@ -76,7 +77,7 @@ func (f *modelFlags) register(fs *cli.FlagSet) {
 	fs.String(&f.device, "device", "compute `DEVICE`: auto, cpu, cuda, metal, vulkan or a device name")
 	fs.Int(&f.threads, "threads,t", "CPU threads (0: physical cores)")
 	fs.Int(&f.ctxSize, "ctx-size,c", fmt.Sprintf("context size in tokens (0: %d or the model's, whichever is smaller)", runner.DefaultContextSize))
-	fs.Int(&f.batchSize, "batch-size,b", "prompt tokens per evaluation batch (0: 512)")
+	fs.Int(&f.batchSize, "batch-size,b", "prompt tokens per evaluation batch (0: "+strconv.Itoa(runner.DefaultBatchSize)+")")
 	fs.Bool(&f.flashAttn, "flash-attn,fa", "use fused (flash) attention in the decoder")
 	fs.Bool(&f.noSplit, "no-split", "turn image splitting off (fewer image tokens)")
 	fs.Bool(&f.tableGELU, "fast-gelu", "use ggml's fp16-table GELU in the vision tower (~1e-3 relative error) even for an f32 mmproj")
