@@ -1,126 +1,46 @@
 package jinja
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/idefics2-go/idefics2/internal/jinja/jinjacases"
 )
 
-// jinjaCase is one entry of testdata/cases.json, rendered by Python's jinja2 3.1.6 in
-// transformers' chat-template environment (see testdata/gen_cases.py).
-type jinjaCase struct {
-	Name        string          `json:"name"`
-	Template    string          `json:"template"`
-	Vars        json.RawMessage `json:"vars"`
-	Want        *string         `json:"want"`
-	Error       string          `json:"error"`
-	PythonError string          `json:"python_error"`
-}
+// jinjaCase is one entry of testdata/cases.json or random.json, rendered by Python's jinja2 3.1.6
+// in transformers' chat-template environment (see testdata/gen_cases.py and gen_random.py).
+type jinjaCase = jinjacases.Case
 
-// jinjaDecodeOrdered decodes JSON keeping object key order (*Dict), as Python's json does.
-func jinjaDecodeOrdered(raw []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	v, err := jinjaDecodeValue(dec)
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-func jinjaDecodeValue(dec *json.Decoder) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			d := NewDict()
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return nil, err
-				}
-				v, err := jinjaDecodeValue(dec)
-				if err != nil {
-					return nil, err
-				}
-				d.set(kt.(string), v)
-			}
-			_, err := dec.Token()
-			return d, err
-		case '[':
-			l := []any{}
-			for dec.More() {
-				v, err := jinjaDecodeValue(dec)
-				if err != nil {
-					return nil, err
-				}
-				l = append(l, v)
-			}
-			_, err := dec.Token()
-			return l, err
-		}
-	case json.Number:
-		if i, err := t.Int64(); err == nil && !strings.ContainsAny(t.String(), ".eE") {
-			return i, nil
-		}
-		f, err := t.Float64()
-		return f, err
-	case string, bool, nil:
-		return t, nil
-	}
-	return nil, fmt.Errorf("unexpected token %v", tok)
-}
-
-// jinjaLoadCases reads a corpus: a list of cases (cases.json), or {"vars": …, "cases": […]} with
-// one context shared by all cases (random.json, gen_random.py's output).
+// jinjaLoadCases reads a corpus (see jinjacases.Load).
 func jinjaLoadCases(tb testing.TB, path string) []jinjaCase {
 	tb.Helper()
-	raw, err := os.ReadFile(path)
+	cases, err := jinjacases.Load(path)
 	if err != nil {
 		tb.Fatal(err)
-	}
-	var cases []jinjaCase
-	if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 && trimmed[0] == '{' {
-		var corpus struct {
-			Vars  json.RawMessage `json:"vars"`
-			Cases []jinjaCase     `json:"cases"`
-		}
-		if err := json.Unmarshal(raw, &corpus); err != nil {
-			tb.Fatalf("%s: %v", path, err)
-		}
-		for i := range corpus.Cases {
-			corpus.Cases[i].Vars = corpus.Vars
-		}
-		return corpus.Cases
-	}
-	if err := json.Unmarshal(raw, &cases); err != nil {
-		tb.Fatalf("%s: %v", path, err)
 	}
 	return cases
 }
 
+// jinjaVars decodes a case's variables with JSON objects as *Dict in their key order.
 func jinjaVars(tb testing.TB, raw json.RawMessage) map[string]any {
 	tb.Helper()
-	vars := map[string]any{}
-	if len(raw) == 0 {
-		return vars
-	}
-	v, err := jinjaDecodeOrdered(raw)
+	vars, err := jinjacases.Vars(raw)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d := v.(*Dict)
-	for i, k := range d.keys {
-		vars[k.(string)] = d.vals[i]
+	b := jinjacases.Builder{Object: func(keys []string, values []any) any {
+		d := NewDict()
+		for i, k := range keys {
+			d.set(k, values[i])
+		}
+		return d
+	}}
+	for k, v := range vars {
+		vars[k] = b.Build(v)
 	}
 	return vars
 }

@@ -13,7 +13,6 @@
 package compare
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"go/ast"
@@ -37,118 +36,8 @@ import (
 	gloaders "github.com/nikolalohinski/gonja/v2/loaders"
 
 	"github.com/idefics2-go/idefics2/internal/jinja"
+	"github.com/idefics2-go/idefics2/internal/jinja/jinjacases"
 )
-
-// omap is a JSON object with its key order (Python's dicts keep it, and templates see it).
-type omap struct {
-	keys []string
-	vals []any
-}
-
-func (m *omap) set(k string, v any) { m.keys = append(m.keys, k); m.vals = append(m.vals, v) }
-
-// decodeOrdered decodes JSON into omap, []any, int64, float64, string, bool and nil.
-func decodeOrdered(raw []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	return decodeValue(dec)
-}
-
-func decodeValue(dec *json.Decoder) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			m := &omap{}
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return nil, err
-				}
-				v, err := decodeValue(dec)
-				if err != nil {
-					return nil, err
-				}
-				m.set(kt.(string), v)
-			}
-			_, err := dec.Token()
-			return m, err
-		case '[':
-			l := []any{}
-			for dec.More() {
-				v, err := decodeValue(dec)
-				if err != nil {
-					return nil, err
-				}
-				l = append(l, v)
-			}
-			_, err := dec.Token()
-			return l, err
-		}
-	case json.Number:
-		if i, err := t.Int64(); err == nil && !strings.ContainsAny(t.String(), ".eE") {
-			return i, nil
-		}
-		return t.Float64()
-	case string, bool, nil:
-		return t, nil
-	}
-	return nil, fmt.Errorf("unexpected token %v", tok)
-}
-
-// case_ is one entry of ../testdata/cases.json or random.json (see jinja_test.go).
-type case_ struct {
-	Name        string          `json:"name"`
-	Template    string          `json:"template"`
-	Vars        json.RawMessage `json:"vars"`
-	Want        *string         `json:"want"`
-	PythonError string          `json:"python_error"`
-}
-
-func loadCases(t *testing.T, path string) []case_ {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []case_
-	if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 && trimmed[0] == '{' {
-		var corpus struct {
-			Vars  json.RawMessage `json:"vars"`
-			Cases []case_         `json:"cases"`
-		}
-		if err := json.Unmarshal(raw, &corpus); err != nil {
-			t.Fatal(err)
-		}
-		for i := range corpus.Cases {
-			corpus.Cases[i].Vars = corpus.Vars
-		}
-		return corpus.Cases
-	}
-	if err := json.Unmarshal(raw, &cases); err != nil {
-		t.Fatal(err)
-	}
-	return cases
-}
-
-func caseVars(t *testing.T, raw json.RawMessage) map[string]any {
-	vars := map[string]any{}
-	if len(raw) == 0 {
-		return vars
-	}
-	v, err := decodeOrdered(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := v.(*omap)
-	for i, k := range m.keys {
-		vars[k] = m.vals[i]
-	}
-	return vars
-}
 
 // ours renders with this repository's engine (the reference for the fixture templates: it
 // reproduces transformers' output on the fixtures' recorded conversations).
@@ -164,27 +53,18 @@ func oursRender(src string, vars map[string]any) (string, error) {
 	return t.Render(data)
 }
 
-func oursValue(v any) any {
-	switch v := v.(type) {
-	case *omap:
-		d := jinja.NewDict()
-		for i, k := range v.keys {
-			if err := d.Set(k, oursValue(v.vals[i])); err != nil {
-				panic(err)
-			}
+// oursValue builds *jinja.Dict for JSON objects, keeping their key order.
+var oursValue = jinjacases.Builder{Object: func(keys []string, values []any) any {
+	d := jinja.NewDict()
+	for i, k := range keys {
+		if err := d.Set(k, values[i]); err != nil {
+			panic(err)
 		}
-		return d
-	case []any:
-		l := make([]any, len(v))
-		for i, e := range v {
-			l[i] = oursValue(e)
-		}
-		return l
 	}
-	return v
-}
+	return d
+}}.Build
 
-// cmpEngine renders a template source with variables given as decodeOrdered's values.
+// cmpEngine renders a template source with variables given as jinjacases.Vars returns them.
 type cmpEngine struct {
 	name, module string
 	render       func(src string, vars map[string]any) (string, error)
@@ -213,23 +93,25 @@ func cmpArdanRender(src string, vars map[string]any) (string, error) {
 	return t.RenderValues(data)
 }
 
-func cmpArdanValue(v any) ardan.Value {
-	switch v := v.(type) {
-	case *omap:
+var cmpArdanBuilder = jinjacases.Builder{
+	Object: func(keys []string, values []any) any {
 		d := ardan.NewDict()
-		for i, k := range v.keys {
-			d.AsDict().Set(k, cmpArdanValue(v.vals[i]))
+		for i, k := range keys {
+			d.AsDict().Set(k, values[i].(ardan.Value))
 		}
 		return d
-	case []any:
-		items := make([]ardan.Value, len(v))
-		for i, e := range v {
-			items[i] = cmpArdanValue(e)
+	},
+	List: func(values []any) any {
+		items := make([]ardan.Value, len(values))
+		for i, e := range values {
+			items[i] = e.(ardan.Value)
 		}
 		return ardan.NewList(items)
-	}
-	return ardan.FromGoValue(v)
+	},
+	Scalar: func(v any) any { return ardan.FromGoValue(v) },
 }
+
+func cmpArdanValue(v any) ardan.Value { return cmpArdanBuilder.Build(v).(ardan.Value) }
 
 // gonja/v2 gets trim_blocks, lstrip_blocks and a raise_exception global; its break/continue are
 // built in; tojson is its own (jinja2's, not transformers').
@@ -257,25 +139,22 @@ func cmpGonjaRender(src string, vars map[string]any) (string, error) {
 	return t.ExecuteToString(gexec.NewContext(data))
 }
 
-func cmpGonjaValue(v any) any {
-	switch v := v.(type) {
-	case *omap:
+// cmpGonjaValue builds gonja dicts of pairs and passes integers as int.
+var cmpGonjaValue = jinjacases.Builder{
+	Object: func(keys []string, values []any) any {
 		d := gexec.NewDict()
-		for i, k := range v.keys {
-			d.Pairs = append(d.Pairs, &gexec.Pair{Key: gexec.AsValue(k), Value: gexec.AsValue(cmpGonjaValue(v.vals[i]))})
+		for i, k := range keys {
+			d.Pairs = append(d.Pairs, &gexec.Pair{Key: gexec.AsValue(k), Value: gexec.AsValue(values[i])})
 		}
 		return d
-	case []any:
-		l := make([]any, len(v))
-		for i, e := range v {
-			l[i] = cmpGonjaValue(e)
+	},
+	Scalar: func(v any) any {
+		if i, ok := v.(int64); ok {
+			return int(i)
 		}
-		return l
-	case int64:
-		return int(v)
-	}
-	return v
-}
+		return v
+	},
+}.Build
 
 // cmpOutcome classifies one rendering against the reference.
 type cmpOutcome int
@@ -373,8 +252,16 @@ var cmpFeatures = []struct {
 func cmpLoad(t *testing.T) map[string][]cmpItem {
 	sets := map[string][]cmpItem{}
 	for _, f := range []string{"cases.json", "random.json"} {
-		for _, c := range loadCases(t, filepath.Join("..", "testdata", f)) {
-			sets[f] = append(sets[f], cmpItem{set: f, name: c.Name, src: c.Template, vars: caseVars(t, c.Vars), want: c.Want, refErr: c.PythonError})
+		cases, err := jinjacases.Load(filepath.Join("..", "testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cases {
+			vars, err := jinjacases.Vars(c.Vars)
+			if err != nil {
+				t.Fatalf("%s %s: %v", f, c.Name, err)
+			}
+			sets[f] = append(sets[f], cmpItem{set: f, name: c.Name, src: c.Template, vars: vars, want: c.Want, refErr: c.PythonError})
 		}
 	}
 	sets["fixtures"] = cmpFixtureItems(t)
@@ -478,18 +365,18 @@ func cmpConversations() map[string][]any {
 	msg := func(role string, parts ...string) any {
 		content := []any{}
 		for _, p := range parts {
-			part := &omap{}
+			part := &jinjacases.Map{}
 			if p == "<image>" {
-				part.set("type", "image")
+				part.Set("type", "image")
 			} else {
-				part.set("type", "text")
-				part.set("text", p)
+				part.Set("type", "text")
+				part.Set("text", p)
 			}
 			content = append(content, part)
 		}
-		d := &omap{}
-		d.set("role", role)
-		d.set("content", content)
+		d := &jinjacases.Map{}
+		d.Set("role", role)
+		d.Set("content", content)
 		return d
 	}
 	return map[string][]any{
