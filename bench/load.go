@@ -8,19 +8,25 @@ type LoadOptions struct {
 	Threads int    // CPU threads; 0: physical cores
 	// FlashAttn uses ggml's fused attention in the decoder.
 	FlashAttn bool
-	// NoRepack keeps quantized weights in the file's layout instead of the CPU's row-interleaved ones.
+	// NoRepack keeps quantized weights in the file's layout instead of the CPU's row-interleaved ones (it wins over
+	// GGMLRepack).
 	NoRepack bool
 	// GGMLRepack puts Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and
 	// q4kx16 (and Q6_K matrices in their plain blocks), to compare the two.
 	GGMLRepack bool
 	// UnfusedAttn computes attention with ggml's separate products and softmax instead of this project's fused
-	// CPU kernels, to compare the two.
+	// CPU kernels, to compare the two (FlashAttn wins over it for the decoder).
 	UnfusedAttn bool
 }
 
 // Load loads a model pair for Run (mmprojPath "": text only). It is the one place benchmarks turn LoadOptions into
 // graph options.
 func Load(modelPath, mmprojPath string, o LoadOptions) (*graph.Model, error) {
+	return graph.Load(modelPath, mmprojPath, o.graphOptions())
+}
+
+// graphOptions are the graph options o asks for.
+func (o LoadOptions) graphOptions() graph.Options {
 	g := graph.Options{Device: o.Device, Threads: o.Threads}
 	switch {
 	case o.NoRepack:
@@ -34,7 +40,7 @@ func Load(modelPath, mmprojPath string, o LoadOptions) (*graph.Model, error) {
 	if o.FlashAttn {
 		g.TextAttn = graph.AttnFlash
 	}
-	return graph.Load(modelPath, mmprojPath, g)
+	return g
 }
 
 // Placement describes where a loaded model's weights went (graph.Model.PlacementReport), for `bench -v`.

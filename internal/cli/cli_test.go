@@ -140,3 +140,17 @@ options:
 		t.Errorf("usage:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+// FuzzParse parses arbitrary argument lists: an error or a parse, never a panic.
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{"--model a.gguf -n 7", "-n=-3 --temp=0.5", "--image a --image=b x -- -v", "--help", "-n", "--temp=x", "---", "-=", "--seed=18446744073709551616"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		var v values
+		fs := newTestSet(&v)
+		if err := fs.Parse(strings.Fields(line)); err != nil && !IsUsageError(err) && !errors.Is(err, ErrHelp) {
+			t.Fatalf("%q: error %v is neither a usage error nor help", line, err)
+		}
+	})
+}
