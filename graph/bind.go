@@ -2,6 +2,7 @@ package graph
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/idefics2-go/idefics2/ggml"
@@ -83,16 +84,7 @@ func sameShape(got, want []int) bool {
 		}
 		return s
 	}
-	g, w := trim(got), trim(want)
-	if len(g) != len(w) {
-		return false
-	}
-	for i := range g {
-		if g[i] != w[i] {
-			return false
-		}
-	}
-	return true
+	return slices.Equal(trim(got), trim(want))
 }
 
 // linear binds a projection seg of in inputs and out outputs (seg.weight [in, out]) with its kernel from the plan,

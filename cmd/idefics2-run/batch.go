@@ -46,11 +46,8 @@ Options give the defaults of the sampling fields.`)
 	var sf samplingFlags
 	mf.register(fs)
 	sf.register(fs)
-	if code, done := parseFlags(fs, args, stdout, stderr); done {
+	if code, done := parseOnlyFlags(fs, "batch", "requests come on standard input", args, stdout, stderr); done {
 		return code
-	}
-	if len(fs.Args()) > 0 {
-		return fail(stderr, cli.Usagef("batch: unexpected argument %q (requests come on standard input)", fs.Args()[0]))
 	}
 	if err := mf.check("batch"); err != nil {
 		return fail(stderr, err)

@@ -33,11 +33,8 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var images []string
 	fs.String(&system, "system", "system message")
 	fs.List(&images, "image", "image `FILE` attached to the first message (repeatable)")
-	if code, done := parseFlags(fs, args, stdout, stderr); done {
+	if code, done := parseOnlyFlags(fs, "chat", "", args, stdout, stderr); done {
 		return code
-	}
-	if len(fs.Args()) > 0 {
-		return fail(stderr, cli.Usagef("chat: unexpected argument %q", fs.Args()[0]))
 	}
 	if err := mf.check("chat"); err != nil {
 		return fail(stderr, err)

@@ -60,6 +60,21 @@ func parseFlags(fs *cli.FlagSet, args []string, stdout, stderr io.Writer) (code 
 	return fail(stderr, err), true
 }
 
+// parseOnlyFlags is parseFlags for a command that takes no positional arguments: one is a usage error naming it
+// (and hint, when set, says where such input goes).
+func parseOnlyFlags(fs *cli.FlagSet, name, hint string, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code, true
+	}
+	if len(fs.Args()) > 0 {
+		if hint != "" {
+			hint = " (" + hint + ")"
+		}
+		return fail(stderr, cli.Usagef("%s: unexpected argument %q%s", name, fs.Args()[0], hint)), true
+	}
+	return exitOK, false
+}
+
 // modelFlags are the options every command that loads a model takes.
 type modelFlags struct {
 	model, mmproj, device string

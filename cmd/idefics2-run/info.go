@@ -43,11 +43,8 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	device := "auto"
 	fs.Bool(&asJSON, "json", "print one JSON object")
 	fs.String(&device, "device", "`DEVICE` to report as chosen: auto, cpu, cuda, metal, vulkan or a device name")
-	if code, done := parseFlags(fs, args, stdout, stderr); done {
+	if code, done := parseOnlyFlags(fs, "info", "", args, stdout, stderr); done {
 		return code
-	}
-	if len(fs.Args()) > 0 {
-		return fail(stderr, cli.Usagef("info: unexpected argument %q", fs.Args()[0]))
 	}
 	sys := runner.HostSystem()
 	info := infoReport{CPU: sys.CPU, LibDir: sys.LibDir, Variant: sys.CPUVariant, Scores: sys.CPUScores,

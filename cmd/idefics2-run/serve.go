@@ -436,11 +436,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int(&tokenLimit, "token-limit", "most tokens one request may generate (also the default max_tokens)")
 	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
 	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
-	if code, done := parseFlags(fs, args, stdout, stderr); done {
+	if code, done := parseOnlyFlags(fs, "serve", "", args, stdout, stderr); done {
 		return code
-	}
-	if len(fs.Args()) > 0 {
-		return fail(stderr, cli.Usagef("serve: unexpected argument %q", fs.Args()[0]))
 	}
 	if err := mf.check("serve"); err != nil {
 		return fail(stderr, err)

@@ -195,11 +195,8 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 	fs.Bool(&noSplit, "no-split", "turn image splitting off")
 	fs.String(&out, "out,o", "output folder `DIR`")
 	fs.String(&pipeline, "pipeline", "decoding as Hugging Face's Idefics2Processor (processor: EXIF transpose, alpha dropped) or Idefics2ImageProcessor called directly (image-processor: alpha over white)")
-	if code, done := parseFlags(fs, args, stdout, stderr); done {
+	if code, done := parseOnlyFlags(fs, "preprocess", "", args, stdout, stderr); done {
 		return code
-	}
-	if len(fs.Args()) > 0 {
-		return fail(stderr, cli.Usagef("preprocess: unexpected argument %q", fs.Args()[0]))
 	}
 	if (mmproj == "") == (cfgPath == "") {
 		return fail(stderr, cli.Usagef("preprocess: give exactly one of --mmproj and --processor-config"))
