@@ -187,6 +187,9 @@ func TestBinaryBadInput(t *testing.T) {
 		{with("-p", "hi", "-n", "-5"), 2, "--max-tokens -5"},
 		{with("-p", "hi", "--device", "tpu"), 2, `--device "tpu"`},
 		{with("-p", "hi", "-n", "1", "--dump", filepath.Join(b.notWritable, "d")), 1, "a-file"},
+		{with("-p", "hi", "-n", "1", "--dump-tensors", "dec.*"), 2, "a dump folder is needed"},
+		{with("-p", "hi", "-n", "1", "--dump", filepath.Join(b.dir, "dump-bad"), "--dump-tensors", "dec.blk.["), 2, "syntax error"},
+		{with("-p", "hi", "-n", "1", "--dump", filepath.Join(b.dir, "dump-none"), "--dump-tensors", "vis.*"), 2, "matches no intermediate"},
 	}
 	bin := buildBinary(t)
 	for _, tc := range tests {
