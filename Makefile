@@ -16,7 +16,7 @@ RUN_OUT       := $(BIN)/demo
 RUN_IMAGE     ?= testdata/demo/images/demo_00.png
 RUN_PROMPT    ?= What shape is in the picture?
 
-.PHONY: all build ggml-cpu test test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp
+.PHONY: all build ggml-cpu test test-isa test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp
 
 all: build
 
@@ -31,6 +31,14 @@ build: ggml-cpu
 
 test: ggml-cpu
 	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -count=1 ./...
+
+# The whole suite at every instruction-set level this machine can run (scripts/isa-levels.sh), each as a CPU of
+# that level would run it: IDEFICS2_MAX_ISA caps ggml's CPU variant and this project's kernel paths.
+test-isa: ggml-cpu
+	@set -e; for level in $$(scripts/isa-levels.sh); do \
+		echo "== IDEFICS2_MAX_ISA=$$level"; \
+		IDEFICS2_MAX_ISA=$$level IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -count=1 ./...; \
+	done
 
 test-short: ggml-cpu
 	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -short ./...

@@ -14,6 +14,7 @@
 // the unfused graph writes and reads a score matrix of nq × nk per head through memory.
 
 #include "attn.h"
+#include "isacap.h"
 #include "vexp.h"
 
 #include <math.h>
@@ -301,7 +302,7 @@ static void attn_item_avx512(attn_scratch * w, const attn_args * a, int64_t h, i
 static int attn_detect(void) {
 #if defined(ATTN_HAVE_X86)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return IDEFICS2_ATTN_AVX512;
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f")) return IDEFICS2_ATTN_AVX512;
 #endif
     return IDEFICS2_ATTN_SCALAR;
 }

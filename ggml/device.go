@@ -94,6 +94,7 @@ type LoadReport struct {
 	CPUScores  map[string]int // score of every CPU library found (0: this CPU cannot run it)
 	Loaded     []string       // library files registered with ggml
 	Problems   []string       // libraries that could not be scored or loaded
+	Capped     []string       // CPU variants left out because they are above IDEFICS2_MAX_ISA
 }
 
 var (
@@ -170,6 +171,10 @@ func loadFrom(dir string) LoadReport {
 			variant := strings.TrimPrefix(strings.TrimPrefix(family, "cpu"), "-")
 			if variant == "" {
 				variant = "default"
+			}
+			if !variantAllowed(variant) {
+				rep.Capped = append(rep.Capped, variant)
+				continue
 			}
 			if s < 0 {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s", name, C.GoString(errbuf)))
@@ -296,6 +301,9 @@ func Devices() []Device {
 // "cpu", "cuda", "metal", "vulkan", or an exact device name such as "CUDA1". An unavailable choice is an error
 // listing what is available.
 func SelectDevice(choice string) (Device, error) {
+	if _, _, err := MaxISA(); err != nil {
+		return Device{}, err
+	}
 	devs := Devices()
 	if len(devs) == 0 {
 		return Device{}, fmt.Errorf("ggml: no compute device is registered")

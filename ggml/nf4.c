@@ -4,6 +4,7 @@
 // (which also checks that the OS saves the vector registers) said the CPU has it.
 
 #include "nf4.h"
+#include "isacap.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -465,10 +466,10 @@ static void nf4_tile_dot_neon(const float * buf, int nr, int64_t cols, const flo
 static int nf4_detect(void) {
 #if defined(NF4_HAVE_X86)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vnni")) return IDEFICS2_NF4_AVX512VNNI;
-    if (__builtin_cpu_supports("avx512f")) return IDEFICS2_NF4_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return IDEFICS2_NF4_AVX2;
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f")) return IDEFICS2_NF4_AVX512;
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return IDEFICS2_NF4_AVX2;
     return IDEFICS2_NF4_SCALAR;
 #elif defined(NF4_HAVE_NEON)
     return IDEFICS2_NF4_NEON;

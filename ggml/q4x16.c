@@ -8,6 +8,7 @@
 // 4-byte group of the activations, and the 16 row sums come out without horizontal additions.
 
 #include "q4x16.h"
+#include "isacap.h"
 #include "x16.h"
 
 #include <math.h>
@@ -204,8 +205,8 @@ static void q4x16_tile_avx512_n(const uint8_t * wg, int64_t nb, const uint8_t * 
 static int q4x16_detect(void) {
 #if defined(Q4X16_HAVE_X86)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vnni")) {
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")) {
         return IDEFICS2_Q4X16_AVX512VNNI;
     }
 #endif

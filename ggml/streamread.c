@@ -2,6 +2,7 @@
 // only after __builtin_cpu_supports said the CPU has them; the portable loop reads 8 bytes at a time.
 
 #include "streamread.h"
+#include "isacap.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -62,8 +63,8 @@ static uint64_t streamread_avx2(const uint8_t * p, size_t n) {
 static streamread_fn streamread_pick(void) {
 #ifdef STREAMREAD_HAVE_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return streamread_avx512;
-    if (__builtin_cpu_supports("avx2")) return streamread_avx2;
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f")) return streamread_avx512;
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2")) return streamread_avx2;
 #endif
     return streamread_portable;
 }

@@ -44,6 +44,10 @@ type System struct {
 	CPUScores map[string]int
 	// Problems are libraries that could not be scored or loaded.
 	Problems []string
+	// MaxISA is the instruction-set cap set by IDEFICS2_MAX_ISA ("" when unset): CPU variants and this project's
+	// kernel paths above it are not used. Capped lists the variants it left out.
+	MaxISA string
+	Capped []string
 	// Devices are best first: GPUs, then the chosen CPU variant, then the portable CPU backend.
 	Devices []Device
 	// DefaultThreads is the thread count used when none is given: the physical cores.
@@ -57,11 +61,17 @@ func HostSystem() System {
 	s := System{
 		CPU: CPUInfo{Brand: c.Brand, Vendor: c.Vendor, Arch: c.Arch, PhysicalCores: c.PhysicalCores,
 			LogicalCores: c.LogicalCores, Features: c.Features},
-		LibDir: rep.Dir, CPUVariant: rep.CPUVariant, CPUScores: rep.CPUScores, Problems: rep.Problems,
+		LibDir: rep.Dir, CPUVariant: rep.CPUVariant, CPUScores: rep.CPUScores, Problems: rep.Problems, Capped: rep.Capped,
 		DefaultThreads: DefaultThreads(),
 	}
 	if s.CPUVariant == "" {
 		s.CPUVariant = "portable"
+	}
+	if level, set, err := ggml.MaxISA(); set {
+		s.MaxISA = level.String()
+		if err != nil {
+			s.Problems = append(s.Problems, err.Error())
+		}
 	}
 	for _, d := range ggml.Devices() {
 		s.Devices = append(s.Devices, device(d))

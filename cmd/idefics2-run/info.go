@@ -18,6 +18,8 @@ type infoReport struct {
 	Variant   string         `json:"cpu_variant"`
 	Scores    map[string]int `json:"cpu_variant_scores"`
 	Problems  []string       `json:"problems,omitempty"`
+	MaxISA    string         `json:"max_isa,omitempty"`
+	Capped    []string       `json:"capped_variants,omitempty"`
 	Devices   []deviceInfo   `json:"devices"`
 	Chosen    string         `json:"chosen_device"`
 	Threads   int            `json:"default_threads"`
@@ -48,7 +50,7 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	}
 	sys := runner.HostSystem()
 	info := infoReport{CPU: sys.CPU, LibDir: sys.LibDir, Variant: sys.CPUVariant, Scores: sys.CPUScores,
-		Problems: sys.Problems, Threads: sys.DefaultThreads}
+		Problems: sys.Problems, Threads: sys.DefaultThreads, MaxISA: sys.MaxISA, Capped: sys.Capped}
 	for _, d := range sys.Devices {
 		info.Devices = append(info.Devices, deviceInfo{Name: d.Name, Backend: d.Backend, Kind: d.Kind,
 			Description: d.Description, Variant: d.Variant, FreeMiB: d.FreeMemory >> 20, TotalMiB: d.TotalMemory >> 20,
@@ -89,6 +91,9 @@ func writeInfo(w io.Writer, info infoReport, device string) {
 	sort.Strings(sc)
 	fmt.Fprintf(w, "variants:   %s (score 0 = not runnable on this CPU)\n", orNone(strings.Join(sc, " ")))
 	fmt.Fprintf(w, "CPU backend in use: %s\n", info.Variant)
+	if info.MaxISA != "" {
+		fmt.Fprintf(w, "ISA cap:    %s (IDEFICS2_MAX_ISA; variants left out: %s)\n", info.MaxISA, orNone(strings.Join(info.Capped, " ")))
+	}
 	for _, p := range info.Problems {
 		fmt.Fprintf(w, "problem:    %s\n", p)
 	}
