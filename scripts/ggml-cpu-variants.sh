@@ -6,6 +6,8 @@
 #   scripts/ggml-cpu-variants.sh            build if missing, print the folder
 #   scripts/ggml-cpu-variants.sh --dir      print the folder only (may not exist yet)
 #
+# Without cmake it builds nothing and says so in one line: the binaries then use the portable CPU backend they carry.
+#
 # GGML_CPU_REPACK=ON: ollama's CMake adds ggml's src folder directly, skipping ggml's top-level options, so the
 # repacked (row-interleaved) weight layout would otherwise be compiled out.
 #
@@ -38,7 +40,11 @@ if [ -z "$variants" ]; then
   mkdir -p "$dir"; echo "$dir"; exit 0
 fi
 if [ -f "$dir/.complete" ]; then echo "$dir"; exit 0; fi
-command -v cmake >/dev/null || { echo "ggml-cpu-variants: cmake is needed (apt-get install cmake)" >&2; exit 1; }
+if ! command -v cmake >/dev/null; then
+  # Without cmake the binaries still run, on ggml's portable CPU backend compiled into them by cgo.
+  echo "ggml-cpu-variants: cmake not found: using the portable CPU backend built into the binaries, without ggml's AVX2 and AVX-512 variants or their repacked layouts; install cmake (apt-get install cmake, brew install cmake) and rerun to build them" >&2
+  echo "$dir"; exit 0
+fi
 
 build=$(mktemp -d "${TMPDIR:-/tmp}/idefics2-ggml-build.XXXXXX")
 trap 'rm -rf "$build"' EXIT
