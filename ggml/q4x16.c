@@ -1,5 +1,5 @@
-// q4x16 matrix multiplication (q4x16.h): a scalar path and an AVX-512 VNNI path chosen at run time.
-// The AVX-512 functions are compiled with target attributes, so the file builds for baseline x86-64
+// q4x16 matrix multiplication (q4x16.h): a scalar path, an AVX2 path and an AVX-512 VNNI path chosen at run
+// time. The SIMD functions are compiled with target attributes, so the file builds for baseline x86-64
 // and their instructions only run after __builtin_cpu_supports said the CPU has them.
 //
 // One VNNI instruction (vpdpbusd) multiplies 64 unsigned codes by 64 signed activation bytes and
@@ -199,6 +199,72 @@ static void q4x16_tile_avx512_n(const uint8_t * wg, int64_t nb, const uint8_t * 
 }
 #endif
 
+// AVX2: vpmaddubsw multiplies 32 unsigned codes by 32 signed activation bytes and adds adjacent pairs into
+// 16 int16 lanes; with 16 rows interleaved, a 64-byte chunk of codes is two registers (rows 0-7 and 8-15),
+// each row two lanes. A block's 8 products per lane stay within int16 (|sum| ≤ 4·2·2·15·127 = 30480), so
+// the block is summed in int16 and widened once by vpmaddwd. Tokens go in pairs to keep the sums and
+// accumulators in registers. The integer sums and the float operations are the scalar path's, so the
+// results are identical.
+#ifdef Q4X16_HAVE_X86
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void q4x16_tile_avx2(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, const int nt) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc0[2], acc1[2];
+    for (int t = 0; t < nt; t++) {
+        acc0[t] = _mm256_setzero_ps();
+        acc1[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t * blk = wg + b * Q4X16_BLOCK;
+        __m256i s0[2], s1[2];
+        for (int t = 0; t < nt; t++) {
+            s0[t] = _mm256_setzero_si256();
+            s1[t] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m256i c0 = _mm256_loadu_si256((const __m256i *) (blk + 32 + 64 * k));
+            const __m256i c1 = _mm256_loadu_si256((const __m256i *) (blk + 64 + 64 * k));
+            const __m256i l0 = _mm256_and_si256(c0, m4), h0 = _mm256_and_si256(_mm256_srli_epi16(c0, 4), m4);
+            const __m256i l1 = _mm256_and_si256(c1, m4), h1 = _mm256_and_si256(_mm256_srli_epi16(c1, 4), m4);
+            for (int t = 0; t < nt; t++) {
+                const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD + 8 * k;
+                const __m256i xl = _mm256_set1_epi32(q4x16_load_i32(xb)), xh = _mm256_set1_epi32(q4x16_load_i32(xb + 4));
+                s0[t] = _mm256_add_epi16(s0[t], _mm256_add_epi16(_mm256_maddubs_epi16(l0, xl), _mm256_maddubs_epi16(h0, xh)));
+                s1[t] = _mm256_add_epi16(s1[t], _mm256_add_epi16(_mm256_maddubs_epi16(l1, xl), _mm256_maddubs_epi16(h1, xh)));
+            }
+        }
+        const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) blk));
+        const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + 16)));
+        for (int t = 0; t < nt; t++) {
+            const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD;
+            const __m256i bias = _mm256_set1_epi32(q4x16_load_i32(xb + 36));
+            const __m256 dx = _mm256_set1_ps(q4x16_load_f32(xb + 32));
+            const __m256i i0 = _mm256_sub_epi32(_mm256_madd_epi16(s0[t], ones), bias);
+            const __m256i i1 = _mm256_sub_epi32(_mm256_madd_epi16(s1[t], ones), bias);
+            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(dw0, dx), acc0[t]);
+            acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(dw1, dx), acc1[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        _mm256_storeu_ps(ys[t], acc0[t]);
+        _mm256_storeu_ps(ys[t] + 8, acc1[t]);
+    }
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void q4x16_tile_avx2_n(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+    for (int t0 = 0; t0 < nt; t0 += 2) {
+        if (nt - t0 >= 2) {
+            q4x16_tile_avx2(wg, nb, xs + t0, ys + t0, 2);
+        } else {
+            q4x16_tile_avx2(wg, nb, xs + t0, ys + t0, 1);
+        }
+    }
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 
@@ -209,8 +275,20 @@ static int q4x16_detect(void) {
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")) {
         return IDEFICS2_Q4X16_AVX512VNNI;
     }
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")) {
+        return IDEFICS2_Q4X16_AVX2;
+    }
 #endif
     return IDEFICS2_Q4X16_SCALAR;
+}
+
+static int q4x16_has_fma_f16c(void) {
+#if defined(Q4X16_HAVE_X86)
+    return __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
 }
 
 static int q4x16_best = -1;    // detected once; racing first calls store the same value
@@ -232,7 +310,10 @@ int idefics2_q4x16_isa(void) {
 
 int idefics2_q4x16_set_isa(int isa) {
     const int best = idefics2_q4x16_best_isa();
-    if (!(isa == -1 || isa == IDEFICS2_Q4X16_SCALAR || (isa == IDEFICS2_Q4X16_AVX512VNNI && best == isa))) {
+    // A CPU with the AVX-512 path also runs the AVX2 one when it has FMA and F16C (tests compare them).
+    const int ok = isa == -1 || isa == IDEFICS2_Q4X16_SCALAR || isa == best ||
+                   (isa == IDEFICS2_Q4X16_AVX2 && best == IDEFICS2_Q4X16_AVX512VNNI && q4x16_has_fma_f16c());
+    if (!ok) {
         return -1;
     }
     __atomic_store_n(&q4x16_current, isa, __ATOMIC_RELEASE);
@@ -254,6 +335,7 @@ void idefics2_q4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, 
     x16_tile_fn tile = q4x16_tile_scalar;
 #ifdef Q4X16_HAVE_X86
     if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) tile = q4x16_tile_avx512_n;
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX2) tile = q4x16_tile_avx2_n;
 #endif
     x16_matmul(tile, w, cols / 32, Q4X16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

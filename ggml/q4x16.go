@@ -20,6 +20,7 @@ type Q4X16ISA int
 const (
 	Q4X16Scalar     Q4X16ISA = C.IDEFICS2_Q4X16_SCALAR
 	Q4X16AVX512VNNI Q4X16ISA = C.IDEFICS2_Q4X16_AVX512VNNI
+	Q4X16AVX2       Q4X16ISA = C.IDEFICS2_Q4X16_AVX2 // q4x16 only; q4kx16 and q6kx16 take their scalar path
 )
 
 func (i Q4X16ISA) String() string {
@@ -28,6 +29,8 @@ func (i Q4X16ISA) String() string {
 		return "scalar"
 	case Q4X16AVX512VNNI:
 		return "avx512vnni"
+	case Q4X16AVX2:
+		return "avx2"
 	}
 	return fmt.Sprintf("q4x16isa(%d)", int(i))
 }
@@ -38,6 +41,19 @@ func Q4X16BestISA() Q4X16ISA { return Q4X16ISA(C.idefics2_q4x16_best_isa()) }
 // Q4X16Fast reports whether this CPU has the vector path (AVX-512 F, BW and VNNI); without it the loader keeps
 // ggml's own repacked layout.
 func Q4X16Fast() bool { return Q4X16BestISA() == Q4X16AVX512VNNI }
+
+// Q4X16SupportedISAs lists the q4x16 paths this CPU can run (under the ISA cap), scalar first.
+func Q4X16SupportedISAs() []Q4X16ISA {
+	out := []Q4X16ISA{Q4X16Scalar}
+	cur := Q4X16ISA(C.idefics2_q4x16_isa())
+	for _, isa := range []Q4X16ISA{Q4X16AVX2, Q4X16AVX512VNNI} {
+		if SetQ4X16ISA(isa) == nil {
+			out = append(out, isa)
+		}
+	}
+	SetQ4X16ISA(cur)
+	return out
+}
 
 // SetQ4X16ISA forces a path of the q4x16 and q4kx16 kernels for the whole process (tests and benchmarks); it
 // refuses a path this CPU cannot run. Use Q4X16BestISA() to restore the default.

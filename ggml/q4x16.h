@@ -24,6 +24,7 @@
 enum idefics2_q4x16_isa {
     IDEFICS2_Q4X16_SCALAR = 0,
     IDEFICS2_Q4X16_AVX512VNNI = 1, // AVX-512 F, BW and VNNI
+    IDEFICS2_Q4X16_AVX2 = 2,       // AVX2, FMA and F16C (q4x16 only: q4kx16 and q6kx16 take their scalar path)
 };
 
 int idefics2_q4x16_best_isa(void);

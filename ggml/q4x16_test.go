@@ -113,10 +113,8 @@ func runQ4X16(t testing.TB, c q4x16Case, w []byte, x []float32, threads int) []f
 }
 
 func TestQ4X16MatMul(t *testing.T) {
-	isas := []Q4X16ISA{Q4X16Scalar}
-	if Q4X16Fast() {
-		isas = append(isas, Q4X16AVX512VNNI)
-	}
+	isas := Q4X16SupportedISAs()
+	t.Logf("q4x16 paths on this CPU: %v", isas)
 	defer SetQ4X16ISA(Q4X16BestISA())
 	for ci, c := range q4x16Cases {
 		w, x := q4x16Fixture(t, c, uint64(ci))

@@ -27,14 +27,15 @@ type repackFile struct {
 	typ      string
 	ckpt     func(t *testing.T) string
 	own      []Layout // this project's layouts for the file's matrix types, each taken by some tensor
+	ownCaps  Caps     // a CPU with any of these runs them (the placement plan's rows for the file's types)
 	split    bool     // with ggml's layouts, output.weight (32003 rows) is split into a repacked head and a plain tail
 	ownSplit bool     // the same with this project's layouts
 }
 
 var repackFiles = []repackFile{
-	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []Layout{LayoutQ4X16}, true, true},
-	{"q4_k", wideCheckpoint, []Layout{LayoutQ4KX16}, true, true},
-	{"q4_k_m", wideCheckpoint, []Layout{LayoutQ4KX16, LayoutQ6KX16}, false, true},
+	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []Layout{LayoutQ4X16}, CapX16VNNI | CapQ4X16AVX2, true, true},
+	{"q4_k", wideCheckpoint, []Layout{LayoutQ4KX16}, CapX16VNNI, true, true},
+	{"q4_k_m", wideCheckpoint, []Layout{LayoutQ4KX16, LayoutQ6KX16}, CapX16VNNI, false, true},
 }
 
 // TestRepackedWeightsSameLogits loads quantized files with every layout policy and compares the prompt logits with
@@ -120,7 +121,7 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 	for _, p := range []LayoutPolicy{LayoutsGGML, LayoutsBest} {
 		t.Run(p.String(), func(t *testing.T) {
 			r := loadPlaced(t, textPath, p, ids)
-			own := p == LayoutsBest && caps&CapX16VNNI != 0
+			own := p == LayoutsBest && caps&rf.ownCaps != 0
 			ggmlOnly := !own && caps&CapGGMLRepack != 0
 			var wantSplit bool
 			switch {
@@ -249,7 +250,7 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 			defer w.Close()
 			checkFollowsPlan(t, w)
 			tail := w.Tail("output.weight")
-			own := p == LayoutsBest && target.Caps&CapX16VNNI != 0
+			own := p == LayoutsBest && target.Caps&rf.ownCaps != 0
 			ggmlOnly := !own && target.Caps&CapGGMLRepack != 0
 			if split := (own && rf.ownSplit) || (ggmlOnly && rf.split); !split {
 				if !tail.IsNil() {
