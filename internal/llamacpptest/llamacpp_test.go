@@ -222,12 +222,12 @@ func parity(t *testing.T, dir string, man manifest, typ, modelPath, mmprojPath s
 	if images != nil {
 		imageToken = int32(ours.Connector.ImageTokenID)
 	}
-	s, err := ours.NewSession(len(ids) + len(genF) + 1)
+	s, err := ours.NewSequence(len(ids) + len(genF) + 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	oursLogits, err := s.Eval(ids, images, true)
+	oursLogits, err := s.Eval(context.Background(), ids, images, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
