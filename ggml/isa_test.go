@@ -1,6 +1,7 @@
 package ggml
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -30,15 +31,12 @@ func TestParseISALevel(t *testing.T) {
 // TestISACap runs this test binary again under each cap and checks, in the child (TestISACapChild), that no path
 // or CPU variant above the cap is taken; an unreadable cap makes device selection fail naming the variable.
 func TestISACap(t *testing.T) {
-	if os.Getenv("IDEFICS2_ISA_CHILD") != "" {
-		t.Skip("in the child")
-	}
 	for _, c := range []struct{ cap, want string }{
 		{"portable", "ok"}, {"avx2", "ok"}, {"avx2-vnni", "ok"}, {"avx512", "ok"}, {"avx9", MaxISAEnv},
 	} {
 		t.Run(c.cap, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run", "^TestISACapChild$", "-test.v")
-			cmd.Env = append(os.Environ(), "IDEFICS2_ISA_CHILD=1", MaxISAEnv+"="+c.cap)
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), isaChildEnv+"=1", MaxISAEnv+"="+c.cap)
 			out, err := cmd.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "child: "+c.want) {
 				t.Fatalf("child under %s=%s: %v\n%s", MaxISAEnv, c.cap, err, out)
@@ -48,24 +46,27 @@ func TestISACap(t *testing.T) {
 	}
 }
 
-func TestISACapChild(t *testing.T) {
-	if os.Getenv("IDEFICS2_ISA_CHILD") == "" {
-		t.Skip("run by TestISACap")
-	}
+// isaChildEnv makes the test binary run isaCapChild instead of the tests (TestMain), in a process whose cap was
+// read from the environment at start.
+const isaChildEnv = "IDEFICS2_ISA_CHILD"
+
+// isaCapChild checks, under the cap the process started with, that no path or CPU variant above it is taken, and
+// prints "child: ok" (or "child: IDEFICS2_MAX_ISA" when an unreadable cap made device selection fail as it must).
+func isaCapChild() error {
 	level, set, err := MaxISA()
 	if err != nil {
 		if _, serr := SelectDevice("auto"); serr == nil || !strings.Contains(serr.Error(), MaxISAEnv) {
-			t.Fatalf("SelectDevice under a bad cap: %v", serr)
+			return fmt.Errorf("SelectDevice under a bad cap: %v", serr)
 		}
-		t.Log("child: " + MaxISAEnv)
-		return
+		fmt.Println("child: " + MaxISAEnv)
+		return nil
 	}
 	if !set {
-		t.Fatal("the cap was not read")
+		return fmt.Errorf("the cap was not read")
 	}
 	rep := LoadBackends()
 	if v := rep.CPUVariant; v != "" && variantISA[v] > level {
-		t.Fatalf("variant %s loaded under cap %s", v, level)
+		return fmt.Errorf("variant %s loaded under cap %s", v, level)
 	}
 	checks := []struct {
 		name  string
@@ -79,9 +80,22 @@ func TestISACapChild(t *testing.T) {
 	}
 	for _, c := range checks {
 		if c.above {
-			t.Fatalf("path %s taken under cap %s", c.name, level)
+			return fmt.Errorf("path %s taken under cap %s", c.name, level)
 		}
 	}
-	t.Logf("cap %s: variant %q (capped %v), paths %s, %s, %s", level, rep.CPUVariant, rep.Capped, checks[0].name, checks[1].name, checks[2].name)
-	t.Log("child: ok")
+	fmt.Printf("cap %s: variant %q (capped %v), paths %s, %s, %s\n", level, rep.CPUVariant, rep.Capped, checks[0].name, checks[1].name, checks[2].name)
+	fmt.Println("child: ok")
+	return nil
+}
+
+// TestMain runs isaCapChild instead of the tests in the child processes of TestISACap.
+func TestMain(m *testing.M) {
+	if os.Getenv(isaChildEnv) != "" {
+		if err := isaCapChild(); err != nil {
+			fmt.Println("child failed:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }

@@ -104,12 +104,7 @@ func (b binder) linearOpt(seg string, in, out int, bias, optional bool) Linear {
 	name := join(b.prefix, join(seg, "weight"))
 	l.Tail = b.w.tails[name]
 	if pl.Group != "" {
-		l.group = b.w.groups[pl.Group]
-		for i, m := range b.w.plan.groupMembers(pl.Group) {
-			if m == name {
-				l.member = i
-			}
-		}
+		l.group, l.member = b.w.groups[pl.Group], pl.Member
 	}
 	if bias {
 		l.Bias = b.tensor(join(seg, "bias"), out)
@@ -129,16 +124,6 @@ func (b binder) rmsNorm(seg string, n int) RMSNorm {
 
 // err returns the problems found by b and every binder derived from it.
 func (b binder) err() error { return b.errs.errOrNil() }
-
-// groupMembers returns a group's members in product order.
-func (p *Plan) groupMembers(name string) []string {
-	for _, g := range p.Groups {
-		if g.Name == name {
-			return g.Members
-		}
-	}
-	return nil
-}
 
 // weightTypeOK reports whether ggml's ops accept a weight of type t in the file's layout: vectors (norms, biases)
 // in F32, matrices and the patch kernel and embeddings in float or block-quantized types (integer types would abort

@@ -48,6 +48,8 @@ func TestLoadBadFiles(t *testing.T) {
 		{"unused tensor", edit(text, "extra.gguf", ggufedit.Edit{Add: map[string]ggufedit.Tensor{"blk.0.extra.weight": {Type: gguf.TypeF32, Shape: []uint64{4}}}}), "",
 			weight("blk.0.extra.weight", "f32 [4]"), "is not used by the model", "extra.gguf"},
 		{"not a pair", text, mm2, is(ErrNotPair), "the files are not a pair", filepath.Base(mm2)},
+		{"image token of another vocabulary", text, edit(mm, "token.gguf", ggufedit.Edit{KV: map[string]any{"idefics2.image_token_id": uint32(1)}}),
+			is(ErrNotPair), `image token id 1 is "<s>"`, "token.gguf"},
 		{"mmproj as text model", mm, "", is(ErrFileKind), "is an mmproj", filepath.Base(mm)},
 		{"text model as mmproj", text, text2, is(ErrFileKind), "is a text model", filepath.Base(text2)},
 		{"bad hyper-parameter", edit(text, "heads.gguf", ggufedit.Edit{KV: map[string]any{"llama.attention.head_count": uint32(0)}}), "",

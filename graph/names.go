@@ -48,7 +48,9 @@ func ValidDumpPattern(pattern string) error {
 	return err
 }
 
-// namer names intermediates as a graph is built and keeps those a dump asks for. Its zero value names only.
+// namer names intermediates as a graph is built and keeps those a dump asks for. Its zero value names only; a
+// nil namer names nothing, so that a generation step without a dump makes no per-layer calls into ggml for names
+// nobody reads.
 type namer struct {
 	dump   *Dump
 	tapped []tapped
@@ -61,8 +63,11 @@ type tapped struct {
 
 // set names t and, when the dump asks for it, keeps a float32 copy of it alive as a graph output.
 func (nm *namer) set(ctx *ggml.Context, t ggml.Tensor, name string) ggml.Tensor {
+	if nm == nil {
+		return t
+	}
 	t = t.SetName(name)
-	if nm == nil || nm.dump == nil {
+	if nm.dump == nil {
 		return t
 	}
 	if nm.dump.Seen != nil {

@@ -133,8 +133,9 @@ type Placement struct {
 	// TailRows is the number of trailing rows kept in the file's layout when the rest (the head) takes a layout
 	// whose row groups they do not fill: the head is multiplied by Kernel and the tail by ggml_mul_mat. 0: none.
 	TailRows int
-	// Group is the stacked group the weight belongs to ("blk.3.attn_qkv"), "" for none.
-	Group string
+	// Group is the stacked group the weight belongs to ("blk.3.attn_qkv"), "" for none; Member is its index there.
+	Group  string
+	Member int
 	// BlockSize is the NF4 block size (NF4 kernels).
 	BlockSize int
 }
@@ -218,9 +219,9 @@ func PlanWeights(tensors []TensorSpec, t Target, p LayoutPolicy) *Plan {
 	}
 	plan.Groups = stackGroups(tensors, plan.Weights, stackable)
 	for _, g := range plan.Groups {
-		for _, m := range g.Members {
+		for i, m := range g.Members {
 			pl := plan.Weights[m]
-			pl.Group = g.Name
+			pl.Group, pl.Member = g.Name, i
 			plan.Weights[m] = pl
 		}
 	}
