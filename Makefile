@@ -16,7 +16,7 @@ RUN_OUT       := $(BIN)/demo
 RUN_IMAGE     ?= testdata/demo/images/demo_00.png
 RUN_PROMPT    ?= What shape is in the picture?
 
-.PHONY: all build ggml-cpu test test-isa test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp
+.PHONY: all build ggml-cpu test test-isa test-arm64 test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp
 
 all: build
 
@@ -39,6 +39,11 @@ test-isa: ggml-cpu
 		echo "== IDEFICS2_MAX_ISA=$$level"; \
 		IDEFICS2_MAX_ISA=$$level IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -count=1 ./...; \
 	done
+
+# The ggml, quant and graph tests cross-built for linux/arm64 and run under qemu-user (NEON paths exact as on
+# x86-64; plus the shared parity check on the p1 fixture cases when ../shared is present): scripts/test-arm64.sh.
+test-arm64:
+	GO=$(GO) scripts/test-arm64.sh
 
 test-short: ggml-cpu
 	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -short ./...

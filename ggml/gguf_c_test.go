@@ -5,9 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/gguf"
+	"github.com/idefics2-go/idefics2/internal/testexec"
 )
 
 // crossKVs covers every value type ggml's C code supports (it has no nested arrays), in an order
@@ -376,6 +377,10 @@ func TestGGMLOnBrokenFiles(t *testing.T) {
 		"huge_string_value.gguf":           "a scalar string's length is allocated outside any try block: std::bad_alloc terminates",
 		"zero_dim.gguf":                    "INT64_MAX/ne[1] divides by zero in the element-count check (SIGFPE)",
 	}
+	if runtime.GOARCH == "arm64" {
+		// aarch64's integer division by zero gives 0 instead of trapping: the element-count check then rejects.
+		delete(wantCrash, "zero_dim.gguf")
+	}
 	dir := filepath.Join("..", "testdata", "gguf", "bad")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -390,7 +395,7 @@ func TestGGMLOnBrokenFiles(t *testing.T) {
 		}
 		// ggml's abort path may start gdb for a backtrace; bound each child.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestGGUFCReaderHelperProcess$", "-test.count=1")
+		cmd := testexec.Command(ctx, os.Args[0], "-test.run=^TestGGUFCReaderHelperProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(), cReaderEnv+"="+path, "GOTRACEBACK=none")
 		out, err := cmd.CombinedOutput()
 		cancel()

@@ -1,11 +1,13 @@
 package ggml
 
 import (
+	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/idefics2-go/idefics2/internal/testexec"
 )
 
 func TestParseISALevel(t *testing.T) {
@@ -35,7 +37,7 @@ func TestISACap(t *testing.T) {
 		{"portable", "ok"}, {"avx2", "ok"}, {"avx2-vnni", "ok"}, {"avx512", "ok"}, {"avx9", MaxISAEnv},
 	} {
 		t.Run(c.cap, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0])
+			cmd := testexec.Command(context.Background(), os.Args[0])
 			cmd.Env = append(os.Environ(), isaChildEnv+"=1", MaxISAEnv+"="+c.cap)
 			out, err := cmd.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "child: "+c.want) {

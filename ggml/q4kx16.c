@@ -1,13 +1,17 @@
-// q4kx16 matrix multiplication (q4kx16.h): a scalar path and an AVX-512 VNNI path, chosen by the q4x16
-// path selection (q4x16.h). The AVX-512 functions are compiled with target attributes, so the file
-// builds for baseline x86-64 and their instructions only run after __builtin_cpu_supports said the CPU
-// has them.
+// q4kx16 matrix multiplication (q4kx16.h): a scalar path, an AVX2 path and an AVX-512 VNNI path, chosen
+// by the q4x16 path selection (q4x16.h). The AVX2 and AVX-512 functions are compiled with target
+// attributes, so the file builds for baseline x86-64 and their instructions only run after
+// __builtin_cpu_supports said the CPU has them.
 //
 // As in q4x16.c, one vpdpbusd multiplies 64 unsigned codes (16 rows × 4 columns) by a broadcast group
 // of 4 activation bytes into 16 int32 lanes, one per row. A sub-block of 32 columns takes 4 loads and
 // 8 vpdpbusd per token; its 16 row sums are multiplied by the rows' scales (vpmulld) and added to the
 // super-block's sums. The mins term needs the activations' sub-block sums only: one vpdpwssd per pair
 // of sub-blocks multiplies 16 rows × 2 mins (bytes widened to int16) by the broadcast pair of sums.
+//
+// The AVX2 path works on 8 rows (32 bytes) at a time: vpmaddubsw multiplies codes by activation bytes
+// into int16 pairs, which sum a sub-block without overflow (8 × 2 × 15 × 127 = 30480 < 2^15), and
+// vpmaddwd with ones widens each row's sum to int32. The rest is the AVX-512 path's, lane for lane.
 
 #include "q4kx16.h"
 #include "x16.h"
@@ -135,15 +139,31 @@ static void q8x256_quantize_scalar(const float * x, uint8_t * dst, int64_t n) {
 }
 
 #ifdef Q4KX16_HAVE_X86
+// q8x256_quantize_block is one record of q8x256_quantize_scalar.
+static void q8x256_quantize_block(const float * xb, uint8_t * rec) {
+    q8x256_quantize_scalar(xb, rec, 256);
+}
+
 __attribute__((target("avx512f,avx512bw")))
 static void q8x256_quantize_avx512(const float * x, uint8_t * dst, int64_t n) {
     for (int64_t b = 0; b < n / 256; b++) {
         const float * xb = x + 256 * b;
         uint8_t * rec = dst + IDEFICS2_Q8X256_RECORD * b;
-        memset(rec, 0, IDEFICS2_Q8X256_RECORD);
+        // max(v, a) keeps a where v is NaN, as the reference's comparison skips NaN.
         __m512 a = _mm512_setzero_ps();
-        for (int i = 0; i < 16; i++) a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_loadu_ps(xb + 16 * i)));
+        __mmask16 nan = 0;
+        for (int i = 0; i < 16; i++) {
+            const __m512 v = _mm512_loadu_ps(xb + 16 * i);
+            a = _mm512_max_ps(_mm512_abs_ps(v), a);
+            nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        }
         const float amax = _mm512_reduce_max_ps(a);
+        if (nan != 0 || !isfinite(amax)) {
+            // NaN and infinite inputs convert to integers as C's casts do: the scalar code.
+            q8x256_quantize_block(xb, rec);
+            continue;
+        }
+        memset(rec, 0, IDEFICS2_Q8X256_RECORD);
         if (!(amax > 0.0f)) continue;
         // The first value of that magnitude, as the reference's strict comparison picks.
         float max = 0.0f;
@@ -156,6 +176,11 @@ static void q8x256_quantize_avx512(const float * x, uint8_t * dst, int64_t n) {
             }
         }
         const float iscale = -127.0f / max;
+        if (!isfinite(iscale)) {
+            // Subnormal blocks: the scale overflows, and so do the products.
+            q8x256_quantize_block(xb, rec);
+            continue;
+        }
         const __m512 vs = _mm512_set1_ps(iscale);
         const __m512i lim = _mm512_set1_epi32(127);
         for (int j = 0; j < 8; j++) {
@@ -166,6 +191,68 @@ static void q8x256_quantize_avx512(const float * x, uint8_t * dst, int64_t n) {
             _mm_storeu_si128((__m128i *) (rec + 32 * j), _mm512_cvtepi32_epi8(q0));
             _mm_storeu_si128((__m128i *) (rec + 32 * j + 16), _mm512_cvtepi32_epi8(q1));
             const int16_t s16 = (int16_t) _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            memcpy(rec + Q8X256_OFF_SUMS + 2 * j, &s16, 2);
+        }
+        const float d = 1.0f / iscale;
+        memcpy(rec + Q8X256_OFF_D, &d, 4);
+    }
+}
+__attribute__((target("avx2,fma,f16c")))
+static void q8x256_quantize_avx2(const float * x, uint8_t * dst, int64_t n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i lim = _mm256_set1_epi32(127);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float * xb = x + 256 * b;
+        uint8_t * rec = dst + IDEFICS2_Q8X256_RECORD * b;
+        // max(v, a) keeps a where v is NaN, as the reference's comparison skips NaN.
+        __m256 a = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+        for (int i = 0; i < 32; i++) {
+            const __m256 v = _mm256_loadu_ps(xb + 8 * i);
+            a = _mm256_max_ps(_mm256_and_ps(v, absmask), a);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+        const float amax = _mm_cvtss_f32(m);
+        if (_mm256_movemask_ps(nan) != 0 || !isfinite(amax)) {
+            // NaN and infinite inputs convert to integers as C's casts do: the scalar code.
+            q8x256_quantize_block(xb, rec);
+            continue;
+        }
+        memset(rec, 0, IDEFICS2_Q8X256_RECORD);
+        if (!(amax > 0.0f)) continue;
+        // The first value of that magnitude, as the reference's strict comparison picks.
+        float max = 0.0f;
+        const __m256 va = _mm256_set1_ps(amax);
+        for (int i = 0; i < 32; i++) {
+            const int mk = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(xb + 8 * i), absmask), va, _CMP_EQ_OQ));
+            if (mk) {
+                max = xb[8 * i + __builtin_ctz((unsigned) mk)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        if (!isfinite(iscale)) {
+            // Subnormal blocks: the scale overflows, and so do the products.
+            q8x256_quantize_block(xb, rec);
+            continue;
+        }
+        const __m256 vs = _mm256_set1_ps(iscale);
+        for (int j = 0; j < 8; j++) {
+            __m256i q[4];
+            for (int i = 0; i < 4; i++) {
+                q[i] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * j + 8 * i), vs)), lim);
+            }
+            // Values lie in −127…127: the saturating packs are exact; the permutation undoes their lane order.
+            const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *) (rec + 32 * j), _mm256_permutevar8x32_epi32(p, order));
+            __m256i sv = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            const int16_t s16 = (int16_t) _mm_cvtsi128_si32(s4);
             memcpy(rec + Q8X256_OFF_SUMS + 2 * j, &s16, 2);
         }
         const float d = 1.0f / iscale;
@@ -291,6 +378,81 @@ static void q4kx16_tile_avx512_n(const uint8_t * wg, int64_t ns, const uint8_t *
         Q4KX16_CASE(8)
     }
 }
+// One half (rows 8h…8h+7) of a group for nt ≤ 4 tokens.
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void q4kx16_half_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, const int nt,
+                                    const int h) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
+        __m256i isum[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) {
+            __m256i dot[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++) dot[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m256i c = _mm256_loadu_si256((const __m256i *) (blk + Q4KX16_OFF_QS + 256 * j + 64 * k + 32 * h));
+                const __m256i cl = _mm256_and_si256(c, m4);
+                const __m256i ch = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+#pragma GCC unroll 4
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 32 * j + 8 * k;
+                    const __m256i pl = _mm256_maddubs_epi16(cl, _mm256_set1_epi32(q4kx16_load_i32(xb)));
+                    const __m256i ph = _mm256_maddubs_epi16(ch, _mm256_set1_epi32(q4kx16_load_i32(xb + 4)));
+                    dot[t] = _mm256_add_epi16(dot[t], _mm256_add_epi16(pl, ph));
+                }
+            }
+            const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (blk + Q4KX16_OFF_SC + 16 * j + 8 * h)));
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++) {
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(_mm256_madd_epi16(dot[t], ones), sc));
+            }
+        }
+        __m256i mins[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            mins[k] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *) (blk + Q4KX16_OFF_MIN + 32 * k + 16 * h)));
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + 16 * h)));
+        const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + Q4KX16_OFF_DMIN + 16 * h)));
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            const uint8_t * xr = xs[t] + s * IDEFICS2_Q8X256_RECORD;
+            __m256i msum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mins[k], _mm256_set1_epi32(q4kx16_load_i32(xr + Q8X256_OFF_SUMS + 4 * k))));
+            }
+            const __m256 dx = _mm256_set1_ps(q4kx16_load_f32(xr + Q8X256_OFF_D));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, dx), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dx), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(ys[t] + 8 * h, acc[t]);
+}
+
+#define Q4KX16_AVX2_CASE(N) \
+    case N: q4kx16_half_avx2(wg, ns, xs + t0, ys + t0, N, 0); q4kx16_half_avx2(wg, ns, xs + t0, ys + t0, N, 1); break;
+
+__attribute__((target("avx2,fma,f16c")))
+static void q4kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    for (int t0 = 0; t0 < nt; t0 += 4) {
+        switch (nt - t0 < 4 ? nt - t0 : 4) {
+            Q4KX16_AVX2_CASE(1)
+            Q4KX16_AVX2_CASE(2)
+            Q4KX16_AVX2_CASE(3)
+            Q4KX16_AVX2_CASE(4)
+        }
+    }
+}
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -302,6 +464,10 @@ void idefics2_q8x256_quantize_row(const float * x, uint8_t * dst, int64_t n) {
         q8x256_quantize_avx512(x, dst, n);
         return;
     }
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX2) {
+        q8x256_quantize_avx2(x, dst, n);
+        return;
+    }
 #endif
     q8x256_quantize_scalar(x, dst, n);
 }
@@ -311,6 +477,7 @@ void idefics2_q4kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
     x16_tile_fn tile = q4kx16_tile_scalar;
 #ifdef Q4KX16_HAVE_X86
     if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) tile = q4kx16_tile_avx512_n;
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX2) tile = q4kx16_tile_avx2_n;
 #endif
     x16_matmul(tile, w, cols / 256, IDEFICS2_Q4KX16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

@@ -87,3 +87,14 @@ func (w Tensor) MulMatQ4KX16(ctx *Context, x Tensor, rows int) Tensor {
 	xq := ctx.quantizeOnce(x, quantQ8x256)
 	return ctx.node(op, C.idefics2_q4kx16_mul_mat(ctx.ptr, w.ptr, xq.ptr, C.int64_t(rows)))
 }
+
+// q8x256QuantizeRow quantizes x (a multiple of 256 values) into q8x256 records with the current path (tests).
+func q8x256QuantizeRow(x []float32) []byte {
+	out := make([]byte, len(x)/256*C.IDEFICS2_Q8X256_RECORD)
+	if len(out) == 0 {
+		return out
+	}
+	C.idefics2_q8x256_quantize_row((*C.float)(unsafe.Pointer(&x[0])), (*C.uint8_t)(unsafe.Pointer(&out[0])), C.int64_t(len(x)))
+	runtime.KeepAlive(x)
+	return out
+}

@@ -1,6 +1,7 @@
 package ggml
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -180,10 +181,7 @@ const tolQ4KX16 = 1e-6
 const tolGGMLQ4K = 1e-5
 
 func TestQ4KX16MatMul(t *testing.T) {
-	isas := []Q4X16ISA{Q4X16Scalar}
-	if Q4X16Fast() {
-		isas = append(isas, Q4X16AVX512VNNI)
-	}
+	isas := Q4X16SupportedISAs()
 	defer SetQ4X16ISA(Q4X16BestISA())
 	for ci, c := range q4kx16Cases {
 		w, x := q4kx16Fixture(t, c, uint64(ci))
@@ -352,6 +350,51 @@ func BenchmarkQ4KX16MatVec(b *testing.B) {
 				}
 				b.ReportMetric(float64(len(k.data))*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 			})
+		}
+	}
+}
+
+// TestQ8X256QuantizePaths checks that every activation quantizer path this CPU runs writes the scalar path's
+// bytes, on blocks that exercise the first-largest-magnitude rule, rounding ties, zeros, NaN and infinities.
+func TestQ8X256QuantizePaths(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	blocks := map[string]func(i int) float32{
+		"normal": func(int) float32 { return float32(r.NormFloat64()) },
+		"ties":   func(int) float32 { return float32(r.IntN(255)-127) * 0.5 },
+		"equal_magnitudes": func(i int) float32 {
+			if i%2 == 0 {
+				return -3
+			}
+			return 3
+		},
+		"zeros":      func(int) float32 { return 0 },
+		"subnormal":  func(int) float32 { return float32(r.NormFloat64() * 1e-40) },
+		"huge":       func(int) float32 { return float32(r.NormFloat64() * 1e38) },
+		"nan":        func(i int) float32 { return map[bool]float32{true: float32(math.NaN()), false: 1}[i == 5] },
+		"inf":        func(i int) float32 { return map[bool]float32{true: float32(math.Inf(-1)), false: 1}[i == 77] },
+		"nan_larger": func(i int) float32 { return map[bool]float32{true: float32(math.NaN()), false: float32(i)}[i == 0] },
+	}
+	defer SetQ4X16ISA(Q4X16BestISA())
+	for name, gen := range blocks {
+		x := make([]float32, 512)
+		for i := range x {
+			x[i] = gen(i % 256)
+		}
+		if err := SetQ4X16ISA(Q4X16Scalar); err != nil {
+			t.Fatal(err)
+		}
+		want := q8x256QuantizeRow(x)
+		for _, isa := range Q4X16SupportedISAs()[1:] {
+			if err := SetQ4X16ISA(isa); err != nil {
+				t.Fatal(err)
+			}
+			if got := q8x256QuantizeRow(x); !bytes.Equal(got, want) {
+				i := 0
+				for got[i] == want[i] {
+					i++
+				}
+				t.Errorf("%s/%s: byte %d is %#02x, scalar %#02x", name, isa, i, got[i], want[i])
+			}
 		}
 	}
 }

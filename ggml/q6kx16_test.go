@@ -140,10 +140,7 @@ const tolQ6KX16 = 1e-6
 const tolGGMLQ6K = 1e-6
 
 func TestQ6KX16MatMul(t *testing.T) {
-	isas := []Q4X16ISA{Q4X16Scalar}
-	if Q4X16Fast() {
-		isas = append(isas, Q4X16AVX512VNNI)
-	}
+	isas := Q4X16SupportedISAs()
 	defer SetQ4X16ISA(Q4X16BestISA())
 	for ci, c := range q6kx16Cases {
 		w, x := q6kx16Fixture(t, c, uint64(ci))

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -27,6 +28,13 @@ type dataset struct {
 	name string
 	gen  func(r *rand.Rand, n int) []float32
 }
+
+// overflowingScale lists the datasets whose reciprocal block scale overflows in the 32-value
+// formats, so that ggml's reference converts ±Inf and NaN to integers, which C leaves undefined:
+// x86-64 gives INT32_MIN, aarch64 saturates. quant writes x86-64's bytes on every platform (files
+// converted anywhere are identical); elsewhere the blocks must decode to the same values (the
+// scale is zero, so the level bits do not matter).
+var overflowingScale = map[string]bool{"subnormal_1e-40": true}
 
 func fill(n int, f func(i int) float64) []float32 {
 	v := make([]float32, n)
@@ -143,6 +151,23 @@ func TestQuantizeMatchesGGML(t *testing.T) {
 					got, err := quant.Quantize(typ, src, cols)
 					if err != nil {
 						t.Fatal(err)
+					}
+					if overflowingScale[ds.name] && runtime.GOARCH != "amd64" && typ.BlockSize() == 32 {
+						gd, err := quant.Dequantize(typ, got, len(src))
+						if err != nil {
+							t.Fatal(err)
+						}
+						wd, err := ggml.DequantizeRow(int(typ), want, len(src))
+						if err != nil {
+							t.Fatal(err)
+						}
+						// Zero scales decode to zeros whose signs follow the level bits: compare values.
+						for i := range gd {
+							if gd[i] != wd[i] {
+								t.Fatalf("value %d decodes to %v here, %v from ggml's bytes", i, gd[i], wd[i])
+							}
+						}
+						return
 					}
 					if i := firstDiff(got, want); i >= 0 {
 						ts := typ.TypeSize()

@@ -110,7 +110,7 @@ func targetOf(b *ggml.Backend) Target {
 		t.Caps |= CapX16VNNI
 	}
 	if isa := ggml.Q4X16BestISA(); isa == ggml.Q4X16AVX2 || isa == ggml.Q4X16AVX512VNNI {
-		t.Caps |= CapQ4X16AVX2
+		t.Caps |= CapX16AVX2
 	}
 	if ggml.NF4x16Fast() {
 		t.Caps |= CapNF4X16VNNI

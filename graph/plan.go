@@ -66,13 +66,13 @@ const (
 	CapX16VNNI                     // the q4x16, q4kx16 and q6kx16 kernels' AVX-512 VNNI path
 	CapNF4X16VNNI                  // the nf4x16 kernel's AVX-512 VNNI path
 	CapFusedAttn                   // the fused attention kernels' vector path (ggml.FusedAttention, DecodeAttention)
-	CapQ4X16AVX2                   // the q4x16 kernel's AVX2 path (Q4_0 only)
+	CapX16AVX2                     // the q4x16, q4kx16 and q6kx16 kernels' AVX2 path
 )
 
 var capNames = []struct {
 	c    Caps
 	name string
-}{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16VNNI, "nf4x16-vnni"}, {CapFusedAttn, "fused-attn"}, {CapQ4X16AVX2, "q4x16-avx2"}}
+}{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16VNNI, "nf4x16-vnni"}, {CapFusedAttn, "fused-attn"}, {CapX16AVX2, "x16-avx2"}}
 
 func (c Caps) String() string {
 	var out []string
@@ -186,7 +186,9 @@ var matmulRules = []matmulRule{
 	{ggml.TypeQ4_0, CapX16VNNI, true, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
 	{ggml.TypeQ4_K, CapX16VNNI, true, LayoutQ4KX16, KernelQ4KX16, 16, ggml.Q4KX16Eligible, true},
 	{ggml.TypeQ6_K, CapX16VNNI, true, LayoutQ6KX16, KernelQ6KX16, 16, ggml.Q6KX16Eligible, true},
-	{ggml.TypeQ4_0, CapQ4X16AVX2, true, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
+	{ggml.TypeQ4_0, CapX16AVX2, true, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
+	{ggml.TypeQ4_K, CapX16AVX2, true, LayoutQ4KX16, KernelQ4KX16, 16, ggml.Q4KX16Eligible, true},
+	{ggml.TypeQ6_K, CapX16AVX2, true, LayoutQ6KX16, KernelQ6KX16, 16, ggml.Q6KX16Eligible, true},
 	{ggml.TypeQ4_0, CapGGMLRepack, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},
 	{ggml.TypeQ4_K, CapGGMLRepack, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},
 	{ggml.TypeIQ4_NL, CapGGMLRepack, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},

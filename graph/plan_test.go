@@ -48,13 +48,11 @@ func TestPlanWeights(t *testing.T) {
 		{LayoutQ6KX16, KernelQ6KX16, 0, ""}, {LayoutQ4KX16, KernelQ4KX16, 0, "blk.0.ffn_gate_up"},
 		{LayoutQ4KX16, KernelQ4KX16, 0, "blk.0.ffn_gate_up"}, file0, {LayoutQ4X16, KernelQ4X16, 3, ""},
 		{LayoutNF4X16, KernelNF4X16, 0, ""}, stream, expandedOperand}
-	// The q4x16 AVX2 path takes Q4_0 only: Q4_K stays in ggml's layout, and q, k (q4x16) and v (Q6_K, file) form
-	// no group.
-	avx2q4x16 := slices.Clone(avx2)
-	avx2q4x16[2], avx2q4x16[3] = want{LayoutQ4X16, KernelQ4X16, 0, ""}, want{LayoutQ4X16, KernelQ4X16, 0, ""}
-	avx2q4x16[8] = want{LayoutQ4X16, KernelQ4X16, 3, ""}
+	// The x16 AVX2 paths take Q4_0, Q4_K and Q6_K as the AVX-512 ones do; NF4 keeps its stream (nf4x16 needs VNNI).
+	avx2x16 := slices.Clone(vnni)
+	avx2x16[9] = stream
 	// With q, k in q4x16 and v in q6kx16 the attention projections do not share a layout: no attn_qkv group.
-	allVNNI := CapGGMLRepack | CapX16VNNI | CapNF4X16VNNI | CapFusedAttn | CapQ4X16AVX2
+	allVNNI := CapGGMLRepack | CapX16VNNI | CapNF4X16VNNI | CapFusedAttn | CapX16AVX2
 	cases := []struct {
 		name   string
 		target Target
@@ -67,8 +65,8 @@ func TestPlanWeights(t *testing.T) {
 		{"avx2 cpu", Target{CPU: true, Caps: CapGGMLRepack}, LayoutsBest, avx2},
 		{"avx2 cpu ggml", Target{CPU: true, Caps: CapGGMLRepack}, LayoutsGGML, avx2},
 		{"avx2 cpu file", Target{CPU: true, Caps: CapGGMLRepack}, LayoutsFile, portable},
-		{"avx2 cpu with q4x16", Target{CPU: true, Caps: CapGGMLRepack | CapQ4X16AVX2}, LayoutsBest, avx2q4x16},
-		{"avx2 cpu with q4x16, ggml", Target{CPU: true, Caps: CapGGMLRepack | CapQ4X16AVX2}, LayoutsGGML, avx2},
+		{"avx2 cpu with x16", Target{CPU: true, Caps: CapGGMLRepack | CapX16AVX2}, LayoutsBest, avx2x16},
+		{"avx2 cpu with x16, ggml", Target{CPU: true, Caps: CapGGMLRepack | CapX16AVX2}, LayoutsGGML, avx2},
 		{"avx512 vnni cpu", Target{CPU: true, Caps: allVNNI}, LayoutsBest, vnni},
 		{"avx512 vnni cpu ggml", Target{CPU: true, Caps: allVNNI}, LayoutsGGML,
 			append(slices.Clone(avx2[:9]), want{LayoutNF4X16, KernelNF4X16, 0, ""}, stream, expandedOperand)},

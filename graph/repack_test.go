@@ -33,14 +33,14 @@ type repackFile struct {
 }
 
 var repackFiles = []repackFile{
-	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []Layout{LayoutQ4X16}, CapX16VNNI | CapQ4X16AVX2, true, true},
-	{"q4_k", wideCheckpoint, []Layout{LayoutQ4KX16}, CapX16VNNI, true, true},
-	{"q4_k_m", wideCheckpoint, []Layout{LayoutQ4KX16, LayoutQ6KX16}, CapX16VNNI, false, true},
+	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []Layout{LayoutQ4X16}, CapX16VNNI | CapX16AVX2, true, true},
+	{"q4_k", wideCheckpoint, []Layout{LayoutQ4KX16}, CapX16VNNI | CapX16AVX2, true, true},
+	{"q4_k_m", wideCheckpoint, []Layout{LayoutQ4KX16, LayoutQ6KX16}, CapX16VNNI | CapX16AVX2, false, true},
 }
 
 // TestRepackedWeightsSameLogits loads quantized files with every layout policy and compares the prompt logits with
 // those of the file's layout: ggml's row-interleaved layouts (CPU variants built with them) and this project's q4x16,
-// q4kx16 and q6kx16 layouts (CPUs with AVX-512 VNNI). What each load must take is what this CPU's capabilities
+// q4kx16 and q6kx16 layouts (CPUs with AVX2 or AVX-512 VNNI). What each load must take is what this CPU's capabilities
 // (Model.Target) allow, so the test checks the path this CPU takes and says which it was.
 func TestRepackedWeightsSameLogits(t *testing.T) {
 	for _, rf := range repackFiles {
