@@ -1,7 +1,12 @@
-// Repacked NF4 ("nf4x16", see nf4x16.h) times int8 activations: a scalar path and an AVX-512 VNNI
-// path, chosen by idefics2_nf4_isa() (the stream kernel's switch, nf4.c). As in nf4.c, the SIMD
-// functions carry target attributes and only run after __builtin_cpu_supports said the CPU has
-// AVX-512F, BW and VNNI.
+// Repacked NF4 ("nf4x16", see nf4x16.h) times int8 activations: a scalar path, an AVX2 path and an
+// AVX-512 VNNI path, chosen by idefics2_nf4_isa() (the stream kernel's switch, nf4.c; its AVX2 and
+// AVX-512 levels take the AVX2 path). As in nf4.c, the SIMD functions carry target attributes and
+// only run after __builtin_cpu_supports said the CPU has their instructions.
+//
+// The AVX2 path multiplies the codebook as signed levels (round(level·127), −127…127) by the int8
+// activations: vpmaddubsw takes the levels' magnitudes and the activations with the levels' signs
+// (vpsignb), and each pair (≤ 2·127·127) is widened by vpmaddwd at once. Σ level·x equals the
+// VNNI path's Σ (level + 128)·x − 128·Σx, so the integers, and the floats after them, are the same.
 //
 // Both paths compute the same numbers: the integer sums of a chunk are exact, and each chunk is
 // added to the row's float accumulator by one fused multiply-add of the same operands in the same
@@ -13,6 +18,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -96,6 +102,14 @@ static void nf4x16_record_nonfinite(uint8_t * rec) {
     memcpy(rec + 68, &bias, 4);
 }
 
+#ifdef NF4X16_HAVE_X86
+// The AVX2 path runs at the stream kernel's AVX2 and AVX-512 (without VNNI) levels.
+static int nf4x16_avx2(void) {
+    const int isa = idefics2_nf4_isa();
+    return isa == IDEFICS2_NF4_AVX2 || isa == IDEFICS2_NF4_AVX512;
+}
+#endif
+
 static void nf4x16_quantize_scalar(const float * x, uint8_t * rec) {
     float amax = 0.0f;
     int bad = 0;
@@ -156,6 +170,49 @@ static void nf4x16_quantize_avx512(const float * x, uint8_t * rec) {
     memcpy(rec + 68, &bias, 4);
 }
 
+__attribute__((target("avx2,fma")))
+static void nf4x16_quantize_avx2(const float * x, uint8_t * rec) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 fmax = _mm256_set1_ps(FLT_MAX);
+    __m256 v[8];
+    __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    for (int i = 0; i < 8; i++) {
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+        const __m256 a = _mm256_and_ps(v[i], absmask);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, fmax, _CMP_NLE_UQ)); // > FLT_MAX or NaN
+        m = _mm256_max_ps(m, a);
+    }
+    if (_mm256_movemask_ps(bad)) {
+        nf4x16_record_nonfinite(rec);
+        return;
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    float id, dd;
+    nf4x16_record_scales(_mm_cvtss_f32(h), &id, &dd);
+    const __m256 idv = _mm256_set1_ps(id);
+    const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i s = _mm256_setzero_si256();
+    for (int g = 0; g < 2; g++) {
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) {
+            q[i] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[4 * g + i], idv)), lim), nlim);
+            s = _mm256_add_epi32(s, q[i]);
+        }
+        // Values lie in −127…127: the saturating packs are exact; the permutation undoes their lane order.
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *) (rec + 32 * g), _mm256_permutevar8x32_epi32(p, order));
+    }
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    const int32_t bias = 128 * _mm_cvtsi128_si32(s4);
+    memcpy(rec + 64, &dd, 4);
+    memcpy(rec + 68, &bias, 4);
+}
+
 #endif // NF4X16_HAVE_X86
 
 void idefics2_nf4x16_quantize(const float * x, uint8_t * q, int64_t nrec) {
@@ -163,6 +220,12 @@ void idefics2_nf4x16_quantize(const float * x, uint8_t * q, int64_t nrec) {
     if (idefics2_nf4_isa() == IDEFICS2_NF4_AVX512VNNI) {
         for (int64_t i = 0; i < nrec; i++) {
             nf4x16_quantize_avx512(x + i * IDEFICS2_NF4X16_COLS, q + i * IDEFICS2_NF4X16_QREC);
+        }
+        return;
+    }
+    if (nf4x16_avx2()) {
+        for (int64_t i = 0; i < nrec; i++) {
+            nf4x16_quantize_avx2(x + i * IDEFICS2_NF4X16_COLS, q + i * IDEFICS2_NF4X16_QREC);
         }
         return;
     }
@@ -277,15 +340,81 @@ static void nf4x16_tile_vnni(const uint8_t * wg, int64_t nchunks, const uint8_t 
     }
 }
 
+// One half (rows 8h…8h+7) of a group for nt ≤ 4 vectors. |Σ| per chunk ≤ 64·127·127 < 2^20.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void nf4x16_half_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                                    float * y, int64_t y_stride, const int nt, const int h) {
+    int8_t lut_s8[16], lut_abs[16];
+    for (int i = 0; i < 16; i++) {
+        lut_s8[i] = (int8_t) (nf4x16_lut_u8[i] - 128);
+        lut_abs[i] = (int8_t) abs(nf4x16_lut_u8[i] - 128);
+    }
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) lut_s8));
+    const __m256i luta = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) lut_abs));
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 accf[4];
+    const uint8_t * xt[4];
+    for (int t = 0; t < nt; t++) {
+        accf[t] = _mm256_setzero_ps();
+        xt[t] = xq + t * xq_stride;
+    }
+    for (int64_t j = 0; j < nchunks; j++) {
+        const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
+        const int64_t xo = j * IDEFICS2_NF4X16_QREC;
+        __m256i acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int k = 0; k < NF4X16_SUB; k++) {
+            const __m256i c = _mm256_loadu_si256((const __m256i *) (blk + 64 + 64 * k + 32 * h));
+            const __m256i il = _mm256_and_si256(c, m4), ih = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+            const __m256i wl = _mm256_shuffle_epi8(lut, il), wh = _mm256_shuffle_epi8(lut, ih);
+            const __m256i al = _mm256_shuffle_epi8(luta, il), ah = _mm256_shuffle_epi8(luta, ih);
+            for (int t = 0; t < nt; t++) {
+                const uint8_t * x = xt[t] + xo + 8 * k;
+                const __m256i pl = _mm256_maddubs_epi16(al, _mm256_sign_epi8(_mm256_set1_epi32(nf4x16_rd_i32(x)), wl));
+                const __m256i ph = _mm256_maddubs_epi16(ah, _mm256_sign_epi8(_mm256_set1_epi32(nf4x16_rd_i32(x + 4)), wh));
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones)));
+            }
+        }
+        const __m256 sc = _mm256_loadu_ps((const float *) blk + 8 * h);
+        for (int t = 0; t < nt; t++) {
+            const __m256 f = _mm256_mul_ps(sc, _mm256_set1_ps(nf4x16_rd_f32(xt[t] + xo + 64)));
+            accf[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t]), f, accf[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * y_stride + 8 * h, accf[t]);
+}
+
+#define NF4X16_AVX2_CASE(N) \
+    case N: \
+        nf4x16_half_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 0); \
+        nf4x16_half_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 1); \
+        break;
+
+__attribute__((target("avx2,fma")))
+static void nf4x16_tile_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                             float * y, int64_t y_stride, int nt) {
+    for (int t0 = 0; t0 < nt; t0 += 4) {
+        switch (nt - t0 < 4 ? nt - t0 : 4) {
+            NF4X16_AVX2_CASE(1)
+            NF4X16_AVX2_CASE(2)
+            NF4X16_AVX2_CASE(3)
+            NF4X16_AVX2_CASE(4)
+        }
+    }
+}
+
 #endif // NF4X16_HAVE_X86
 
 void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok, int64_t xq_stride,
                             float * y, int64_t y_stride, int64_t g0, int64_t g1) {
     const int64_t nchunks = cols / IDEFICS2_NF4X16_COLS;
     const int64_t gbytes = nchunks * IDEFICS2_NF4X16_CHUNK;
-    int vnni = 0;
+    int vnni = 0, avx2 = 0;
 #ifdef NF4X16_HAVE_X86
     vnni = idefics2_nf4_isa() == IDEFICS2_NF4_AVX512VNNI;
+    avx2 = nf4x16_avx2();
 #endif
     // One vector: the groups in order. Several: blocks of groups that stay in L2 while every tile
     // of vectors passes over them, so the weights are read from memory once.
@@ -303,12 +432,17 @@ void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
                     nf4x16_tile_vnni(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
                     continue;
                 }
+                if (avx2) {
+                    nf4x16_tile_avx2(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
+                    continue;
+                }
 #endif
                 nf4x16_tile_scalar(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
             }
         }
     }
     (void) vnni;
+    (void) avx2;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ import (
 
 // Repacked NF4 on the CPU (nf4x16.c): the "nf4x16" layout of nf4x16.h, 16 rows interleaved per
 // 64-column chunk, multiplied with activations quantized to int8 per 64 values. It runs the AVX-512
-// VNNI path when NF4CurrentISA is NF4AVX512VNNI and a scalar path otherwise; the scalar path is the
-// reference (the VNNI path gives the same float32 results bit for bit).
+// VNNI path when NF4CurrentISA is NF4AVX512VNNI, the AVX2 path when it is NF4AVX2 or NF4AVX512, and a
+// scalar path otherwise; the scalar path is the reference (the vector paths give the same float32
+// results bit for bit).
 
 // Shape units of the nf4x16 layout (nf4x16.h).
 const (
@@ -38,10 +39,16 @@ func NF4x16LUT() [16]byte {
 	return b
 }
 
-// NF4x16Fast reports whether the nf4x16 product runs its AVX-512 VNNI path (NF4CurrentISA is
-// NF4AVX512VNNI); otherwise it runs the scalar reference, which exists to check the vector path,
+// NF4x16Fast reports whether the nf4x16 product runs a vector path: AVX-512 VNNI, or AVX2 (NF4CurrentISA
+// NF4AVX2 or NF4AVX512); otherwise it runs the scalar reference, which exists to check the vector paths,
 // and callers keep the F32 stream kernel instead.
-func NF4x16Fast() bool { return NF4CurrentISA() == NF4AVX512VNNI }
+func NF4x16Fast() bool {
+	switch NF4CurrentISA() {
+	case NF4AVX512VNNI, NF4AVX512, NF4AVX2:
+		return true
+	}
+	return false
+}
 
 // NF4x16Check returns nil when a rows × cols NF4 matrix in blocks of blockSize can be repacked to
 // nf4x16: rows a multiple of 16, cols a multiple of 64 and of blockSize (no block straddles a

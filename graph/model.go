@@ -113,7 +113,7 @@ func targetOf(b *ggml.Backend) Target {
 		t.Caps |= CapX16AVX2
 	}
 	if ggml.NF4x16Fast() {
-		t.Caps |= CapNF4X16VNNI
+		t.Caps |= CapNF4X16
 	}
 	if ggml.AttnFast() {
 		t.Caps |= CapFusedAttn

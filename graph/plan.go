@@ -64,7 +64,7 @@ type Caps uint32
 const (
 	CapGGMLRepack Caps = 1 << iota // ggml's CPU repack buffer type is offered (CPU variants built with it, AVX2)
 	CapX16VNNI                     // the q4x16, q4kx16 and q6kx16 kernels' AVX-512 VNNI path
-	CapNF4X16VNNI                  // the nf4x16 kernel's AVX-512 VNNI path
+	CapNF4X16                      // the nf4x16 kernel's vector path (AVX-512 VNNI or AVX2)
 	CapFusedAttn                   // the fused attention kernels' vector path (ggml.FusedAttention, DecodeAttention)
 	CapX16AVX2                     // the q4x16, q4kx16 and q6kx16 kernels' AVX2 path
 )
@@ -72,7 +72,7 @@ const (
 var capNames = []struct {
 	c    Caps
 	name string
-}{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16VNNI, "nf4x16-vnni"}, {CapFusedAttn, "fused-attn"}, {CapX16AVX2, "x16-avx2"}}
+}{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16, "nf4x16"}, {CapFusedAttn, "fused-attn"}, {CapX16AVX2, "x16-avx2"}}
 
 func (c Caps) String() string {
 	var out []string
@@ -261,7 +261,7 @@ func place(ts TensorSpec, t Target, p LayoutPolicy) (Placement, bool) {
 	return pl, false
 }
 
-// placeNF4 places an NF4 tensor: matrices on a CPU take the NF4 kernels (nf4x16 where its VNNI path runs and the
+// placeNF4 places an NF4 tensor: matrices on a CPU take the NF4 kernels (nf4x16 where a vector path of it runs and the
 // shape fits, unless the policy keeps the file's layout; else the stream kernel in place); everything else is
 // expanded to F16 for ggml's own ops.
 func placeNF4(ts TensorSpec, t Target, p LayoutPolicy) Placement {
@@ -271,7 +271,7 @@ func placeNF4(ts TensorSpec, t Target, p LayoutPolicy) Placement {
 	case !matrix:
 		pl.Kernel = KernelNone
 	case !t.CPU:
-	case p != LayoutsFile && t.Caps&CapNF4X16VNNI != 0 && ggml.NF4x16Check(ts.NF4.Shape[1], ts.NF4.Shape[0], ts.NF4.BlockSize) == nil:
+	case p != LayoutsFile && t.Caps&CapNF4X16 != 0 && ggml.NF4x16Check(ts.NF4.Shape[1], ts.NF4.Shape[0], ts.NF4.BlockSize) == nil:
 		pl.Layout, pl.Kernel, pl.Type = LayoutNF4X16, KernelNF4X16, ggml.TypeI8
 	default:
 		pl.Layout, pl.Kernel, pl.Type = LayoutNF4Stream, KernelNF4, ggml.TypeI8

@@ -21,6 +21,13 @@ sysroot=${ARM64_SYSROOT:-/usr/aarch64-linux-gnu}
 packages=${ARM64_PACKAGES:-ggml quant graph}
 shared=${SHARED:-../shared}
 
+# ggml's headers come from the pinned ollama module, as in the Makefile.
+if [ -z "${CGO_CPPFLAGS:-}" ]; then
+  "$GO" mod download github.com/ollama/ollama
+  CGO_CPPFLAGS="-I$("$GO" list -m -f '{{.Dir}}' github.com/ollama/ollama)/ml/backend/ggml/ggml/include"
+  export CGO_CPPFLAGS
+fi
+
 out=$(mktemp -d "${TMPDIR:-/tmp}/idefics2-arm64.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 root=$(pwd)
