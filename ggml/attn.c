@@ -1,6 +1,7 @@
-// Fused short-head attention on the CPU (attn.h): a scalar path and an AVX-512F path chosen at run
-// time. The x86 functions are compiled with target attributes, so the file builds for baseline
-// x86-64 and the AVX-512 code only runs after __builtin_cpu_supports said the CPU has it.
+// Fused short-head attention on the CPU (attn.h): a scalar path, an AVX2 (with FMA) path and an
+// AVX-512F path chosen at run time. The x86 functions are compiled with target attributes, so the
+// file builds for baseline x86-64 and the vector code only runs after __builtin_cpu_supports said
+// the CPU has it. The AVX2 path keeps the same packing and steps, 8 floats per vector.
 //
 // Work items are (query head, block of ATTN_QB queries). For one item:
 //   1. scores s = (q·scale)·kᵀ for the block against every key, from keys packed per key head into
@@ -294,6 +295,161 @@ static void attn_item_avx512(attn_scratch * w, const attn_args * a, int64_t h, i
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// AVX2 + FMA
+
+// Scores of 4 queries (qs rows i0 …) against the tile of 16 keys jt.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void attn_scores4_avx2(const attn_scratch * w, int64_t hd, int i0, int64_t jt) {
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+    const float * k0 = w->kt + jt * hd * 16;
+    const float * q = w->qs + (int64_t) i0 * hd;
+    for (int64_t d = 0; d < hd; d++) {
+        const __m256 kv0 = _mm256_load_ps(k0 + d * 16);
+        const __m256 kv1 = _mm256_load_ps(k0 + d * 16 + 8);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m256 b = _mm256_broadcast_ss(q + i * hd + d);
+            acc[i][0] = _mm256_fmadd_ps(b, kv0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(b, kv1, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        float * s = w->s + (int64_t) (i0 + i) * w->nkp + jt * 16;
+        _mm256_store_ps(s, acc[i][0]);
+        _mm256_store_ps(s + 8, acc[i][1]);
+    }
+}
+
+// o[i0 … i0+2) += s[i0 … i0+2)[j0 … j1) · vp[j0 … j1), value columns 8·v0 … 8·(v0+nv).
+__attribute__((target("avx2,fma"), always_inline))
+static inline void attn_pv_avx2(const attn_scratch * w, int i0, int64_t j0, int64_t j1, int v0, const int nv) {
+    __m256 acc[2][6];
+    const int64_t hdv = w->hdv, nkp = w->nkp;
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+#pragma GCC unroll 6
+        for (int t = 0; t < nv; t++) acc[i][t] = _mm256_load_ps(w->o + (int64_t) (i0 + i) * hdv + 8 * (v0 + t));
+    }
+    const float * s = w->s + (int64_t) i0 * nkp;
+    for (int64_t j = j0; j < j1; j++) {
+        const float * vj = w->vp + j * hdv + 8 * v0;
+        const __m256 b0 = _mm256_broadcast_ss(s + j), b1 = _mm256_broadcast_ss(s + nkp + j);
+#pragma GCC unroll 6
+        for (int t = 0; t < nv; t++) {
+            const __m256 vv = _mm256_load_ps(vj + 8 * t);
+            acc[0][t] = _mm256_fmadd_ps(b0, vv, acc[0][t]);
+            acc[1][t] = _mm256_fmadd_ps(b1, vv, acc[1][t]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+#pragma GCC unroll 6
+        for (int t = 0; t < nv; t++) _mm256_store_ps(w->o + (int64_t) (i0 + i) * hdv + 8 * (v0 + t), acc[i][t]);
+    }
+}
+
+#define ATTN_PV_AVX2_CASE(NV) \
+    case NV: attn_pv_avx2(w, i0, j0, j1, v0, NV); break;
+
+// exp(x) for x ≤ 0 as idefics2_exp512 computes it, with 2^n built in the exponent field: arguments are
+// clamped at −87, whose exp (1.6e-38) is still normal and negligible beside the row maximum's 1.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 attn_exp256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma")))
+static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int64_t q0) {
+    const int64_t hd = a->hd, nk = a->nk, nkp = w->nkp, hdv = w->hdv;
+    const int64_t ntiles = nkp / 16;
+    const int n = attn_load_queries(w, a, h, q0);
+
+    // 1. Scores (rows up to n rounded up to 4; the rows past n have zero queries).
+    for (int64_t jt = 0; jt < ntiles; jt++) {
+        for (int i0 = 0; i0 < n; i0 += 4) attn_scores4_avx2(w, hd, i0, jt);
+    }
+
+    // 2. Probabilities (unnormalized) and row sums; padding keys get 0.
+    const int64_t full = nk & ~(int64_t) 7;
+    for (int i = 0; i < n; i++) {
+        float * s = w->s + (int64_t) i * nkp;
+        __m256 mv = _mm256_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < full; j += 8) mv = _mm256_max_ps(mv, _mm256_load_ps(s + j));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        float mx = _mm_cvtss_f32(m4);
+        for (int64_t j = full; j < nk; j++) mx = s[j] > mx ? s[j] : mx;
+        const __m256 m = _mm256_set1_ps(mx);
+        __m256 lv = _mm256_setzero_ps();
+        for (int64_t j = 0; j < full; j += 8) {
+            const __m256 e = attn_exp256(_mm256_sub_ps(_mm256_load_ps(s + j), m));
+            _mm256_store_ps(s + j, e);
+            lv = _mm256_add_ps(lv, e);
+        }
+        if (full < nkp) {
+            // The last 8 columns: keys past nk are padding.
+            const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int) full), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int) nk), idx));
+            const __m256 e = _mm256_and_ps(keep, attn_exp256(_mm256_sub_ps(_mm256_load_ps(s + full), m)));
+            _mm256_store_ps(s + full, e);
+            lv = _mm256_add_ps(lv, e);
+            for (int64_t j = full + 8; j < nkp; j++) s[j] = 0.0f;
+        }
+        __m128 l4 = _mm_add_ps(_mm256_castps256_ps128(lv), _mm256_extractf128_ps(lv, 1));
+        l4 = _mm_add_ps(l4, _mm_movehl_ps(l4, l4));
+        l4 = _mm_add_ss(l4, _mm_shuffle_ps(l4, l4, 1));
+        w->l[i] = _mm_cvtss_f32(l4);
+    }
+
+    // 3. Values, over blocks of keys, 2 queries and up to 6 vectors of 8 value columns at a time.
+    memset(w->o, 0, (size_t) ATTN_QB * (size_t) hdv * sizeof(float));
+    const int nvt = (int) (hdv / 8);
+    for (int64_t j0 = 0; j0 < nk; j0 += ATTN_KB) {
+        const int64_t j1 = j0 + ATTN_KB < nk ? j0 + ATTN_KB : nk;
+        for (int i0 = 0; i0 < n; i0 += 2) {
+            for (int v0 = 0; v0 < nvt; v0 += 6) {
+                switch (nvt - v0 < 6 ? nvt - v0 : 6) {
+                    ATTN_PV_AVX2_CASE(1)
+                    ATTN_PV_AVX2_CASE(2)
+                    ATTN_PV_AVX2_CASE(3)
+                    ATTN_PV_AVX2_CASE(4)
+                    ATTN_PV_AVX2_CASE(5)
+                    ATTN_PV_AVX2_CASE(6)
+                }
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const __m256 inv = _mm256_set1_ps(1.0f / w->l[i]);
+        const float * o = w->o + (int64_t) i * hdv;
+        float * out = attn_out_row(a, h, q0 + i);
+        int64_t d = 0;
+        for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(out + d, _mm256_mul_ps(_mm256_load_ps(o + d), inv));
+        for (; d < hd; d++) out[d] = o[d] * (1.0f / w->l[i]);
+    }
+}
+
 #endif // ATTN_HAVE_X86
 
 // ---------------------------------------------------------------------------------------------
@@ -303,6 +459,9 @@ static int attn_detect(void) {
 #if defined(ATTN_HAVE_X86)
     __builtin_cpu_init();
     if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f")) return IDEFICS2_ATTN_AVX512;
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        return IDEFICS2_ATTN_AVX2;
+    }
 #endif
     return IDEFICS2_ATTN_SCALAR;
 }
@@ -326,7 +485,9 @@ int idefics2_attn_isa(void) {
 
 int idefics2_attn_set_isa(int isa) {
     const int best = idefics2_attn_best_isa();
-    if (!(isa == -1 || isa == IDEFICS2_ATTN_SCALAR || (isa == IDEFICS2_ATTN_AVX512 && best == IDEFICS2_ATTN_AVX512))) {
+    // A CPU with AVX-512F has AVX2 and FMA too (every one made), so the AVX2 path runs wherever the best is a vector one.
+    if (!(isa == -1 || isa == IDEFICS2_ATTN_SCALAR || (isa == IDEFICS2_ATTN_AVX512 && best == IDEFICS2_ATTN_AVX512) ||
+          (isa == IDEFICS2_ATTN_AVX2 && best != IDEFICS2_ATTN_SCALAR))) {
         return -1;
     }
     __atomic_store_n(&attn_current, isa, __ATOMIC_RELEASE);
@@ -373,6 +534,10 @@ static void attn_custom_op(struct ggml_tensor * dst, int ith, int nth, void * us
 #ifdef ATTN_HAVE_X86
         if (isa == IDEFICS2_ATTN_AVX512) {
             attn_item_avx512(&w, &a, h, q0);
+            continue;
+        }
+        if (isa == IDEFICS2_ATTN_AVX2) {
+            attn_item_avx2(&w, &a, h, q0);
             continue;
         }
 #endif

@@ -19,6 +19,7 @@ type AttnISA int
 const (
 	AttnScalar AttnISA = C.IDEFICS2_ATTN_SCALAR
 	AttnAVX512 AttnISA = C.IDEFICS2_ATTN_AVX512
+	AttnAVX2   AttnISA = C.IDEFICS2_ATTN_AVX2 // FusedAttention only; DecodeAttention runs its scalar path there
 )
 
 func (i AttnISA) String() string {
@@ -27,6 +28,8 @@ func (i AttnISA) String() string {
 		return "scalar"
 	case AttnAVX512:
 		return "avx512"
+	case AttnAVX2:
+		return "avx2"
 	}
 	return fmt.Sprintf("attnisa(%d)", int(i))
 }
@@ -40,6 +43,22 @@ func AttnBestISA() AttnISA { return AttnISA(C.idefics2_attn_best_isa()) }
 // AttnFast reports whether this CPU has a vector path of the fused attention (the scalar one is for tests: the
 // graph should keep ggml's products without it).
 func AttnFast() bool { return AttnBestISA() != AttnScalar }
+
+// DecodeAttnFast reports whether DecodeAttention has a vector path on this CPU (AVX-512F; without it the graph
+// keeps ggml's products for generation steps).
+func DecodeAttnFast() bool { return AttnBestISA() == AttnAVX512 }
+
+// AttnSupportedISAs lists the fused-attention paths this CPU runs (under the ISA cap), scalar first.
+func AttnSupportedISAs() []AttnISA {
+	out := []AttnISA{AttnScalar}
+	if AttnFast() {
+		out = append(out, AttnAVX2)
+	}
+	if AttnBestISA() == AttnAVX512 {
+		out = append(out, AttnAVX512)
+	}
+	return out
+}
 
 // SetAttnISA forces a fused-attention path for the whole process (tests and benchmarks); it refuses a path this
 // CPU cannot run. Use AttnBestISA() to restore the default.

@@ -147,10 +147,7 @@ func runAttn(t testing.TB, c attnCase, q, k, v []float32, scale float32, threads
 }
 
 func TestFusedAttention(t *testing.T) {
-	isas := []AttnISA{AttnScalar}
-	if AttnFast() {
-		isas = append(isas, AttnBestISA())
-	}
+	isas := AttnSupportedISAs()
 	defer SetAttnISA(AttnBestISA())
 	for _, isa := range isas {
 		for ci, c := range attnCases {

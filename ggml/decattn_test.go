@@ -166,8 +166,8 @@ func runDecAttn(t testing.TB, c decAttnCase, q, k, v, mask []float32, scale floa
 
 func TestDecodeAttention(t *testing.T) {
 	isas := []AttnISA{AttnScalar}
-	if AttnFast() {
-		isas = append(isas, AttnBestISA())
+	if DecodeAttnFast() {
+		isas = append(isas, AttnAVX512)
 	}
 	defer SetAttnISA(AttnBestISA())
 	for _, isa := range isas {

@@ -76,7 +76,8 @@ func isaCapChild() error {
 	}{
 		{"q4x16 " + Q4X16BestISA().String(), (Q4X16BestISA() == Q4X16AVX512VNNI && level < ISAAVX512) ||
 			(Q4X16BestISA() == Q4X16AVX2 && level < ISAAVX2)},
-		{"attn " + AttnBestISA().String(), AttnBestISA() == AttnAVX512 && level < ISAAVX512},
+		{"attn " + AttnBestISA().String(), (AttnBestISA() == AttnAVX512 && level < ISAAVX512) ||
+			(AttnBestISA() == AttnAVX2 && level < ISAAVX2)},
 		{"nf4 " + NF4BestISA().String(), (NF4BestISA() == NF4AVX2 && level < ISAAVX2) ||
 			((NF4BestISA() == NF4AVX512 || NF4BestISA() == NF4AVX512VNNI) && level < ISAAVX512)},
 	}
