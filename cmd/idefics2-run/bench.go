@@ -47,7 +47,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.String(&f.device, "device", "compute `DEVICE`: auto, cpu, cuda, metal, vulkan or a device name")
 	fs.Bool(&f.load.FlashAttn, "flash-attn", "fused attention in the decoder")
 	fs.Bool(&f.load.NoRepack, "no-repack", "keep quantized weights in the file layout (no CPU repacking)")
-	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and q4kx16 (AVX-512 VNNI)")
+	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts (and Q6_K in the file's) instead of this project's q4x16, q4kx16 and q6kx16")
 	fs.Bool(&f.load.UnfusedAttn, "unfused-attn", "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
 	fs.Bool(&f.warmup, "warmup", "run each test once before measuring")
 	fs.Bool(&f.readLimit, "read-limit", "around each generation repetition, time one read of the weights a token needs (the memory's bound on tg; CPU only)")
