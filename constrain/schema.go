@@ -35,7 +35,7 @@ array ::= "[" ws ( value ws ( "," ws value ws )* )? "]"
 date ::= [0-9]{4} "-" ( ( "0" [13578] | "1" [02] ) "-" ( "0" [1-9] | [12] [0-9] | "3" [01] ) | ( "0" [469] | "11" ) "-" ( "0" [1-9] | [12] [0-9] | "30" ) | "02-" ( "0" [1-9] | "1" [0-9] | "2" [0-8] ) )
 time ::= ( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] ":" [0-5] [0-9] ( "." [0-9]{1,9} )? ( "Z" | [+-] ( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] )
 uuid ::= hex{8} "-" hex{4} "-" hex{4} "-" hex{4} "-" hex{12}
-email ::= atom ( "." atom ){0,4} "@" label ( "." label ){1,4}
+email ::= atom ( "." atom ){0,2} "@" label ( "." label ){1,4}
 atom ::= [a-zA-Z0-9_+-]{1,16}
 label ::= [a-zA-Z] ( [a-zA-Z0-9-]{0,20} [a-zA-Z0-9] )?
 `
@@ -55,6 +55,7 @@ func SchemaToGBNF(schema []byte) (string, error) {
 	}
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
+	c.UseLoader(noLoader{}) // never read files or the network: only local references are supported
 	const url = "schema.json"
 	if err := c.AddResource(url, doc); err != nil {
 		return "", &SchemaError{Msg: err.Error()}
@@ -87,6 +88,13 @@ func CompileJSONSchema(schema []byte) (*Grammar, error) {
 		return nil, &SchemaError{Msg: "the grammar compiled from the schema is not usable: " + err.Error()}
 	}
 	return g, nil
+}
+
+// noLoader refuses every schema document other than the one given.
+type noLoader struct{}
+
+func (noLoader) Load(url string) (any, error) {
+	return nil, fmt.Errorf("%s: only local references (#…) are supported", url)
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
