@@ -103,6 +103,8 @@ type Model struct {
 	banned       []int32 // ids never generated
 	seqLen       int     // image tokens per (sub-)image
 
+	cvocab constraintVocab // the vocabulary of constrained generation, built on first use
+
 	mu       sync.Mutex // serializes graph computations
 	features *featureCache
 
