@@ -98,6 +98,9 @@ func NewVocabulary(texts [][]byte, kinds []TokenKind, stripLeadingSpace bool) (*
 	return v, nil
 }
 
+// IsStop reports whether id is a stop token.
+func (v *Vocabulary) IsStop(id int32) bool { return slices.Contains(v.stops, id) }
+
 // Size is the number of token ids.
 func (v *Vocabulary) Size() int { return v.size }
 

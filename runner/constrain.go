@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/idefics2-go/idefics2/constrain"
+	"github.com/idefics2-go/idefics2/gguf"
 	"github.com/idefics2-go/idefics2/processor"
 )
 
@@ -26,39 +27,52 @@ type constraintVocab struct {
 // ids past the tokenizer (padding rows of the output matrix) are never produced under a constraint.
 func (m *Model) ConstraintVocabulary() (*constrain.Vocabulary, error) {
 	m.cvocab.once.Do(func() {
-		n := m.g.Text.VocabSize
-		texts := make([][]byte, n)
-		kinds := make([]constrain.TokenKind, n)
-		tok := m.tok
-		for id := range int32(n) {
-			kinds[id] = constrain.TokenNever
-			if int(id) >= tok.VocabSize() {
-				continue
-			}
-			piece := tok.Piece(id)
-			switch {
-			case m.isStop(id):
-				kinds[id] = constrain.TokenStop
-				texts[id] = []byte(piece)
-				continue
-			case slices.Contains(m.banned, id) || tok.IsSpecial(id):
-				continue
-			}
-			if b, ok := bytePiece(piece); ok {
-				texts[id] = []byte{b}
-				kinds[id] = constrain.TokenText
-				continue
-			}
-			switch tok.TokenType(id) {
-			case processor.TokenTypeUserDefined, processor.TokenTypeUnused:
-				continue
-			}
-			texts[id] = []byte(strings.ReplaceAll(piece, "▁", " "))
-			kinds[id] = constrain.TokenText
-		}
-		m.cvocab.v, m.cvocab.err = constrain.NewVocabulary(texts, kinds, true)
+		m.cvocab.v, m.cvocab.err = newConstraintVocabulary(m.tok, m.g.Text.VocabSize, m.stopIDs, m.banned)
 	})
 	return m.cvocab.v, m.cvocab.err
+}
+
+// ConstraintVocabularyFromGGUF builds the constraint vocabulary (see Model.ConstraintVocabulary) of a text GGUF
+// whose output has vocabSize rows, without loading the model.
+func ConstraintVocabularyFromGGUF(f *gguf.File, vocabSize int) (*constrain.Vocabulary, error) {
+	tok, err := NewTokenizer(f)
+	if err != nil {
+		return nil, err
+	}
+	_, stops, banned := tokenRoles(tok, f.Metadata)
+	return newConstraintVocabulary(tok, vocabSize, stops, banned)
+}
+
+func newConstraintVocabulary(tok *processor.Tokenizer, n int, stops, banned []int32) (*constrain.Vocabulary, error) {
+	texts := make([][]byte, n)
+	kinds := make([]constrain.TokenKind, n)
+	for id := range int32(n) {
+		kinds[id] = constrain.TokenNever
+		if int(id) >= tok.VocabSize() {
+			continue
+		}
+		piece := tok.Piece(id)
+		switch {
+		case slices.Contains(stops, id):
+			kinds[id] = constrain.TokenStop
+			texts[id] = []byte(piece)
+			continue
+		case slices.Contains(banned, id) || tok.IsSpecial(id):
+			continue
+		}
+		if b, ok := bytePiece(piece); ok {
+			texts[id] = []byte{b}
+			kinds[id] = constrain.TokenText
+			continue
+		}
+		switch tok.TokenType(id) {
+		case processor.TokenTypeUserDefined, processor.TokenTypeUnused:
+			continue
+		}
+		texts[id] = []byte(strings.ReplaceAll(piece, "▁", " "))
+		kinds[id] = constrain.TokenText
+	}
+	return constrain.NewVocabulary(texts, kinds, true)
 }
 
 // bytePiece recognises a byte-fallback piece "<0xNN>" by its spelling, as HF's ByteFallback decoder does.
