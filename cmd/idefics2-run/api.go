@@ -473,8 +473,8 @@ func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (r
 	if err != nil {
 		return o, err
 	}
-	if g != nil {
-		o.Constraint = g
+	if r.Grammar != nil || r.ResponseFormat != nil {
+		o.Constraint = g // the request's own choice replaces the default, "text" included
 	}
 	mt := r.MaxTokens
 	if r.MaxCompletionTokens != nil {
