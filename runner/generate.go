@@ -256,7 +256,7 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 				return res, finish()
 			}
 			res.Text = st.text()
-			return res, fmt.Errorf("runner: the grammar allows no token of this vocabulary after %q", res.Text)
+			return res, inputErrorf("runner: the grammar allows no token of this vocabulary after %q", res.Text)
 		}
 		id := sampler.Sample(logits, history)
 		if cons != nil {
