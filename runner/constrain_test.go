@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -154,6 +155,84 @@ func TestConstrainedRandomSchemas(t *testing.T) {
 		complete++
 		if err := validates(val, res.Text); err != nil {
 			t.Errorf("schema %s\noutput %q\n%v", schema, res.Text, err)
+		}
+	}
+	t.Logf("%d of %d outputs complete", complete, n)
+	if complete < n/2 {
+		t.Errorf("only %d of %d outputs completed within the token limit", complete, n)
+	}
+}
+
+// randomRegularGrammar returns a random GBNF grammar without recursion and a Go regular expression of the same
+// language, written independently from the same choices.
+func randomRegularGrammar(rng *rand.Rand) (gbnf, re string) {
+	lits := []string{"a", "b", "yes", "no", "é", "€", "😀", " ", "{", "}", "42"}
+	classes := [][2]string{{"[a-c]", "[a-c]"}, {"[0-9]", "[0-9]"}, {`[^"\\]`, `[^"\\]`}, {"[à-é]", "[à-é]"}, {".", "."}}
+	reps := [][2]string{{"*", "*"}, {"+", "+"}, {"?", "?"}, {"{2}", "{2}"}, {"{1,3}", "{1,3}"}, {"{0,2}", "{0,2}"}}
+	var gen func(depth int) (string, string)
+	gen = func(depth int) (string, string) {
+		switch k := rng.IntN(8); {
+		case k < 3 || depth > 3:
+			l := lits[rng.IntN(len(lits))]
+			return `"` + l + `"`, regexp.QuoteMeta(l)
+		case k == 3:
+			c := classes[rng.IntN(len(classes))]
+			return c[0], c[1]
+		case k == 4:
+			a, ra := gen(depth + 1)
+			b, rb := gen(depth + 1)
+			return "( " + a + " | " + b + " )", "(?:" + ra + "|" + rb + ")"
+		case k == 5:
+			a, ra := gen(depth + 1)
+			r := reps[rng.IntN(len(reps))]
+			return "( " + a + " )" + r[0], "(?:" + ra + ")" + r[1]
+		default:
+			a, ra := gen(depth + 1)
+			b, rb := gen(depth + 1)
+			return a + " " + b, ra + rb
+		}
+	}
+	g, r := gen(0)
+	return "root ::= " + g + "\n", "(?s)^(?:" + r + ")$"
+}
+
+// TestConstrainedRandomGrammars samples the demo model at temperature 1.5 under random grammars: every output that
+// ends with a stop token matches the grammar's regular expression (Go's regexp, an independent recogniser).
+func TestConstrainedRandomGrammars(t *testing.T) {
+	m := loadModel(t, "demo")
+	rng := rand.New(rand.NewPCG(9, 10))
+	n := 40
+	if testing.Short() {
+		n = 10
+	}
+	complete := 0
+	for i := range n {
+		src, pattern := randomRegularGrammar(rng)
+		g, err := constrain.ParseGBNF(src)
+		if err != nil {
+			continue // a repetition of an item that can match nothing: refused by design
+		}
+		re := regexp.MustCompile(pattern)
+		s, err := m.NewSession(256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := m.ChatPrompt([]Message{userTurn(t, "What do you see?")}, PromptOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.Generate(context.Background(), p, GenerateOptions{MaxTokens: 48, Constraint: g,
+			Sampler: SamplerOptions{Temperature: 1.5, Seed: uint64(i)}})
+		s.Close()
+		if err != nil {
+			t.Fatalf("grammar %s: %v", src, err)
+		}
+		if res.StopReason != StopToken {
+			continue
+		}
+		complete++
+		if !re.MatchString(res.Text) {
+			t.Errorf("grammar %s output %q does not match %s", src, res.Text, pattern)
 		}
 	}
 	t.Logf("%d of %d outputs complete", complete, n)
