@@ -254,7 +254,18 @@ type Matcher struct {
 	state   int32
 	started bool // some text was produced (the leading-space rule no longer applies)
 	stopped bool
+	// masks caches Fill's result per state (and leading-space rule): outputs revisit states often (every
+	// character inside a JSON string returns to the same one), and a state's mask never changes.
+	masks map[int32]cachedMask
 }
+
+type cachedMask struct {
+	bits []uint64
+	n    int
+}
+
+// maxCachedMasks bounds the masks a Matcher keeps (each is Size()/8 bytes: 4 KB for a 32000-token vocabulary).
+const maxCachedMasks = 256
 
 // NewMatcher returns a matcher at the start of the output.
 func NewMatcher(g *Grammar, v *Vocabulary) *Matcher {
@@ -276,6 +287,26 @@ func (x *Matcher) Fill(allowed []uint64) int {
 	if x.stopped {
 		return 0
 	}
+	key := x.state << 1
+	if !x.started && x.v.stripLeadingSpace {
+		key |= 1
+	}
+	if c, ok := x.masks[key]; ok {
+		copy(allowed, c.bits)
+		return c.n
+	}
+	n := x.fill(allowed)
+	if x.masks == nil {
+		x.masks = map[int32]cachedMask{}
+	}
+	if len(x.masks) < maxCachedMasks {
+		x.masks[key] = cachedMask{bits: append([]uint64(nil), allowed...), n: n}
+	}
+	return n
+}
+
+// fill computes the mask of the current state (see Fill) by walking the vocabulary trie.
+func (x *Matcher) fill(allowed []uint64) int {
 	n := 0
 	if x.Complete() {
 		for _, id := range x.v.stops {

@@ -158,8 +158,19 @@ func TestNewVocabularyBadInput(t *testing.T) {
 }
 
 // BenchmarkFill measures the mask of a 32000-token vocabulary inside a JSON string, where nearly every token is
-// allowed (the worst case of the trie walk).
+// allowed (the worst case of the trie walk); "walk" computes it each time, "cached" finds it in the Matcher's
+// per-state cache, as the next character of the string does.
 func BenchmarkFill(b *testing.B) {
+	for _, cached := range []bool{false, true} {
+		name := "walk"
+		if cached {
+			name = "cached"
+		}
+		b.Run(name, func(b *testing.B) { benchmarkFill(b, cached) })
+	}
+}
+
+func benchmarkFill(b *testing.B, cached bool) {
 	texts, kinds := syntheticVocabulary(32000)
 	v, err := NewVocabulary(texts, kinds, true)
 	if err != nil {
@@ -176,6 +187,9 @@ func BenchmarkFill(b *testing.B) {
 	allowed := make([]uint64, (v.Size()+63)/64)
 	b.ReportAllocs()
 	for b.Loop() {
+		if !cached {
+			m.masks = nil
+		}
 		m.Fill(allowed)
 	}
 }

@@ -37,8 +37,13 @@ func walk(t testing.TB, g *Grammar, v *Vocabulary, rng *rand.Rand, limit int) (o
 		}
 		ids = ids[:0]
 		for id := range v.Size() {
-			if allowed[id>>6]&(1<<(id&63)) != 0 {
+			in := allowed[id>>6]&(1<<(id&63)) != 0
+			if in {
 				ids = append(ids, int32(id))
+			}
+			// Fill's result, often from the per-state cache, agrees with the direct check of each token.
+			if in != m.Allowed(int32(id)) {
+				t.Fatalf("after %q: token %d: Fill says %v, Allowed the opposite", out, id, in)
 			}
 		}
 		// Stop with some probability when possible; otherwise prefer bytes that close structures.
