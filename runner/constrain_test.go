@@ -240,3 +240,53 @@ func TestConstrainedRandomGrammars(t *testing.T) {
 		t.Errorf("only %d of %d outputs completed within the token limit", complete, n)
 	}
 }
+
+// TestConstraintVocabulary checks how the real tokenizer's pieces reach the engine: "▁" as a space (dropped at the
+// start of the output), byte-fallback pieces as their byte, stop tokens only at the end, image tokens never.
+func TestConstraintVocabulary(t *testing.T) {
+	m := loadModel(t, "demo")
+	v, err := m.ConstraintVocabulary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := constrain.ParseGBNF(`root ::= "{" "€" " }"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := func(piece string) int32 {
+		t.Helper()
+		i, ok := m.Tokenizer().TokenID(piece)
+		if !ok {
+			t.Fatalf("no token %q", piece)
+		}
+		return i
+	}
+	mt := constrain.NewMatcher(g, v)
+	steps := []struct {
+		token            int32
+		allowed, refused []string
+	}{
+		// A first space is dropped by the decoder, so "▁" and <0x20> are allowed too (they write nothing).
+		{id("▁{"), []string{"{", "▁{", "▁", "<0x20>"}, []string{"</s>", "<end_of_utterance>", "<image>", "<fake_token_around_image>", "<s>", "▁▁", "}"}},
+		{id("<0xE2>"), []string{"<0xE2>"}, []string{"<0x82>", "▁}", "}"}},
+		{id("<0x82>"), []string{"<0x82>"}, []string{"<0xE2>", "<0xAC>"}},
+		{id("<0xAC>"), []string{"<0xAC>"}, []string{"<0x82>", "▁}"}},
+		{id("▁}"), []string{"▁}", "<0x20>", "▁"}, []string{"}", "</s>"}},
+		{id("<end_of_utterance>"), []string{"</s>", "<end_of_utterance>"}, []string{"▁", "<image>"}},
+	}
+	for i, s := range steps {
+		for _, p := range s.allowed {
+			if !mt.Allowed(id(p)) {
+				t.Errorf("step %d: %q refused, want allowed", i, p)
+			}
+		}
+		for _, p := range s.refused {
+			if mt.Allowed(id(p)) {
+				t.Errorf("step %d: %q allowed, want refused", i, p)
+			}
+		}
+		if err := mt.Accept(s.token); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+}
