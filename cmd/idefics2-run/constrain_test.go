@@ -82,6 +82,19 @@ func TestConstrainedCLI(t *testing.T) {
 		t.Errorf("--grammar: exit %d, answer %q (%s)", code, out, errOut)
 	}
 
+	// chat: the constraint holds for every answer.
+	script := "/image " + img + "\nDescribe the picture as JSON\nAnd again?\n/quit\n"
+	code, out, errOut = runCmd(t, script, append([]string{"chat"}, append(modelArgs(t, "demo"), "-n", "48", "--json-schema", schemaFile)...)...)
+	answers := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if code != 0 || len(answers) != 2 {
+		t.Fatalf("chat: exit %d, answers %q: %s", code, answers, errOut)
+	}
+	for i, a := range answers {
+		if err := valid(a); err != nil {
+			t.Errorf("chat answer %d: %v", i, err)
+		}
+	}
+
 	// batch: one line per kind of constraint.
 	line := func(extra string) string {
 		return fmt.Sprintf(`{"prompt":"Describe the picture as JSON","images":[%q],"max_tokens":48%s}`, img, extra)
