@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/idefics2-go/idefics2/constrain"
 	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/gguf"
 	"github.com/idefics2-go/idefics2/graph"
@@ -48,7 +49,9 @@ type Result struct {
 	SamplesLimitTs []float64 `json:"samples_limit_ts,omitempty"` // per repetition
 	ReadGBs        float64   `json:"read_gbs,omitempty"`         // StepBytes × LimitTs / 1e9: the read rate
 	PctLimit       float64   `json:"pct_limit,omitempty"`        // mean over repetitions of rate / limit, in %
-	Repetition     int       `json:"repetitions"`
+	// Constrained generation tests: the mean time to compute the allowed tokens of one step, in µs.
+	MaskUs     float64 `json:"mask_us,omitempty"`
+	Repetition int     `json:"repetitions"`
 }
 
 // Config selects what to run.
@@ -66,6 +69,17 @@ type Config struct {
 	// ReadLimit times the memory's bound around each generation repetition (Result.LimitTs). The bound is that of
 	// CPU memory: where the weights a step reads are elsewhere (a GPU), there is none and LimitTs stays 0.
 	ReadLimit bool
+	// Constraint, when set, adds a constrained generation test after each tg test (see Constraint).
+	Constraint *Constraint
+}
+
+// Constraint is a grammar for the constrained generation test "tgN constrained": each step evaluates one token,
+// masks the logits with the grammar's allowed tokens and takes the best allowed one (greedy), as constrained
+// generation does; a stop token starts a new document.
+type Constraint struct {
+	Name    string // shown in the test name
+	Grammar *constrain.Grammar
+	Vocab   *constrain.Vocabulary
 }
 
 // Run executes cfg's tests on m and calls emit after each.
@@ -90,6 +104,8 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 	// limit, when set, is called around each repetition and returns the memory's bound in units per second.
 	var limit func() (float64, error)
 	var stepBytes, readBytes int64
+	// annotate, when set, adds test-specific figures to a result before it is emitted.
+	var annotate func(*Result)
 	run := func(name string, nPrompt, nGen int, units float64, unit string, f func() error) error {
 		if cfg.Warmup {
 			if err := f(); err != nil {
@@ -135,8 +151,58 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 			r.ReadGBs = float64(stepBytes) * r.LimitTs / 1e9
 		}
 		r.PeakRSS = PeakRSS()
+		if annotate != nil {
+			annotate(&r)
+		}
 		emit(r)
 		return nil
+	}
+	// constrained is the constrained tg test of n tokens on sequence s, starting from token first.
+	constrained := func(s *graph.Sequence, n int, first int32) error {
+		c := cfg.Constraint
+		if c.Vocab.Size() != m.Text.VocabSize {
+			return fmt.Errorf("bench: constraint vocabulary of %d tokens, model of %d", c.Vocab.Size(), m.Text.VocabSize)
+		}
+		allowed := make([]uint64, (c.Vocab.Size()+63)/64)
+		name := fmt.Sprintf("tg%d constrained (%s)", n, c.Name)
+		var maskUs []float64 // per call, warm-up included
+		annotate = func(r *Result) {
+			k := min(len(maskUs), cfg.Repetitions)
+			r.MaskUs, _ = meanSDf(maskUs[len(maskUs)-k:])
+		}
+		defer func() { annotate = nil }()
+		return run(name, 0, n, float64(n), "t/s", func() error {
+			s.Truncate(0)
+			mt := constrain.NewMatcher(c.Grammar, c.Vocab)
+			tok := first
+			var spent time.Duration
+			for range n {
+				logits, err := s.Eval(ctx, []int32{tok}, nil, false, nil)
+				if err != nil {
+					return err
+				}
+				t0 := time.Now()
+				if mt.Fill(allowed) == 0 {
+					return fmt.Errorf("bench: %s: the grammar allows no token", name)
+				}
+				best := -1
+				for i, l := range logits {
+					if allowed[i>>6]&(1<<(i&63)) != 0 && (best < 0 || l > logits[best]) {
+						best = i
+					}
+				}
+				if err := mt.Accept(int32(best)); err != nil {
+					return err
+				}
+				spent += time.Since(t0)
+				if c.Vocab.IsStop(int32(best)) {
+					mt = constrain.NewMatcher(c.Grammar, c.Vocab) // a finished document: start the next one
+				}
+				tok = int32(best)
+			}
+			maskUs = append(maskUs, float64(spent.Nanoseconds())/1e3/float64(n))
+			return nil
+		})
 	}
 	for _, n := range cfg.Prompt {
 		toks := tokens(n)
@@ -196,6 +262,9 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 			}
 			return nil
 		})
+		if err == nil && cfg.Constraint != nil {
+			err = constrained(s, n, toks[0])
+		}
 		s.Close()
 		if err != nil {
 			return err

@@ -29,8 +29,12 @@ func WriteMarkdownRow(w io.Writer, r Result) {
 	if r.LimitTs > 0 {
 		limit = fmt.Sprintf("%.2f t/s (%.1f GB/s); rate %.0f%%", r.LimitTs, r.ReadGBs, r.PctLimit)
 	}
+	test := r.Test
+	if r.MaskUs > 0 {
+		test += fmt.Sprintf("; mask %.0f µs/token", r.MaskUs)
+	}
 	fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s |\n", strings.TrimSpace(r.ModelType), gib(r.ModelSize),
-		params(r.NParams), backend, r.NThreads, r.Test, rate, limit, gib(r.PeakRSS))
+		params(r.NParams), backend, r.NThreads, test, rate, limit, gib(r.PeakRSS))
 }
 
 func gib(b int64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }

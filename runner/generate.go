@@ -2,8 +2,11 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
+
+	"github.com/idefics2-go/idefics2/constrain"
 )
 
 // StopReason says why generation ended.
@@ -50,6 +53,10 @@ type GenerateOptions struct {
 	OnText func(text string) error
 	// OnToken, if set, is called with each generated id (stop token included) before its text.
 	OnToken func(id int32) error
+	// Constraint, when set, restricts the output to the sentences of this grammar (a JSON Schema compiled by
+	// constrain.CompileJSONSchema, or GBNF): stop tokens are allowed only where the output is complete. An output
+	// cut by MaxTokens or the context is returned as it is, incomplete.
+	Constraint *constrain.Grammar
 }
 
 // Timings are the durations of one generation's stages, in milliseconds, and its throughput in tokens per second.
@@ -60,6 +67,10 @@ type Timings struct {
 	DecodeMS      float64 `json:"decode_ms"`
 	PrefillTPS    float64 `json:"prefill_tps"`
 	DecodeTPS     float64 `json:"decode_tps"`
+	// ConstrainMS is the time spent computing the allowed tokens of a constrained generation (part of DecodeMS);
+	// ConstrainSteps the number of masks computed.
+	ConstrainMS    float64 `json:"constrain_ms,omitempty"`
+	ConstrainSteps int     `json:"constrain_steps,omitempty"`
 }
 
 // Result is the outcome of Generate.
@@ -111,6 +122,10 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 	sampler, err := NewSampler(o.Sampler, m.g.Text.VocabSize, m.banned)
 	if err != nil {
 		return nil, asInput(err)
+	}
+	cons, err := m.newConstraint(o.Constraint)
+	if err != nil {
+		return nil, err
 	}
 	tokens, imgOffset, err := s.fit(p, o)
 	if err != nil {
@@ -196,6 +211,10 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 		if res.Timings.DecodeMS > 0 {
 			res.Timings.DecodeTPS = float64(len(res.Tokens)) / (res.Timings.DecodeMS / 1000)
 		}
+		if cons != nil {
+			res.Timings.ConstrainMS = ms(cons.spent)
+			res.Timings.ConstrainSteps = cons.steps
+		}
 	}()
 	// MaxTokens may come from a request: the context bounds what can be generated, and so the allocation.
 	history := append(make([]int32, 0, len(tokens)+min(o.MaxTokens, s.gs.Size())), tokens...)
@@ -230,7 +249,22 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 			}
 			return res, err
 		}
+		if cons != nil && cons.mask(logits) == 0 {
+			if cons.m.Complete() {
+				// The output is complete and the vocabulary has no stop token to say so.
+				res.StopReason = StopToken
+				return res, finish()
+			}
+			res.Text = st.text()
+			return res, inputErrorf("runner: the grammar allows no token of this vocabulary after %q", res.Text)
+		}
 		id := sampler.Sample(logits, history)
+		if cons != nil {
+			if err := cons.m.Accept(id); err != nil {
+				res.Text = st.text()
+				return res, fmt.Errorf("runner: constrained sampling picked a refused token: %w", err)
+			}
+		}
 		res.Tokens = append(res.Tokens, id)
 		history = append(history, id)
 		if o.OnToken != nil {

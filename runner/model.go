@@ -103,6 +103,8 @@ type Model struct {
 	banned       []int32 // ids never generated
 	seqLen       int     // image tokens per (sub-)image
 
+	cvocab constraintVocab // the vocabulary of constrained generation, built on first use
+
 	mu       sync.Mutex // serializes graph computations
 	features *featureCache
 
@@ -210,27 +212,7 @@ func (m *Model) readMetadata(o Options) error {
 	if m.chat, m.chatErr = processor.ParseChatTemplate(m.template); m.chatErr != nil {
 		slog.Warn("runner: the model's chat template does not parse; only raw prompts work", "model", tf.Path, "err", m.chatErr)
 	}
-	if id, ok := m.tok.TokenID(tokenImage); ok {
-		m.imageTokenID = id
-		m.banned = append(m.banned, id)
-	}
-	if id, ok := m.tok.TokenID(tokenFakeAroundImage); ok {
-		m.banned = append(m.banned, id)
-	}
-	addStop := func(id int32) {
-		if id >= 0 && !slices.Contains(m.stopIDs, id) {
-			m.stopIDs = append(m.stopIDs, id)
-		}
-	}
-	addStop(m.tok.EOS())
-	if id, err := optTokenID(tf.Metadata, keyEOT, m.tok.VocabSize()); err == nil {
-		addStop(id)
-	}
-	for _, t := range []string{tokenEndOfUtterance, tokenEOS} {
-		if id, ok := m.tok.TokenID(t); ok {
-			addStop(id)
-		}
-	}
+	m.imageTokenID, m.stopIDs, m.banned = tokenRoles(m.tok, tf.Metadata)
 	mf := m.g.MMProj
 	if mf == nil {
 		return nil
@@ -243,6 +225,34 @@ func (m *Model) readMetadata(o Options) error {
 	}
 	m.seqLen = m.g.Connector.ImageSeqLen
 	return nil
+}
+
+// tokenRoles finds the image token (−1 when absent), the ids that end generation (EOS, EOT, <end_of_utterance>)
+// and the ids never generated (the image placeholders) of a vocabulary.
+func tokenRoles(tok *processor.Tokenizer, md gguf.Metadata) (image int32, stops, banned []int32) {
+	image = -1
+	if id, ok := tok.TokenID(tokenImage); ok {
+		image = id
+		banned = append(banned, id)
+	}
+	if id, ok := tok.TokenID(tokenFakeAroundImage); ok {
+		banned = append(banned, id)
+	}
+	addStop := func(id int32) {
+		if id >= 0 && !slices.Contains(stops, id) {
+			stops = append(stops, id)
+		}
+	}
+	addStop(tok.EOS())
+	if id, err := optTokenID(md, keyEOT, tok.VocabSize()); err == nil {
+		addStop(id)
+	}
+	for _, t := range []string{tokenEndOfUtterance, tokenEOS} {
+		if id, ok := tok.TokenID(t); ok {
+			addStop(id)
+		}
+	}
+	return image, stops, banned
 }
 
 // Close frees the model. Idempotent.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/idefics2-go/idefics2/constrain"
 	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
@@ -42,6 +43,96 @@ type chatRequest struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options,omitempty"`
 	NoSplit bool `json:"no_split,omitempty"`
+	// ResponseFormat is OpenAI's {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}.
+	ResponseFormat *responseFormat `json:"response_format,omitempty"`
+	// Grammar is a GBNF grammar the answer must follow (an extension, as in llama.cpp's server).
+	Grammar *string `json:"grammar,omitempty"`
+	// Fields of the OpenAI API this server does not implement: present, they are refused (unsupportedFields).
+	Tools             json.RawMessage `json:"tools,omitempty"`
+	ToolChoice        json.RawMessage `json:"tool_choice,omitempty"`
+	Functions         json.RawMessage `json:"functions,omitempty"`
+	FunctionCall      json.RawMessage `json:"function_call,omitempty"`
+	ParallelToolCalls json.RawMessage `json:"parallel_tool_calls,omitempty"`
+	LogitBias         json.RawMessage `json:"logit_bias,omitempty"`
+	Logprobs          json.RawMessage `json:"logprobs,omitempty"`
+	TopLogprobs       json.RawMessage `json:"top_logprobs,omitempty"`
+}
+
+// responseFormat is OpenAI's response_format object.
+type responseFormat struct {
+	Type       string `json:"type"`
+	JSONSchema *struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description,omitempty"`
+		Schema      json.RawMessage `json:"schema"`
+		Strict      *bool           `json:"strict,omitempty"`
+	} `json:"json_schema,omitempty"`
+}
+
+// unsupportedFields refuses request fields this server does not implement, naming the first one present (null
+// and false count as absent: they ask for nothing).
+func (r *chatRequest) unsupportedFields() error {
+	for _, f := range []struct {
+		name string
+		v    json.RawMessage
+	}{{"tools", r.Tools}, {"tool_choice", r.ToolChoice}, {"functions", r.Functions}, {"function_call", r.FunctionCall},
+		{"parallel_tool_calls", r.ParallelToolCalls}, {"logit_bias", r.LogitBias}, {"logprobs", r.Logprobs},
+		{"top_logprobs", r.TopLogprobs}} {
+		v := string(bytes.TrimSpace(f.v))
+		if v == "" || v == "null" || v == "false" {
+			continue
+		}
+		return badRequest("%s: not supported by this server", f.name)
+	}
+	return nil
+}
+
+// constraint compiles the request's response_format or grammar; nil when it asks for neither.
+func (r *chatRequest) constraint() (*constrain.Grammar, error) {
+	if r.Grammar != nil && r.ResponseFormat != nil && r.ResponseFormat.Type != "text" {
+		return nil, badRequest("grammar and response_format %q: give one of them", r.ResponseFormat.Type)
+	}
+	if r.Grammar != nil {
+		g, err := constrain.ParseGBNF(*r.Grammar)
+		if err != nil {
+			return nil, badRequest("grammar: %s", strings.TrimPrefix(err.Error(), "constrain: "))
+		}
+		return g, nil
+	}
+	f := r.ResponseFormat
+	if f == nil {
+		return nil, nil
+	}
+	switch f.Type {
+	case "text":
+		if f.JSONSchema != nil {
+			return nil, badRequest("response_format.json_schema: only with type json_schema")
+		}
+		return nil, nil
+	case "json_object":
+		if f.JSONSchema != nil {
+			return nil, badRequest("response_format.json_schema: only with type json_schema")
+		}
+		return constrain.ParseGBNF(constrain.JSONObjectGBNF)
+	case "json_schema":
+		js := f.JSONSchema
+		if js == nil {
+			return nil, badRequest("response_format.json_schema: missing (type json_schema needs it)")
+		}
+		if js.Name == "" {
+			return nil, badRequest("response_format.json_schema.name: missing")
+		}
+		schema := bytes.TrimSpace(js.Schema)
+		if len(schema) == 0 || string(schema) == "null" {
+			return nil, badRequest("response_format.json_schema.schema: missing")
+		}
+		g, err := constrain.CompileJSONSchema(schema)
+		if err != nil {
+			return nil, badRequest("response_format.json_schema.schema: %s", strings.TrimPrefix(err.Error(), "constrain: "))
+		}
+		return g, nil
+	}
+	return nil, badRequest("response_format.type %q: want text, json_object or json_schema", f.Type)
 }
 
 // apiMessage is one message; content is a string or a list of parts.
@@ -374,6 +465,16 @@ func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (r
 	o.Stop = append([]string(nil), def.Stop...)
 	if r.N != nil && *r.N != 1 {
 		return o, badRequest("n %d: only n = 1 is supported", *r.N)
+	}
+	if err := r.unsupportedFields(); err != nil {
+		return o, err
+	}
+	g, err := r.constraint()
+	if err != nil {
+		return o, err
+	}
+	if r.Grammar != nil || r.ResponseFormat != nil {
+		o.Constraint = g // the request's own choice replaces the default, "text" included
 	}
 	mt := r.MaxTokens
 	if r.MaxCompletionTokens != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/idefics2-go/idefics2/bench"
+	"github.com/idefics2-go/idefics2/constrain"
 	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
@@ -23,7 +24,22 @@ type benchFlags struct {
 	load                           bench.LoadOptions
 	warmup, readLimit, json        bool
 	verbose                        bool
+	constrained                    bool
+	jsonSchema                     string
 }
+
+// benchSchema is the JSON Schema of the constrained generation test (--constrained): a receipt, nested, with
+// arrays, enums, bounded strings and numbers.
+const benchSchema = `{"type":"object","properties":{
+ "store":{"type":"string","maxLength":24},
+ "items":{"type":"array","minItems":1,"maxItems":4,"items":{"type":"object","properties":{
+   "name":{"type":"string","maxLength":16},
+   "category":{"enum":["food","drink","household","other"]},
+   "quantity":{"type":"integer","minimum":1,"maximum":99},
+   "price":{"type":"number","minimum":0}},
+  "required":["name","category","quantity","price"],"additionalProperties":false}},
+ "payment":{"enum":["cash","card","mobile"]}},
+ "required":["store","items","payment"],"additionalProperties":false}`
 
 // cmdBench measures a model pair in the spirit of llama-bench (pp, tg, image encodes, perceiver, time to first
 // token) and prints a markdown table, or a JSON array with llama-bench's field names (--json / -o json).
@@ -53,6 +69,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Bool(&f.readLimit, "read-limit", "around each generation repetition, time one read of the weights a token needs (the memory's bound on tg; CPU only)")
 	fs.Bool(&f.json, "json", "print a JSON array of results")
 	fs.String(&f.output, "o", "output `FORMAT`: md or json")
+	fs.Bool(&f.constrained, "constrained", "after each tg test, the same generation constrained by a JSON Schema (a nested receipt with arrays and enums, or --json-schema), with the mask time per token")
+	fs.String(&f.jsonSchema, "json-schema", "the JSON Schema of --constrained: a `FILE` or the schema itself")
 	fs.Bool(&f.verbose, "verbose,v", "print where every weight was placed (layout, kernel, split, stacking) to stderr")
 	if code, done := parseFlags(fs, args, stdout, stderr); done {
 		return code
@@ -68,7 +86,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 type benchArgs struct {
 	model, mmproj          string
 	pp, tg, threads, sizes []int
-	cfg                    bench.Config // without Threads, set per thread count
+	schema                 *constrain.Grammar // the constrained test's grammar, nil without --constrained
+	cfg                    bench.Config       // without Threads, set per thread count
 	load                   bench.LoadOptions
 	json, verbose          bool
 }
@@ -111,6 +130,21 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 	if len(a.threads) == 0 {
 		return benchArgs{}, cli.Usagef("bench: -t %q: want at least one thread count", f.threads)
 	}
+	if f.jsonSchema != "" && !f.constrained {
+		return benchArgs{}, cli.Usagef("bench: --json-schema needs --constrained")
+	}
+	if f.constrained {
+		if len(a.tg) == 0 {
+			return benchArgs{}, cli.Usagef("bench: --constrained needs a generation test (-n)")
+		}
+		sf := samplingFlags{jsonSchema: f.jsonSchema}
+		if sf.jsonSchema == "" {
+			sf.jsonSchema = benchSchema
+		}
+		if a.schema, err = sf.constraint("bench"); err != nil {
+			return benchArgs{}, err
+		}
+	}
 	var sizes [][2]int
 	for _, s := range a.sizes {
 		sizes = append(sizes, [2]int{s, s})
@@ -149,6 +183,14 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 			bench.WriteMarkdownHeader(stdout)
 		}
 		c.Threads = t
+		if a.schema != nil {
+			v, err := runner.ConstraintVocabularyFromGGUF(m.TextFile, m.Text.VocabSize)
+			if err != nil {
+				m.Close()
+				return fail(stderr, cli.Usagef("bench: %v", err))
+			}
+			c.Constraint = &bench.Constraint{Name: "json-schema", Grammar: a.schema, Vocab: v}
+		}
 		err = bench.Run(ctx, m, c, func(r bench.Result) {
 			all = append(all, r)
 			if !a.json {

@@ -103,3 +103,37 @@ func TestBenchBadFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchConstrained(t *testing.T) {
+	model, _ := pair(t, "demo")
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"bench", "-m", model, "-p", "0", "-n", "24", "-r", "2", "-t", "1",
+		"--constrained", "--json"}, nil, &out, &errb)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var res []map[string]any
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("bad JSON: %v\n%s", err, out.String())
+	}
+	if len(res) != 2 || res[0]["test"] != "tg24" || res[1]["test"] != "tg24 constrained (json-schema)" {
+		t.Fatalf("results %s", out.String())
+	}
+	if us, _ := res[1]["mask_us"].(float64); us <= 0 {
+		t.Errorf("mask_us %v, want > 0", res[1]["mask_us"])
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--json-schema", "{}"}, "--json-schema needs --constrained"},
+		{[]string{"--constrained", "--json-schema", `{"pattern":"a"}`}, `keyword "pattern"`},
+		{[]string{"--constrained", "-n", "0"}, "needs a generation test"},
+	} {
+		var o, e bytes.Buffer
+		code := run(context.Background(), append([]string{"bench", "-m", model, "-p", "0", "-r", "1"}, tc.args...), nil, &o, &e)
+		if code != exitUsage || !strings.Contains(e.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, e.String(), exitUsage, tc.want)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/idefics2-go/idefics2/constrain"
 	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
 )
@@ -174,6 +175,7 @@ type samplingFlags struct {
 	seed                               int
 	stop                               []string
 	truncate                           bool
+	jsonSchema, grammar                string
 }
 
 func (f *samplingFlags) register(fs *cli.FlagSet) {
@@ -191,6 +193,41 @@ func (f *samplingFlags) register(fs *cli.FlagSet) {
 	fs.Int(&f.seed, "seed,s", "sampling seed (-1: random)")
 	fs.List(&f.stop, "stop", "stop string (repeatable)")
 	fs.Bool(&f.truncate, "truncate", "drop the oldest part of a prompt that does not fit the context instead of failing")
+	fs.String(&f.jsonSchema, "json-schema", "the answer must validate against this JSON Schema (a file, or the schema itself)")
+	fs.String(&f.grammar, "grammar", "the answer must follow this GBNF grammar file")
+}
+
+// constraint compiles --json-schema or --grammar; nil when neither is given.
+func (f *samplingFlags) constraint(cmd string) (*constrain.Grammar, error) {
+	switch {
+	case f.jsonSchema != "" && f.grammar != "":
+		return nil, cli.Usagef("%s: --json-schema and --grammar: give one of them", cmd)
+	case f.jsonSchema != "":
+		schema, src := []byte(f.jsonSchema), "--json-schema"
+		if t := strings.TrimSpace(f.jsonSchema); !strings.HasPrefix(t, "{") && t != "true" {
+			b, err := os.ReadFile(f.jsonSchema)
+			if err != nil {
+				return nil, cli.Usagef("%s: --json-schema: %v", cmd, err)
+			}
+			schema, src = b, "--json-schema "+f.jsonSchema
+		}
+		g, err := constrain.CompileJSONSchema(schema)
+		if err != nil {
+			return nil, cli.Usagef("%s: %s: %s", cmd, src, strings.TrimPrefix(err.Error(), "constrain: "))
+		}
+		return g, nil
+	case f.grammar != "":
+		b, err := os.ReadFile(f.grammar)
+		if err != nil {
+			return nil, cli.Usagef("%s: --grammar: %v", cmd, err)
+		}
+		g, err := constrain.ParseGBNF(string(b))
+		if err != nil {
+			return nil, cli.Usagef("%s: --grammar %s: %s", cmd, f.grammar, strings.TrimPrefix(err.Error(), "constrain: "))
+		}
+		return g, nil
+	}
+	return nil, nil
 }
 
 func (f *samplingFlags) options(cmd string) (runner.GenerateOptions, error) {
@@ -211,7 +248,11 @@ func (f *samplingFlags) options(cmd string) (runner.GenerateOptions, error) {
 			return runner.GenerateOptions{}, cli.Usagef("%s: --stop: empty stop string", cmd)
 		}
 	}
-	return runner.GenerateOptions{MaxTokens: f.maxTokens, Sampler: so, Stop: f.stop, Truncate: f.truncate}, nil
+	g, err := f.constraint(cmd)
+	if err != nil {
+		return runner.GenerateOptions{}, err
+	}
+	return runner.GenerateOptions{MaxTokens: f.maxTokens, Sampler: so, Stop: f.stop, Truncate: f.truncate, Constraint: g}, nil
 }
 
 // seedValue turns a -1 seed into a random one.
