@@ -21,7 +21,7 @@ RUN_PROMPT    ?= What shape is in the picture?
 RUN_DEVICE    ?= auto
 
 .PHONY: all build ggml-cpu test test-isa test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp \
-	vulkan test-vulkan metal test-metal cross-darwin
+	vulkan test-vulkan test-vulkan-ops metal test-metal cross-darwin
 
 all: build
 
@@ -103,14 +103,17 @@ vulkan:
 # CPU's. Without a GPU, Mesa's lavapipe (apt-get install mesa-vulkan-drivers) is the Vulkan device: a CPU-type device,
 # chosen here by --device vulkan. VULKAN_DEVICE=vulkan:1 (etc.) picks another device.
 VULKAN_DEVICE ?= vulkan
-test-vulkan: vulkan
-	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=$(VULKAN_DEVICE) $(GO) test -count=1 -run 'TestOps|TestMulMat|TestSelectDeviceRules' ./ggml/
+test-vulkan: test-vulkan-ops
 	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=$(VULKAN_DEVICE) $(GO) test -count=1 -timeout 30m -run 'TestParity' ./graph/
 	@$(MAKE) --no-print-directory run RUN_DEVICE=$(VULKAN_DEVICE) | tee $(BIN)/demo/answer-vulkan.txt
 	@$(MAKE) --no-print-directory run RUN_DEVICE=cpu | tee $(BIN)/demo/answer-cpu.txt
 	@diff $(BIN)/demo/answer-cpu.txt $(BIN)/demo/answer-vulkan.txt || \
 		{ echo "test-vulkan: the demo answer on $(VULKAN_DEVICE) differs from the CPU's"; exit 1; }
 	@echo "test-vulkan: the demo answer on $(VULKAN_DEVICE) is the CPU's"
+
+# The ggml op tests alone, on every device registered, the Vulkan ones included (seconds on lavapipe; run by .ci/run).
+test-vulkan-ops: vulkan
+	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=$(VULKAN_DEVICE) $(GO) test -count=1 -run 'TestOps|TestMulMat|TestSelectDeviceRules' ./ggml/
 
 # Metal (macOS on Apple Silicon): the binaries carry ggml's Metal backend, with its shader library embedded, compiled
 # by cgo from the pinned ollama module (its ggml package adds ggml-metal on darwin/arm64), so `make metal` builds them
