@@ -379,11 +379,11 @@ func SelectDevice(choice string) (Device, error) {
 	}
 	var names []string
 	for _, d := range devs {
-		n := fmt.Sprintf("%s:%d (%s %s", strings.ToLower(d.Backend), d.Index, d.Name, d.Kind)
-		if d.Variant != "" {
-			n += " " + d.Variant
+		if d.Kind == DeviceCPU {
+			names = append(names, fmt.Sprintf("cpu (%s %s)", d.Name, d.Variant))
+			continue
 		}
-		names = append(names, n+")")
+		names = append(names, fmt.Sprintf("%s:%d (%s, %s)", strings.ToLower(d.Backend), d.Index, d.Name, d.Kind))
 	}
 	return Device{}, fmt.Errorf("ggml: device %q is not available; available: %s", choice, strings.Join(names, ", "))
 }
