@@ -10,13 +10,18 @@ OLLAMA_DIR = $(shell $(GO) mod download $(OLLAMA) >/dev/null 2>&1; $(GO) list -m
 export CGO_CPPFLAGS = -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include
 # Per-ISA CPU backends, built once and cached outside the clone (scripts/ggml-cpu-variants.sh).
 GGML_CPU_DIR = $(shell scripts/ggml-cpu-variants.sh --dir)
+# The Vulkan backend, built by `make vulkan` and cached the same way (scripts/ggml-vulkan.sh); `make build` copies it
+# into bin/lib when the cache holds it.
+GGML_VULKAN_DIR = $(shell scripts/ggml-vulkan.sh --dir)
 
 RUN_MODEL_DIR := testdata/demo/checkpoint-bf16
 RUN_OUT       := $(BIN)/demo
 RUN_IMAGE     ?= testdata/demo/images/demo_00.png
 RUN_PROMPT    ?= What shape is in the picture?
+RUN_DEVICE    ?= auto
 
-.PHONY: all build ggml-cpu test test-isa test-arm64 test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp
+.PHONY: all build ggml-cpu test test-isa test-arm64 test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp \
+	vulkan test-vulkan test-vulkan-ops metal test-metal cross-darwin
 
 all: build
 
@@ -26,6 +31,7 @@ ggml-cpu:
 build: ggml-cpu
 	@mkdir -p $(LIBDIR)
 	@cp -P $(GGML_CPU_DIR)/*.so* $(LIBDIR)/ 2>/dev/null || true
+	@[ ! -f $(GGML_VULKAN_DIR)/.complete ] || cp $(GGML_VULKAN_DIR)/libggml-vulkan.so $(LIBDIR)/
 	$(GO) build -o $(BIN)/idefics2-run ./cmd/idefics2-run
 	$(GO) build -o $(BIN)/convert ./cmd/convert
 
@@ -56,7 +62,7 @@ run: build
 	@[ -s $(RUN_OUT)/demo.gguf ] && [ -s $(RUN_OUT)/mmproj-demo.gguf ] || \
 		$(BIN)/convert --in $(RUN_MODEL_DIR) --out $(RUN_OUT)/demo.gguf --type f32 --force
 	@echo '$$ idefics2-run -m $(RUN_OUT)/demo.gguf --image $(RUN_IMAGE) -p "$(RUN_PROMPT)"'
-	@$(BIN)/idefics2-run -m $(RUN_OUT)/demo.gguf --image $(RUN_IMAGE) -p "$(RUN_PROMPT)" -n 32
+	@$(BIN)/idefics2-run --device $(RUN_DEVICE) -m $(RUN_OUT)/demo.gguf --image $(RUN_IMAGE) -p "$(RUN_PROMPT)" -n 32
 
 # Speed on the real idefics2-8b shapes (synthetic weights, cached): writes the "make bench" section of BENCHMARKS.md.
 bench: build
@@ -90,6 +96,47 @@ cuda: build
 test-cuda: cuda
 	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) $(GO) test -count=1 -run 'TestOps|TestMulMat' ./ggml/
 	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=cuda $(GO) test -count=1 -run 'TestParity' ./graph/
+
+# Vulkan backend (needs cmake, the Vulkan headers and loader, and glslc; Debian: apt-get install libvulkan-dev glslc):
+# builds libggml-vulkan.so once into the cache beside the CPU variants (README.md, "GPU backends": how long it takes),
+# then `make build` copies it into bin/lib.
+vulkan:
+	@scripts/ggml-vulkan.sh >/dev/null
+	@$(MAKE) --no-print-directory build
+
+# The ggml op tests and the HF parity tests on the Vulkan backend, then the demo on Vulkan, whose answer must be the
+# CPU's. Without a GPU, Mesa's lavapipe (apt-get install mesa-vulkan-drivers) is the Vulkan device: a CPU-type device,
+# chosen here by --device vulkan. VULKAN_DEVICE=vulkan:1 (etc.) picks another device.
+VULKAN_DEVICE ?= vulkan
+test-vulkan: test-vulkan-ops
+	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=$(VULKAN_DEVICE) $(GO) test -count=1 -timeout 30m -run 'TestParity' ./graph/
+	@$(MAKE) --no-print-directory run RUN_DEVICE=$(VULKAN_DEVICE) | tee $(BIN)/demo/answer-vulkan.txt
+	@$(MAKE) --no-print-directory run RUN_DEVICE=cpu | tee $(BIN)/demo/answer-cpu.txt
+	@diff $(BIN)/demo/answer-cpu.txt $(BIN)/demo/answer-vulkan.txt || \
+		{ echo "test-vulkan: the demo answer on $(VULKAN_DEVICE) differs from the CPU's"; exit 1; }
+	@echo "test-vulkan: the demo answer on $(VULKAN_DEVICE) is the CPU's"
+
+# The ggml op tests alone, on every device registered, the Vulkan ones included (seconds on lavapipe; run by .ci/run).
+test-vulkan-ops: vulkan
+	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=$(VULKAN_DEVICE) $(GO) test -count=1 -run 'TestOps|TestMulMat|TestSelectDeviceRules' ./ggml/
+
+# Metal (macOS on Apple Silicon): the binaries carry ggml's Metal backend, with its shader library embedded, compiled
+# by cgo from the pinned ollama module (its ggml package adds ggml-metal on darwin/arm64), so `make metal` builds them
+# and checks that a Metal device registers. Not yet run on a Mac.
+metal:
+	@[ "$$(uname -s)/$$(uname -m)" = "Darwin/arm64" ] || { echo "make metal: needs macOS on Apple Silicon (this is $$(uname -s)/$$(uname -m))"; exit 2; }
+	@$(MAKE) --no-print-directory build
+	$(BIN)/idefics2-run info --device metal
+
+# The ggml op tests and the HF parity tests on Metal, then the demo on Metal (after `make metal`, on a Mac).
+test-metal: metal
+	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=metal $(GO) test -count=1 -run 'TestOps|TestMulMat|TestSelectDeviceRules' ./ggml/
+	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=metal $(GO) test -count=1 -timeout 30m -run 'TestParity' ./graph/
+	@$(MAKE) --no-print-directory run RUN_DEVICE=metal
+
+# The pure-Go packages built and vetted for darwin/arm64 with cgo off (scripts/cross-darwin.sh).
+cross-darwin:
+	scripts/cross-darwin.sh
 
 # llama.cpp loads our text GGUF and gives the same logits (build tag llamacpp: compiles llama.cpp's core from the
 # pinned ollama module once, minutes on 2 cores).

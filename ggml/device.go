@@ -41,6 +41,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -55,6 +56,10 @@ const (
 	DeviceGPU   DeviceKind = C.GGML_BACKEND_DEVICE_TYPE_GPU
 	DeviceIGPU  DeviceKind = C.GGML_BACKEND_DEVICE_TYPE_IGPU
 	DeviceAccel DeviceKind = C.GGML_BACKEND_DEVICE_TYPE_ACCEL
+	// DeviceCPUType is a GPU API's device that computes on the host CPU (Vulkan's VK_PHYSICAL_DEVICE_TYPE_CPU:
+	// Mesa's lavapipe, SwiftShader). ggml types it as a GPU; it is slower than the CPU backend, so "auto" never
+	// chooses it, but it runs the GPU backend's kernels and serves to test them without a GPU.
+	DeviceCPUType DeviceKind = 1000
 )
 
 func (k DeviceKind) String() string {
@@ -67,6 +72,8 @@ func (k DeviceKind) String() string {
 		return "igpu"
 	case DeviceAccel:
 		return "accel"
+	case DeviceCPUType:
+		return "cpu-type"
 	}
 	return fmt.Sprintf("kind(%d)", int(k))
 }
@@ -77,6 +84,8 @@ type Device struct {
 	Name        string // ggml device name ("CPU", "CUDA0", "Metal", ...)
 	Description string
 	Backend     string // registry name ("CPU", "CUDA", "Metal", "Vulkan")
+	// Index is the device's place among its backend's devices (the N of "Vulkan1", of --device vulkan:N).
+	Index       int
 	Kind        DeviceKind
 	FreeMemory  uint64 // bytes
 	TotalMemory uint64 // bytes
@@ -94,6 +103,7 @@ type LoadReport struct {
 	CPUScores  map[string]int // score of every CPU library found (0: this CPU cannot run it)
 	Loaded     []string       // library files registered with ggml
 	Problems   []string       // libraries that could not be scored or loaded
+	Notes      []string       // decisions worth showing (a backend's devices offered or left out, and why)
 	Capped     []string       // CPU variants left out because they are above IDEFICS2_MAX_ISA
 }
 
@@ -101,6 +111,10 @@ var (
 	loadOnce   sync.Once
 	loadReport LoadReport
 	dynamicCPU C.ggml_backend_reg_t
+	// vulkanReg is the Vulkan backend's registry once loaded, and vulkan how its devices map to the Vulkan
+	// loader's physical devices (which of them are CPU-type).
+	vulkanReg C.ggml_backend_reg_t
+	vulkan    vulkanPlan
 )
 
 // LibDirEnv is the environment variable naming the folder of ggml backend libraries (libggml-cpu-*.so, CUDA,
@@ -122,14 +136,27 @@ func DefaultLibDir() string {
 	return filepath.Join(filepath.Dir(exe), "lib")
 }
 
-func libExt() string {
+// backendFamily returns the part of a backend library's file name between "libggml-" and the extension ("cpu-haswell",
+// "cuda", "vulkan", "metal"), and false for other files and for libggml-base. ggml's CMake names loadable backends
+// .so on Linux and macOS alike (CMake MODULE libraries); .dylib is accepted on macOS too, .dll on Windows.
+func backendFamily(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, "libggml-")
+	if !ok || strings.HasPrefix(rest, "base") {
+		return "", false
+	}
+	exts := []string{".so"}
 	switch {
 	case isDarwin:
-		return ".so"
+		exts = append(exts, ".dylib")
 	case isWindows:
-		return ".dll"
+		exts = []string{".dll"}
 	}
-	return ".so"
+	for _, e := range exts {
+		if f, ok := strings.CutSuffix(rest, e); ok && f != "" {
+			return f, true
+		}
+	}
+	return "", false
 }
 
 // LoadBackends registers the best CPU variant library and every GPU backend library found in DefaultLibDir().
@@ -159,11 +186,11 @@ func loadFrom(dir string) LoadReport {
 	defer C.free(unsafe.Pointer(errbuf))
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, "libggml-") || !strings.HasSuffix(name, libExt()) || strings.HasPrefix(name, "libggml-base") {
+		family, ok := backendFamily(name)
+		if !ok {
 			continue
 		}
 		path := filepath.Join(dir, name)
-		family := strings.TrimSuffix(strings.TrimPrefix(name, "libggml-"), libExt())
 		if strings.HasPrefix(family, "cpu") {
 			cp := C.CString(path)
 			s := int(C.idefics2_lib_score(cp, errbuf, 512))
@@ -201,16 +228,25 @@ func loadFrom(dir string) LoadReport {
 		} else {
 			dynamicCPU = reg
 			rep.Loaded = append(rep.Loaded, best)
-			rep.CPUVariant = strings.TrimPrefix(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(best), "libggml-cpu"), libExt()), "-")
+			family, _ := backendFamily(filepath.Base(best))
+			rep.CPUVariant = strings.TrimPrefix(strings.TrimPrefix(family, "cpu"), "-")
 		}
 	}
 	for _, p := range others {
+		family, _ := backendFamily(filepath.Base(p))
+		isVulkan := family == "vulkan"
+		if isVulkan && !prepareVulkan(&rep) {
+			continue
+		}
 		cp := C.CString(p)
 		reg := C.ggml_backend_load(cp)
 		C.free(unsafe.Pointer(cp))
 		if reg == nil {
 			rep.Problems = append(rep.Problems, "ggml could not load "+p)
 			continue
+		}
+		if isVulkan {
+			vulkanReg = reg
 		}
 		rep.Loaded = append(rep.Loaded, p)
 	}
@@ -255,6 +291,7 @@ func Devices() []Device {
 	LoadBackends()
 	n := int(C.ggml_backend_dev_count())
 	var out []Device
+	perReg := map[C.ggml_backend_reg_t]int{}
 	for i := 0; i < n; i++ {
 		d := C.ggml_backend_dev_get(C.size_t(i))
 		reg := C.ggml_backend_dev_backend_reg(d)
@@ -268,6 +305,11 @@ func Devices() []Device {
 			Kind:        DeviceKind(C.ggml_backend_dev_type(d)),
 			FreeMemory:  uint64(free),
 			TotalMemory: uint64(total),
+			Index:       perReg[reg],
+		}
+		perReg[reg]++
+		if reg == vulkanReg && vulkan.cpuType(dev.Index) {
+			dev.Kind = DeviceCPUType
 		}
 		if dev.Kind == DeviceCPU {
 			dev.Features = regFeatures(reg)
@@ -279,27 +321,37 @@ func Devices() []Device {
 		}
 		out = append(out, dev)
 	}
-	// Best first: GPUs, then the loaded CPU variant, then the portable CPU backend.
-	rank := func(d Device) int {
-		switch {
-		case d.Kind == DeviceGPU:
-			return 0
-		case d.Kind == DeviceIGPU:
-			return 1
-		case d.Kind == DeviceCPU && d.Variant != "portable":
-			return 2
-		case d.Kind == DeviceCPU:
-			return 3
-		}
-		return 4
-	}
-	sort.SliceStable(out, func(i, j int) bool { return rank(out[i]) < rank(out[j]) })
+	sort.SliceStable(out, func(i, j int) bool { return deviceRank(out[i]) < deviceRank(out[j]) })
 	return out
 }
 
-// SelectDevice picks a device by the user's choice: "auto" (best: CUDA/Metal/other GPU, else the best CPU variant),
-// "cpu", "cuda", "metal", "vulkan", or an exact device name such as "CUDA1". An unavailable choice is an error
-// listing what is available.
+// deviceRank orders devices best first: GPUs, integrated GPUs, the loaded CPU variant, the portable CPU backend,
+// other kinds, and last CPU-type devices of GPU APIs (software implementations, slower than the CPU backend).
+func deviceRank(d Device) int {
+	switch {
+	case d.Kind == DeviceGPU:
+		return 0
+	case d.Kind == DeviceIGPU:
+		return 1
+	case d.Kind == DeviceCPU && d.Variant != "portable":
+		return 2
+	case d.Kind == DeviceCPU:
+		return 3
+	case d.Kind == DeviceCPUType:
+		return 5
+	}
+	return 4
+}
+
+// SelectDevice picks a device by the user's choice:
+//   - "auto" or "": the best device (deviceRank): a GPU, then an integrated GPU, else the best CPU variant; never a
+//     CPU-type device of a GPU API;
+//   - "cpu": the best CPU backend;
+//   - a backend name ("cuda", "metal", "vulkan", any registered backend): its best device;
+//   - a backend name and an index ("vulkan:1", "cuda:0"): that device of the backend, in the backend's order;
+//   - an exact device name ("CUDA1", "Vulkan0").
+//
+// An unavailable choice is an error listing what is available.
 func SelectDevice(choice string) (Device, error) {
 	if _, _, err := MaxISA(); err != nil {
 		return Device{}, err
@@ -309,26 +361,45 @@ func SelectDevice(choice string) (Device, error) {
 		return Device{}, fmt.Errorf("ggml: no compute device is registered")
 	}
 	want := strings.ToLower(strings.TrimSpace(choice))
-	if want == "" || want == "auto" {
-		return devs[0], nil
+	backend, index, indexed, err := ParseDeviceChoice(want)
+	if err != nil {
+		return Device{}, err
 	}
 	for _, d := range devs {
 		switch {
+		case want == "" || want == "auto":
+			if d.Kind != DeviceCPUType {
+				return d, nil
+			}
 		case want == "cpu" && d.Kind == DeviceCPU,
-			want == strings.ToLower(d.Backend) && d.Kind != DeviceCPU,
-			want == strings.ToLower(d.Name):
+			want == strings.ToLower(d.Name),
+			backend == strings.ToLower(d.Backend) && d.Kind != DeviceCPU && (!indexed || d.Index == index):
 			return d, nil
 		}
 	}
 	var names []string
 	for _, d := range devs {
-		n := strings.ToLower(d.Backend) + " (" + d.Name
-		if d.Variant != "" {
-			n += " " + d.Variant
+		if d.Kind == DeviceCPU {
+			names = append(names, fmt.Sprintf("cpu (%s %s)", d.Name, d.Variant))
+			continue
 		}
-		names = append(names, n+")")
+		names = append(names, fmt.Sprintf("%s:%d (%s, %s)", strings.ToLower(d.Backend), d.Index, d.Name, d.Kind))
 	}
 	return Device{}, fmt.Errorf("ggml: device %q is not available; available: %s", choice, strings.Join(names, ", "))
+}
+
+// ParseDeviceChoice splits a --device value of the form "backend:N" into the backend and N. Other values come back
+// whole as the backend, with indexed false. An index that is not a non-negative integer is an error.
+func ParseDeviceChoice(choice string) (backend string, index int, indexed bool, err error) {
+	b, n, ok := strings.Cut(choice, ":")
+	if !ok {
+		return choice, 0, false, nil
+	}
+	i, perr := strconv.Atoi(n)
+	if b == "" || perr != nil || i < 0 {
+		return "", 0, false, fmt.Errorf("ggml: device %q: want BACKEND:N with N a device index (0, 1, …)", choice)
+	}
+	return b, i, true, nil
 }
 
 // Memory re-queries the device's free and total memory in bytes.

@@ -49,7 +49,7 @@ const MaxThreads = 512
 
 // Options control how a model pair is placed and computed. The zero value is the default for every field.
 type Options struct {
-	Device     string // auto, cpu, cuda, metal, vulkan or a device name (ggml.SelectDevice)
+	Device     string // auto, cpu, cuda[:N], metal, vulkan[:N] or a device name (ggml.SelectDevice)
 	Threads    int    // CPU threads; 0: the physical cores
 	BatchSize  int    // prompt tokens per decoder graph; 0: DefaultBatchSize
 	KVType     ggml.Type

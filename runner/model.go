@@ -41,7 +41,7 @@ type Options struct {
 	MMProjPath string
 	// TextOnly loads no mmproj even when one lies next to the model.
 	TextOnly bool
-	// Device is auto, cpu, cuda, metal, vulkan or a device name (ggml.SelectDevice).
+	// Device is auto, cpu, cuda[:N], metal, vulkan[:N] or a device name (ggml.SelectDevice).
 	Device string
 	// Threads is the number of CPU threads; 0 means the physical cores.
 	Threads int

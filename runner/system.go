@@ -23,7 +23,9 @@ type Device struct {
 	Name        string // ggml's device name ("CPU", "CUDA0", "Metal"): what --device takes besides the kinds
 	Description string
 	Backend     string // ggml's backend ("CPU", "CUDA", "Metal", "Vulkan")
-	Kind        string // cpu, gpu, igpu or accel
+	Kind        string // cpu, gpu, igpu, accel or cpu-type (a GPU API's device computing on the host CPU)
+	// Index is the device's place among its backend's devices: the N of --device vulkan:N.
+	Index int
 	// Variant names the CPU backend library in use ("haswell", "icelake", … or "portable" for the CPU backend
 	// compiled into the binary); empty for other devices.
 	Variant     string
@@ -44,6 +46,8 @@ type System struct {
 	CPUScores map[string]int
 	// Problems are libraries that could not be scored or loaded.
 	Problems []string
+	// Notes are decisions the loading made that a user may want to know (which devices of a backend are offered).
+	Notes []string
 	// MaxISA is the instruction-set cap set by IDEFICS2_MAX_ISA ("" when unset): CPU variants and this project's
 	// kernel paths above it are not used. Capped lists the variants it left out.
 	MaxISA string
@@ -61,7 +65,7 @@ func HostSystem() System {
 	s := System{
 		CPU: CPUInfo{Brand: c.Brand, Vendor: c.Vendor, Arch: c.Arch, PhysicalCores: c.PhysicalCores,
 			LogicalCores: c.LogicalCores, Features: c.Features},
-		LibDir: rep.Dir, CPUVariant: rep.CPUVariant, CPUScores: rep.CPUScores, Problems: rep.Problems, Capped: rep.Capped,
+		LibDir: rep.Dir, CPUVariant: rep.CPUVariant, CPUScores: rep.CPUScores, Problems: rep.Problems, Notes: rep.Notes, Capped: rep.Capped,
 		DefaultThreads: DefaultThreads(),
 	}
 	if s.CPUVariant == "" {
@@ -80,7 +84,7 @@ func HostSystem() System {
 }
 
 func device(d ggml.Device) Device {
-	return Device{Name: d.Name, Description: d.Description, Backend: d.Backend, Kind: d.Kind.String(),
+	return Device{Name: d.Name, Description: d.Description, Backend: d.Backend, Kind: d.Kind.String(), Index: d.Index,
 		Variant: d.Variant, FreeMemory: d.FreeMemory, TotalMemory: d.TotalMemory, Features: d.Features}
 }
 
@@ -91,12 +95,18 @@ func DefaultThreads() int { return ggml.DefaultThreads() }
 // deviceKinds are the --device values that name a kind of device rather than one device.
 var deviceKinds = []string{"auto", "cpu", "cuda", "metal", "vulkan"}
 
-// CheckDevice refuses a device choice that is neither a kind (auto, cpu, cuda, metal, vulkan; "" means auto) nor
-// the name of a device of this host, with an *InputError naming the choice and the devices there are. It loads
-// nothing; whether a device of the kind is present is checked when a model is loaded (SelectDevice).
+// CheckDevice refuses a device choice that is neither a kind (auto, cpu, cuda, metal, vulkan; "" means auto), nor
+// a GPU kind with a device index (vulkan:1), nor the name of a device of this host, with an *InputError naming the
+// choice and the devices there are. Whether a device of the kind is present is checked when a model is loaded
+// (SelectDevice).
 func CheckDevice(choice string) error {
 	c := strings.ToLower(strings.TrimSpace(choice))
 	if c == "" || slices.Contains(deviceKinds, c) {
+		return nil
+	}
+	if kind, _, indexed, err := ggml.ParseDeviceChoice(c); err != nil {
+		return asInput(err)
+	} else if indexed && kind != "auto" && kind != "cpu" && slices.Contains(deviceKinds, kind) {
 		return nil
 	}
 	var names []string
@@ -108,7 +118,7 @@ func CheckDevice(choice string) error {
 			names = append(names, d.Name)
 		}
 	}
-	return inputErrorf("runner: --device %q: want %s or a device name (%s)", choice, strings.Join(deviceKinds, ", "),
+	return inputErrorf("runner: --device %q: want %s, a GPU kind with an index (vulkan:0) or a device name (%s)", choice, strings.Join(deviceKinds, ", "),
 		strings.Join(names, ", "))
 }
 

@@ -15,8 +15,17 @@ func TestCheckDevice(t *testing.T) {
 		{"CPU", ""},
 		{" cuda ", ""}, // a kind: whether one is present is checked at load
 		{"vulkan", ""},
-		{"tpu", `runner: --device "tpu": want auto, cpu, cuda, metal, vulkan or a device name (CPU`},
+		{"vulkan:1", ""},
+		{"CUDA:0", ""},
+		{"metal:0", ""},
+		{"tpu", `runner: --device "tpu": want auto, cpu, cuda, metal, vulkan, a GPU kind with an index (vulkan:0) or a device name (CPU`},
 		{"gpu7", `--device "gpu7"`},
+		{"vulkan:-1", `device "vulkan:-1": want BACKEND:N`},
+		{"vulkan:x", `device "vulkan:x": want BACKEND:N`},
+		{"vulkan:", `device "vulkan:": want BACKEND:N`},
+		{"cpu:0", `--device "cpu:0"`},
+		{"auto:0", `--device "auto:0"`},
+		{"tpu:0", `--device "tpu:0"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.choice, func(t *testing.T) {

@@ -60,7 +60,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Bool(&f.split, "split", "also encode one split image (4 crops + the full image, 980×980 each)")
 	fs.Bool(&f.perceiver, "perceiver", "the perceiver alone on a 980×980 image's patches")
 	fs.Bool(&f.ttft, "ttft", "time to first token: one 378×378 image + a 16-token question")
-	fs.String(&f.device, "device", "compute `DEVICE`: auto, cpu, cuda, metal, vulkan or a device name")
+	fs.String(&f.device, "device", "compute `DEVICE`: auto, cpu, cuda[:N], metal, vulkan[:N] or a device name")
 	fs.Bool(&f.load.FlashAttn, "flash-attn", "fused attention in the decoder")
 	fs.Bool(&f.load.NoRepack, "no-repack", "keep quantized weights in the file layout (no CPU repacking)")
 	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts (and Q6_K in the file's) instead of this project's q4x16, q4kx16 and q6kx16")

@@ -90,7 +90,7 @@ func (f *modelFlags) register(fs *cli.FlagSet) {
 	f.device = "auto"
 	fs.String(&f.model, "model,m", "text model GGUF `FILE`")
 	fs.String(&f.mmproj, "mmproj", "vision GGUF `FILE` (default: mmproj-<model file name> next to the model, if present)")
-	fs.String(&f.device, "device", "compute `DEVICE`: auto, cpu, cuda, metal, vulkan or a device name")
+	fs.String(&f.device, "device", "compute `DEVICE`: auto, cpu, cuda[:N], metal, vulkan[:N] or a device name")
 	fs.Int(&f.threads, "threads,t", "CPU threads (0: physical cores)")
 	fs.Int(&f.ctxSize, "ctx-size,c", fmt.Sprintf("context size in tokens (0: %d or the model's, whichever is smaller)", runner.DefaultContextSize))
 	fs.Int(&f.batchSize, "batch-size,b", "prompt tokens per evaluation batch (0: "+strconv.Itoa(runner.DefaultBatchSize)+")")

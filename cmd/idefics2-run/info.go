@@ -18,6 +18,7 @@ type infoReport struct {
 	Variant   string         `json:"cpu_variant"`
 	Scores    map[string]int `json:"cpu_variant_scores"`
 	Problems  []string       `json:"problems,omitempty"`
+	Notes     []string       `json:"notes,omitempty"`
 	MaxISA    string         `json:"max_isa,omitempty"`
 	Capped    []string       `json:"capped_variants,omitempty"`
 	Devices   []deviceInfo   `json:"devices"`
@@ -30,6 +31,7 @@ type deviceInfo struct {
 	Name        string            `json:"name"`
 	Backend     string            `json:"backend"`
 	Kind        string            `json:"kind"`
+	Index       int               `json:"index"`
 	Description string            `json:"description"`
 	Variant     string            `json:"variant,omitempty"`
 	FreeMiB     uint64            `json:"free_mib"`
@@ -40,19 +42,19 @@ type deviceInfo struct {
 // cmdInfo reports the CPU, the ggml backend libraries, the devices and the device --device would choose. A choice
 // that names no present device exits with 2 after the report.
 func cmdInfo(args []string, stdout, stderr io.Writer) int {
-	fs := cli.New("info", "idefics2-run info [--json] [--device auto|cpu|cuda|metal|vulkan|NAME]")
+	fs := cli.New("info", "idefics2-run info [--json] [--device auto|cpu|cuda[:N]|metal|vulkan[:N]|NAME]")
 	var asJSON bool
 	device := "auto"
 	fs.Bool(&asJSON, "json", "print one JSON object")
-	fs.String(&device, "device", "`DEVICE` to report as chosen: auto, cpu, cuda, metal, vulkan or a device name")
+	fs.String(&device, "device", "`DEVICE` to report as chosen: auto, cpu, cuda[:N], metal, vulkan[:N] or a device name")
 	if code, done := parseOnlyFlags(fs, "info", "", args, stdout, stderr); done {
 		return code
 	}
 	sys := runner.HostSystem()
 	info := infoReport{CPU: sys.CPU, LibDir: sys.LibDir, Variant: sys.CPUVariant, Scores: sys.CPUScores,
-		Problems: sys.Problems, Threads: sys.DefaultThreads, MaxISA: sys.MaxISA, Capped: sys.Capped}
+		Problems: sys.Problems, Notes: sys.Notes, Threads: sys.DefaultThreads, MaxISA: sys.MaxISA, Capped: sys.Capped}
 	for _, d := range sys.Devices {
-		info.Devices = append(info.Devices, deviceInfo{Name: d.Name, Backend: d.Backend, Kind: d.Kind,
+		info.Devices = append(info.Devices, deviceInfo{Name: d.Name, Backend: d.Backend, Kind: d.Kind, Index: d.Index,
 			Description: d.Description, Variant: d.Variant, FreeMiB: d.FreeMemory >> 20, TotalMiB: d.TotalMemory >> 20,
 			Features: d.Features})
 	}
@@ -97,13 +99,16 @@ func writeInfo(w io.Writer, info infoReport, device string) {
 	for _, p := range info.Problems {
 		fmt.Fprintf(w, "problem:    %s\n", p)
 	}
-	fmt.Fprintln(w, "devices:")
+	for _, n := range info.Notes {
+		fmt.Fprintf(w, "note:       %s\n", n)
+	}
+	fmt.Fprintln(w, "devices (kind: gpu, igpu = integrated GPU, cpu, cpu-type = a GPU API computing on the CPU, never chosen by auto):")
 	for _, d := range info.Devices {
 		v := ""
 		if d.Variant != "" {
 			v = " [" + d.Variant + "]"
 		}
-		fmt.Fprintf(w, "  %-8s %-6s %s%s, %d/%d MiB free\n", d.Name, d.Kind, d.Description, v, d.FreeMiB, d.TotalMiB)
+		fmt.Fprintf(w, "  %-8s %-8s %s%s, %d/%d MiB free\n", d.Name, d.Kind, d.Description, v, d.FreeMiB, d.TotalMiB)
 	}
 	if info.ChosenErr != "" {
 		fmt.Fprintf(w, "chosen:     none: %s\n", info.ChosenErr)

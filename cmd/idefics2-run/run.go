@@ -62,7 +62,7 @@ const commandList = `commands:
   idefics2-run bench -m model.gguf [-p 512] [-n 128] [-r 5] [-t 2] [--images 378,980] [--split] [--perceiver]
                     [--ttft] [--json]   llama-bench-style speed table (markdown, or JSON with its field names)
   idefics2-run inspect FILE.gguf        GGUF metadata and tensors
-  idefics2-run info [--json] [--device auto|cpu|cuda|metal|vulkan]   devices, CPU features, chosen backend
+  idefics2-run info [--json] [--device auto|cpu|cuda|metal|vulkan[:N]]   devices, CPU features, chosen backend
 
 Run a command with --help for its options. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input,
 130 / 143 stopped by SIGINT / SIGTERM (after flushing what was generated).`

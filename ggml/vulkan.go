@@ -1,0 +1,138 @@
+package ggml
+
+// #include <stdlib.h>
+// #include "vkprobe.h"
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+)
+
+// VulkanDevicesEnv is ggml-vulkan's list of the Vulkan physical devices it offers (indices in the Vulkan loader's
+// order, comma-separated). Unset, ggml-vulkan offers the discrete and integrated GPUs only.
+const VulkanDevicesEnv = "GGML_VK_VISIBLE_DEVICES"
+
+// vkTypeCPU is VK_PHYSICAL_DEVICE_TYPE_CPU (VkPhysicalDeviceType: 0 other, 1 integrated GPU, 2 discrete GPU,
+// 3 virtual GPU, 4 CPU).
+const vkTypeCPU = 4
+
+// vkPhysical is one Vulkan physical device as the loader lists it.
+type vkPhysical struct {
+	Type int
+	Name string
+}
+
+// vulkanPlan is how the Vulkan backend's devices map to the loader's physical devices.
+type vulkanPlan struct {
+	physical []vkPhysical
+	// visible are the physical indices ggml-vulkan offers, in its device order (Vulkan0, Vulkan1, …); nil when
+	// ggml-vulkan chooses (VulkanDevicesEnv unset and set by nobody), which never includes a CPU-type device.
+	visible []int
+	// note says what was decided, for the load report ("" when nothing needed saying).
+	note string
+}
+
+// probeVulkan lists the physical devices through the system's Vulkan loader.
+func probeVulkan() ([]vkPhysical, error) {
+	const max = 64
+	buf := (*C.idefics2_vk_device)(C.calloc(max, C.size_t(unsafe.Sizeof(C.idefics2_vk_device{}))))
+	defer C.free(unsafe.Pointer(buf))
+	n := int(C.idefics2_vk_probe(buf, max))
+	switch n {
+	case -1:
+		return nil, fmt.Errorf("ggml: vulkan: no Vulkan loader (libvulkan.so.1) could be opened")
+	case -2:
+		return nil, fmt.Errorf("ggml: vulkan: the Vulkan loader could not create an instance")
+	case -3:
+		return nil, fmt.Errorf("ggml: vulkan: the Vulkan loader could not list its devices")
+	}
+	devs := unsafe.Slice(buf, max)
+	out := make([]vkPhysical, 0, min(n, max))
+	for i := 0; i < n && i < max; i++ {
+		out = append(out, vkPhysical{Type: int(devs[i]._type), Name: C.GoString(&devs[i].name[0])})
+	}
+	return out, nil
+}
+
+// planVulkan decides which Vulkan devices ggml-vulkan offers before its library is loaded (it reads
+// VulkanDevicesEnv once, when it registers). A list the user set is kept. Otherwise, where the loader offers no
+// GPU at all but CPU-type devices (a software implementation such as Mesa's lavapipe), those are made visible so
+// that they can be listed and chosen explicitly (they are typed DeviceCPUType and never chosen by "auto"); where
+// there are GPUs, ggml-vulkan's own choice stands (GPUs only, each once even when two drivers expose it).
+func planVulkan(physical []vkPhysical, env string, envSet bool) (vulkanPlan, error) {
+	p := vulkanPlan{physical: physical}
+	if envSet {
+		for _, f := range strings.FieldsFunc(env, func(r rune) bool { return r == ',' || r == ' ' }) {
+			i, err := strconv.Atoi(f)
+			if err != nil || i < 0 || i >= len(physical) {
+				return p, fmt.Errorf("ggml: %s=%q: %q is not the index of one of the %d Vulkan devices", VulkanDevicesEnv, env, f, len(physical))
+			}
+			p.visible = append(p.visible, i)
+		}
+		return p, nil
+	}
+	var cpuType []int
+	for i, d := range physical {
+		if d.Type != vkTypeCPU {
+			return p, nil
+		}
+		cpuType = append(cpuType, i)
+	}
+	if len(cpuType) == 0 {
+		return p, nil
+	}
+	p.visible = cpuType
+	p.note = fmt.Sprintf("vulkan: only CPU-type devices (%s): offered as CPU-type, never chosen by auto", physical[cpuType[0]].Name)
+	return p, nil
+}
+
+// envValue is the VulkanDevicesEnv value that makes ggml-vulkan offer p.visible ("" when ggml chooses).
+func (p vulkanPlan) envValue() string {
+	var s []string
+	for _, i := range p.visible {
+		s = append(s, strconv.Itoa(i))
+	}
+	return strings.Join(s, ",")
+}
+
+// cpuType reports whether ggml-vulkan's device index i (the N of "VulkanN") is a CPU-type physical device.
+func (p vulkanPlan) cpuType(i int) bool {
+	if p.visible == nil || i < 0 || i >= len(p.visible) {
+		return false
+	}
+	return p.physical[p.visible[i]].Type == vkTypeCPU
+}
+
+// prepareVulkan runs before the Vulkan backend library is loaded: it probes the loader and, where planVulkan
+// says so, sets VulkanDevicesEnv for ggml-vulkan to read. It reports false when the library must not be loaded:
+// ggml-vulkan aborts the process on an index in VulkanDevicesEnv that names no device, so a bad list is refused
+// here, as a problem of the load report.
+func prepareVulkan(rep *LoadReport) bool {
+	env, envSet := os.LookupEnv(VulkanDevicesEnv)
+	physical, err := probeVulkan()
+	if err != nil {
+		// Without a loader the library cannot load either; ggml says so in its own words.
+		rep.Problems = append(rep.Problems, err.Error())
+		return true
+	}
+	p, err := planVulkan(physical, env, envSet)
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+		return false
+	}
+	if !envSet && p.visible != nil {
+		if err := os.Setenv(VulkanDevicesEnv, p.envValue()); err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("ggml: vulkan: setting %s: %v", VulkanDevicesEnv, err))
+			return true
+		}
+	}
+	if p.note != "" {
+		rep.Notes = append(rep.Notes, p.note)
+	}
+	vulkan = p
+	return true
+}
