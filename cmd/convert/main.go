@@ -66,13 +66,14 @@ var afterChunk func()
 // run is the whole command, separated from main for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := cli.New("convert",
-		"convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]",
+		"convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--lora ADAPTER[:SCALE]]... [--dry-run] [--force] [--threads N]",
 		"convert --synthetic PRESET [--synthetic-dir DIR] [--synthetic-seed N] --out model.gguf [...]")
 	fs.Describe("Converts a Hugging Face Idefics2 checkpoint into model.gguf (the text model, as llama.cpp's \"llama\") and\n" +
 		"mmproj.gguf (vision tower, connector and image processor settings).")
 	var (
 		opts      convert.Options
 		overrides []string
+		loras     []string
 		dryRun    bool
 	)
 	opts.Type = "f16"
@@ -82,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.String(&opts.Type, "type", "`TYPE` of the text matrices: "+strings.Join(convert.SchemeNames(), ", "))
 	fs.String(&opts.VisionType, "vision-type", "`TYPE` of the vision and connector matrices (default: f32 with --type f32, else f16)")
 	fs.List(&overrides, "override", "per-tensor type `REGEX=TYPE` matched against GGUF names (repeatable; first match wins)")
+	fs.List(&loras, "lora", "merge the PEFT LoRA adapter folder `DIR[:SCALE]` into the weights (repeatable; applied in order)")
 	fs.Bool(&dryRun, "dry-run", "print the plan and write nothing")
 	fs.Bool(&opts.Force, "force", "replace existing output files")
 	fs.Int(&opts.Threads, "threads", "quantization threads (0: all cores)")
@@ -108,6 +110,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return report(ctx, stderr, err)
 	}
 	opts.Overrides = overrides
+	for _, s := range loras {
+		spec, err := convert.ParseLoRASpec(s)
+		if err != nil {
+			return report(ctx, stderr, err)
+		}
+		opts.LoRA = append(opts.LoRA, spec)
+	}
 	if opts.Threads > 0 {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(opts.Threads))
 	}
