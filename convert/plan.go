@@ -558,7 +558,13 @@ func formatBytes(n int64) string {
 // checkOutputs refuses existing outputs unless force is set, and outputs whose folder does not
 // exist.
 func (p *Plan) checkOutputs() error {
-	for _, path := range []string{p.Model.Path, p.MMProj.Path} {
+	return checkOutputPaths(p.force, p.Model.Path, p.MMProj.Path)
+}
+
+// checkOutputPaths refuses existing outputs unless force is set, and outputs whose folder does
+// not exist.
+func checkOutputPaths(force bool, paths ...string) error {
+	for _, path := range paths {
 		dir := filepath.Dir(path)
 		if st, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 			return inputErrorf("convert: %s: output folder %s does not exist", path, dir)
@@ -577,7 +583,7 @@ func (p *Plan) checkOutputs() error {
 			if !st.Mode().IsRegular() && st.Mode()&os.ModeSymlink == 0 {
 				return inputErrorf("convert: %s: exists and is not a regular file", path)
 			}
-			if !p.force {
+			if !force {
 				return &InputError{Err: fmt.Errorf("%w: %s (use --force to replace it)", ErrOutputExists, path)}
 			}
 			continue

@@ -29,6 +29,8 @@ type Model struct {
 	vision  *VisionModel
 	conn    *Connector
 	opts    Options
+
+	textAdapters, visionAdapters []*adapterWeights
 }
 
 // Load opens the text GGUF at textPath and, unless mmprojPath is empty, the mmproj GGUF, checks that they belong
@@ -73,9 +75,13 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 	if m.tw, err = LoadWeights(m.TextFile, m.runner.Main, m.Target, o.Layouts); err != nil {
 		return nil, err
 	}
+	if err = m.loadAdapters(o); err != nil {
+		return nil, err
+	}
 	b := newBinder(m.tw, "")
+	b.adapters = m.textAdapters
 	m.decoder = bindDecoder(b, m.Text, m.decodeAttn())
-	if err = firstErr(b.err(), m.tw.checkUnused()); err != nil || !m.HasVision {
+	if err = firstErr(b.err(), m.tw.checkUnused(), adaptersUnused(m.textAdapters)); err != nil || !m.HasVision {
 		return m, err
 	}
 	if m.vw, err = LoadWeights(m.MMProj, m.runner.Main, m.Target, o.Layouts); err != nil {
@@ -83,9 +89,10 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 	}
 	kern := m.visionAttn()
 	b = newBinder(m.vw, "")
+	b.adapters = m.visionAdapters
 	m.vision = bindVision(b.at("v"), m.Vision, m.gelu(), kern)
 	m.conn = bindConnector(b.at("mm"), m.Connector, m.Vision.Hidden, kern)
-	return m, firstErr(b.err(), m.vw.checkUnused())
+	return m, firstErr(b.err(), m.vw.checkUnused(), adaptersUnused(m.visionAdapters))
 }
 
 func firstErr(errs ...error) error {
@@ -170,6 +177,10 @@ func (m *Model) Close() {
 	if m == nil {
 		return
 	}
+	for _, a := range append(m.textAdapters, m.visionAdapters...) {
+		a.close()
+	}
+	m.textAdapters, m.visionAdapters = nil, nil
 	m.tw.Close()
 	m.vw.Close()
 	m.runner.Close()

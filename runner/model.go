@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +55,30 @@ type Options struct {
 	BatchSize int
 	// NoSplit turns image splitting off whatever the mmproj says (fewer image tokens, less detail).
 	NoSplit bool
+	// Adapters are run-time LoRA adapters (convert --lora-only), applied in order. An adapter without MMProjPath
+	// takes FindMMProj(Path) when the model's mmproj is loaded.
+	Adapters []Adapter
+}
+
+// Adapter is one run-time LoRA adapter: its text GGUF, its mmproj part and its scale (graph.Adapter).
+type Adapter = graph.Adapter
+
+// ParseAdapter parses "FILE[:SCALE]" (--lora). A suffix after the last colon that is not a number is part of the
+// file name.
+func ParseAdapter(s string) (Adapter, error) {
+	a := Adapter{Path: s, Scale: 1}
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		if v, err := strconv.ParseFloat(s[i+1:], 32); err == nil {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return Adapter{}, inputErrorf("runner: --lora %s: scale %s is not a finite number", s, s[i+1:])
+			}
+			a.Path, a.Scale = s[:i], float32(v)
+		}
+	}
+	if a.Path == "" {
+		return Adapter{}, inputErrorf("runner: --lora %q: no adapter file", s)
+	}
+	return a, nil
 }
 
 // AttnKernel is how the decoder computes attention (graph.AttnKernel).
@@ -135,8 +161,26 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 			return nil, err
 		}
 	}
+	adapters := slices.Clone(o.Adapters)
+	for i := range adapters {
+		a := &adapters[i]
+		if err := checkFile(a.Path, "adapter"); err != nil {
+			return nil, err
+		}
+		if a.MMProjPath == "" && mmPath != "" {
+			a.MMProjPath = FindMMProj(a.Path)
+		}
+		if a.MMProjPath != "" {
+			if mmPath == "" {
+				return nil, inputErrorf("runner: adapter mmproj %s: the model has no mmproj loaded", a.MMProjPath)
+			}
+			if err := checkFile(a.MMProjPath, "adapter mmproj"); err != nil {
+				return nil, err
+			}
+		}
+	}
 	g, err := graph.Load(o.ModelPath, mmPath, graph.Options{Device: o.Device, Threads: o.Threads, BatchSize: o.BatchSize,
-		TextAttn: o.Attention, GELU: o.GELU})
+		TextAttn: o.Attention, GELU: o.GELU, Adapters: adapters})
 	if err != nil {
 		return nil, classifyLoadError(fmt.Errorf("runner: loading %s: %w", o.ModelPath, err))
 	}

@@ -1,0 +1,199 @@
+package graph
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/idefics2-go/idefics2/ggml"
+	"github.com/idefics2-go/idefics2/gguf"
+)
+
+// Adapter is one run-time LoRA adapter: a GGUF in llama.cpp's LoRA adapter layout (general.type "adapter",
+// adapter.type "lora", adapter.lora.alpha, tensors "<weight name>.lora_a" [in, r] and ".lora_b" [r, out]) for the
+// text model, and optionally one in the same layout for the mmproj. Every adapted Linear computes
+// W·x + s·B·(A·x) with s = Scale·alpha/r (llama.cpp's llama_adapter_lora_weight::get_scale; s = Scale when alpha is
+// 0), whatever W's layout: the base weights are not touched.
+type Adapter struct {
+	Path       string
+	MMProjPath string  // "" when the adapter leaves the vision side alone
+	Scale      float32 // 1 applies the adapter as trained
+}
+
+// ErrNotAdapter is matched (errors.Is) by the error for a file given as an adapter that is not a LoRA adapter of
+// this model, or whose mmproj part belongs to another adapter.
+var ErrNotAdapter = errors.New("not a LoRA adapter of this model")
+
+// adapterWeights is one adapter file placed on the backend.
+type adapterWeights struct {
+	file  *gguf.File
+	w     *Weights
+	alpha float32
+	scale float32
+	sha   string // idefics2.adapters.sha256[0], "" when absent
+}
+
+func (a *adapterWeights) close() {
+	if a.w != nil {
+		a.w.Close()
+	}
+	if a.file != nil {
+		a.file.Close()
+	}
+}
+
+// loraPair is one adapter's low-rank update of a Linear.
+type loraPair struct {
+	a, b  ggml.Tensor // [in, r], [r, out]
+	scale float32
+}
+
+// loadAdapter opens the adapter GGUF at path, checks that it is a LoRA adapter for architecture arch and places its
+// tensors in the file's layout.
+func loadAdapter(path, arch string, scale float32, b *ggml.Backend, t Target) (*adapterWeights, error) {
+	if math.IsNaN(float64(scale)) || math.IsInf(float64(scale), 0) {
+		return nil, fileErrorf(path, ErrNotAdapter, "scale %v is not a finite number", scale)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	a := &adapterWeights{file: f, scale: scale}
+	fail := func(err error) (*adapterWeights, error) {
+		a.close()
+		return nil, err
+	}
+	md := f.Metadata
+	for _, kv := range []struct{ key, want string }{{"general.type", "adapter"}, {"adapter.type", "lora"}, {"general.architecture", arch}} {
+		got, err := md.String(kv.key)
+		if err != nil {
+			return fail(fileErrorf(path, ErrNotAdapter, "%s: %v", kv.key, err))
+		}
+		if got != kv.want {
+			return fail(fileErrorf(path, ErrNotAdapter, "%s is %q, want %q", kv.key, got, kv.want))
+		}
+	}
+	if a.alpha, err = md.Float32("adapter.lora.alpha"); err != nil {
+		return fail(fileErrorf(path, ErrNotAdapter, "adapter.lora.alpha: %v", err))
+	}
+	if math.IsNaN(float64(a.alpha)) || math.IsInf(float64(a.alpha), 0) {
+		return fail(fileErrorf(path, ErrNotAdapter, "adapter.lora.alpha %v is not finite", a.alpha))
+	}
+	if sums, err := md.Strings("idefics2.adapters.sha256"); err == nil && len(sums) > 0 {
+		a.sha = sums[0]
+	}
+	if a.w, err = LoadWeights(f, b, t, LayoutsFile); err != nil {
+		return fail(err)
+	}
+	return a, nil
+}
+
+// loadAdapters loads the text parts (and, with vision, the mmproj parts) of every adapter of o.
+func (m *Model) loadAdapters(o Options) error {
+	for _, ad := range o.Adapters {
+		a, err := loadAdapter(ad.Path, "llama", ad.Scale, m.runner.Main, m.Target)
+		if err != nil {
+			return err
+		}
+		m.textAdapters = append(m.textAdapters, a)
+		if ad.MMProjPath == "" {
+			continue
+		}
+		if !m.HasVision {
+			return fileErrorf(ad.MMProjPath, ErrNotAdapter, "an mmproj adapter needs the model's mmproj, and none is loaded")
+		}
+		v, err := loadAdapter(ad.MMProjPath, "clip", ad.Scale, m.runner.Main, m.Target)
+		if err != nil {
+			return err
+		}
+		m.visionAdapters = append(m.visionAdapters, v)
+		if a.sha != "" && v.sha != "" && a.sha != v.sha {
+			return fileErrorf(ad.MMProjPath, ErrNotAdapter, "made from adapter %.12s, but %s from adapter %.12s", v.sha, ad.Path, a.sha)
+		}
+	}
+	return nil
+}
+
+// loras binds the adapter pairs of the weight name ([in, out]) from every adapter of b.
+func (b binder) loras(name string, in, out int) []loraPair {
+	var ps []loraPair
+	for _, a := range b.adapters {
+		w := a.w
+		pa, okA := w.plan.Weights[name+".lora_a"]
+		pb, okB := w.plan.Weights[name+".lora_b"]
+		if !okA && !okB {
+			continue
+		}
+		bad := func(seg, got, want string) {
+			*b.errs = append(*b.errs, &WeightError{Path: a.file.Path, Tensor: name + seg, Got: got, Want: want})
+		}
+		if !okA || !okB {
+			seg, have := ".lora_a", ".lora_b"
+			if okA {
+				seg, have = ".lora_b", ".lora_a"
+			}
+			w.used[name+have] = true
+			bad(seg, "", "the partner of "+name+have)
+			continue
+		}
+		w.used[name+".lora_a"], w.used[name+".lora_b"] = true, true
+		if len(pa.Shape) != 2 || len(pb.Shape) != 2 || pa.Shape[0] != in || pb.Shape[1] != out || pa.Shape[1] != pb.Shape[0] || pa.Shape[1] <= 0 {
+			bad(".lora_a/.lora_b", fmt.Sprintf("shapes %v and %v", pa.Shape, pb.Shape), fmt.Sprintf("[%d, r] and [r, %d] for base %s [%d, %d]", in, out, name, in, out))
+			continue
+		}
+		if !weightTypeOK(pa.Type, 2) || !weightTypeOK(pb.Type, 2) {
+			bad(".lora_a/.lora_b", "types "+pa.Type.String()+" and "+pb.Type.String(), "float or block-quantized matrices")
+			continue
+		}
+		s := a.scale
+		if a.alpha != 0 {
+			s = a.scale * a.alpha / float32(pa.Shape[1])
+		}
+		ps = append(ps, loraPair{a: w.tensors[name+".lora_a"], b: w.tensors[name+".lora_b"], scale: s})
+	}
+	return ps
+}
+
+// addLoRA adds every adapter's s·B·(A·x) to y. A·x is scaled (r values per column, not out) before B.
+func addLoRA(ctx *ggml.Context, y, x ggml.Tensor, ps []loraPair) ggml.Tensor {
+	if len(ps) == 0 {
+		return y
+	}
+	if !x.IsContiguous() {
+		x = x.Cont(ctx)
+	}
+	for _, p := range ps {
+		y = y.Add(ctx, p.b.MulMat(ctx, p.a.MulMat(ctx, x).Scale(ctx, p.scale)))
+	}
+	return y
+}
+
+// adaptersUnused reports the adapter tensors no weight of the model took (a pair for a weight the base lacks).
+func adaptersUnused(as []*adapterWeights) error {
+	var errs []error
+	for _, a := range as {
+		if err := a.w.checkUnused(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AdapterReport describes the loaded adapters, one line per file, for logs and `inspect`.
+func (m *Model) AdapterReport() []string {
+	var out []string
+	for _, as := range [][]*adapterWeights{m.textAdapters, m.visionAdapters} {
+		for _, a := range as {
+			names := slices.Sorted(func(yield func(string) bool) {
+				for _, ti := range a.file.Tensors {
+					if !yield(ti.Name) {
+						return
+					}
+				}
+			})
+			out = append(out, fmt.Sprintf("%s: alpha %g, scale %g, %d tensors", a.file.Path, a.alpha, a.scale, len(names)))
+		}
+	}
+	return out
+}
