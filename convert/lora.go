@@ -96,8 +96,8 @@ type patternEntry struct {
 // loraDelta is the LoRA pair of one base weight: ΔW = scale·B·A.
 type loraDelta struct {
 	adapter  *Adapter
-	module   string    // HF module path, e.g. "model.text_model.layers.0.self_attn.q_proj"
-	keyA     string    // adapter tensor names
+	module   string // HF module path, e.g. "model.text_model.layers.0.self_attn.q_proj"
+	keyA     string // adapter tensor names
 	keyB     string
 	a        []float32 // [rank, in], row-major
 	b        []float32 // [out, rank], row-major
@@ -163,9 +163,10 @@ func isAdapterFolder(dir string) bool {
 // openAdapterConfig reads and checks adapter_config.json. Settings that change the weights in
 // a way this converter does not reproduce are refused by name.
 func openAdapterConfig(dir string) (*loraConfig, error) {
-	o, ok, err := readJSONObject(dir, adapterConfigFile, true)
-	if err != nil {
-		return nil, err
+	data, err := readFileLimited(filepath.Join(dir, adapterConfigFile), maxJSONSize)
+	ok := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, inputErrorf("convert: %s: %v", filepath.Join(dir, adapterConfigFile), err)
 	}
 	if !ok {
 		if _, err := os.Stat(filepath.Join(dir, configFile)); err == nil {
@@ -173,7 +174,10 @@ func openAdapterConfig(dir string) (*loraConfig, error) {
 		}
 		return nil, inputErrorf("convert: %s: %s is missing: not a PEFT adapter folder", dir, adapterConfigFile)
 	}
-	o.file = filepath.Join(filepath.Base(dir), adapterConfigFile)
+	o, err := parseJSONObject(filepath.Join(filepath.Base(dir), adapterConfigFile), quotePythonNonFinite(data))
+	if err != nil {
+		return nil, err
+	}
 	peftType, err := required[string](o, "peft_type")
 	if err != nil {
 		return nil, err
@@ -246,9 +250,64 @@ func openAdapterConfig(dir string) (*loraConfig, error) {
 	return c, nil
 }
 
+// pythonNonFinite are the tokens Python's json module writes for non-finite floats.
+var pythonNonFinite = []string{"NaN", "-Infinity", "Infinity"}
+
+// quotePythonNonFinite turns the bare NaN, Infinity and -Infinity tokens Python's json.dump
+// writes (outside strings) into strings, so that the file parses and the field holding one is
+// reported by name.
+func quotePythonNonFinite(data []byte) []byte {
+	var out []byte
+	inString, escaped := false, false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if inString {
+			out = append(out, c)
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		if c == '"' {
+			inString = true
+			out = append(out, c)
+			continue
+		}
+		matched := false
+		for _, tok := range pythonNonFinite {
+			if bytes.HasPrefix(data[i:], []byte(tok)) {
+				out = append(out, '"')
+				out = append(out, tok...)
+				out = append(out, '"')
+				i += len(tok) - 1
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// floatField reads a number that may have been written by Python as NaN or ±Infinity.
+func floatField(o *jsonObject, key string, def float64) (float64, error) {
+	var s string
+	if json.Unmarshal(o.m[key], &s) == nil && slices.Contains(pythonNonFinite, s) {
+		return 0, o.errorf(key, "%s is not a finite number", s)
+	}
+	return withDefault(o, key, def)
+}
+
 // adapterAlpha reads a lora_alpha value that must be finite and not zero.
 func adapterAlpha(o *jsonObject, key string, def float64) (float64, error) {
-	v, err := withDefault(o, key, def)
+	v, err := floatField(o, key, def)
 	if err != nil {
 		return 0, err
 	}
@@ -316,7 +375,7 @@ func readPattern(o *jsonObject, key string, integer bool) ([]patternEntry, error
 			out = append(out, patternEntry{key: k, value: float64(v)})
 			continue
 		}
-		v, err := required[float64](sub, k)
+		v, err := floatField(sub, k, math.NaN())
 		if err != nil {
 			return nil, err
 		}
@@ -618,6 +677,27 @@ func (d *loraDelta) addTo(vals []float32, row0 int) {
 			dst[i] += acc[i] * s
 		}
 	}
+}
+
+// mergeDeltas adds the LoRA updates of t to rows [row0, …) of vals and checks that the merged
+// values stay finite (F32 outputs are not checked by quantization).
+func mergeDeltas(t *TensorPlan, vals []float32, row0 int) error {
+	if len(t.deltas) == 0 {
+		return nil
+	}
+	for _, d := range t.deltas {
+		d.addTo(vals, row0)
+	}
+	for i, v := range vals {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			names := make([]string, len(t.deltas))
+			for k, d := range t.deltas {
+				names[k] = d.adapter.Name
+			}
+			return inputErrorf("convert: tensor %q: value %v at %d after merging %s is not finite", t.Source, v, row0*int(t.Shape[0])+i, strings.Join(names, ", "))
+		}
+	}
+	return nil
 }
 
 // fileSHA256 returns the hex SHA-256 of a file.

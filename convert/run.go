@@ -211,8 +211,8 @@ func (p *Plan) readTensor(ctx context.Context, oi int, t *TensorPlan, out chan<-
 		if err := decodeFloats(vals, raw, safetensors.DType(t.SourceDType)); err != nil {
 			return fmt.Errorf("convert: tensor %q: %w", t.Source, err)
 		}
-		for _, d := range t.deltas {
-			d.addTo(vals, v0/ne0)
+		if err := mergeDeltas(t, vals, v0/ne0); err != nil {
+			return err
 		}
 		if t.PermuteHeads > 0 {
 			vals = permuteRows(vals, ne0, rows/t.PermuteHeads)
@@ -300,8 +300,8 @@ func (p *Plan) readBNB(ctx context.Context, oi int, t *TensorPlan, out chan<- *w
 			vals[i] = quant.BF16ToF32(quant.F32ToBF16(v))
 		}
 	}
-	for _, d := range t.deltas {
-		d.addTo(vals, 0)
+	if err := mergeDeltas(t, vals, 0); err != nil {
+		return err
 	}
 	if t.PermuteHeads > 0 {
 		vals = permuteRows(vals, ne0, rows/t.PermuteHeads)
