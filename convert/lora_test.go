@@ -611,3 +611,85 @@ func FuzzAdapterConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestLoRAOnBNB merges the p1 adapter into a bitsandbytes NF4 copy of p1 (a QLoRA adapter on its
+// training base): each adapted weight is dequantized, the update added, and the sum written at
+// --type (F32 here, checked against dequant + s·B·A in float64; NF4, whose adapted weights must
+// be re-quantized rather than repacked).
+func TestLoRAOnBNB(t *testing.T) {
+	dir, nf := makeBNBCheckpoint(t, "float32")
+	ad := readSafetensors(t, filepath.Join(p1Seed, adapterWeightsFile))
+	model, _, plan := convertTo(t, dir, Options{Type: "f32", LoRA: []LoRASpec{{Dir: p1Seed, Scale: 1}}})
+	checked := 0
+	for i := range plan.Model.Tensors {
+		tp := &plan.Model.Tensors[i]
+		src, ok := nf[tp.Source]
+		if !ok || len(tp.deltas) == 0 {
+			continue
+		}
+		deq, err := src.Dequantize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		module := strings.TrimSuffix(tp.Source, ".weight")
+		ta, tb := ad[peftKeyPrefix+module+".lora_A.weight"], ad[peftKeyPrefix+module+".lora_B.weight"]
+		a, _ := safetensors.ToFloat32(safetensors.Tensor{DType: safetensors.DType(ta.dtype), Shape: ta.shape, Data: ta.data})
+		b, _ := safetensors.ToFloat32(safetensors.Tensor{DType: safetensors.DType(tb.dtype), Shape: tb.shape, Data: tb.data})
+		r, in := int(ta.shape[0]), int(ta.shape[1])
+		ref := make([]float64, len(deq))
+		for k := range deq {
+			o, c := k/in, k%in
+			var d float64
+			for j := 0; j < r; j++ {
+				d += float64(b[o*r+j]) * float64(a[j*in+c])
+			}
+			ref[k] = float64(deq[k]) + d
+		}
+		if tp.PermuteHeads > 0 {
+			ref = permuteRef(ref, in, tp.PermuteHeads)
+		}
+		got := f32Values(t, model, tp.Name)
+		var maxRef, maxErr float64
+		for k := range ref {
+			maxRef = math.Max(maxRef, math.Abs(ref[k]))
+			maxErr = math.Max(maxErr, math.Abs(float64(got[k])-ref[k]))
+		}
+		if maxErr > tolMerge*maxRef {
+			t.Errorf("%s: max abs err %.3g, max |ref| %.3g", tp.Name, maxErr, maxRef)
+		}
+		checked++
+	}
+	if checked == 0 {
+		t.Fatal("no adapted bitsandbytes weight")
+	}
+	_, _, nf4Plan := convertTo(t, dir, Options{Type: "nf4", LoRA: []LoRASpec{{Dir: p1Seed, Scale: 1}}})
+	for i := range nf4Plan.Model.Tensors {
+		tp := &nf4Plan.Model.Tensors[i]
+		if _, ok := nf[tp.Source]; ok && len(tp.deltas) > 0 && (tp.Repacked() || !strings.Contains(tp.Note, "LoRA added, re-quantized")) {
+			t.Errorf("%s: repacked %v, note %q; want re-quantized with the update", tp.Name, tp.Repacked(), tp.Note)
+		}
+	}
+}
+
+// FuzzParseLoRASpec: an InputError, or a spec with a folder and a finite scale that prints back
+// to the input.
+func FuzzParseLoRASpec(f *testing.F) {
+	for _, s := range []string{"ad", "ad:0.5", "a:b/ad:-2", "ad:NaN", ":1", "", "ad:", "ad:1e400", "ad:0x1p-3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		spec, err := ParseLoRASpec(s)
+		if err != nil {
+			if !IsInputError(err) {
+				t.Fatalf("%q: %v is not an InputError", s, err)
+			}
+			return
+		}
+		if spec.Dir == "" || math.IsNaN(spec.Scale) || math.IsInf(spec.Scale, 0) {
+			t.Fatalf("%q: %+v", s, spec)
+		}
+		if spec.Dir != s && !strings.HasPrefix(s, spec.Dir+":") {
+			t.Fatalf("%q: folder %q is not the input's prefix", s, spec.Dir)
+		}
+	})
+}

@@ -84,14 +84,18 @@ func NewAdapterPlan(opts AdapterOptions) (*AdapterPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	ckpt, err := safetensors.OpenCheckpoint(opts.InDir)
-	if err != nil {
-		return nil, asInput(fmt.Errorf("convert: %w", err))
-	}
 	adapters, err := openAdapters([]LoRASpec{opts.Adapter}, h)
 	if err != nil {
-		ckpt.Close()
 		return nil, err
+	}
+	// The base's weights are read only for modules_to_save copies (ΔW = W' − W); names and shapes come from
+	// config.json.
+	var ckpt *safetensors.Checkpoint
+	if len(adapters[0].saved) > 0 {
+		if ckpt, err = safetensors.OpenCheckpoint(opts.InDir); err != nil {
+			adapters[0].Close()
+			return nil, asInput(fmt.Errorf("convert: %w", err))
+		}
 	}
 	p := &AdapterPlan{Adapter: adapters[0], ckpt: ckpt, force: opts.Force,
 		Text: OutputPlan{Path: opts.Out, FileType: gguf.FileTypeF32}, MMProj: OutputPlan{Path: mmPath, FileType: gguf.FileTypeF32}}
@@ -305,7 +309,7 @@ func (p *AdapterPlan) Print(w io.Writer) error {
 // Run writes the adapter file(s) atomically: the mmproj part first, both renamed only when
 // both are complete.
 func (p *AdapterPlan) Run(ctx context.Context) (err error) {
-	if p.ckpt == nil {
+	if p.Adapter.file == nil {
 		return errors.New("convert: plan is closed")
 	}
 	outs := []*OutputPlan{&p.Text}

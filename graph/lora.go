@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/gguf"
@@ -196,4 +197,99 @@ func (m *Model) AdapterReport() []string {
 		}
 	}
 	return out
+}
+
+// AdapterPair is one LoRA pair of an adapter file: the base weight it updates and its sizes.
+type AdapterPair struct {
+	Weight  string // base weight name, e.g. "blk.0.attn_q.weight"
+	Rank    int
+	In, Out int
+}
+
+// AdapterInfo describes a LoRA adapter GGUF without loading it: its architecture, alpha and pairs in file order.
+type AdapterInfo struct {
+	Architecture string
+	Alpha        float32
+	Pairs        []AdapterPair
+}
+
+// DescribeAdapter reads an adapter file's metadata and pairs. A file that is not a LoRA adapter, a tensor that is
+// neither half of a pair, a pair without its partner or with inconsistent shapes is an error naming it.
+func DescribeAdapter(f *gguf.File) (*AdapterInfo, error) {
+	md := f.Metadata
+	for _, kv := range []struct{ key, want string }{{"general.type", "adapter"}, {"adapter.type", "lora"}} {
+		got, err := md.String(kv.key)
+		if err != nil {
+			return nil, fileErrorf(f.Path, ErrNotAdapter, "%s: %v", kv.key, err)
+		}
+		if got != kv.want {
+			return nil, fileErrorf(f.Path, ErrNotAdapter, "%s is %q, want %q", kv.key, got, kv.want)
+		}
+	}
+	info := &AdapterInfo{}
+	var err error
+	if info.Architecture, err = md.String("general.architecture"); err != nil {
+		return nil, fileErrorf(f.Path, ErrNotAdapter, "general.architecture: %v", err)
+	}
+	if info.Alpha, err = md.Float32("adapter.lora.alpha"); err != nil {
+		return nil, fileErrorf(f.Path, ErrNotAdapter, "adapter.lora.alpha: %v", err)
+	}
+	var errs weightErrors
+	for _, ti := range f.Tensors {
+		name, isA := strings.CutSuffix(ti.Name, ".lora_a")
+		if !isA {
+			if _, isB := strings.CutSuffix(ti.Name, ".lora_b"); !isB {
+				errs = append(errs, &WeightError{Path: f.Path, Tensor: ti.Name, Got: "a tensor", Want: "only <weight>.lora_a and <weight>.lora_b"})
+			} else if _, ok := f.Tensor(strings.TrimSuffix(ti.Name, ".lora_b") + ".lora_a"); !ok {
+				errs = append(errs, &WeightError{Path: f.Path, Tensor: strings.TrimSuffix(ti.Name, ".lora_b") + ".lora_a", Want: "the partner of " + ti.Name})
+			}
+			continue
+		}
+		tb, ok := f.Tensor(name + ".lora_b")
+		if !ok {
+			errs = append(errs, &WeightError{Path: f.Path, Tensor: name + ".lora_b", Want: "the partner of " + ti.Name})
+			continue
+		}
+		a, b := shapeOf(&ti), shapeOf(tb)
+		if len(a) != 2 || len(b) != 2 || a[1] != b[0] || a[1] <= 0 {
+			errs = append(errs, &WeightError{Path: f.Path, Tensor: ti.Name, Got: fmt.Sprintf("shapes %v and %v", a, b), Want: "[in, r] and [r, out]"})
+			continue
+		}
+		info.Pairs = append(info.Pairs, AdapterPair{Weight: name, Rank: a[1], In: a[0], Out: b[1]})
+	}
+	return info, errs.errOrNil()
+}
+
+// CheckAdapterBase checks an adapter against a base model file as loading it would, without loading either: the
+// same architecture, and for every pair a base weight of shape [in, out]. Each mismatch names the tensor.
+func CheckAdapterBase(info *AdapterInfo, adapterPath string, base *gguf.File) error {
+	arch, err := base.Metadata.String("general.architecture")
+	if err != nil {
+		return fileErrorf(base.Path, ErrFileKind, "general.architecture: %v", err)
+	}
+	if arch != info.Architecture {
+		return fileErrorf(adapterPath, ErrNotAdapter, "an adapter for architecture %q, but %s is %q", info.Architecture, base.Path, arch)
+	}
+	specs, err := tensorSpecs(base)
+	if err != nil {
+		return err
+	}
+	shapes := map[string][]int{}
+	for _, s := range specs {
+		shapes[s.Name] = s.Shape
+		if s.NF4 != nil {
+			shapes[s.Name] = s.NF4.Shape
+		}
+	}
+	var errs weightErrors
+	for _, p := range info.Pairs {
+		w, ok := shapes[p.Weight]
+		switch {
+		case !ok:
+			errs = append(errs, &WeightError{Path: adapterPath, Tensor: p.Weight + ".lora_a", Got: fmt.Sprintf("a pair for %s", p.Weight), Want: "a weight of " + base.Path})
+		case len(w) != 2 || w[0] != p.In || w[1] != p.Out:
+			errs = append(errs, &WeightError{Path: adapterPath, Tensor: p.Weight + ".lora_a", Got: fmt.Sprintf("[%d, %d] (rank %d)", p.In, p.Out, p.Rank), Want: fmt.Sprintf("%v as in %s", w, base.Path)})
+		}
+	}
+	return errs.errOrNil()
 }

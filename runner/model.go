@@ -330,3 +330,25 @@ func (m *Model) StopTokens() []int32 { return append([]int32(nil), m.stopIDs...)
 
 // isStop reports whether id ends generation.
 func (m *Model) isStop(id int32) bool { return slices.Contains(m.stopIDs, id) }
+
+// AdapterInfo describes a LoRA adapter GGUF (graph.AdapterInfo).
+type AdapterInfo = graph.AdapterInfo
+
+// DescribeAdapter reads an adapter file's architecture, alpha and pairs (graph.DescribeAdapter); a file that is not a
+// LoRA adapter is an *InputError.
+func DescribeAdapter(f *gguf.File) (*AdapterInfo, error) {
+	info, err := graph.DescribeAdapter(f)
+	if err != nil {
+		return nil, &InputError{Err: fmt.Errorf("runner: %w", err)}
+	}
+	return info, nil
+}
+
+// CheckAdapterBase checks an adapter against a base model file without loading either (graph.CheckAdapterBase); a
+// mismatch is an *InputError naming the tensor.
+func CheckAdapterBase(info *AdapterInfo, adapterPath string, base *gguf.File) error {
+	if err := graph.CheckAdapterBase(info, adapterPath, base); err != nil {
+		return &InputError{Err: fmt.Errorf("runner: %w", err)}
+	}
+	return nil
+}

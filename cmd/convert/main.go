@@ -120,8 +120,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			err = cli.Usagef("convert: --lora-only needs the adapter's base checkpoint as --in, not --synthetic")
 		}
 	}
+	if err == nil && fs.Set("synthetic-adapter") && fs.Set("lora-only") {
+		err = cli.Usagef("convert: --synthetic-adapter writes its own adapter; drop --lora-only")
+	}
 	if err != nil {
 		return report(ctx, stderr, err)
+	}
+	if fs.Set("synthetic-adapter") {
+		dir, cleanup, err := syn.prepareAdapter(&opts)
+		defer cleanup()
+		if err != nil {
+			return report(ctx, stderr, err)
+		}
+		return exportAdapter(ctx, opts, dir, dryRun, stdout, stderr)
 	}
 	if fs.Set("lora-only") {
 		return exportAdapter(ctx, opts, loraOnly, dryRun, stdout, stderr)

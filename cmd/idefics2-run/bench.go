@@ -23,6 +23,7 @@ type benchFlags struct {
 	load                           bench.LoadOptions
 	warmup, readLimit, json        bool
 	verbose                        bool
+	loras                          []string
 }
 
 // cmdBench measures a model pair in the spirit of llama-bench (pp, tg, image encodes, perceiver, time to first
@@ -49,6 +50,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Bool(&f.load.NoRepack, "no-repack", "keep quantized weights in the file layout (no CPU repacking)")
 	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and q4kx16 (AVX-512 VNNI)")
 	fs.Bool(&f.load.UnfusedAttn, "unfused-attn", "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
+	fs.List(&f.loras, "lora", "run-time LoRA adapter GGUF `FILE[:SCALE]` (repeatable; its mmproj part is found next to it)")
 	fs.Bool(&f.warmup, "warmup", "run each test once before measuring")
 	fs.Bool(&f.readLimit, "read-limit", "around each generation repetition, time one read of the weights a token needs (the memory's bound on tg; CPU only)")
 	fs.Bool(&f.json, "json", "print a JSON array of results")
@@ -92,6 +94,13 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 	}
 	a := benchArgs{model: f.model, mmproj: f.mmproj, load: f.load, json: f.json || f.output == "json", verbose: f.verbose}
 	a.load.Device = f.device
+	for _, s := range f.loras {
+		ad, err := runner.ParseAdapter(s)
+		if err != nil {
+			return benchArgs{}, cli.Usagef("bench: %v", err)
+		}
+		a.load.Adapters = append(a.load.Adapters, ad)
+	}
 	var err error
 	for _, l := range []struct {
 		flag, val string
@@ -132,6 +141,11 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 		return fail(stderr, cli.Usagef("bench: image tests need --mmproj (none found next to %s)", a.model))
 	}
 	var all []bench.Result
+	for i := range a.load.Adapters {
+		if ad := &a.load.Adapters[i]; ad.MMProjPath == "" && mm != "" {
+			ad.MMProjPath = runner.FindMMProj(ad.Path)
+		}
+	}
 	for i, t := range a.threads {
 		o := a.load
 		o.Threads = t
