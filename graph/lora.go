@@ -31,8 +31,17 @@ type adapterWeights struct {
 	file  *gguf.File
 	w     *Weights
 	alpha float32
-	scale float32
-	sha   string // idefics2.adapters.sha256[0], "" when absent
+	scale float32 // the user's scale now in force (SetAdapterScales); graphs read it when they are built
+	index int     // position in Options.Adapters
+	sha   string  // idefics2.adapters.sha256[0], "" when absent
+}
+
+// pairScale is s = scale·alpha/r (llama.cpp's llama_adapter_lora_weight::get_scale; scale alone when alpha is 0).
+func (a *adapterWeights) pairScale(rank int) float32 {
+	if a.alpha == 0 {
+		return a.scale
+	}
+	return a.scale * a.alpha / float32(rank)
 }
 
 func (a *adapterWeights) close() {
@@ -46,8 +55,9 @@ func (a *adapterWeights) close() {
 
 // loraPair is one adapter's low-rank update of a Linear.
 type loraPair struct {
-	a, b  ggml.Tensor // [in, r], [r, out]
-	scale float32
+	a, b ggml.Tensor // [in, r], [r, out]
+	src  *adapterWeights
+	rank int
 }
 
 // loadAdapter opens the adapter GGUF at path, checks that it is a LoRA adapter for architecture arch and places its
@@ -92,11 +102,12 @@ func loadAdapter(path, arch string, scale float32, b *ggml.Backend, t Target) (*
 
 // loadAdapters loads the text parts (and, with vision, the mmproj parts) of every adapter of o.
 func (m *Model) loadAdapters(o Options) error {
-	for _, ad := range o.Adapters {
+	for i, ad := range o.Adapters {
 		a, err := loadAdapter(ad.Path, "llama", ad.Scale, m.runner.Main, m.Target)
 		if err != nil {
 			return err
 		}
+		a.index = i
 		m.textAdapters = append(m.textAdapters, a)
 		if ad.MMProjPath == "" {
 			continue
@@ -108,6 +119,7 @@ func (m *Model) loadAdapters(o Options) error {
 		if err != nil {
 			return err
 		}
+		v.index = i
 		m.visionAdapters = append(m.visionAdapters, v)
 		if a.sha != "" && v.sha != "" && a.sha != v.sha {
 			return fileErrorf(ad.MMProjPath, ErrNotAdapter, "made from adapter %.12s, but %s from adapter %.12s", v.sha, ad.Path, a.sha)
@@ -147,28 +159,57 @@ func (b binder) loras(name string, in, out int) []loraPair {
 			bad(".lora_a/.lora_b", "types "+pa.Type.String()+" and "+pb.Type.String(), "float or block-quantized matrices")
 			continue
 		}
-		s := a.scale
-		if a.alpha != 0 {
-			s = a.scale * a.alpha / float32(pa.Shape[1])
-		}
-		ps = append(ps, loraPair{a: w.tensors[name+".lora_a"], b: w.tensors[name+".lora_b"], scale: s})
+		ps = append(ps, loraPair{a: w.tensors[name+".lora_a"], b: w.tensors[name+".lora_b"], src: a, rank: pa.Shape[1]})
 	}
 	return ps
 }
 
-// addLoRA adds every adapter's s·B·(A·x) to y. A·x is scaled (r values per column, not out) before B.
+// addLoRA adds every adapter's s·B·(A·x) to y; an adapter whose scale is 0 now adds nothing. A·x is scaled (r values
+// per column, not out) before B.
 func addLoRA(ctx *ggml.Context, y, x ggml.Tensor, ps []loraPair) ggml.Tensor {
-	if len(ps) == 0 {
-		return y
-	}
-	if !x.IsContiguous() {
-		x = x.Cont(ctx)
-	}
 	for _, p := range ps {
-		y = y.Add(ctx, p.b.MulMat(ctx, p.a.MulMat(ctx, x).Scale(ctx, p.scale)))
+		s := p.src.pairScale(p.rank)
+		if s == 0 {
+			continue
+		}
+		if !x.IsContiguous() {
+			x = x.Cont(ctx)
+		}
+		y = y.Add(ctx, p.b.MulMat(ctx, p.a.MulMat(ctx, x).Scale(ctx, s)))
 	}
 	return y
 }
+
+// AdapterScales returns the scale now in force of each adapter of Options.Adapters, in order.
+func (m *Model) AdapterScales() []float32 {
+	out := make([]float32, len(m.opts.Adapters))
+	for _, a := range m.textAdapters {
+		out[a.index] = a.scale
+	}
+	return out
+}
+
+// SetAdapterScales sets the scale of each adapter of Options.Adapters (0 turns one off) for the graphs built from
+// now on, text and vision parts alike. A sequence's KV cache keeps what earlier scales computed.
+func (m *Model) SetAdapterScales(scales []float32) error {
+	if len(scales) != len(m.opts.Adapters) {
+		return fmt.Errorf("%w: %d adapter scales for %d adapters", ErrBadOptions, len(scales), len(m.opts.Adapters))
+	}
+	for i, s := range scales {
+		if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
+			return fmt.Errorf("%w: adapter %d: scale %v is not a finite number", ErrBadOptions, i, s)
+		}
+	}
+	for _, as := range [][]*adapterWeights{m.textAdapters, m.visionAdapters} {
+		for _, a := range as {
+			a.scale = scales[a.index]
+		}
+	}
+	return nil
+}
+
+// HasVisionAdapters reports whether a loaded adapter changes the vision tower, connector or perceiver.
+func (m *Model) HasVisionAdapters() bool { return len(m.visionAdapters) > 0 }
 
 // adaptersUnused reports the adapter tensors no weight of the model took (a pair for a weight the base lacks).
 func adaptersUnused(as []*adapterWeights) error {

@@ -63,6 +63,9 @@ type Options struct {
 // Adapter is one run-time LoRA adapter: its text GGUF, its mmproj part and its scale (graph.Adapter).
 type Adapter = graph.Adapter
 
+// Adapters returns the run-time adapters the model was loaded with (Options.Adapters, mmproj parts resolved).
+func (m *Model) Adapters() []Adapter { return slices.Clone(m.g.Options().Adapters) }
+
 // ParseAdapter parses "FILE[:SCALE]" (--lora). A suffix after the last colon that is not a number is part of the
 // file name.
 func ParseAdapter(s string) (Adapter, error) {
@@ -124,6 +127,8 @@ type Model struct {
 	chatErr  error
 	name     string
 
+	defaultScales []float32 // the run-time adapters' scales as loaded (Options.Adapters)
+
 	imageTokenID int32   // -1 when the vocabulary has no <image>
 	stopIDs      []int32 // ids that end generation
 	banned       []int32 // ids never generated
@@ -184,7 +189,7 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 	if err != nil {
 		return nil, classifyLoadError(fmt.Errorf("runner: loading %s: %w", o.ModelPath, err))
 	}
-	m := &Model{g: g, imageTokenID: -1, features: newFeatureCache(64)}
+	m := &Model{g: g, imageTokenID: -1, features: newFeatureCache(64), defaultScales: g.AdapterScales()}
 	if err := m.readMetadata(o); err != nil {
 		g.Close()
 		return nil, err
