@@ -78,8 +78,9 @@ type loraConfig struct {
 	rank          int
 	alpha         float64
 	rsLoRA        bool
-	targetRegex   *regexp.Regexp // target_modules as a string: matched against the whole name
-	targetList    []string       // target_modules as a list: name equals or ends with "."+entry
+	targets       moduleSet // target_modules
+	excluded      moduleSet // exclude_modules (empty when absent)
+	layers        []int     // layers_to_transform; nil: every layer
 	rankPattern   []patternEntry
 	alphaPattern  []patternEntry
 	modulesToSave []string
@@ -214,6 +215,9 @@ func openAdapterConfig(dir string) (*loraConfig, error) {
 	} else if lb {
 		return nil, o.errorf("lora_bias", "true is not supported (lora_B biases)")
 	}
+	if init, ok := o.m["init_lora_weights"]; ok && strings.Contains(string(init), "loftq") {
+		return nil, o.errorf("init_lora_weights", "LoftQ adapters are not supported (LoftQ changes the base weights the adapter was trained on)")
+	}
 	if o.has("layer_replication") {
 		return nil, o.errorf("layer_replication", "is not supported (the adapted model has other layers than its base)")
 	}
@@ -321,35 +325,93 @@ func checkAlpha(o *jsonObject, key string, v float64) (float64, error) {
 	return v, nil
 }
 
-// readTargets reads target_modules: a list of names or one regular expression.
-func (c *loraConfig) readTargets(o *jsonObject) error {
-	if !o.has("target_modules") {
-		return o.errorf("target_modules", "missing")
+// moduleSet is a PEFT module selection (target_modules, exclude_modules): a list of names, each matching a module
+// whose name equals it or ends with "." + it; one regular expression matched against the whole name; or
+// "all-linear", every linear layer but the output projection.
+type moduleSet struct {
+	regex     *regexp.Regexp
+	list      []string
+	allLinear bool
+}
+
+// PEFT's INCLUDE_LINEAR_LAYERS_SHORTHAND.
+const allLinear = "all-linear"
+
+// readModuleSet reads key as a moduleSet; absent or null gives an empty set unless required.
+func readModuleSet(o *jsonObject, key string, need bool) (moduleSet, error) {
+	if !o.has(key) {
+		if need {
+			return moduleSet{}, o.errorf(key, "missing")
+		}
+		return moduleSet{}, nil
 	}
-	raw := strings.TrimSpace(string(o.m["target_modules"]))
+	raw := strings.TrimSpace(string(o.m[key]))
 	if strings.HasPrefix(raw, "\"") {
-		s, err := required[string](o, "target_modules")
+		s, err := required[string](o, key)
+		if err != nil {
+			return moduleSet{}, err
+		}
+		if s == allLinear {
+			return moduleSet{allLinear: true}, nil
+		}
+		// PEFT: re.fullmatch(pattern, module_name).
+		re, err := regexp.Compile(`^(?:` + s + `)$`)
+		if err != nil {
+			return moduleSet{}, o.errorf(key, "%q is not a regular expression this converter reads: %v", truncate(s, 60), err)
+		}
+		return moduleSet{regex: re}, nil
+	}
+	list, err := required[[]string](o, key)
+	if err != nil {
+		return moduleSet{}, err
+	}
+	if len(list) == 0 && need {
+		return moduleSet{}, o.errorf(key, "empty list")
+	}
+	return moduleSet{list: list}, nil
+}
+
+// has reports whether the set selects module.
+func (m moduleSet) has(module string) bool {
+	switch {
+	case m.allLinear:
+		return module != strings.TrimSuffix(lmHeadName, ".weight")
+	case m.regex != nil:
+		return m.regex.MatchString(module)
+	}
+	return slices.ContainsFunc(m.list, func(k string) bool { return suffixMatch(module, k) })
+}
+
+// readTargets reads target_modules, exclude_modules and layers_to_transform.
+func (c *loraConfig) readTargets(o *jsonObject) error {
+	var err error
+	if c.targets, err = readModuleSet(o, "target_modules", true); err != nil {
+		return err
+	}
+	if c.excluded, err = readModuleSet(o, "exclude_modules", false); err != nil {
+		return err
+	}
+	if o.has("layers_to_transform") {
+		raw := strings.TrimSpace(string(o.m["layers_to_transform"]))
+		if strings.HasPrefix(raw, "[") {
+			c.layers, err = required[[]int](o, "layers_to_transform")
+		} else {
+			var one int
+			one, err = required[int](o, "layers_to_transform")
+			c.layers = []int{one}
+		}
 		if err != nil {
 			return err
 		}
-		// PEFT: re.fullmatch(target_modules, module_name).
-		re, err := regexp.Compile(`^(?:` + s + `)$`)
-		if err != nil {
-			return o.errorf("target_modules", "%q is not a regular expression this converter reads: %v", truncate(s, 60), err)
+		if c.layers == nil {
+			c.layers = []int{}
 		}
-		c.targetRegex = re
-		return nil
 	}
-	list, err := required[[]string](o, "target_modules")
-	if err != nil {
-		return err
-	}
-	if len(list) == 0 {
-		return o.errorf("target_modules", "empty list")
-	}
-	c.targetList = list
 	return nil
 }
+
+// layerIndex is the index of a module's layer (".layers.N." in its name); ok is false outside layers.
+var layerIndex = regexp.MustCompile(`\.layers\.([0-9]+)\.`)
 
 // readPattern reads rank_pattern or alpha_pattern, keeping the file's key order (PEFT takes the
 // first key that matches).
@@ -413,11 +475,18 @@ func orderedKeys(raw json.RawMessage) ([]string, error) {
 }
 
 // targets reports whether target_modules selects the module.
-func (c *loraConfig) targets(module string) bool {
-	if c.targetRegex != nil {
-		return c.targetRegex.MatchString(module)
+func (c *loraConfig) targetsModule(module string) bool {
+	if !c.targets.has(module) || c.excluded.has(module) {
+		return false
 	}
-	return slices.ContainsFunc(c.targetList, func(k string) bool { return suffixMatch(module, k) })
+	if c.layers != nil {
+		// PEFT applies layers_to_transform to modules inside a layer stack only.
+		if sub := layerIndex.FindStringSubmatch(module); sub != nil {
+			n, err := strconv.Atoi(sub[1])
+			return err == nil && slices.Contains(c.layers, n)
+		}
+	}
+	return true
 }
 
 // saves reports whether modules_to_save names the module (PEFT: the name equals an entry or
@@ -590,8 +659,8 @@ func (a *Adapter) addPair(fileName, module string, keys [2]string, base map[stri
 	if !ok || len(bt.shape) != 2 {
 		return inputErrorf("convert: %s: tensor %q maps to no base weight (%q is not a linear layer of the base checkpoint)", fileName, keys[0], weight)
 	}
-	if !a.cfg.targets(module) {
-		return inputErrorf("convert: %s: tensor %q: module %q is not selected by target_modules of %s", fileName, keys[0], module, adapterConfigFile)
+	if !a.cfg.targetsModule(module) {
+		return inputErrorf("convert: %s: tensor %q: module %q is not selected by target_modules (less exclude_modules, within layers_to_transform) of %s", fileName, keys[0], module, adapterConfigFile)
 	}
 	if a.cfg.saves(module) {
 		return inputErrorf("convert: %s: tensor %q: module %q is both adapted and in modules_to_save", fileName, keys[0], module)

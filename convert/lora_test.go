@@ -366,6 +366,15 @@ var badAdapterCases = []badAdapterCase{
 	{name: "module outside target_modules", mutate: func(t *testing.T, dir string) {
 		rawConfigEdit(t, dir, `k_proj|q_proj|v_proj|o_proj`, `k_proj|q_proj|v_proj`)
 	}, wantMsg: []string{"o_proj.lora_A.weight", "target_modules"}},
+	{name: "module excluded", mutate: func(t *testing.T, dir string) {
+		rawConfigEdit(t, dir, `"layers_pattern": null`, `"layers_pattern": null, "exclude_modules": ["o_proj"]`)
+	}, wantMsg: []string{"o_proj.lora_A.weight", "exclude_modules"}},
+	{name: "layer outside layers_to_transform", mutate: func(t *testing.T, dir string) {
+		rawConfigEdit(t, dir, `"layers_to_transform": null`, `"layers_to_transform": [0]`)
+	}, wantMsg: []string{"layers.1.", "layers_to_transform"}},
+	{name: "LoftQ", mutate: func(t *testing.T, dir string) {
+		rawConfigEdit(t, dir, `"init_lora_weights": "gaussian"`, `"init_lora_weights": "loftq"`)
+	}, wantMsg: []string{adapterConfigFile, "init_lora_weights", "LoftQ"}},
 	{name: "not LoRA", mutate: func(t *testing.T, dir string) {
 		rawConfigEdit(t, dir, `"peft_type": "LORA"`, `"peft_type": "IA3"`)
 	}, wantMsg: []string{adapterConfigFile, "peft_type", "IA3"}},
@@ -435,6 +444,29 @@ func checkBadAdapterErr(t *testing.T, route string, err error, want []string) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("%s: error %q does not contain %q", route, err, w)
 		}
+	}
+}
+
+// TestAdapterModuleSelection checks target_modules forms that select the same modules as the
+// fixture's regex: "all-linear", and layers_to_transform naming every layer.
+func TestAdapterModuleSelection(t *testing.T) {
+	for _, tt := range []struct{ name, from, to string }{
+		{"all-linear", `"target_modules": ".*(text_model|modality_projection|perceiver_resampler).*(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj).*$"`, `"target_modules": "all-linear"`},
+		{"every layer", `"layers_to_transform": null`, `"layers_to_transform": [0, 1]`},
+		{"exclusion of others", `"layers_pattern": null`, `"layers_pattern": null, "exclude_modules": ".*vision_model.*"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := copyAdapter(t, "p1_seed_r8")
+			rawConfigEdit(t, dir, tt.from, tt.to)
+			p, err := NewPlan(Options{InDir: p1Dir, Out: filepath.Join(t.TempDir(), "m.gguf"), LoRA: []LoRASpec{{Dir: dir, Scale: 1}}, Logger: quietLog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if n := len(p.Adapters[0].Targets()); n != 31 {
+				t.Errorf("%d targets, want 31", n)
+			}
+		})
 	}
 }
 
@@ -606,7 +638,7 @@ func FuzzAdapterConfig(f *testing.F) {
 			if r <= 0 || r > maxAdapterRank || math.IsNaN(alpha) || math.IsInf(alpha, 0) || alpha == 0 {
 				t.Fatalf("module %s: rank %d, alpha %v", m, r, alpha)
 			}
-			c.targets(m)
+			c.targetsModule(m)
 			c.saves(m)
 		}
 	})
