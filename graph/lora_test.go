@@ -523,3 +523,36 @@ func TestAdapterUnknownTensor(t *testing.T) {
 		})
 	}
 }
+
+// TestLoRAStackedGroups applies an adapter to a Q4_0 base whose Q/K/V and gate/up matrices the plan stacks (one
+// product per group) where this CPU runs the 16-row layouts, and compares it with the file's layout, where every
+// matrix is multiplied on its own: the adapters' updates must land on the right members.
+func TestLoRAStackedGroups(t *testing.T) {
+	ckpt := wideCheckpoint(t)
+	adapter := filepath.Join(mustTempDir(t), "wide-r4")
+	writePEFTAdapter(t, adapter, 2, 256, 128, 512, 4, 8, 9)
+	aText, _ := fixtureAdapter(t, ckpt, adapter)
+	bText, _ := fixtureModel(t, ckpt, "q4_0")
+	ids := []int32{1, 415, 2936, 9060, 285, 1142, 28705, 28770}
+	var logits [2][]float32
+	for i, layouts := range []LayoutPolicy{LayoutsBest, LayoutsFile} {
+		m, err := Load(bText, "", Options{Device: testDevice(), Threads: 2, Layouts: layouts, Adapters: []Adapter{{Path: aText, Scale: 1}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := m.Plans()
+		t.Logf("%s: %d stacked groups", layouts, len(text.Groups))
+		s, err := m.NewSequence(len(ids) + 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if logits[i], err = s.Eval(context.Background(), ids, nil, true, nil); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		m.Close()
+	}
+	// The 16-row layouts multiply Q4_0 with int8 activations like ggml's own Q4_0 product; the two layouts agree to
+	// the rounding of their accumulations.
+	checkClose(t, "stacked vs separate", logits[0], logits[1], 1e-3)
+}
