@@ -528,7 +528,7 @@ type baseTensor struct {
 	shape []int64 // PyTorch order
 }
 
-// OpenAdapter opens the PEFT adapter folder of spec and resolves every one of its tensors
+// openAdapter opens the PEFT adapter folder of spec and resolves every one of its tensors
 // against base (HF tensor name → shape, for every tensor the conversion writes). Every adapter
 // tensor must map to a base tensor of a matching shape; the LoRA pairs are read into memory
 // and checked for finite values.
