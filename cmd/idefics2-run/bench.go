@@ -24,6 +24,7 @@ type benchFlags struct {
 	warmup, readLimit, json        bool
 	verbose                        bool
 	loras                          []string
+	loraAB                         bool
 }
 
 // cmdBench measures a model pair in the spirit of llama-bench (pp, tg, image encodes, perceiver, time to first
@@ -51,6 +52,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and q4kx16 (AVX-512 VNNI)")
 	fs.Bool(&f.load.UnfusedAttn, "unfused-attn", "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
 	fs.List(&f.loras, "lora", "run-time LoRA adapter GGUF `FILE[:SCALE]` (repeatable; its mmproj part is found next to it)")
+	fs.Bool(&f.loraAB, "lora-ab", "with --lora: run each tg test with the adapters off and on, alternating within each repetition, and report both (no read limit is timed)")
 	fs.Bool(&f.warmup, "warmup", "run each test once before measuring")
 	fs.Bool(&f.readLimit, "read-limit", "around each generation repetition, time one read of the weights a token needs (the memory's bound on tg; CPU only)")
 	fs.Bool(&f.json, "json", "print a JSON array of results")
@@ -101,6 +103,9 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 		}
 		a.load.Adapters = append(a.load.Adapters, ad)
 	}
+	if f.loraAB && len(f.loras) == 0 {
+		return benchArgs{}, cli.Usagef("bench: --lora-ab needs --lora")
+	}
 	var err error
 	for _, l := range []struct {
 		flag, val string
@@ -125,7 +130,7 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 		sizes = append(sizes, [2]int{s, s})
 	}
 	a.cfg = bench.Config{Prompt: a.pp, Gen: a.tg, ImageSizes: sizes, Split: f.split, Perceiver: f.perceiver, TTFT: f.ttft,
-		Repetitions: f.reps, Warmup: f.warmup, FlashAttn: f.load.FlashAttn, ReadLimit: f.readLimit}
+		Repetitions: f.reps, Warmup: f.warmup, FlashAttn: f.load.FlashAttn, ReadLimit: f.readLimit && !f.loraAB, AdapterAB: f.loraAB}
 	return a, nil
 }
 
