@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 
 	"github.com/idefics2-go/idefics2/ggml"
@@ -227,14 +226,7 @@ func (m *Model) AdapterReport() []string {
 	var out []string
 	for _, as := range [][]*adapterWeights{m.textAdapters, m.visionAdapters} {
 		for _, a := range as {
-			names := slices.Sorted(func(yield func(string) bool) {
-				for _, ti := range a.file.Tensors {
-					if !yield(ti.Name) {
-						return
-					}
-				}
-			})
-			out = append(out, fmt.Sprintf("%s: alpha %g, scale %g, %d tensors", a.file.Path, a.alpha, a.scale, len(names)))
+			out = append(out, fmt.Sprintf("%s: LoRA adapter, alpha %g, scale %g, %d tensors in the file's layout", a.file.Path, a.alpha, a.scale, len(a.file.Tensors)))
 		}
 	}
 	return out

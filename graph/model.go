@@ -214,7 +214,7 @@ func (m *Model) PlacementReport() []string {
 			out = append(out, w.plan.Lines()...)
 		}
 	}
-	return out
+	return append(out, m.AdapterReport()...)
 }
 
 // SetThreads changes the number of CPU threads.
