@@ -253,13 +253,21 @@ func (m *Model) TextParams() int64 {
 }
 
 // StepFileBytes is the size in the text file of the weights one decoding step reads in full (those of StepWeights):
-// every tensor but the token embeddings, or every tensor when the embeddings are the output projection.
+// every tensor but the token embeddings, or every tensor when the embeddings are the output projection, plus the
+// text adapters in force.
 func (m *Model) StepFileBytes() int64 {
 	tied := m.decoder.Output.Weight.IsNil()
 	var n int64
 	for _, ti := range m.TextFile.Tensors {
 		if ti.Name != "token_embd.weight" || tied {
 			n += int64(ti.Size())
+		}
+	}
+	for _, a := range m.textAdapters {
+		if a.scale != 0 {
+			for _, ti := range a.file.Tensors {
+				n += int64(ti.Size())
+			}
 		}
 	}
 	return n
