@@ -586,7 +586,10 @@ func checkAdapterFile(t *testing.T, f *gguf.File, arch string, merged, base *ggu
 		in, r, out := int(ti.Shape[0]), int(ti.Shape[1]), int(tb.Shape[1])
 		a, b := f32Values(t, f, ti.Name), f32Values(t, f, tb.Name)
 		wm, wb := f32Values(t, merged, name), f32Values(t, base, name)
-		s := float64(alpha) / float64(r)
+		s := 1.0 // llama.cpp's get_scale with alpha 0: the run-time scale alone
+		if alpha != 0 {
+			s = float64(alpha) / float64(r)
+		}
 		var maxW, maxErr float64
 		for o := 0; o < out; o++ {
 			for i := 0; i < in; i++ {

@@ -25,10 +25,13 @@ import (
 // so that W·x + s·B·(A·x) with s = scale × alpha / r (r = lora_b's ne[0]).
 //
 // llama.cpp has one alpha per file, while PEFT's scale varies per module (rank_pattern,
-// alpha_pattern, rsLoRA's alpha/√r) and the user may scale the adapter: B is multiplied by
-// s_module / (alpha / r) so that llama.cpp's formula gives PEFT's scale. Q and K rows of B are
-// permuted as the base's are (permuteRows). A modules_to_save copy W' of a linear weight
-// becomes an exact pair of rank in: A = I, B = (W' − W) · in / alpha.
+// alpha_pattern, rsLoRA's alpha/√r) and the user may scale the adapter: each B is multiplied by
+// its module's whole scale s_module and adapter.lora.alpha is 0, for which llama.cpp applies the
+// run-time scale alone (llama_adapter_lora_weight::get_scale). The PEFT alpha stays on record in
+// idefics2.adapters.alphas. With the scale inside B, a layer computes W·x + B·(A·x) at run-time
+// scale 1: no scaling op per layer. Q and K rows of B are permuted as the base's are
+// (permuteRows). A modules_to_save copy W' of a linear weight becomes an exact pair of rank in:
+// A = I, B = W' − W.
 //
 // The text part (architecture "llama") goes to Out, the vision, connector and perceiver part
 // (architecture "clip") to MMProjOut, written only when the adapter touches them.
@@ -177,7 +180,7 @@ func (p *AdapterPlan) planTensors(h *hparams) error {
 // loraPair returns the lora_a and lora_b tensors of one module: A as PEFT stores it, B scaled
 // to llama.cpp's alpha/r convention and row-permuted like the base.
 func (p *AdapterPlan) loraPair(name string, d *loraDelta, permute int) []adapterTensor {
-	fold := d.scale / (p.Adapter.Alpha / float64(d.rank))
+	fold := d.scale // adapter.lora.alpha is 0: the pair carries its whole scale
 	return []adapterTensor{
 		{name: name + ".lora_a", shape: []uint64{uint64(d.in), uint64(d.rank)}, vals: func() ([]float32, error) { return d.a, nil }},
 		{name: name + ".lora_b", shape: []uint64{uint64(d.rank), uint64(d.out)}, vals: func() ([]float32, error) {
@@ -202,7 +205,7 @@ func (p *AdapterPlan) replacementPair(m mappedTensor, key string, permute int) (
 			a.Name, key, dt, m.gguf)
 	}
 	out, in := int(sh[0]), int(sh[1])
-	fold := float64(in) / a.Alpha
+	fold := 1.0 // W + I·(W' − W) = W'; adapter.lora.alpha is 0
 	aT := adapterTensor{name: m.gguf + ".lora_a", shape: []uint64{uint64(in), uint64(in)}, vals: func() ([]float32, error) {
 		id := make([]float32, in*in)
 		for i := 0; i < in; i++ {
@@ -276,7 +279,7 @@ func (p *AdapterPlan) planMetadata(h *hparams) error {
 		l.add("general.type", "adapter")
 		l.add("general.name", a.Name)
 		l.add("adapter.type", "lora")
-		l.add("adapter.lora.alpha", float32(a.Alpha))
+		l.add("adapter.lora.alpha", float32(0))
 		if l.err != nil {
 			return l.err
 		}

@@ -164,7 +164,7 @@ func (b binder) loras(name string, in, out int) []loraPair {
 }
 
 // addLoRA adds every adapter's s·B·(A·x) to y; an adapter whose scale is 0 now adds nothing. A·x is scaled (r values
-// per column, not out) before B.
+// per column, not out) before B, and not at all when s is 1 (files from convert --lora-only carry their scale in B).
 func addLoRA(ctx *ggml.Context, y, x ggml.Tensor, ps []loraPair) ggml.Tensor {
 	for _, p := range ps {
 		s := p.src.pairScale(p.rank)
@@ -174,7 +174,11 @@ func addLoRA(ctx *ggml.Context, y, x ggml.Tensor, ps []loraPair) ggml.Tensor {
 		if !x.IsContiguous() {
 			x = x.Cont(ctx)
 		}
-		y = y.Add(ctx, p.b.MulMat(ctx, p.a.MulMat(ctx, x).Scale(ctx, s)))
+		ax := p.a.MulMat(ctx, x)
+		if s != 1 {
+			ax = ax.Scale(ctx, s)
+		}
+		y = y.Add(ctx, p.b.MulMat(ctx, ax))
 	}
 	return y
 }

@@ -66,14 +66,22 @@ func inspectAdapter(w io.Writer, f *gguf.File, base string) error {
 		return err
 	}
 	fmt.Fprintf(w, "LoRA adapter for %q: alpha %g, %d pairs\n", info.Architecture, info.Alpha, len(info.Pairs))
+	if info.Alpha == 0 {
+		fmt.Fprintln(w, "  (alpha 0: each lora_b carries its module's scale; a layer adds scale·B·(A·x))")
+	}
 	if names, err := f.Metadata.Strings("idefics2.adapters.names"); err == nil {
 		sums, _ := f.Metadata.Strings("idefics2.adapters.sha256")
+		ranks, _ := f.Metadata.Uint32s("idefics2.adapters.ranks")
+		alphas, _ := f.Metadata.Float32s("idefics2.adapters.alphas")
 		for i, n := range names {
-			sum := ""
-			if i < len(sums) {
-				sum = " sha256 " + sums[i]
+			extra := ""
+			if i < len(ranks) && i < len(alphas) {
+				extra += fmt.Sprintf(" (r %d, lora_alpha %g)", ranks[i], alphas[i])
 			}
-			fmt.Fprintf(w, "  from PEFT adapter %s%s\n", n, sum)
+			if i < len(sums) {
+				extra += " sha256 " + sums[i]
+			}
+			fmt.Fprintf(w, "  from PEFT adapter %s%s\n", n, extra)
 		}
 	}
 	for _, p := range info.Pairs {
