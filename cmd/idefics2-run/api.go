@@ -60,6 +60,9 @@ func (r *chatRequest) adapterScales(n int) ([]float32, error) {
 	if r.Lora == nil {
 		return nil, nil
 	}
+	if n == 0 && len(r.Lora) > 0 {
+		return nil, badRequest("lora: no run-time adapters are loaded (start with --lora FILE)")
+	}
 	scales := make([]float32, n)
 	seen := make([]bool, n)
 	for i, c := range r.Lora {
