@@ -71,6 +71,10 @@ type Config struct {
 	ReadLimit bool
 	// Constraint, when set, adds a constrained generation test after each tg test (see Constraint).
 	Constraint *Constraint
+	// AdapterAB, on a model loaded with run-time LoRA adapters, runs every tg test with the adapters off (scale 0)
+	// and on (their loaded scales), alternating within each repetition in one process, and reports both
+	// ("tgN, adapters off" and "tgN, adapters on"): the adapters' cost, measured side by side.
+	AdapterAB bool
 }
 
 // Constraint is a grammar for the constrained generation test "tgN constrained": each step evaluates one token,
@@ -253,6 +257,14 @@ func Run(ctx context.Context, m *graph.Model, cfg Config, emit func(Result)) err
 		if err != nil {
 			return err
 		}
+		if cfg.AdapterAB {
+			err = adapterAB(ctx, m, s, toks, base, cfg, emit)
+			s.Close()
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		err = run(fmt.Sprintf("tg%d", n), 0, n, float64(n), "t/s", func() error {
 			s.Truncate(0)
 			for _, t := range toks {
@@ -379,4 +391,61 @@ func meanSDf(v []float64) (float64, float64) {
 		s += (x - m) * (x - m)
 	}
 	return m, math.Sqrt(s / float64(len(v)-1))
+}
+
+// adapterAB times generation of toks with the model's run-time adapters off and on, alternating within each
+// repetition (off first), and emits one result for each side.
+func adapterAB(ctx context.Context, m *graph.Model, s *graph.Sequence, toks []int32, base Result, cfg Config, emit func(Result)) error {
+	on := m.AdapterScales()
+	if len(on) == 0 {
+		return errors.New("bench: the adapter A/B test needs a model loaded with run-time adapters")
+	}
+	off := make([]float32, len(on))
+	defer m.SetAdapterScales(on)
+	n := len(toks)
+	sides := [2]Result{base, base}
+	for i, name := range []string{"off", "on"} {
+		sides[i].Test, sides[i].Unit, sides[i].NGen = fmt.Sprintf("tg%d, adapters %s", n, name), "t/s", n
+	}
+	gen := func(scales []float32) (time.Duration, error) {
+		if err := m.SetAdapterScales(scales); err != nil {
+			return 0, err
+		}
+		s.Truncate(0)
+		t0 := time.Now()
+		for _, t := range toks {
+			if _, err := s.Eval(ctx, []int32{t}, nil, false, nil); err != nil {
+				return 0, err
+			}
+		}
+		return time.Since(t0), nil
+	}
+	reps := cfg.Repetitions
+	if cfg.Warmup {
+		reps++
+	}
+	for i := 0; i < reps; i++ {
+		for k, scales := range [2][]float32{off, on} {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			d, err := gen(scales)
+			if err != nil {
+				return err
+			}
+			if cfg.Warmup && i == 0 {
+				continue
+			}
+			sides[k].SamplesNs = append(sides[k].SamplesNs, d.Nanoseconds())
+			sides[k].SamplesTs = append(sides[k].SamplesTs, float64(n)/d.Seconds())
+		}
+	}
+	for k := range sides {
+		r := &sides[k]
+		r.AvgNs, r.StddevNs = meanSD(r.SamplesNs)
+		r.AvgTs, r.StddevTs = meanSDf(r.SamplesTs)
+		r.PeakRSS = PeakRSS()
+		emit(*r)
+	}
+	return nil
 }

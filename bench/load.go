@@ -17,6 +17,8 @@ type LoadOptions struct {
 	// UnfusedAttn computes attention with ggml's separate products and softmax instead of this project's fused
 	// CPU kernels, to compare the two (FlashAttn wins over it for the decoder).
 	UnfusedAttn bool
+	// Adapters are run-time LoRA adapters applied to every linear layer they cover.
+	Adapters []graph.Adapter
 }
 
 // Load loads a model pair for Run (mmprojPath "": text only). It is the one place benchmarks turn LoadOptions into
@@ -27,7 +29,7 @@ func Load(modelPath, mmprojPath string, o LoadOptions) (*graph.Model, error) {
 
 // graphOptions are the graph options o asks for.
 func (o LoadOptions) graphOptions() graph.Options {
-	g := graph.Options{Device: o.Device, Threads: o.Threads}
+	g := graph.Options{Device: o.Device, Threads: o.Threads, Adapters: o.Adapters}
 	switch {
 	case o.NoRepack:
 		g.Layouts = graph.LayoutsFile

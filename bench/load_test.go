@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/idefics2-go/idefics2/graph"
@@ -20,10 +21,12 @@ func TestGraphOptions(t *testing.T) {
 		{"unfused", LoadOptions{UnfusedAttn: true}, graph.Options{TextAttn: graph.AttnGGML, VisionAttn: graph.AttnGGML}},
 		{"flash", LoadOptions{FlashAttn: true}, graph.Options{TextAttn: graph.AttnFlash}},
 		{"flash and unfused", LoadOptions{FlashAttn: true, UnfusedAttn: true}, graph.Options{TextAttn: graph.AttnFlash, VisionAttn: graph.AttnGGML}},
+		{"adapters", LoadOptions{Adapters: []graph.Adapter{{Path: "a.gguf", MMProjPath: "mmproj-a.gguf", Scale: 0.5}}},
+			graph.Options{Adapters: []graph.Adapter{{Path: "a.gguf", MMProjPath: "mmproj-a.gguf", Scale: 0.5}}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := c.in.graphOptions(); got != c.want {
+			if got := c.in.graphOptions(); !reflect.DeepEqual(got, c.want) {
 				t.Fatalf("got %+v, want %+v", got, c.want)
 			}
 		})

@@ -35,6 +35,9 @@ type Options struct {
 	Force bool
 	// Threads is the number of goroutines that quantize rows; 0 means GOMAXPROCS.
 	Threads int
+	// LoRA lists PEFT LoRA adapter folders merged into the weights, in order: each adds
+	// scale·B·A to the weights it targets and replaces its modules_to_save tensors.
+	LoRA []LoRASpec
 	// Logger receives warnings (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -64,6 +67,21 @@ type TensorPlan struct {
 
 	bnb    *quant.BNBQuantState // the quant state of a bitsandbytes NF4 source; nil for float sources
 	repack bool                 // bnb source written as NF4 without loss
+	deltas []*loraDelta         // LoRA pairs merged into the tensor, in --lora order
+	saved  *Adapter             // the adapter whose modules_to_save tensor replaces the source; nil when none
+}
+
+// Merged returns the names of the adapters merged into the tensor ("name" for a LoRA pair,
+// "name (replaced)" for a modules_to_save tensor), in order.
+func (t *TensorPlan) Merged() []string {
+	var out []string
+	if t.saved != nil {
+		out = append(out, t.saved.Name+" (replaced)")
+	}
+	for _, d := range t.deltas {
+		out = append(out, fmt.Sprintf("%s (r %d, scale %g)", d.adapter.Name, d.rank, d.scale))
+	}
+	return out
 }
 
 // Repacked reports whether the tensor is a bitsandbytes NF4 weight copied without loss.
@@ -103,6 +121,8 @@ type Plan struct {
 	VisionType quant.Type
 	Model      OutputPlan
 	MMProj     OutputPlan
+	// Adapters are the LoRA adapters merged, in --lora order.
+	Adapters []*Adapter
 
 	ckpt    *safetensors.Checkpoint
 	force   bool
@@ -165,6 +185,9 @@ func NewPlan(opts Options) (*Plan, error) {
 		return nil, inputErrorf("convert: model and mmproj outputs are the same file %s", opts.Out)
 	}
 
+	if _, err := os.Stat(filepath.Join(opts.InDir, configFile)); errors.Is(err, os.ErrNotExist) && isAdapterFolder(opts.InDir) {
+		return nil, inputErrorf("convert: %s: a PEFT adapter folder (%s), not a checkpoint: pass the base checkpoint with --in and the adapter with --lora or --lora-only", opts.InDir, adapterConfigFile)
+	}
 	h, err := parseConfig(opts.InDir)
 	if err != nil {
 		return nil, err
@@ -213,7 +236,13 @@ func NewPlan(opts Options) (*Plan, error) {
 		}
 	}
 
+	adapters, err := openAdapters(opts.LoRA, h)
+	if err != nil {
+		ckpt.Close()
+		return nil, err
+	}
 	p := &Plan{
+		Adapters:   adapters,
 		InDir:      opts.InDir,
 		Scheme:     scheme,
 		VisionType: visionType,
@@ -229,24 +258,28 @@ func NewPlan(opts Options) (*Plan, error) {
 		numLayers: h.text.numLayers, tied: h.tieEmbedding,
 	}
 	if err := p.planTensors(h, chooser); err != nil {
-		ckpt.Close()
+		p.Close()
 		return nil, err
 	}
 	if unused := chooser.unusedOverrides(); len(unused) > 0 {
-		ckpt.Close()
+		p.Close()
 		return nil, inputErrorf("convert: --override %s matches no matrix (norms, biases, embeddings of the vision tower and latents always stay f32)", strings.Join(unused, ", "))
 	}
 	if p.Model.KV, err = modelMetadata(h, voc, chatTemplate, scheme.FileType); err != nil {
-		ckpt.Close()
+		p.Close()
 		return nil, err
 	}
 	if p.MMProj.KV, err = mmprojMetadata(h, pre, p.MMProj.FileType); err != nil {
-		ckpt.Close()
+		p.Close()
+		return nil, err
+	}
+	if err := p.addAdapterKeys(); err != nil {
+		p.Close()
 		return nil, err
 	}
 	for _, o := range []*OutputPlan{&p.Model, &p.MMProj} {
 		if err := addNF4Keys(o); err != nil {
-			ckpt.Close()
+			p.Close()
 			return nil, err
 		}
 	}
@@ -271,6 +304,13 @@ func checkVocab(v *vocab, h *hparams) error {
 // planTensors matches the checkpoint's tensors against the mapping table, checks shapes and
 // dtypes and chooses types.
 func (p *Plan) planTensors(h *hparams, chooser *typeChooser) error {
+	if p.savesTiedHead(h) {
+		// A modules_to_save copy of a tied lm_head unties it (PEFT's merge_and_unload puts the
+		// trained copy in place of lm_head only): output.weight is written from the adapter.
+		untied := *h
+		untied.tieEmbedding = false
+		h = &untied
+	}
 	expected := expandTable(h)
 	want := make(map[string]bool, len(expected))
 	for _, m := range expected {
@@ -292,6 +332,10 @@ func (p *Plan) planTensors(h *hparams, chooser *typeChooser) error {
 	}
 	for _, m := range expected {
 		dtype, shape, ok := p.ckpt.Info(m.hf)
+		saved, savedKey := p.savedBy(m.hf)
+		if saved != nil {
+			dtype, shape, ok = saved.file.Info(savedKey)
+		}
 		if !ok {
 			return inputErrorf("convert: %s: tensor %q is missing (needed for %s %q)", p.weightsName(), m.hf, m.rule.out, m.gguf)
 		}
@@ -300,6 +344,15 @@ func (p *Plan) planTensors(h *hparams, chooser *typeChooser) error {
 		_, _, isBNB := p.ckpt.Info(m.hf + quant.BNBSuffixQuantStateNF4)
 		if _, _, fp4 := p.ckpt.Info(m.hf + quant.BNBSuffixQuantStateFP4); fp4 {
 			isBNB = true
+		}
+		if saved != nil {
+			isBNB = false
+			tp.saved, tp.Source = saved, savedKey
+		}
+		for _, a := range p.Adapters {
+			if d := a.deltas[m.hf]; d != nil {
+				tp.deltas = append(tp.deltas, d)
+			}
 		}
 		switch {
 		case isBNB:
@@ -336,7 +389,9 @@ func (p *Plan) planTensors(h *hparams, chooser *typeChooser) error {
 		if tp.Type == quant.NF4 {
 			tp.BlockSize = quant.NF4BlockSize
 			if tp.bnb != nil {
-				if tp.PermuteHeads == 0 || ne0%tp.bnb.BlockSize == 0 {
+				if len(tp.deltas) > 0 {
+					tp.Note = strings.TrimPrefix(tp.Note+"; bitsandbytes NF4 dequantized, LoRA added, re-quantized", "; ")
+				} else if tp.PermuteHeads == 0 || ne0%tp.bnb.BlockSize == 0 {
 					tp.BlockSize, tp.repack = tp.bnb.BlockSize, true
 					tp.Note = strings.TrimPrefix(tp.Note+"; bitsandbytes NF4 repacked without loss", "; ")
 				} else {
@@ -437,10 +492,14 @@ func (p *Plan) InputBytes() int64 {
 
 // Close releases the checkpoint. It is idempotent.
 func (p *Plan) Close() error {
-	if p.ckpt == nil {
-		return nil
+	var err error
+	for _, a := range p.Adapters {
+		err = errors.Join(err, a.Close())
 	}
-	err := p.ckpt.Close()
+	if p.ckpt == nil {
+		return err
+	}
+	err = errors.Join(err, p.ckpt.Close())
 	p.ckpt = nil
 	return err
 }
@@ -461,9 +520,16 @@ func (p *Plan) Print(w io.Writer) error {
 			if t.PermuteHeads > 0 {
 				note = strings.TrimPrefix(note+fmt.Sprintf("; Q/K rows permuted (%d heads)", t.PermuteHeads), "; ")
 			}
+			if m := t.Merged(); len(m) > 0 {
+				note = strings.TrimPrefix(note+"; LoRA "+strings.Join(m, " + "), "; ")
+			}
 			fmt.Fprintf(tw, "%s\t%s\t→\t%s\t%s\t%s\t%s\t%s\n", t.Source, t.SourceDType, t.Name, t.Type, gguf.FormatShape(t.Shape), formatBytes(int64(t.Bytes)), note)
 		}
 		fmt.Fprintln(tw)
+	}
+	for _, a := range p.Adapters {
+		fmt.Fprintf(tw, "adapter: %s (sha256 %s, r %d, alpha %g%s, scale ×%g): %d LoRA pairs merged, %d tensors replaced\n",
+			a.Dir, a.SHA256[:12], a.Rank, a.Alpha, map[bool]string{true: ", rsLoRA"}[a.RSLoRA], a.UserScale, len(a.deltas), len(a.saved))
 	}
 	in := p.InputBytes()
 	out := int64(p.Model.Bytes() + p.MMProj.Bytes())
@@ -492,7 +558,13 @@ func formatBytes(n int64) string {
 // checkOutputs refuses existing outputs unless force is set, and outputs whose folder does not
 // exist.
 func (p *Plan) checkOutputs() error {
-	for _, path := range []string{p.Model.Path, p.MMProj.Path} {
+	return checkOutputPaths(p.force, p.Model.Path, p.MMProj.Path)
+}
+
+// checkOutputPaths refuses existing outputs unless force is set, and outputs whose folder does
+// not exist.
+func checkOutputPaths(force bool, paths ...string) error {
+	for _, path := range paths {
 		dir := filepath.Dir(path)
 		if st, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 			return inputErrorf("convert: %s: output folder %s does not exist", path, dir)
@@ -511,7 +583,7 @@ func (p *Plan) checkOutputs() error {
 			if !st.Mode().IsRegular() && st.Mode()&os.ModeSymlink == 0 {
 				return inputErrorf("convert: %s: exists and is not a regular file", path)
 			}
-			if !p.force {
+			if !force {
 				return &InputError{Err: fmt.Errorf("%w: %s (use --force to replace it)", ErrOutputExists, path)}
 			}
 			continue

@@ -183,7 +183,13 @@ func (p *Plan) readTensor(ctx context.Context, oi int, t *TensorPlan, out chan<-
 	if t.bnb != nil {
 		return p.readBNB(ctx, oi, t, out)
 	}
-	src, err := p.ckpt.Tensor(t.Source)
+	var src safetensors.Tensor
+	var err error
+	if t.saved != nil {
+		src, err = t.saved.file.Tensor(t.Source)
+	} else {
+		src, err = p.ckpt.Tensor(t.Source)
+	}
 	if err != nil {
 		return asInput(fmt.Errorf("convert: %w", err))
 	}
@@ -204,6 +210,9 @@ func (p *Plan) readTensor(ctx context.Context, oi int, t *TensorPlan, out chan<-
 		vals := make([]float32, v1-v0)
 		if err := decodeFloats(vals, raw, safetensors.DType(t.SourceDType)); err != nil {
 			return fmt.Errorf("convert: tensor %q: %w", t.Source, err)
+		}
+		if err := mergeDeltas(t, vals, v0/ne0); err != nil {
+			return err
 		}
 		if t.PermuteHeads > 0 {
 			vals = permuteRows(vals, ne0, rows/t.PermuteHeads)
@@ -290,6 +299,9 @@ func (p *Plan) readBNB(ctx context.Context, oi int, t *TensorPlan, out chan<- *w
 		for i, v := range vals {
 			vals[i] = quant.BF16ToF32(quant.F32ToBF16(v))
 		}
+	}
+	if err := mergeDeltas(t, vals, 0); err != nil {
+		return err
 	}
 	if t.PermuteHeads > 0 {
 		vals = permuteRows(vals, ne0, rows/t.PermuteHeads)

@@ -12,9 +12,10 @@ import (
 // shape from the hyper-parameters (as llama.cpp's create_tensor(name, {ne…}) states it) and its type. Problems are
 // collected, so that one load reports every misshapen weight of a file.
 type binder struct {
-	w      *Weights
-	prefix string
-	errs   *weightErrors
+	w        *Weights
+	prefix   string
+	errs     *weightErrors
+	adapters []*adapterWeights // run-time LoRA adapters whose pairs the linear layers take
 }
 
 // newBinder binds the tensors of w under prefix ("v", "mm", "" for the text model).
@@ -102,6 +103,7 @@ func (b binder) linearOpt(seg string, in, out int, bias, optional bool) Linear {
 	}
 	l.kernel, l.rows, l.blockSize = pl.Kernel, pl.Rows(), pl.BlockSize
 	name := join(b.prefix, join(seg, "weight"))
+	l.loras = b.loras(name, in, out)
 	l.Tail = b.w.tails[name]
 	if pl.Group != "" {
 		l.group, l.member = b.w.groups[pl.Group], pl.Member

@@ -122,7 +122,7 @@ func (d *Decoder) Forward(ctx *ggml.Context, in *decodeInputs, lastOnly bool, nm
 
 // stepWeights lists the weight tensors one decoding step reads in full: every layer's matrices and norms, the final
 // norm and the output projection (token_embd only when it is the output projection; otherwise a step reads one of
-// its rows). A stacked group is listed once.
+// its rows), and the pairs of the run-time adapters in force. A stacked group is listed once.
 func (d *Decoder) stepWeights() []ggml.Tensor {
 	var ts []ggml.Tensor
 	seen := map[*stackedGroup]bool{}
@@ -136,6 +136,11 @@ func (d *Decoder) stepWeights() []ggml.Tensor {
 			ts = append(ts, l.Weight)
 		}
 		ts = append(ts, l.Bias, l.Tail)
+		for _, p := range l.loras {
+			if p.src.scale != 0 {
+				ts = append(ts, p.a, p.b)
+			}
+		}
 	}
 	for _, l := range d.Layers {
 		ts = append(ts, l.AttnNorm.Weight, l.FFNNorm.Weight)

@@ -7,7 +7,8 @@ import (
 )
 
 // Linear is y = W·x (+ b): weight [in, out], optional bias [out]. The weight carries the kernel its placement chose
-// (Plan); Tail, when set, holds W's last rows in the file's layout, multiplied by ggml_mul_mat and appended.
+// (Plan); Tail, when set, holds W's last rows in the file's layout, multiplied by ggml_mul_mat and appended. Run-time
+// LoRA adapters add s·B·(A·x) to y, whatever W's layout.
 type Linear struct {
 	Weight ggml.Tensor
 	Bias   ggml.Tensor
@@ -17,7 +18,8 @@ type Linear struct {
 	rows      int // outputs of Weight (the head's rows when split)
 	blockSize int // NF4 block size
 	group     *stackedGroup
-	member    int // index in group
+	member    int        // index in group
+	loras     []loraPair // run-time adapters, in load order
 }
 
 // kernels multiply a placed weight w by x [in, n…]; rows and blockSize are the weight's.
@@ -57,7 +59,7 @@ func (l Linear) Forward(ctx *ggml.Context, x ggml.Tensor) ggml.Tensor {
 	if !l.Bias.IsNil() {
 		y = y.Add(ctx, l.Bias)
 	}
-	return y
+	return addLoRA(ctx, y, x, l.loras)
 }
 
 // ForwardGEMM is Forward for the CPU's tiled GEMM (ggml's llamafile sgemm), which needs the inner dimension to be a
@@ -74,7 +76,7 @@ func (l Linear) ForwardGEMM(ctx *ggml.Context, x ggml.Tensor, split bool) ggml.T
 		block = 16
 	}
 	k := l.Weight.Ne(0)
-	if l.kernel != KernelMulMat || !l.Tail.IsNil() || !split || block == 0 || k%block == 0 || k < block ||
+	if l.kernel != KernelMulMat || !l.Tail.IsNil() || len(l.loras) > 0 || !split || block == 0 || k%block == 0 || k < block ||
 		l.Weight.Ne(2) != 1 || x.Ne(2) != 1 {
 		return l.Forward(ctx, x)
 	}
@@ -94,7 +96,8 @@ func (l Linear) ForwardGEMM(ctx *ggml.Context, x ggml.Tensor, split bool) ggml.T
 
 // stacked multiplies x by the matrices ls when they are the members of one stacked group, in order, without biases
 // or tails, and returns the member products as views of one result ([rows_i, n] each, strided by the group's
-// width; ys[i] for i < len(ls)); ok is false otherwise. It allocates no Go memory (decode steps).
+// width, or each member's own result where a run-time adapter adds to it; ys[i] for i < len(ls)); ok is false
+// otherwise. It allocates no Go memory (decode steps).
 func stacked(ctx *ggml.Context, x ggml.Tensor, ls ...Linear) (ys [maxFused]ggml.Tensor, ok bool) {
 	g := ls[0].group
 	if g == nil || len(g.rows) != len(ls) || x.Ne(2) != 1 || x.Ne(3) != 1 {
@@ -109,6 +112,7 @@ func stacked(ctx *ggml.Context, x ggml.Tensor, ls ...Linear) (ys [maxFused]ggml.
 	off := 0
 	for i, r := range g.rows {
 		ys[i] = y.View(ctx, off*y.Type().TypeSize(), []int{r, y.Ne(1)}, []int{y.Nb(1)})
+		ys[i] = addLoRA(ctx, ys[i], x, ls[i].loras)
 		off += r
 	}
 	return ys, true

@@ -29,6 +29,8 @@ type Model struct {
 	vision  *VisionModel
 	conn    *Connector
 	opts    Options
+
+	textAdapters, visionAdapters []*adapterWeights
 }
 
 // Load opens the text GGUF at textPath and, unless mmprojPath is empty, the mmproj GGUF, checks that they belong
@@ -73,9 +75,13 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 	if m.tw, err = LoadWeights(m.TextFile, m.runner.Main, m.Target, o.Layouts); err != nil {
 		return nil, err
 	}
+	if err = m.loadAdapters(o); err != nil {
+		return nil, err
+	}
 	b := newBinder(m.tw, "")
+	b.adapters = m.textAdapters
 	m.decoder = bindDecoder(b, m.Text, m.decodeAttn())
-	if err = firstErr(b.err(), m.tw.checkUnused()); err != nil || !m.HasVision {
+	if err = firstErr(b.err(), m.tw.checkUnused(), adaptersUnused(m.textAdapters)); err != nil || !m.HasVision {
 		return m, err
 	}
 	if m.vw, err = LoadWeights(m.MMProj, m.runner.Main, m.Target, o.Layouts); err != nil {
@@ -83,9 +89,10 @@ func Load(textPath, mmprojPath string, o Options) (m *Model, err error) {
 	}
 	kern := m.visionAttn()
 	b = newBinder(m.vw, "")
+	b.adapters = m.visionAdapters
 	m.vision = bindVision(b.at("v"), m.Vision, m.gelu(), kern)
 	m.conn = bindConnector(b.at("mm"), m.Connector, m.Vision.Hidden, kern)
-	return m, firstErr(b.err(), m.vw.checkUnused())
+	return m, firstErr(b.err(), m.vw.checkUnused(), adaptersUnused(m.visionAdapters))
 }
 
 func firstErr(errs ...error) error {
@@ -170,6 +177,10 @@ func (m *Model) Close() {
 	if m == nil {
 		return
 	}
+	for _, a := range append(m.textAdapters, m.visionAdapters...) {
+		a.close()
+	}
+	m.textAdapters, m.visionAdapters = nil, nil
 	m.tw.Close()
 	m.vw.Close()
 	m.runner.Close()
@@ -203,7 +214,7 @@ func (m *Model) PlacementReport() []string {
 			out = append(out, w.plan.Lines()...)
 		}
 	}
-	return out
+	return append(out, m.AdapterReport()...)
 }
 
 // SetThreads changes the number of CPU threads.
@@ -242,13 +253,21 @@ func (m *Model) TextParams() int64 {
 }
 
 // StepFileBytes is the size in the text file of the weights one decoding step reads in full (those of StepWeights):
-// every tensor but the token embeddings, or every tensor when the embeddings are the output projection.
+// every tensor but the token embeddings, or every tensor when the embeddings are the output projection, plus the
+// text adapters in force.
 func (m *Model) StepFileBytes() int64 {
 	tied := m.decoder.Output.Weight.IsNil()
 	var n int64
 	for _, ti := range m.TextFile.Tensors {
 		if ti.Name != "token_embd.weight" || tied {
 			n += int64(ti.Size())
+		}
+	}
+	for _, a := range m.textAdapters {
+		if a.scale != 0 {
+			for _, ti := range a.file.Tensors {
+				n += int64(ti.Size())
+			}
 		}
 	}
 	return n

@@ -57,6 +57,7 @@ type Options struct {
 	GELU       GELU         // the vision tower's GELU
 	TextAttn   AttnKernel   // the decoder's attention (AttnFlash makes the cache F16)
 	VisionAttn AttnKernel   // the vision tower's and perceiver's attention
+	Adapters   []Adapter    // run-time LoRA adapters, applied in order
 
 	scoreBytes int // bound on one attention score matrix of the plain path; 0: defaultScoreBytes (tests lower it)
 }

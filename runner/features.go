@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/idefics2-go/idefics2/graph"
@@ -15,6 +16,15 @@ type featureCache struct {
 	max   int
 	order []uint64
 	rows  map[uint64][]float32
+}
+
+// mixKey combines a cache key with one more 64-bit value (a splitmix64-style finalizer over their sum, so that the
+// order of the values matters).
+func mixKey(k, v uint64) uint64 {
+	x := k ^ (v + 0x9e3779b97f4a7c15 + k<<6 + k>>2)
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
 }
 
 func newFeatureCache(max int) *featureCache {
@@ -53,9 +63,16 @@ func (p *Prompt) subImageInput(i int) graph.ImageInput {
 // encode returns the connector rows of sub-image i ([imageSeqLen][textHidden] flattened), from the cache when
 // possible. With keep, the vision and projection outputs are kept too (never cached); dump, when set, receives the
 // named intermediates it asks for.
-func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool, dump *graph.Dump) (*graph.ImageFeatures, error) {
+func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool, dump *graph.Dump, scales []float32) (*graph.ImageFeatures, error) {
+	key := p.subKeys[i]
+	if m.g != nil && m.g.HasVisionAdapters() {
+		// The features depend on the vision adapters' scales.
+		for _, s := range scales {
+			key = mixKey(key, uint64(math.Float32bits(s)))
+		}
+	}
 	if !keep && dump == nil {
-		if rows, ok := m.features.get(p.subKeys[i]); ok {
+		if rows, ok := m.features.get(key); ok {
 			return &graph.ImageFeatures{Embeddings: rows}, nil
 		}
 	}
@@ -67,11 +84,15 @@ func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool, dump *g
 		m.mu.Unlock()
 		return nil, fmt.Errorf("runner: the model is closed")
 	}
+	if err := m.g.SetAdapterScales(scales); err != nil {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("runner: %w", err)
+	}
 	f, err := m.g.EncodeImage(p.subImageInput(i), keep, dump)
 	m.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("runner: encoding image %d: %w", i, err)
 	}
-	m.features.put(p.subKeys[i], f.Embeddings)
+	m.features.put(key, f.Embeddings)
 	return f, nil
 }

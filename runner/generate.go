@@ -168,7 +168,7 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 		total := p.Images.N * m.seqLen
 		hidden := m.g.Text.Hidden
 		for sub := first / m.seqLen; sub < p.Images.N && first < total; sub++ {
-			f, err := m.encode(ctx, p, sub, dump != nil, dump.graphDump())
+			f, err := m.encode(ctx, p, sub, dump != nil, dump.graphDump(), s.adapterScales())
 			if err != nil {
 				return cancelled(ctx, res, err)
 			}

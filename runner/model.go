@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +55,33 @@ type Options struct {
 	BatchSize int
 	// NoSplit turns image splitting off whatever the mmproj says (fewer image tokens, less detail).
 	NoSplit bool
+	// Adapters are run-time LoRA adapters (convert --lora-only), applied in order. An adapter without MMProjPath
+	// takes FindMMProj(Path) when the model's mmproj is loaded.
+	Adapters []Adapter
+}
+
+// Adapter is one run-time LoRA adapter: its text GGUF, its mmproj part and its scale (graph.Adapter).
+type Adapter = graph.Adapter
+
+// Adapters returns the run-time adapters the model was loaded with (Options.Adapters, mmproj parts resolved).
+func (m *Model) Adapters() []Adapter { return slices.Clone(m.g.Options().Adapters) }
+
+// ParseAdapter parses "FILE[:SCALE]" (--lora). A suffix after the last colon that is not a number is part of the
+// file name.
+func ParseAdapter(s string) (Adapter, error) {
+	a := Adapter{Path: s, Scale: 1}
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		if v, err := strconv.ParseFloat(s[i+1:], 32); err == nil {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return Adapter{}, inputErrorf("runner: --lora %s: scale %s is not a finite number", s, s[i+1:])
+			}
+			a.Path, a.Scale = s[:i], float32(v)
+		}
+	}
+	if a.Path == "" {
+		return Adapter{}, inputErrorf("runner: --lora %q: no adapter file", s)
+	}
+	return a, nil
 }
 
 // AttnKernel is how the decoder computes attention (graph.AttnKernel).
@@ -98,6 +127,8 @@ type Model struct {
 	chatErr  error
 	name     string
 
+	defaultScales []float32 // the run-time adapters' scales as loaded (Options.Adapters)
+
 	imageTokenID int32   // -1 when the vocabulary has no <image>
 	stopIDs      []int32 // ids that end generation
 	banned       []int32 // ids never generated
@@ -137,12 +168,30 @@ func Load(ctx context.Context, o Options) (*Model, error) {
 			return nil, err
 		}
 	}
+	adapters := slices.Clone(o.Adapters)
+	for i := range adapters {
+		a := &adapters[i]
+		if err := checkFile(a.Path, "adapter"); err != nil {
+			return nil, err
+		}
+		if a.MMProjPath == "" && mmPath != "" {
+			a.MMProjPath = FindMMProj(a.Path)
+		}
+		if a.MMProjPath != "" {
+			if mmPath == "" {
+				return nil, inputErrorf("runner: adapter mmproj %s: the model has no mmproj loaded", a.MMProjPath)
+			}
+			if err := checkFile(a.MMProjPath, "adapter mmproj"); err != nil {
+				return nil, err
+			}
+		}
+	}
 	g, err := graph.Load(o.ModelPath, mmPath, graph.Options{Device: o.Device, Threads: o.Threads, BatchSize: o.BatchSize,
-		TextAttn: o.Attention, GELU: o.GELU})
+		TextAttn: o.Attention, GELU: o.GELU, Adapters: adapters})
 	if err != nil {
 		return nil, classifyLoadError(fmt.Errorf("runner: loading %s: %w", o.ModelPath, err))
 	}
-	m := &Model{g: g, imageTokenID: -1, features: newFeatureCache(64)}
+	m := &Model{g: g, imageTokenID: -1, features: newFeatureCache(64), defaultScales: g.AdapterScales()}
 	if err := m.readMetadata(o); err != nil {
 		g.Close()
 		return nil, err
@@ -296,3 +345,25 @@ func (m *Model) StopTokens() []int32 { return append([]int32(nil), m.stopIDs...)
 
 // isStop reports whether id ends generation.
 func (m *Model) isStop(id int32) bool { return slices.Contains(m.stopIDs, id) }
+
+// AdapterInfo describes a LoRA adapter GGUF (graph.AdapterInfo).
+type AdapterInfo = graph.AdapterInfo
+
+// DescribeAdapter reads an adapter file's architecture, alpha and pairs (graph.DescribeAdapter); a file that is not a
+// LoRA adapter is an *InputError.
+func DescribeAdapter(f *gguf.File) (*AdapterInfo, error) {
+	info, err := graph.DescribeAdapter(f)
+	if err != nil {
+		return nil, &InputError{Err: fmt.Errorf("runner: %w", err)}
+	}
+	return info, nil
+}
+
+// CheckAdapterBase checks an adapter against a base model file without loading either (graph.CheckAdapterBase); a
+// mismatch is an *InputError naming the tensor.
+func CheckAdapterBase(info *AdapterInfo, adapterPath string, base *gguf.File) error {
+	if err := graph.CheckAdapterBase(info, adapterPath, base); err != nil {
+		return &InputError{Err: fmt.Errorf("runner: %w", err)}
+	}
+	return nil
+}

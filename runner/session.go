@@ -3,6 +3,8 @@ package runner
 import (
 	"context"
 	"fmt"
+	"math"
+	"slices"
 
 	"github.com/idefics2-go/idefics2/graph"
 )
@@ -14,6 +16,39 @@ type Session struct {
 	m    *Model
 	gs   *graph.Sequence
 	keys []uint64 // identity of each cached position: the token id, or the image row it holds
+	// scales are the run-time adapters' scales this session computes with (SetAdapterScales); nil: the scales the
+	// model was loaded with.
+	scales []float32
+}
+
+// SetAdapterScales chooses the scale of each loaded run-time adapter (Options.Adapters order; 0 turns one off) for
+// what the session computes from now on; nil restores the scales the model was loaded with. A change empties the
+// cache, whose positions were computed with the previous scales. A wrong count or a non-finite scale is an
+// *InputError.
+func (s *Session) SetAdapterScales(scales []float32) error {
+	n := len(s.m.defaultScales)
+	if scales != nil && len(scales) != n {
+		return inputErrorf("runner: %d adapter scales, but %d adapters are loaded", len(scales), n)
+	}
+	for i, v := range scales {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return inputErrorf("runner: adapter %d: scale %v is not a finite number", i, v)
+		}
+	}
+	if slices.Equal(scales, s.scales) {
+		return nil
+	}
+	s.Reset()
+	s.scales = slices.Clone(scales)
+	return nil
+}
+
+// adapterScales are the scales the session computes with.
+func (s *Session) adapterScales() []float32 {
+	if s.scales == nil {
+		return s.m.defaultScales
+	}
+	return s.scales
 }
 
 // NewSession allocates a KV cache of ctxSize positions; 0 means DefaultContextSize, capped at the model's context
@@ -84,6 +119,9 @@ func (s *Session) eval(ctx context.Context, tokens []int32, images []float32, al
 	if s.gs.Pos() != len(s.keys) {
 		// A failed evaluation may have left part of a batch in the cache; drop it.
 		s.gs.Truncate(len(s.keys))
+	}
+	if err := m.g.SetAdapterScales(s.adapterScales()); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
 	}
 	logits, err := s.gs.Eval(ctx, tokens, images, allLogits, dump)
 	if err != nil {

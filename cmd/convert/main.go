@@ -66,13 +66,16 @@ var afterChunk func()
 // run is the whole command, separated from main for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := cli.New("convert",
-		"convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--dry-run] [--force] [--threads N]",
-		"convert --synthetic PRESET [--synthetic-dir DIR] [--synthetic-seed N] --out model.gguf [...]")
+		"convert --in DIR --out model.gguf [--mmproj-out mmproj.gguf] [--type T] [--vision-type T] [--override 'REGEX=TYPE']... [--lora ADAPTER[:SCALE]]... [--dry-run] [--force] [--threads N]",
+		"convert --synthetic PRESET [--synthetic-dir DIR] [--synthetic-seed N] --out model.gguf [...]",
+		"convert --in DIR --lora-only ADAPTER[:SCALE] --out adapter.gguf [--mmproj-out mmproj-adapter.gguf] [--dry-run] [--force]")
 	fs.Describe("Converts a Hugging Face Idefics2 checkpoint into model.gguf (the text model, as llama.cpp's \"llama\") and\n" +
 		"mmproj.gguf (vision tower, connector and image processor settings).")
 	var (
 		opts      convert.Options
 		overrides []string
+		loras     []string
+		loraOnly  string
 		dryRun    bool
 	)
 	opts.Type = "f16"
@@ -82,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.String(&opts.Type, "type", "`TYPE` of the text matrices: "+strings.Join(convert.SchemeNames(), ", "))
 	fs.String(&opts.VisionType, "vision-type", "`TYPE` of the vision and connector matrices (default: f32 with --type f32, else f16)")
 	fs.List(&overrides, "override", "per-tensor type `REGEX=TYPE` matched against GGUF names (repeatable; first match wins)")
+	fs.List(&loras, "lora", "merge the PEFT LoRA adapter folder `DIR[:SCALE]` into the weights (repeatable; applied in order)")
+	fs.String(&loraOnly, "lora-only", "write the PEFT LoRA adapter folder `DIR[:SCALE]` as a run-time adapter GGUF (--out; the vision part to --mmproj-out, default mmproj-<name of --out>) instead of converting the model; --in names its base")
 	fs.Bool(&dryRun, "dry-run", "print the plan and write nothing")
 	fs.Bool(&opts.Force, "force", "replace existing output files")
 	fs.Int(&opts.Threads, "threads", "quantization threads (0: all cores)")
@@ -104,10 +109,42 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case opts.Threads > maxThreads:
 		err = cli.Usagef("convert: --threads %d is more than %d", opts.Threads, maxThreads)
 	}
+	if err == nil && fs.Set("lora-only") {
+		for _, f := range []string{"lora", "type", "vision-type", "override", "threads"} {
+			if fs.Set(f) {
+				err = cli.Usagef("convert: --%s does not apply to --lora-only (the adapter is written in f32)", f)
+				break
+			}
+		}
+		if err == nil && syn.enabled() {
+			err = cli.Usagef("convert: --lora-only needs the adapter's base checkpoint as --in, not --synthetic")
+		}
+	}
+	if err == nil && fs.Set("synthetic-adapter") && fs.Set("lora-only") {
+		err = cli.Usagef("convert: --synthetic-adapter writes its own adapter; drop --lora-only")
+	}
 	if err != nil {
 		return report(ctx, stderr, err)
 	}
+	if fs.Set("synthetic-adapter") {
+		dir, cleanup, err := syn.prepareAdapter(&opts)
+		defer cleanup()
+		if err != nil {
+			return report(ctx, stderr, err)
+		}
+		return exportAdapter(ctx, opts, dir, dryRun, stdout, stderr)
+	}
+	if fs.Set("lora-only") {
+		return exportAdapter(ctx, opts, loraOnly, dryRun, stdout, stderr)
+	}
 	opts.Overrides = overrides
+	for _, s := range loras {
+		spec, err := convert.ParseLoRASpec(s)
+		if err != nil {
+			return report(ctx, stderr, err)
+		}
+		opts.LoRA = append(opts.LoRA, spec)
+	}
 	if opts.Threads > 0 {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(opts.Threads))
 	}
@@ -164,6 +201,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "convert: wrote %s and %s (%d MiB read in %.1fs)\n",
 		plan.Model.Path, plan.MMProj.Path, total>>20, time.Since(start).Seconds())
+	return exitOK
+}
+
+// exportAdapter is convert --lora-only: the adapter folder spec as run-time adapter GGUF files.
+func exportAdapter(ctx context.Context, opts convert.Options, spec string, dryRun bool, stdout, stderr io.Writer) int {
+	ls, err := convert.ParseLoRASpec(spec)
+	if err != nil {
+		return report(ctx, stderr, err)
+	}
+	plan, err := convert.NewAdapterPlan(convert.AdapterOptions{InDir: opts.InDir, Adapter: ls, Out: opts.Out,
+		MMProjOut: opts.MMProjOut, Force: opts.Force, Logger: opts.Logger})
+	if err != nil {
+		return report(ctx, stderr, err)
+	}
+	defer plan.Close()
+	if dryRun {
+		if err := plan.Print(stdout); err != nil {
+			return report(ctx, stderr, err)
+		}
+		return exitOK
+	}
+	if err := plan.Run(ctx); err != nil {
+		return report(ctx, stderr, err)
+	}
+	if plan.HasMMProj() {
+		fmt.Fprintf(stderr, "convert: wrote %s and %s\n", plan.Text.Path, plan.MMProj.Path)
+	} else {
+		fmt.Fprintf(stderr, "convert: wrote %s (the adapter leaves the vision tower, connector and perceiver alone: no %s)\n", plan.Text.Path, plan.MMProj.Path)
+	}
 	return exitOK
 }
 

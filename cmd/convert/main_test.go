@@ -13,7 +13,11 @@ import (
 	"github.com/idefics2-go/idefics2/internal/cli/clitest"
 )
 
-var p1 = filepath.Join("..", "..", "testdata", "hf", "checkpoints", "p1")
+var (
+	p1     = filepath.Join("..", "..", "testdata", "hf", "checkpoints", "p1")
+	p2     = filepath.Join("..", "..", "testdata", "hf", "checkpoints", "p2")
+	loraP1 = filepath.Join("..", "..", "testdata", "lora", "adapters", "p1_seed_r8")
+)
 
 // TestCLI runs the command with a table of arguments and checks the exit status, the output and
 // the files in the output folder.
@@ -58,6 +62,33 @@ func TestCLI(t *testing.T) {
 			existing: []string{"m.gguf"}, wantCode: exitOK, wantFiles: []string{"m.gguf", "v.gguf"},
 		},
 		{name: "help", args: []string{"--help"}, wantCode: exitOK, wantOut: "usage: convert"},
+		{
+			name: "merge an adapter", args: []string{"--in", p1, "--lora", loraP1 + ":0.5", "--out", "OUT/m.gguf", "--type", "q8_0"},
+			wantCode: exitOK, wantErr: "wrote", wantFiles: []string{"m.gguf", "mmproj-m.gguf"},
+		},
+		{
+			name: "merge dry run lists merged tensors", args: []string{"--in", p1, "--lora", loraP1, "--out", "OUT/m.gguf", "--dry-run"},
+			wantCode: exitOK, wantOut: "LoRA p1_seed_r8 (r 8, scale 1)",
+		},
+		{
+			name: "adapter export", args: []string{"--in", p1, "--lora-only", loraP1, "--out", "OUT/a.gguf"},
+			wantCode: exitOK, wantErr: "wrote", wantFiles: []string{"a.gguf", "mmproj-a.gguf"},
+		},
+		{
+			name: "adapter export of a text-only adapter", args: []string{"--synthetic", "tiny", "--synthetic-adapter", "4", "--out", "OUT/a.gguf"},
+			wantCode: exitOK, wantErr: "leaves the vision tower", wantFiles: []string{"a.gguf"},
+		},
+		{name: "adapter as input", args: []string{"--in", loraP1, "--out", "OUT/m.gguf"}, wantCode: exitUsage, wantErr: "PEFT adapter folder"},
+		{name: "adapter on another base", args: []string{"--in", p2, "--lora", loraP1, "--out", "OUT/m.gguf"}, wantCode: exitUsage, wantErr: "lora_A.weight"},
+		{name: "adapter export on another base", args: []string{"--in", p2, "--lora-only", loraP1, "--out", "OUT/a.gguf"}, wantCode: exitUsage, wantErr: "lora_A.weight"},
+		{name: "adapter scale NaN", args: []string{"--in", p1, "--lora", loraP1 + ":nan", "--out", "OUT/m.gguf"}, wantCode: exitUsage, wantErr: "not a finite number"},
+		{name: "missing adapter", args: []string{"--in", p1, "--lora", "OUT/none", "--out", "OUT/m.gguf"}, wantCode: exitUsage, wantErr: "none"},
+		{name: "lora-only with type", args: []string{"--in", p1, "--lora-only", loraP1, "--type", "q8_0", "--out", "OUT/a.gguf"}, wantCode: exitUsage, wantErr: "--type does not apply"},
+		{name: "lora-only with lora", args: []string{"--in", p1, "--lora-only", loraP1, "--lora", loraP1, "--out", "OUT/a.gguf"}, wantCode: exitUsage, wantErr: "--lora does not apply"},
+		{
+			name: "adapter export exists", args: []string{"--in", p1, "--lora-only", loraP1, "--out", "OUT/a.gguf"}, existing: []string{"mmproj-a.gguf"},
+			wantCode: exitUsage, wantErr: "--force", wantFiles: []string{"mmproj-a.gguf"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -21,9 +21,10 @@ import (
 // syntheticFlags are --synthetic, --synthetic-dir and --synthetic-seed: convert a synthetic
 // checkpoint (synth/) instead of --in.
 type syntheticFlags struct {
-	preset string
-	dir    string
-	seed   uint64
+	preset      string
+	dir         string
+	seed        uint64
+	adapterRank int
 }
 
 // addSyntheticFlags registers the synthetic-checkpoint flags on fs.
@@ -33,6 +34,7 @@ func addSyntheticFlags(fs *cli.FlagSet) *syntheticFlags {
 		") instead of --in: written to a temporary folder next to --out and removed afterwards")
 	fs.String(&s.dir, "synthetic-dir", "with --synthetic: write the checkpoint to `DIR` (which must not exist) and keep it")
 	fs.Uint64(&s.seed, "synthetic-seed", "with --synthetic: `SEED` of the random weights (same seed, same bytes)")
+	fs.Int(&s.adapterRank, "synthetic-adapter", "with --synthetic: write a run-time LoRA adapter of `RANK` (alpha = RANK) on every linear layer of the preset's text model to --out instead of a model")
 	return s
 }
 
@@ -102,6 +104,40 @@ func (s *syntheticFlags) prepare(ctx context.Context, opts *convert.Options, std
 		s.preset, total>>20, dir, time.Since(start).Seconds())
 	opts.InDir = dir
 	return cleanup, nil
+}
+
+// prepareAdapter writes a synthetic PEFT adapter folder (and its base's config files) for
+// --synthetic-adapter and returns the folder; cleanup, never nil, removes a temporary folder.
+func (s *syntheticFlags) prepareAdapter(opts *convert.Options) (adapterDir string, cleanup func(), err error) {
+	cleanup = func() {}
+	switch {
+	case s.preset == "":
+		return "", cleanup, usageError("convert: --synthetic-adapter needs --synthetic PRESET")
+	case opts.InDir != "":
+		return "", cleanup, usageError("convert: --in and --synthetic exclude each other")
+	case s.adapterRank <= 0:
+		return "", cleanup, usageError("convert: --synthetic-adapter %d: want a rank of 1 or more", s.adapterRank)
+	}
+	cfg, err := synth.Preset(s.preset)
+	if err != nil {
+		return "", cleanup, usageError("convert: --synthetic: %s", strings.TrimPrefix(err.Error(), "synth: "))
+	}
+	dir := s.dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp(filepath.Dir(opts.Out), ".convert-synthetic-")
+		if err != nil {
+			return "", cleanup, fmt.Errorf("convert: --synthetic: %w", err)
+		}
+		cleanup = func() { os.RemoveAll(tmp) }
+		dir = filepath.Join(tmp, fmt.Sprintf("synthetic-%s-lora-r%d", s.preset, s.adapterRank))
+	} else if _, err := os.Lstat(s.dir); err == nil {
+		return "", cleanup, usageError("convert: --synthetic-dir %s already exists (convert it with --in DIR/base --lora-only DIR, or remove it)", s.dir)
+	}
+	if err := synth.WriteAdapter(dir, cfg, s.adapterRank, float64(s.adapterRank), s.seed); err != nil {
+		return "", cleanup, usageError("convert: --synthetic-adapter: %s", strings.TrimPrefix(err.Error(), "synth: "))
+	}
+	opts.InDir = filepath.Join(dir, "base")
+	return dir, cleanup, nil
 }
 
 // checkOutputsEarly refuses, before the checkpoint is written, outputs that the converter would

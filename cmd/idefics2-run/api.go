@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -56,6 +57,10 @@ type chatRequest struct {
 	LogitBias         json.RawMessage `json:"logit_bias,omitempty"`
 	Logprobs          json.RawMessage `json:"logprobs,omitempty"`
 	TopLogprobs       json.RawMessage `json:"top_logprobs,omitempty"`
+	// Lora chooses the scale of each run-time adapter loaded with --lora, as llama.cpp's server takes it: a list of
+	// {"id": index of the --lora flag, "scale": s}; a loaded adapter the list leaves out is off. Absent: every
+	// adapter at the scale it was loaded with.
+	Lora []loraChoice `json:"lora,omitempty"`
 }
 
 // responseFormat is OpenAI's response_format object.
@@ -133,6 +138,41 @@ func (r *chatRequest) constraint() (*constrain.Grammar, error) {
 		return g, nil
 	}
 	return nil, badRequest("response_format.type %q: want text, json_object or json_schema", f.Type)
+}
+
+// loraChoice is one element of chatRequest.Lora.
+type loraChoice struct {
+	ID    *int     `json:"id"`
+	Scale *float64 `json:"scale"`
+}
+
+// adapterScales returns the adapter scales the request asks for (nil: the loaded ones) among n loaded adapters.
+func (r *chatRequest) adapterScales(n int) ([]float32, error) {
+	if r.Lora == nil {
+		return nil, nil
+	}
+	if n == 0 && len(r.Lora) > 0 {
+		return nil, badRequest("lora: no run-time adapters are loaded (start with --lora FILE)")
+	}
+	scales := make([]float32, n)
+	seen := make([]bool, n)
+	for i, c := range r.Lora {
+		switch {
+		case c.ID == nil:
+			return nil, badRequest("lora[%d].id: missing", i)
+		case *c.ID < 0 || *c.ID >= n:
+			return nil, badRequest("lora[%d].id: %d is not a loaded adapter (%d loaded, ids 0 to %d; see /lora-adapters)", i, *c.ID, n, n-1)
+		case seen[*c.ID]:
+			return nil, badRequest("lora[%d].id: adapter %d is listed twice", i, *c.ID)
+		case c.Scale == nil:
+			return nil, badRequest("lora[%d].scale: missing", i)
+		case math.IsNaN(*c.Scale) || math.IsInf(*c.Scale, 0) || math.Abs(*c.Scale) > math.MaxFloat32:
+			return nil, badRequest("lora[%d].scale: %v is not a finite number", i, *c.Scale)
+		}
+		seen[*c.ID] = true
+		scales[*c.ID] = float32(*c.Scale)
+	}
+	return scales, nil
 }
 
 // apiMessage is one message; content is a string or a list of parts.

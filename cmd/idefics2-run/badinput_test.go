@@ -14,6 +14,7 @@ import (
 
 	"github.com/idefics2-go/idefics2/gguf"
 	"github.com/idefics2-go/idefics2/internal/ggufedit"
+	"github.com/idefics2-go/idefics2/runner/testmodels"
 )
 
 // rewriteGGUF writes a copy of the GGUF at src into dir/name with the metadata values in kv replaced (or added) and
@@ -33,6 +34,7 @@ type badFiles struct {
 	truncated, wrongArch, badType, hugeContext string
 	zeroImage, hugeImage, junkImage, nonUTF8   string
 	notWritable                                string
+	adapterP1, adapterP2, adapterP2MM          string
 }
 
 func makeBadFiles(t *testing.T) badFiles {
@@ -41,6 +43,13 @@ func makeBadFiles(t *testing.T) badFiles {
 	b.dir = t.TempDir()
 	b.model, b.mm = pair(t, "p1")
 	_, b.mm2 = pair(t, "p2")
+	var err error
+	if b.adapterP1, _, err = testmodels.Adapter("p1_seed_r8", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if b.adapterP2, b.adapterP2MM, err = testmodels.Adapter("p2_all_rslora", "p2"); err != nil {
+		t.Fatal(err)
+	}
 	whole, err := os.ReadFile(b.model)
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +132,13 @@ func TestCLIBadInputMatrix(t *testing.T) {
 		{"serve zero timeout", append([]string{"serve", "-m", b.model, "--timeout", "0"}, cpu...), 2, "--timeout 0"},
 		{"batch bad device", append([]string{"batch", "-m", b.model, "--device", "tpu"}, cpu[2:]...), 2, `--device "tpu"`},
 		{"chat missing model", append([]string{"chat", "-m", "/nonexistent/m.gguf"}, cpu...), 2, "/nonexistent/m.gguf"},
+		{"adapter of another model", with("-p", "hi", "--lora", b.adapterP2), 2, "blk.0.attn_q.weight.lora_a"},
+		{"adapter mmproj of another adapter", with("-p", "hi", "--lora", b.adapterP1, "--lora-mmproj", b.adapterP2MM), 2, "made from adapter"},
+		{"model as adapter", with("-p", "hi", "--lora", b.model), 2, "general.type"},
+		{"missing adapter", with("-p", "hi", "--lora", "/nonexistent/a.gguf"), 2, "/nonexistent/a.gguf"},
+		{"adapter scale NaN", with("-p", "hi", "--lora", b.adapterP1+":nan"), 2, "not a finite number"},
+		{"lora-mmproj without lora", with("-p", "hi", "--lora-mmproj", b.adapterP2MM), 2, "has no --lora"},
+		{"serve adapter of another model", append([]string{"serve", "-m", b.model, "--lora", b.adapterP2}, cpu...), 2, "lora_a"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

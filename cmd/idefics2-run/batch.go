@@ -147,8 +147,15 @@ func batchOne(ctx context.Context, m *runner.Model, s *runner.Session, line []by
 	if err != nil {
 		return fail(err)
 	}
+	scales, err := req.adapterScales(len(m.Adapters()))
+	if err != nil {
+		return fail(err)
+	}
 	// Each request starts from an empty cache, so that its answer does not depend on the requests before it.
 	s.Reset()
+	if err := s.SetAdapterScales(scales); err != nil {
+		return fail(err)
+	}
 	r, err := s.Generate(ctx, p, o)
 	if err != nil {
 		return fail(err)

@@ -26,6 +26,8 @@ type benchFlags struct {
 	verbose                        bool
 	constrained                    bool
 	jsonSchema                     string
+	loras                          []string
+	loraAB                         bool
 }
 
 // benchSchema is the JSON Schema of the constrained generation test (--constrained): a receipt, nested, with
@@ -65,6 +67,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Bool(&f.load.NoRepack, "no-repack", "keep quantized weights in the file layout (no CPU repacking)")
 	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts (and Q6_K in the file's) instead of this project's q4x16, q4kx16 and q6kx16")
 	fs.Bool(&f.load.UnfusedAttn, "unfused-attn", "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
+	fs.List(&f.loras, "lora", "run-time LoRA adapter GGUF `FILE[:SCALE]` (repeatable; its mmproj part is found next to it)")
+	fs.Bool(&f.loraAB, "lora-ab", "with --lora: run each tg test with the adapters off and on, alternating within each repetition, and report both (no read limit is timed)")
 	fs.Bool(&f.warmup, "warmup", "run each test once before measuring")
 	fs.Bool(&f.readLimit, "read-limit", "around each generation repetition, time one read of the weights a token needs (the memory's bound on tg; CPU only)")
 	fs.Bool(&f.json, "json", "print a JSON array of results")
@@ -111,6 +115,16 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 	}
 	a := benchArgs{model: f.model, mmproj: f.mmproj, load: f.load, json: f.json || f.output == "json", verbose: f.verbose}
 	a.load.Device = f.device
+	for _, s := range f.loras {
+		ad, err := runner.ParseAdapter(s)
+		if err != nil {
+			return benchArgs{}, cli.Usagef("bench: %v", err)
+		}
+		a.load.Adapters = append(a.load.Adapters, ad)
+	}
+	if f.loraAB && len(f.loras) == 0 {
+		return benchArgs{}, cli.Usagef("bench: --lora-ab needs --lora")
+	}
 	var err error
 	for _, l := range []struct {
 		flag, val string
@@ -150,7 +164,7 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 		sizes = append(sizes, [2]int{s, s})
 	}
 	a.cfg = bench.Config{Prompt: a.pp, Gen: a.tg, ImageSizes: sizes, Split: f.split, Perceiver: f.perceiver, TTFT: f.ttft,
-		Repetitions: f.reps, Warmup: f.warmup, FlashAttn: f.load.FlashAttn, ReadLimit: f.readLimit}
+		Repetitions: f.reps, Warmup: f.warmup, FlashAttn: f.load.FlashAttn, ReadLimit: f.readLimit && !f.loraAB, AdapterAB: f.loraAB}
 	return a, nil
 }
 
@@ -166,6 +180,11 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 		return fail(stderr, cli.Usagef("bench: image tests need --mmproj (none found next to %s)", a.model))
 	}
 	var all []bench.Result
+	for i := range a.load.Adapters {
+		if ad := &a.load.Adapters[i]; ad.MMProjPath == "" && mm != "" {
+			ad.MMProjPath = runner.FindMMProj(ad.Path)
+		}
+	}
 	for i, t := range a.threads {
 		o := a.load
 		o.Threads = t

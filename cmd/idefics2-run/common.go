@@ -84,6 +84,8 @@ type modelFlags struct {
 	flashAttn, noSplit    bool
 	tableGELU, textOnly   bool
 	verbose               bool
+	loras, loraMMProj     []string
+	adapters              []runner.Adapter
 }
 
 func (f *modelFlags) register(fs *cli.FlagSet) {
@@ -99,6 +101,8 @@ func (f *modelFlags) register(fs *cli.FlagSet) {
 	fs.Bool(&f.tableGELU, "fast-gelu", "use ggml's fp16-table GELU in the vision tower (~1e-3 relative error) even for an f32 mmproj")
 	fs.Bool(&f.textOnly, "text-only", "load no mmproj even if one lies next to the model")
 	fs.Bool(&f.verbose, "verbose,v", "log progress and timings on stderr")
+	fs.List(&f.loras, "lora", "run-time LoRA adapter GGUF `FILE[:SCALE]` from convert --lora-only (repeatable; applied in order)")
+	fs.List(&f.loraMMProj, "lora-mmproj", "the mmproj part `FILE` of the --lora at the same position (default: mmproj-<adapter file name> next to it, if present)")
 }
 
 // check validates the model options before anything is loaded.
@@ -114,6 +118,20 @@ func (f *modelFlags) check(cmd string) error {
 	}
 	if f.batchSize < 0 {
 		return cli.Usagef("%s: --batch-size %d: want 0 or more", cmd, f.batchSize)
+	}
+	if len(f.loraMMProj) > len(f.loras) {
+		return cli.Usagef("%s: --lora-mmproj %s has no --lora to go with", cmd, f.loraMMProj[len(f.loras)])
+	}
+	f.adapters = f.adapters[:0]
+	for i, s := range f.loras {
+		a, err := runner.ParseAdapter(s)
+		if err != nil {
+			return cli.Usagef("%s: %v", cmd, err)
+		}
+		if i < len(f.loraMMProj) {
+			a.MMProjPath = f.loraMMProj[i]
+		}
+		f.adapters = append(f.adapters, a)
 	}
 	return runner.CheckDevice(f.device)
 }
@@ -143,7 +161,8 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*runner.Model,
 	}
 	warmFiles(stderr, f.model, mm)
 	m, err := runner.Load(ctx, runner.Options{ModelPath: f.model, MMProjPath: f.mmproj, TextOnly: f.textOnly, Device: f.device,
-		Threads: f.threads, Attention: f.attention(), GELU: f.gelu(), BatchSize: f.batchSize, NoSplit: f.noSplit})
+		Threads: f.threads, Attention: f.attention(), GELU: f.gelu(), BatchSize: f.batchSize, NoSplit: f.noSplit,
+		Adapters: f.adapters})
 	if err != nil {
 		return nil, err
 	}

@@ -87,6 +87,7 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 		{http.MethodPost, "/v1/chat/completions", s.handleChat},
 		{http.MethodGet, "/v1/models", s.handleModels},
 		{http.MethodGet, "/health", s.handleHealth},
+		{http.MethodGet, "/lora-adapters", s.handleAdapters},
 	}
 	for _, rt := range routes {
 		s.mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
@@ -136,6 +137,25 @@ func (s *server) worker() {
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// handleAdapters lists the run-time adapters loaded with --lora, as llama.cpp's server does: id (the index a
+// request's "lora" list names), path and the scale a request without "lora" uses.
+func (s *server) handleAdapters(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) {
+		return
+	}
+	type adapter struct {
+		ID     int     `json:"id"`
+		Path   string  `json:"path"`
+		MMProj string  `json:"mmproj,omitempty"`
+		Scale  float32 `json:"scale"`
+	}
+	out := []adapter{}
+	for i, a := range s.m.Adapters() {
+		out = append(out, adapter{ID: i, Path: a.Path, MMProj: a.MMProjPath, Scale: a.Scale})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -288,6 +308,11 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	scales, err := req.adapterScales(len(s.m.Adapters()))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
 	p, err := req.prompt(s.m, s.cfg.policy)
 	if err != nil {
 		writeErr(w, err)
@@ -300,7 +325,7 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	j := &job{ctx: ctx, done: make(chan struct{})}
 	id := newID()
-	j.run = func(ctx context.Context) { s.generate(ctx, w, &req, p, opts, id) }
+	j.run = func(ctx context.Context) { s.generate(ctx, w, &req, p, opts, scales, id) }
 	s.waiting.Add(1)
 	select {
 	case s.queue <- j:
@@ -334,7 +359,7 @@ func (s *server) busy(w http.ResponseWriter, msg string) {
 }
 
 // generate runs one request on the worker's session and writes the response (JSON, or SSE chunks with stream).
-func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatRequest, p *runner.Prompt, opts runner.GenerateOptions, id string) {
+func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatRequest, p *runner.Prompt, opts runner.GenerateOptions, scales []float32, id string) {
 	base := chatResponse{ID: id, Created: time.Now().Unix(), Model: s.m.Name()}
 	rc := http.NewResponseController(w)
 	started := false
@@ -367,6 +392,10 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 		}
 	}
 	s.sess.Reset()
+	if err := s.sess.SetAdapterScales(scales); err != nil {
+		writeErr(w, err)
+		return
+	}
 	res, err := s.sess.Generate(ctx, p, opts)
 	s.served.Add(1)
 	if err != nil && ctx.Err() != nil {

@@ -248,6 +248,7 @@ func TestServerBadRequests(t *testing.T) {
 		{"bad stop", "POST", chat, `{"stop":5,"messages":[{"role":"user","content":"x"}]}`, 400, "stop"},
 		{"empty stop", "POST", chat, `{"stop":[""],"messages":[{"role":"user","content":"x"}]}`, 400, "stop[0]"},
 		{"batch fields", "POST", chat, `{"prompt":"x"}`, 400, "batch-only"},
+		{"lora without adapters", "POST", chat, `{"lora":[{"id":0,"scale":1}],"messages":[{"role":"user","content":"x"}]}`, 400, "no run-time adapters are loaded"},
 		{"prompt over context", "POST", chat, user(fmt.Sprintf("%q", strings.Repeat("word ", 5000))), 400, "context size"},
 		{"body too large", "POST", chat, user(fmt.Sprintf("%q", strings.Repeat("x", 70<<10))), 413, "larger than"},
 		{"GET chat", "GET", chat, "", 405, "POST"},

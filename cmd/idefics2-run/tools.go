@@ -19,10 +19,15 @@ import (
 
 // cmdInspect prints a GGUF file's metadata and tensors.
 func cmdInspect(args []string, stdout, stderr io.Writer) int {
-	fs := cli.New("inspect", "idefics2-run inspect [--all] [--no-tensors] FILE.gguf")
+	fs := cli.New("inspect", "idefics2-run inspect [--all] [--no-tensors] FILE.gguf",
+		"idefics2-run inspect [--base MODEL.gguf] ADAPTER.gguf")
+	fs.Describe("Prints a GGUF file's metadata and tensors. For a LoRA adapter (convert --lora-only) it first lists the\n" +
+		"weights the adapter changes with their rank, and with --base checks it against that model or mmproj file.")
 	var all, noTensors bool
+	var base string
 	fs.Bool(&all, "all", "print every array element")
 	fs.Bool(&noTensors, "no-tensors", "omit the tensor table")
+	fs.String(&base, "base", "with an adapter: check it against this model (or mmproj) `FILE`")
 	if code, done := parseFlags(fs, args, stdout, stderr); done {
 		return code
 	}
@@ -34,6 +39,13 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer f.Close()
+	if t, _ := f.Metadata.String("general.type"); t == "adapter" {
+		if err := inspectAdapter(stdout, f, base); err != nil {
+			return fail(stderr, err)
+		}
+	} else if base != "" {
+		return fail(stderr, cli.Usagef("inspect: --base applies to adapters, and %s is not one (general.type %q)", f.Path, t))
+	}
 	opts := gguf.DumpOptions{NoTensors: noTensors}
 	if all {
 		opts.MaxArray = -1
@@ -44,6 +56,54 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	return exitOK
+}
+
+// inspectAdapter prints an adapter's summary (architecture, alpha, the adapters it was made from, every weight it
+// changes with its rank) and, with base, checks it against that file.
+func inspectAdapter(w io.Writer, f *gguf.File, base string) error {
+	info, err := runner.DescribeAdapter(f)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "LoRA adapter for %q: alpha %g, %d pairs\n", info.Architecture, info.Alpha, len(info.Pairs))
+	if info.Alpha == 0 {
+		fmt.Fprintln(w, "  (alpha 0: each lora_b carries its module's scale; a layer adds scale·B·(A·x))")
+	}
+	if names, err := f.Metadata.Strings("idefics2.adapters.names"); err == nil {
+		sums, _ := f.Metadata.Strings("idefics2.adapters.sha256")
+		ranks, _ := f.Metadata.Uint32s("idefics2.adapters.ranks")
+		alphas, _ := f.Metadata.Float32s("idefics2.adapters.alphas")
+		for i, n := range names {
+			extra := ""
+			if i < len(ranks) && i < len(alphas) {
+				extra += fmt.Sprintf(" (r %d, lora_alpha %g)", ranks[i], alphas[i])
+			}
+			if i < len(sums) {
+				extra += " sha256 " + sums[i]
+			}
+			fmt.Fprintf(w, "  from PEFT adapter %s%s\n", n, extra)
+		}
+	}
+	for _, p := range info.Pairs {
+		scale := info.Alpha / float32(p.Rank)
+		if info.Alpha == 0 {
+			scale = 1
+		}
+		fmt.Fprintf(w, "  %-40s rank %-4d [%d → %d]  scale %g\n", p.Weight, p.Rank, p.In, p.Out, scale)
+	}
+	if base != "" {
+		bf, err := openGGUF(base, "inspect")
+		if err != nil {
+			return err
+		}
+		defer bf.Close()
+		if err := runner.CheckAdapterBase(info, f.Path, bf); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "fits %s\n", bf.Path)
+	}
+	fmt.Fprintln(w)
+	return nil
 }
 
 // openGGUF opens a GGUF file, reporting a missing or malformed file as bad input.

@@ -110,6 +110,22 @@ func LoadLlama(path string, nCtx, threads int, kvType string) (*LlamaModel, erro
 	return m, nil
 }
 
+// SetLoRA loads a LoRA adapter GGUF with llama.cpp's own loader (llama_adapter_lora_init, which checks every
+// pair against the model's tensors) and applies it to the context at scale (llama_set_adapter_lora). The adapter
+// is freed with the model.
+func (m *LlamaModel) SetLoRA(path string, scale float32) error {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	a := C.llama_adapter_lora_init(m.model, cpath)
+	if a == nil {
+		return fmt.Errorf("llama.cpp: %s: llama_adapter_lora_init refused the adapter", path)
+	}
+	if rc := C.llama_set_adapter_lora(m.ctx, a, C.float(scale)); rc != 0 {
+		return fmt.Errorf("llama.cpp: %s: llama_set_adapter_lora returned %d", path, int(rc))
+	}
+	return nil
+}
+
 // Close frees the context and the model. Idempotent.
 func (m *LlamaModel) Close() {
 	if m == nil {

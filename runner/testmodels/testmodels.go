@@ -65,6 +65,38 @@ func Pair(name, typ string) (model, mmproj string, err error) {
 	return model, mmproj, nil
 }
 
+// Adapter exports a fixture LoRA adapter (testdata/lora/adapters/<name>) on its base checkpoint (by short name, see
+// Checkpoint) as run-time adapter GGUF files, once per process, and returns the text part and the mmproj part ("" when
+// the adapter has none). Its mmproj part lies next to the text part as mmproj-<name>.gguf.
+func Adapter(name, base string) (text, mmproj string, err error) {
+	mu.Lock()
+	defer mu.Unlock()
+	key := "adapter-" + name
+	if p, ok := pairs[key]; ok {
+		return p[0], p[1], nil
+	}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "idefics2-testmodels-"); err != nil {
+			return "", "", err
+		}
+	}
+	text = filepath.Join(dir, name+".gguf")
+	plan, err := convert.NewAdapterPlan(convert.AdapterOptions{InDir: Checkpoint(base), Out: text,
+		Adapter: convert.LoRASpec{Dir: filepath.Join(Root(), "testdata", "lora", "adapters", name), Scale: 1}})
+	if err != nil {
+		return "", "", fmt.Errorf("testmodels: %s: %w", name, err)
+	}
+	defer plan.Close()
+	if err := plan.Run(context.Background()); err != nil {
+		return "", "", fmt.Errorf("testmodels: %s: %w", name, err)
+	}
+	if plan.HasMMProj() {
+		mmproj = plan.MMProj.Path
+	}
+	pairs[key] = [2]string{text, mmproj}
+	return text, mmproj, nil
+}
+
 // Cleanup removes the converted files.
 func Cleanup() {
 	mu.Lock()
