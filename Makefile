@@ -47,7 +47,7 @@ test-isa: ggml-cpu
 	done
 
 # The ggml, quant and graph tests cross-built for linux/arm64 and run under qemu-user (NEON paths exact as on
-# x86-64; plus the shared parity check on the p1 fixture cases when ../shared is present): scripts/test-arm64.sh.
+# x86-64; plus the shared parity check on the p1 fixture cases when the shared checks folder is present, SHARED in the script): scripts/test-arm64.sh.
 test-arm64:
 	GO=$(GO) scripts/test-arm64.sh
 

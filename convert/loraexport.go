@@ -328,33 +328,18 @@ func (p *AdapterPlan) Run(ctx context.Context) (err error) {
 	if err := checkOutputPaths(p.force, paths...); err != nil {
 		return err
 	}
-	writers := make([]*gguf.Writer, len(outs))
-	defer func() {
-		if err != nil {
-			for _, w := range writers {
-				if w != nil {
-					w.Abort()
-				}
-			}
-		}
-	}()
-	for i, o := range outs {
-		w, err := gguf.Create(o.Path)
-		if err != nil {
-			return fmt.Errorf("convert: %w", err)
-		}
-		writers[i] = w
-		for _, kv := range o.KV {
-			if err := w.SetKV(kv.Key, kv.Value); err != nil {
-				return fmt.Errorf("convert: %s: %w", o.Path, err)
-			}
-		}
+	writers, err := openOutputs(outs, func(i int, w *gguf.Writer) error {
 		for _, t := range parts[i] {
 			if err := w.AddTensor(t.name, gguf.TypeF32, t.shape); err != nil {
-				return fmt.Errorf("convert: %s: %w", o.Path, err)
+				return fmt.Errorf("convert: %s: %w", outs[i].Path, err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
+	defer abortOnError(&err, writers)
 	for i := range outs {
 		for _, t := range parts[i] {
 			if err := ctx.Err(); err != nil {

@@ -52,34 +52,20 @@ func (p *Plan) Run(ctx context.Context, progress func(n int64)) (err error) {
 		return err
 	}
 	outs := []*OutputPlan{&p.Model, &p.MMProj}
-	writers := make([]*gguf.Writer, len(outs))
-	defer func() {
-		if err != nil {
-			for _, w := range writers {
-				if w != nil {
-					w.Abort()
-				}
-			}
-		}
-	}()
-	for i, o := range outs {
-		w, err := gguf.Create(o.Path)
-		if err != nil {
-			return fmt.Errorf("convert: %w", err)
-		}
-		writers[i] = w
-		for _, kv := range o.KV {
-			if err := w.SetKV(kv.Key, kv.Value); err != nil {
-				return fmt.Errorf("convert: %s: %w", o.Path, err)
-			}
-		}
+	writers, err := openOutputs(outs, func(i int, w *gguf.Writer) error {
+		o := outs[i]
 		for j := range o.Tensors {
 			t := &o.Tensors[j]
 			if err := w.AddTensor(t.Name, gguf.Type(t.Type.StorageType()), t.StorageShape()); err != nil {
 				return fmt.Errorf("convert: %s: %w", o.Path, err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
+	defer abortOnError(&err, writers)
 
 	if err := p.stream(ctx, writers, progress); err != nil {
 		return err
@@ -458,4 +444,40 @@ func (p *Plan) writeAll(ctx context.Context, writers []*gguf.Writer, in <-chan *
 		}
 	}
 	return nil
+}
+
+// openOutputs creates a GGUF writer for each output, with its metadata, and lets addTensors declare output i's
+// tensors. On an error every writer created so far is aborted (its temporary file removed).
+func openOutputs(outs []*OutputPlan, addTensors func(i int, w *gguf.Writer) error) (writers []*gguf.Writer, err error) {
+	writers = make([]*gguf.Writer, len(outs))
+	defer abortOnError(&err, writers)
+	for i, o := range outs {
+		w, err := gguf.Create(o.Path)
+		if err != nil {
+			return nil, fmt.Errorf("convert: %w", err)
+		}
+		writers[i] = w
+		for _, kv := range o.KV {
+			if err := w.SetKV(kv.Key, kv.Value); err != nil {
+				return nil, fmt.Errorf("convert: %s: %w", o.Path, err)
+			}
+		}
+		if err := addTensors(i, w); err != nil {
+			return nil, err
+		}
+	}
+	return writers, nil
+}
+
+// abortOnError aborts the writers (removing their temporary files) when *err is set: deferred by the functions
+// that write outputs, so that no failure leaves a half-written file.
+func abortOnError(err *error, writers []*gguf.Writer) {
+	if *err == nil {
+		return
+	}
+	for _, w := range writers {
+		if w != nil {
+			w.Abort()
+		}
+	}
 }

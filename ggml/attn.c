@@ -358,26 +358,6 @@ static inline void attn_pv_avx2(const attn_scratch * w, int i0, int64_t j0, int6
 #define ATTN_PV_AVX2_CASE(NV) \
     case NV: attn_pv_avx2(w, i0, j0, j1, v0, NV); break;
 
-// exp(x) for x ≤ 0 as idefics2_exp512 computes it, with 2^n built in the exponent field: arguments are
-// clamped at −87, whose exp (1.6e-38) is still normal and negligible beside the row maximum's 1.
-__attribute__((target("avx2,fma"), always_inline))
-static inline __m256 attn_exp256(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 __attribute__((target("avx2,fma")))
 static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int64_t q0) {
     const int64_t hd = a->hd, nk = a->nk, nkp = w->nkp, hdv = w->hdv;
@@ -403,7 +383,7 @@ static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int
         const __m256 m = _mm256_set1_ps(mx);
         __m256 lv = _mm256_setzero_ps();
         for (int64_t j = 0; j < full; j += 8) {
-            const __m256 e = attn_exp256(_mm256_sub_ps(_mm256_load_ps(s + j), m));
+            const __m256 e = idefics2_exp256(_mm256_sub_ps(_mm256_load_ps(s + j), m));
             _mm256_store_ps(s + j, e);
             lv = _mm256_add_ps(lv, e);
         }
@@ -411,7 +391,7 @@ static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int
             // The last 8 columns: keys past nk are padding.
             const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int) full), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int) nk), idx));
-            const __m256 e = _mm256_and_ps(keep, attn_exp256(_mm256_sub_ps(_mm256_load_ps(s + full), m)));
+            const __m256 e = _mm256_and_ps(keep, idefics2_exp256(_mm256_sub_ps(_mm256_load_ps(s + full), m)));
             _mm256_store_ps(s + full, e);
             lv = _mm256_add_ps(lv, e);
             for (int64_t j = full + 8; j < nkp; j++) s[j] = 0.0f;

@@ -1,4 +1,4 @@
-// exp for the attention kernels (attn.c, decattn.c): an AVX-512F vector exp for arguments at most 0 (a score minus
+// exp for the attention kernels (attn.c, decattn.c): AVX-512F and AVX2 vector exps for arguments at most 0 (a score minus
 // the row's maximum). Private to those files; compiled with a target attribute so that it only runs on CPUs whose
 // support was checked.
 #ifndef IDEFICS2_VEXP_H
@@ -25,6 +25,26 @@ static inline __m512 idefics2_exp512(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
+}
+
+// exp(x) for x ≤ 0 as idefics2_exp512 computes it, with 2^n built in the exponent field: arguments are
+// clamped at −87, whose exp (1.6e-38) is still normal and negligible beside the row maximum's 1.
+__attribute__((target("avx2,fma")))
+static inline __m256 idefics2_exp256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
 #endif

@@ -16,8 +16,8 @@ type Session struct {
 	m    *Model
 	gs   *graph.Sequence
 	keys []uint64 // identity of each cached position: the token id, or the image row it holds
-	// scales are the run-time adapters' scales this session computes with (SetAdapterScales); nil: the scales the
-	// model was loaded with.
+	// scales are the run-time adapters' scales in use (SetAdapterScales); nil: the scales the model was loaded
+	// with.
 	scales []float32
 }
 
