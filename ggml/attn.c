@@ -439,7 +439,8 @@ static int attn_detect(void) {
 #if defined(ATTN_HAVE_X86)
     __builtin_cpu_init();
     if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f")) return IDEFICS2_ATTN_AVX512;
-    if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")) {
         return IDEFICS2_ATTN_AVX2;
     }
 #endif

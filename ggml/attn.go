@@ -19,7 +19,7 @@ type AttnISA int
 const (
 	AttnScalar AttnISA = C.IDEFICS2_ATTN_SCALAR
 	AttnAVX512 AttnISA = C.IDEFICS2_ATTN_AVX512
-	AttnAVX2   AttnISA = C.IDEFICS2_ATTN_AVX2 // FusedAttention only; DecodeAttention runs its scalar path there
+	AttnAVX2   AttnISA = C.IDEFICS2_ATTN_AVX2
 )
 
 func (i AttnISA) String() string {
@@ -43,10 +43,6 @@ func AttnBestISA() AttnISA { return AttnISA(C.idefics2_attn_best_isa()) }
 // AttnFast reports whether this CPU has a vector path of the fused attention (the scalar one is for tests: the
 // graph should keep ggml's products without it).
 func AttnFast() bool { return AttnBestISA() != AttnScalar }
-
-// DecodeAttnFast reports whether DecodeAttention has a vector path on this CPU (AVX-512F; without it the graph
-// keeps ggml's products for generation steps).
-func DecodeAttnFast() bool { return AttnBestISA() == AttnAVX512 }
 
 // AttnSupportedISAs lists the fused-attention paths this CPU runs (under the ISA cap), scalar first.
 func AttnSupportedISAs() []AttnISA {

@@ -13,7 +13,7 @@
 enum idefics2_attn_isa {
     IDEFICS2_ATTN_SCALAR = 0,
     IDEFICS2_ATTN_AVX512 = 1, // AVX-512F
-    IDEFICS2_ATTN_AVX2 = 2,   // AVX2 + FMA (the fused attention; decode attention runs its scalar path there)
+    IDEFICS2_ATTN_AVX2 = 2,   // AVX2, FMA and F16C
 };
 
 // Largest head size the op takes.

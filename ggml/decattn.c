@@ -1,5 +1,6 @@
-// Decode-step attention over a KV cache (decattn.h): a scalar path and an AVX-512F path, chosen with the fused
-// attention's setting (idefics2_attn_isa, attn.h).
+// Decode-step attention over a KV cache (decattn.h): a scalar path, an AVX2 (with FMA and F16C) path and an
+// AVX-512F path, chosen with the fused attention's setting (idefics2_attn_isa, attn.h). The AVX2 path takes the
+// same steps 8 keys and 8 dimensions at a time.
 //
 // One work item is (token t, key head g) with the G = heads / kv_heads query heads that share g. Keys are taken in
 // blocks of DECATTN_KB: the G scores of each key (one pass over its row), then the block's maximum per head, the
@@ -274,6 +275,201 @@ static void decattn_item_avx512(const decattn_args * a, int64_t t, int64_t g, fl
     }
 }
 
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 decattn_load8(const char * p, int64_t i, const int f16) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) ((const ggml_fp16_t *) p + i)));
+    return _mm256_loadu_ps((const float *) p + i);
+}
+
+// The first cnt (< 8) values from i, zero-filled to 8.
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 decattn_load8_part(const char * p, int64_t i, int64_t cnt, const int f16) {
+    if (f16) {
+        ggml_fp16_t tmp[8] = { 0 };
+        memcpy(tmp, (const ggml_fp16_t *) p + i, sizeof(ggml_fp16_t) * cnt);
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) tmp));
+    }
+    float tmp[8] = { 0 };
+    memcpy(tmp, (const float *) p + i, sizeof(float) * cnt);
+    return _mm256_loadu_ps(tmp);
+}
+
+// Lane i of the result is the sum of v[i]'s 8 lanes.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 decattn_hsum8(const __m256 * v) {
+    const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// decattn_scores16 for 8 keys (qp zero-padded to a multiple of 8).
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 decattn_scores8(const float * qp, int64_t nv, int64_t hd, const char * kr0, size_t knb, const int cnt,
+                                     const int f16) {
+    const int64_t hd8 = hd & ~(int64_t) 7;
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t v = 0; v < nv; v++) {
+        const __m256 qv = _mm256_load_ps(qp + 8 * v);
+        if (8 * v < hd8) {
+#pragma GCC unroll 8
+            for (int i = 0; i < cnt; i++) acc[i] = _mm256_fmadd_ps(qv, decattn_load8(kr0 + i * knb, 8 * v, f16), acc[i]);
+        } else {
+            for (int i = 0; i < cnt; i++) acc[i] = _mm256_fmadd_ps(qv, decattn_load8_part(kr0 + i * knb, 8 * v, hd - hd8, f16), acc[i]);
+        }
+    }
+    return decattn_hsum8(acc);
+}
+
+// decattn_values16 for 8 value rows (p zero-padded to a multiple of 8).
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 decattn_values8(const float * p, const char * vr0, size_t vnb, int64_t j0, int64_t nb, const int cnt,
+                                     const int f16) {
+    const int64_t nbf = nb & ~(int64_t) 7;
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < nbf; j += 8) {
+        const __m256 pv = _mm256_loadu_ps(p + j);
+#pragma GCC unroll 8
+        for (int i = 0; i < cnt; i++) acc[i] = _mm256_fmadd_ps(pv, decattn_load8(vr0 + i * vnb, j0 + j, f16), acc[i]);
+    }
+    if (nbf < nb) {
+        const __m256 pv = _mm256_loadu_ps(p + nbf);
+        for (int i = 0; i < cnt; i++) acc[i] = _mm256_fmadd_ps(pv, decattn_load8_part(vr0 + i * vnb, j0 + nbf, nb - nbf, f16), acc[i]);
+    }
+    return decattn_hsum8(acc);
+}
+
+// exp(x) for x ≤ 0, as attn.c's AVX2 path computes it (arguments clamped at −87).
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 decattn_exp256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline float decattn_hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline float decattn_hadd8(__m256 v) {
+    __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void decattn_item_avx2_t(const decattn_args * a, int64_t t, int64_t g, float * s, const int f16) {
+    const int64_t G = a->heads / a->kvh, hd = a->hd;
+    const int64_t nv = (hd + 7) / 8;
+    float m[IDEFICS2_DECATTN_MAX_GROUP], l[IDEFICS2_DECATTN_MAX_GROUP];
+    // o[h]: head h's output accumulator and qp[h] its query, hd floats zero-padded to a multiple of 8.
+    float o[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD] __attribute__((aligned(32)));
+    float qp[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD] __attribute__((aligned(32)));
+    for (int64_t h = 0; h < G; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+        memset(o[h], 0, sizeof(float) * 8 * nv);
+        memset(qp[h], 0, sizeof(float) * 8 * nv);
+        memcpy(qp[h], a->q + t * a->qnb2 + (g * G + h) * a->qnb1, sizeof(float) * hd);
+    }
+    const float * mrow = a->mask ? (const float *) (a->mask + t * a->mnb1) : NULL;
+    const __m256 scale = _mm256_set1_ps(a->scale), ninf = _mm256_set1_ps(-INFINITY);
+    for (int64_t j0 = 0; j0 < a->nk; j0 += DECATTN_KB) {
+        const int64_t nb = a->nk - j0 < DECATTN_KB ? a->nk - j0 : DECATTN_KB;
+        const int64_t nb8 = (nb + 7) & ~(int64_t) 7;
+        int any = !mrow;
+        for (int64_t j = 0; j < nb && !any; j++) any = mrow[j0 + j] != -INFINITY;
+        if (!any) continue;
+        // Scores, 8 keys at a time (masked and padded keys: −Inf).
+        for (int64_t jb = 0; jb < nb8; jb += 8) {
+            const int64_t cnt = nb - jb < 8 ? nb - jb : 8;
+            float mk[8];
+            for (int64_t i = 0; i < 8; i++) mk[i] = i >= cnt ? -INFINITY : mrow ? mrow[j0 + jb + i] : 0.0f;
+            const __m256 mkv = _mm256_loadu_ps(mk);
+            const char * kr0 = a->k + g * a->knb1 + (j0 + jb) * a->knb2;
+            for (int64_t h = 0; h < G; h++) {
+                const __m256 sc = cnt == 8 ? decattn_scores8(qp[h], nv, hd, kr0, a->knb2, 8, f16)
+                                           : decattn_scores8(qp[h], nv, hd, kr0, a->knb2, (int) cnt, f16);
+                _mm256_storeu_ps(s + h * DECATTN_KB + jb, _mm256_fmadd_ps(sc, scale, mkv));
+            }
+        }
+        // Online softmax per head; the block's probabilities replace its scores (masked and padded keys: 0).
+        for (int64_t h = 0; h < G; h++) {
+            float * sh = s + h * DECATTN_KB;
+            __m256 bmv = ninf;
+            for (int64_t j = 0; j < nb8; j += 8) bmv = _mm256_max_ps(bmv, _mm256_loadu_ps(sh + j));
+            const float bm = decattn_hmax8(bmv);
+            if (bm == -INFINITY) { // no key of the block visible to this row
+                memset(sh, 0, sizeof(float) * nb8);
+                continue;
+            }
+            const float mn = bm > m[h] ? bm : m[h];
+            const float c = expf(m[h] - mn); // 0 while nothing was seen (m = −Inf)
+            if (c != 1.0f) {
+                const __m256 cv = _mm256_set1_ps(c);
+                for (int64_t v = 0; v < nv; v++) _mm256_store_ps(o[h] + 8 * v, _mm256_mul_ps(_mm256_load_ps(o[h] + 8 * v), cv));
+                l[h] *= c;
+            }
+            m[h] = mn;
+            const __m256 mv = _mm256_set1_ps(mn);
+            __m256 lv = _mm256_setzero_ps();
+            for (int64_t j = 0; j < nb8; j += 8) {
+                const __m256 x = _mm256_loadu_ps(sh + j);
+                // decattn_exp256 clamps −Inf to a tiny value: masked keys get exactly 0.
+                const __m256 p = _mm256_and_ps(_mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ), decattn_exp256(_mm256_sub_ps(x, mv)));
+                _mm256_storeu_ps(sh + j, p);
+                lv = _mm256_add_ps(lv, p);
+            }
+            l[h] += decattn_hadd8(lv);
+        }
+        // Values, 8 dimensions at a time: 8 rows of vt against each head's probabilities.
+        for (int64_t d0 = 0; d0 < hd; d0 += 8) {
+            const int64_t cnt = hd - d0 < 8 ? hd - d0 : 8;
+            const char * vr0 = a->vt + g * a->vnb2 + d0 * a->vnb1;
+            for (int64_t h = 0; h < G; h++) {
+                const float * ph = s + h * DECATTN_KB;
+                const __m256 x = cnt == 8 ? decattn_values8(ph, vr0, a->vnb1, j0, nb, 8, f16)
+                                          : decattn_values8(ph, vr0, a->vnb1, j0, nb, (int) cnt, f16);
+                _mm256_store_ps(o[h] + d0, _mm256_add_ps(_mm256_load_ps(o[h] + d0), x));
+            }
+        }
+    }
+    for (int64_t h = 0; h < G; h++) {
+        float * out = (float *) (a->dst + t * a->dnb1) + (g * G + h) * hd;
+        const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        for (int64_t d = 0; d < hd; d++) out[d] = o[h][d] * inv;
+    }
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void decattn_item_avx2(const decattn_args * a, int64_t t, int64_t g, float * s) {
+    if (a->f16) {
+        decattn_item_avx2_t(a, t, g, s, 1);
+    } else {
+        decattn_item_avx2_t(a, t, g, s, 0);
+    }
+}
+
 #endif // DECATTN_HAVE_X86
 
 static void decattn_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
@@ -312,6 +508,10 @@ static void decattn_custom_op(struct ggml_tensor * dst, int ith, int nth, void *
 #ifdef DECATTN_HAVE_X86
         if (isa == IDEFICS2_ATTN_AVX512) {
             decattn_item_avx512(&a, t, g, s);
+            continue;
+        }
+        if (isa == IDEFICS2_ATTN_AVX2) {
+            decattn_item_avx2(&a, t, g, s);
             continue;
         }
 #endif

@@ -165,10 +165,7 @@ func runDecAttn(t testing.TB, c decAttnCase, q, k, v, mask []float32, scale floa
 }
 
 func TestDecodeAttention(t *testing.T) {
-	isas := []AttnISA{AttnScalar}
-	if DecodeAttnFast() {
-		isas = append(isas, AttnAVX512)
-	}
+	isas := AttnSupportedISAs()
 	defer SetAttnISA(AttnBestISA())
 	for _, isa := range isas {
 		for ci, c := range decAttnCases {

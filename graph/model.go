@@ -125,9 +125,6 @@ func targetOf(b *ggml.Backend) Target {
 	if ggml.AttnFast() {
 		t.Caps |= CapFusedAttn
 	}
-	if ggml.DecodeAttnFast() {
-		t.Caps |= CapDecodeAttn
-	}
 	return t
 }
 
@@ -152,7 +149,7 @@ func checkPair(tf *gguf.File, t TextOptions, mf *gguf.File, c ConnectorOptions) 
 func (m *Model) decodeAttn() decodeAttn {
 	a := decodeAttn{flash: m.opts.TextAttn == AttnFlash, scoreBytes: m.opts.scoreBytes}
 	t := m.Text
-	a.fused = m.opts.TextAttn == AttnAuto && m.Target.Caps&CapDecodeAttn != 0 &&
+	a.fused = m.opts.TextAttn == AttnAuto && m.Target.Caps&CapFusedAttn != 0 &&
 		t.HeadDim <= ggml.DecodeAttnMaxHead && t.Heads/t.KVHeads <= ggml.DecodeAttnMaxGroup
 	return a
 }

@@ -65,15 +65,14 @@ const (
 	CapGGMLRepack Caps = 1 << iota // ggml's CPU repack buffer type is offered (CPU variants built with it, AVX2)
 	CapX16VNNI                     // the q4x16, q4kx16 and q6kx16 kernels' AVX-512 VNNI path
 	CapNF4X16                      // the nf4x16 kernel's vector path (AVX-512 VNNI or AVX2)
-	CapFusedAttn                   // the fused attention kernel's vector path (ggml.FusedAttention: AVX-512F or AVX2)
+	CapFusedAttn                   // the attention kernels' vector path (ggml.FusedAttention, DecodeAttention: AVX-512F or AVX2)
 	CapX16AVX2                     // the q4x16, q4kx16 and q6kx16 kernels' AVX2 path
-	CapDecodeAttn                  // the decode attention kernel's vector path (ggml.DecodeAttention: AVX-512F)
 )
 
 var capNames = []struct {
 	c    Caps
 	name string
-}{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16, "nf4x16"}, {CapFusedAttn, "fused-attn"}, {CapX16AVX2, "x16-avx2"}, {CapDecodeAttn, "decode-attn"}}
+}{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16, "nf4x16"}, {CapFusedAttn, "fused-attn"}, {CapX16AVX2, "x16-avx2"}}
 
 func (c Caps) String() string {
 	var out []string

@@ -52,7 +52,7 @@ func TestPlanWeights(t *testing.T) {
 	avx2x16 := slices.Clone(vnni)
 	avx2x16[9] = stream
 	// With q, k in q4x16 and v in q6kx16 the attention projections do not share a layout: no attn_qkv group.
-	allVNNI := CapGGMLRepack | CapX16VNNI | CapNF4X16 | CapFusedAttn | CapX16AVX2 | CapDecodeAttn
+	allVNNI := CapGGMLRepack | CapX16VNNI | CapNF4X16 | CapFusedAttn | CapX16AVX2
 	cases := []struct {
 		name   string
 		target Target
