@@ -1,7 +1,8 @@
-// Fused short-head attention on the CPU (attn.h): a scalar path, an AVX2 (with FMA) path and an
-// AVX-512F path chosen at run time. The x86 functions are compiled with target attributes, so the
-// file builds for baseline x86-64 and the vector code only runs after __builtin_cpu_supports said
-// the CPU has it. The AVX2 path keeps the same packing and steps, 8 floats per vector.
+// Fused short-head attention on the CPU (attn.h): a scalar path, an AVX2 (with FMA) path, an
+// AVX-512F path and, on AArch64, a NEON path, chosen at run time. The x86 functions are compiled
+// with target attributes, so the file builds for baseline x86-64 and the vector code only runs after
+// __builtin_cpu_supports said the CPU has it. The AVX2 and NEON paths keep the same packing and
+// steps, 8 and 4 floats per vector.
 //
 // Work items are (query head, block of ATTN_QB queries). For one item:
 //   1. scores s = (q·scale)·kᵀ for the block against every key, from keys packed per key head into
@@ -26,6 +27,10 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define ATTN_HAVE_X86 1
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define ATTN_HAVE_NEON 1
+#include <arm_neon.h>
 #endif
 
 #define ATTN_QB 16  // queries per work item
@@ -433,6 +438,122 @@ static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int
 #endif // ATTN_HAVE_X86
 
 // ---------------------------------------------------------------------------------------------
+// NEON (AArch64)
+
+#ifdef ATTN_HAVE_NEON
+
+// Scores of 4 queries (qs rows i0 …) against the tile of 16 keys jt.
+static inline void attn_scores4_neon(const attn_scratch * w, int64_t hd, int i0, int64_t jt) {
+    float32x4_t acc[4][4];
+    for (int i = 0; i < 4; i++) {
+        for (int t = 0; t < 4; t++) acc[i][t] = vdupq_n_f32(0.0f);
+    }
+    const float * k0 = w->kt + jt * hd * 16;
+    const float * q = w->qs + (int64_t) i0 * hd;
+    for (int64_t d = 0; d < hd; d++) {
+        float32x4_t kv[4];
+        for (int t = 0; t < 4; t++) kv[t] = vld1q_f32(k0 + d * 16 + 4 * t);
+        for (int i = 0; i < 4; i++) {
+            const float32x4_t b = vdupq_n_f32(q[i * hd + d]);
+            for (int t = 0; t < 4; t++) acc[i][t] = vfmaq_f32(acc[i][t], b, kv[t]);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        float * s = w->s + (int64_t) (i0 + i) * w->nkp + jt * 16;
+        for (int t = 0; t < 4; t++) vst1q_f32(s + 4 * t, acc[i][t]);
+    }
+}
+
+// o[i0 … i0+2) += s[i0 … i0+2)[j0 … j1) · vp[j0 … j1), value columns 4·v0 … 4·(v0+nv).
+static inline __attribute__((always_inline)) void attn_pv_neon(const attn_scratch * w, int i0, int64_t j0, int64_t j1, int v0,
+                                                               const int nv) {
+    float32x4_t acc[2][8];
+    const int64_t hdv = w->hdv, nkp = w->nkp;
+    for (int i = 0; i < 2; i++) {
+        for (int t = 0; t < nv; t++) acc[i][t] = vld1q_f32(w->o + (int64_t) (i0 + i) * hdv + 4 * (v0 + t));
+    }
+    const float * s = w->s + (int64_t) i0 * nkp;
+    for (int64_t j = j0; j < j1; j++) {
+        const float * vj = w->vp + j * hdv + 4 * v0;
+        const float32x4_t b0 = vdupq_n_f32(s[j]), b1 = vdupq_n_f32(s[nkp + j]);
+        for (int t = 0; t < nv; t++) {
+            const float32x4_t vv = vld1q_f32(vj + 4 * t);
+            acc[0][t] = vfmaq_f32(acc[0][t], b0, vv);
+            acc[1][t] = vfmaq_f32(acc[1][t], b1, vv);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        for (int t = 0; t < nv; t++) vst1q_f32(w->o + (int64_t) (i0 + i) * hdv + 4 * (v0 + t), acc[i][t]);
+    }
+}
+
+static void attn_item_neon(attn_scratch * w, const attn_args * a, int64_t h, int64_t q0) {
+    const int64_t hd = a->hd, nk = a->nk, nkp = w->nkp, hdv = w->hdv;
+    const int64_t ntiles = nkp / 16;
+    const int n = attn_load_queries(w, a, h, q0);
+
+    // 1. Scores (rows up to n rounded up to 4; the rows past n have zero queries).
+    for (int64_t jt = 0; jt < ntiles; jt++) {
+        for (int i0 = 0; i0 < n; i0 += 4) attn_scores4_neon(w, hd, i0, jt);
+    }
+
+    // 2. Probabilities (unnormalized) and row sums; padding keys get 0.
+    const int64_t full = nk & ~(int64_t) 3;
+    for (int i = 0; i < n; i++) {
+        float * s = w->s + (int64_t) i * nkp;
+        float32x4_t mv = vdupq_n_f32(-INFINITY);
+        for (int64_t j = 0; j < full; j += 4) mv = vmaxq_f32(mv, vld1q_f32(s + j));
+        float mx = vmaxvq_f32(mv);
+        for (int64_t j = full; j < nk; j++) mx = s[j] > mx ? s[j] : mx;
+        const float32x4_t m = vdupq_n_f32(mx);
+        float32x4_t lv = vdupq_n_f32(0.0f);
+        for (int64_t j = 0; j < full; j += 4) {
+            const float32x4_t e = idefics2_exp128(vsubq_f32(vld1q_f32(s + j), m));
+            vst1q_f32(s + j, e);
+            lv = vaddq_f32(lv, e);
+        }
+        if (full < nkp) {
+            // The last 4 columns: keys past nk are padding.
+            const int32_t lanes[4] = { 0, 1, 2, 3 };
+            const uint32x4_t keep = vcltq_s32(vaddq_s32(vdupq_n_s32((int32_t) full), vld1q_s32(lanes)), vdupq_n_s32((int32_t) nk));
+            const float32x4_t e = idefics2_exp128(vsubq_f32(vld1q_f32(s + full), m));
+            const float32x4_t ek = vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(e)));
+            vst1q_f32(s + full, ek);
+            lv = vaddq_f32(lv, ek);
+            for (int64_t j = full + 4; j < nkp; j++) s[j] = 0.0f;
+        }
+        w->l[i] = vaddvq_f32(lv);
+    }
+
+    // 3. Values, over blocks of keys, 2 queries and up to 8 vectors of 4 value columns at a time (hdv is a
+    // multiple of 16, so the column count is a multiple of 4 vectors).
+    memset(w->o, 0, (size_t) ATTN_QB * (size_t) hdv * sizeof(float));
+    const int nvt = (int) (hdv / 4);
+    for (int64_t j0 = 0; j0 < nk; j0 += ATTN_KB) {
+        const int64_t j1 = j0 + ATTN_KB < nk ? j0 + ATTN_KB : nk;
+        for (int i0 = 0; i0 < n; i0 += 2) {
+            for (int v0 = 0; v0 < nvt; v0 += 8) {
+                if (nvt - v0 >= 8) {
+                    attn_pv_neon(w, i0, j0, j1, v0, 8);
+                } else {
+                    attn_pv_neon(w, i0, j0, j1, v0, 4);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const float32x4_t inv = vdupq_n_f32(1.0f / w->l[i]);
+        const float * o = w->o + (int64_t) i * hdv;
+        float * out = attn_out_row(a, h, q0 + i);
+        int64_t d = 0;
+        for (; d + 4 <= hd; d += 4) vst1q_f32(out + d, vmulq_f32(vld1q_f32(o + d), inv));
+        for (; d < hd; d++) out[d] = o[d] * (1.0f / w->l[i]);
+    }
+}
+
+#endif // ATTN_HAVE_NEON
+
+// ---------------------------------------------------------------------------------------------
 // Dispatch
 
 static int attn_detect(void) {
@@ -443,6 +564,9 @@ static int attn_detect(void) {
         __builtin_cpu_supports("f16c")) {
         return IDEFICS2_ATTN_AVX2;
     }
+#endif
+#if defined(ATTN_HAVE_NEON)
+    return IDEFICS2_ATTN_NEON;
 #endif
     return IDEFICS2_ATTN_SCALAR;
 }
@@ -468,7 +592,8 @@ int idefics2_attn_set_isa(int isa) {
     const int best = idefics2_attn_best_isa();
     // A CPU with AVX-512F has AVX2 and FMA too (every one made), so the AVX2 path runs wherever the best is a vector one.
     if (!(isa == -1 || isa == IDEFICS2_ATTN_SCALAR || (isa == IDEFICS2_ATTN_AVX512 && best == IDEFICS2_ATTN_AVX512) ||
-          (isa == IDEFICS2_ATTN_AVX2 && best != IDEFICS2_ATTN_SCALAR))) {
+          (isa == IDEFICS2_ATTN_AVX2 && (best == IDEFICS2_ATTN_AVX2 || best == IDEFICS2_ATTN_AVX512)) ||
+          (isa == IDEFICS2_ATTN_NEON && best == IDEFICS2_ATTN_NEON))) {
         return -1;
     }
     __atomic_store_n(&attn_current, isa, __ATOMIC_RELEASE);
@@ -519,6 +644,12 @@ static void attn_custom_op(struct ggml_tensor * dst, int ith, int nth, void * us
         }
         if (isa == IDEFICS2_ATTN_AVX2) {
             attn_item_avx2(&w, &a, h, q0);
+            continue;
+        }
+#endif
+#ifdef ATTN_HAVE_NEON
+        if (isa == IDEFICS2_ATTN_NEON) {
+            attn_item_neon(&w, &a, h, q0);
             continue;
         }
 #endif

@@ -20,6 +20,7 @@ const (
 	AttnScalar AttnISA = C.IDEFICS2_ATTN_SCALAR
 	AttnAVX512 AttnISA = C.IDEFICS2_ATTN_AVX512
 	AttnAVX2   AttnISA = C.IDEFICS2_ATTN_AVX2
+	AttnNEON   AttnISA = C.IDEFICS2_ATTN_NEON
 )
 
 func (i AttnISA) String() string {
@@ -30,6 +31,8 @@ func (i AttnISA) String() string {
 		return "avx512"
 	case AttnAVX2:
 		return "avx2"
+	case AttnNEON:
+		return "neon"
 	}
 	return fmt.Sprintf("attnisa(%d)", int(i))
 }
@@ -47,11 +50,13 @@ func AttnFast() bool { return AttnBestISA() != AttnScalar }
 // AttnSupportedISAs lists the fused-attention paths this CPU runs (under the ISA cap), scalar first.
 func AttnSupportedISAs() []AttnISA {
 	out := []AttnISA{AttnScalar}
-	if AttnFast() {
+	switch AttnBestISA() {
+	case AttnAVX2:
 		out = append(out, AttnAVX2)
-	}
-	if AttnBestISA() == AttnAVX512 {
-		out = append(out, AttnAVX512)
+	case AttnAVX512:
+		out = append(out, AttnAVX2, AttnAVX512)
+	case AttnNEON:
+		out = append(out, AttnNEON)
 	}
 	return out
 }

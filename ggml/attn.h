@@ -14,6 +14,7 @@ enum idefics2_attn_isa {
     IDEFICS2_ATTN_SCALAR = 0,
     IDEFICS2_ATTN_AVX512 = 1, // AVX-512F
     IDEFICS2_ATTN_AVX2 = 2,   // AVX2, FMA and F16C
+    IDEFICS2_ATTN_NEON = 3,   // AArch64 NEON (every AArch64 CPU)
 };
 
 // Largest head size the op takes.

@@ -1,6 +1,6 @@
-// Decode-step attention over a KV cache (decattn.h): a scalar path, an AVX2 (with FMA and F16C) path and an
-// AVX-512F path, chosen with the fused attention's setting (idefics2_attn_isa, attn.h). The AVX2 path takes the
-// same steps 8 keys and 8 dimensions at a time.
+// Decode-step attention over a KV cache (decattn.h): a scalar path, an AVX2 (with FMA and F16C) path, an AVX-512F
+// path and, on AArch64, a NEON path, chosen with the fused attention's setting (idefics2_attn_isa, attn.h). The
+// AVX2 and NEON paths take the same steps 8 and 4 keys and dimensions at a time.
 //
 // One work item is (token t, key head g) with the G = heads / kv_heads query heads that share g. Keys are taken in
 // blocks of DECATTN_KB: the G scores of each key (one pass over its row), then the block's maximum per head, the
@@ -17,6 +17,10 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define DECATTN_HAVE_X86 1
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define DECATTN_HAVE_NEON 1
+#include <arm_neon.h>
 #endif
 
 #define DECATTN_KB 256 // keys per block
@@ -342,25 +346,6 @@ static inline __m256 decattn_values8(const float * p, const char * vr0, size_t v
     return decattn_hsum8(acc);
 }
 
-// exp(x) for x ≤ 0, as attn.c's AVX2 path computes it (arguments clamped at −87).
-__attribute__((target("avx2,fma"), always_inline))
-static inline __m256 decattn_exp256(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 __attribute__((target("avx2,fma"), always_inline))
 static inline float decattn_hmax8(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -435,8 +420,8 @@ static inline void decattn_item_avx2_t(const decattn_args * a, int64_t t, int64_
             __m256 lv = _mm256_setzero_ps();
             for (int64_t j = 0; j < nb8; j += 8) {
                 const __m256 x = _mm256_loadu_ps(sh + j);
-                // decattn_exp256 clamps −Inf to a tiny value: masked keys get exactly 0.
-                const __m256 p = _mm256_and_ps(_mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ), decattn_exp256(_mm256_sub_ps(x, mv)));
+                // idefics2_exp256 clamps −Inf to a tiny value: masked keys get exactly 0.
+                const __m256 p = _mm256_and_ps(_mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ), idefics2_exp256(_mm256_sub_ps(x, mv)));
                 _mm256_storeu_ps(sh + j, p);
                 lv = _mm256_add_ps(lv, p);
             }
@@ -471,6 +456,160 @@ static void decattn_item_avx2(const decattn_args * a, int64_t t, int64_t g, floa
 }
 
 #endif // DECATTN_HAVE_X86
+
+#ifdef DECATTN_HAVE_NEON
+
+static inline float32x4_t decattn_load4(const char * p, int64_t i, const int f16) {
+    if (f16) return vcvt_f32_f16(vld1_f16((const float16_t *) ((const ggml_fp16_t *) p + i)));
+    return vld1q_f32((const float *) p + i);
+}
+
+// The first cnt (< 4) values from i, zero-filled to 4.
+static inline float32x4_t decattn_load4_part(const char * p, int64_t i, int64_t cnt, const int f16) {
+    if (f16) {
+        ggml_fp16_t tmp[4] = { 0 };
+        memcpy(tmp, (const ggml_fp16_t *) p + i, sizeof(ggml_fp16_t) * cnt);
+        return vcvt_f32_f16(vld1_f16((const float16_t *) tmp));
+    }
+    float tmp[4] = { 0 };
+    memcpy(tmp, (const float *) p + i, sizeof(float) * cnt);
+    return vld1q_f32(tmp);
+}
+
+// Lane i of the result is the sum of v[i]'s 4 lanes.
+static inline float32x4_t decattn_hsum4(const float32x4_t * v) {
+    return vpaddq_f32(vpaddq_f32(v[0], v[1]), vpaddq_f32(v[2], v[3]));
+}
+
+// The scores of 4 keys (qp zero-padded to a multiple of 4).
+static inline __attribute__((always_inline)) float32x4_t decattn_scores4(const float * qp, int64_t nv, int64_t hd, const char * kr0,
+                                                                         size_t knb, const int cnt, const int f16) {
+    const int64_t hd4 = hd & ~(int64_t) 3;
+    float32x4_t acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = vdupq_n_f32(0.0f);
+    for (int64_t v = 0; v < nv; v++) {
+        const float32x4_t qv = vld1q_f32(qp + 4 * v);
+        if (4 * v < hd4) {
+            for (int i = 0; i < cnt; i++) acc[i] = vfmaq_f32(acc[i], qv, decattn_load4(kr0 + i * knb, 4 * v, f16));
+        } else {
+            for (int i = 0; i < cnt; i++) acc[i] = vfmaq_f32(acc[i], qv, decattn_load4_part(kr0 + i * knb, 4 * v, hd - hd4, f16));
+        }
+    }
+    return decattn_hsum4(acc);
+}
+
+// Σ_j p[j]·row_i[j0 + j] over j < nb for the value rows at vr0 + i·vnb, i < cnt (p zero-padded to a multiple of
+// 4); lane i of the result.
+static inline __attribute__((always_inline)) float32x4_t decattn_values4(const float * p, const char * vr0, size_t vnb, int64_t j0,
+                                                                         int64_t nb, const int cnt, const int f16) {
+    const int64_t nbf = nb & ~(int64_t) 3;
+    float32x4_t acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = vdupq_n_f32(0.0f);
+    for (int64_t j = 0; j < nbf; j += 4) {
+        const float32x4_t pv = vld1q_f32(p + j);
+        for (int i = 0; i < cnt; i++) acc[i] = vfmaq_f32(acc[i], pv, decattn_load4(vr0 + i * vnb, j0 + j, f16));
+    }
+    if (nbf < nb) {
+        const float32x4_t pv = vld1q_f32(p + nbf);
+        for (int i = 0; i < cnt; i++) acc[i] = vfmaq_f32(acc[i], pv, decattn_load4_part(vr0 + i * vnb, j0 + nbf, nb - nbf, f16));
+    }
+    return decattn_hsum4(acc);
+}
+
+static inline __attribute__((always_inline)) void decattn_item_neon_t(const decattn_args * a, int64_t t, int64_t g, float * s,
+                                                                      const int f16) {
+    const int64_t G = a->heads / a->kvh, hd = a->hd;
+    const int64_t nv = (hd + 3) / 4;
+    float m[IDEFICS2_DECATTN_MAX_GROUP], l[IDEFICS2_DECATTN_MAX_GROUP];
+    // o[h]: head h's output accumulator and qp[h] its query, hd floats zero-padded to a multiple of 4.
+    float o[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD] __attribute__((aligned(16)));
+    float qp[IDEFICS2_DECATTN_MAX_GROUP][IDEFICS2_DECATTN_MAX_HEAD] __attribute__((aligned(16)));
+    for (int64_t h = 0; h < G; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+        memset(o[h], 0, sizeof(float) * 4 * nv);
+        memset(qp[h], 0, sizeof(float) * 4 * nv);
+        memcpy(qp[h], a->q + t * a->qnb2 + (g * G + h) * a->qnb1, sizeof(float) * hd);
+    }
+    const float * mrow = a->mask ? (const float *) (a->mask + t * a->mnb1) : NULL;
+    const float32x4_t scale = vdupq_n_f32(a->scale), ninf = vdupq_n_f32(-INFINITY);
+    for (int64_t j0 = 0; j0 < a->nk; j0 += DECATTN_KB) {
+        const int64_t nb = a->nk - j0 < DECATTN_KB ? a->nk - j0 : DECATTN_KB;
+        const int64_t nb4 = (nb + 3) & ~(int64_t) 3;
+        int any = !mrow;
+        for (int64_t j = 0; j < nb && !any; j++) any = mrow[j0 + j] != -INFINITY;
+        if (!any) continue;
+        // Scores, 4 keys at a time (masked and padded keys: −Inf).
+        for (int64_t jb = 0; jb < nb4; jb += 4) {
+            const int64_t cnt = nb - jb < 4 ? nb - jb : 4;
+            float mk[4];
+            for (int64_t i = 0; i < 4; i++) mk[i] = i >= cnt ? -INFINITY : mrow ? mrow[j0 + jb + i] : 0.0f;
+            const float32x4_t mkv = vld1q_f32(mk);
+            const char * kr0 = a->k + g * a->knb1 + (j0 + jb) * a->knb2;
+            for (int64_t h = 0; h < G; h++) {
+                const float32x4_t sc = cnt == 4 ? decattn_scores4(qp[h], nv, hd, kr0, a->knb2, 4, f16)
+                                                : decattn_scores4(qp[h], nv, hd, kr0, a->knb2, (int) cnt, f16);
+                vst1q_f32(s + h * DECATTN_KB + jb, vfmaq_f32(mkv, sc, scale));
+            }
+        }
+        // Online softmax per head; the block's probabilities replace its scores (masked and padded keys: 0).
+        for (int64_t h = 0; h < G; h++) {
+            float * sh = s + h * DECATTN_KB;
+            float32x4_t bmv = ninf;
+            for (int64_t j = 0; j < nb4; j += 4) bmv = vmaxq_f32(bmv, vld1q_f32(sh + j));
+            const float bm = vmaxvq_f32(bmv);
+            if (bm == -INFINITY) { // no key of the block visible to this row
+                memset(sh, 0, sizeof(float) * nb4);
+                continue;
+            }
+            const float mn = bm > m[h] ? bm : m[h];
+            const float c = expf(m[h] - mn); // 0 while nothing was seen (m = −Inf)
+            if (c != 1.0f) {
+                const float32x4_t cv = vdupq_n_f32(c);
+                for (int64_t v = 0; v < nv; v++) vst1q_f32(o[h] + 4 * v, vmulq_f32(vld1q_f32(o[h] + 4 * v), cv));
+                l[h] *= c;
+            }
+            m[h] = mn;
+            const float32x4_t mv = vdupq_n_f32(mn);
+            float32x4_t lv = vdupq_n_f32(0.0f);
+            for (int64_t j = 0; j < nb4; j += 4) {
+                const float32x4_t x = vld1q_f32(sh + j);
+                // idefics2_exp128 clamps −Inf to a tiny value: masked keys get exactly 0.
+                const uint32x4_t seen = vmvnq_u32(vceqq_f32(x, ninf));
+                const float32x4_t p = vreinterpretq_f32_u32(vandq_u32(seen, vreinterpretq_u32_f32(idefics2_exp128(vsubq_f32(x, mv)))));
+                vst1q_f32(sh + j, p);
+                lv = vaddq_f32(lv, p);
+            }
+            l[h] += vaddvq_f32(lv);
+        }
+        // Values, 4 dimensions at a time: 4 rows of vt against each head's probabilities.
+        for (int64_t d0 = 0; d0 < hd; d0 += 4) {
+            const int64_t cnt = hd - d0 < 4 ? hd - d0 : 4;
+            const char * vr0 = a->vt + g * a->vnb2 + d0 * a->vnb1;
+            for (int64_t h = 0; h < G; h++) {
+                const float * ph = s + h * DECATTN_KB;
+                const float32x4_t x = cnt == 4 ? decattn_values4(ph, vr0, a->vnb1, j0, nb, 4, f16)
+                                               : decattn_values4(ph, vr0, a->vnb1, j0, nb, (int) cnt, f16);
+                vst1q_f32(o[h] + d0, vaddq_f32(vld1q_f32(o[h] + d0), x));
+            }
+        }
+    }
+    for (int64_t h = 0; h < G; h++) {
+        float * out = (float *) (a->dst + t * a->dnb1) + (g * G + h) * hd;
+        const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        for (int64_t d = 0; d < hd; d++) out[d] = o[h][d] * inv;
+    }
+}
+
+static void decattn_item_neon(const decattn_args * a, int64_t t, int64_t g, float * s) {
+    if (a->f16) {
+        decattn_item_neon_t(a, t, g, s, 1);
+    } else {
+        decattn_item_neon_t(a, t, g, s, 0);
+    }
+}
+
+#endif // DECATTN_HAVE_NEON
 
 static void decattn_custom_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     const struct ggml_tensor * q = dst->src[0];
@@ -512,6 +651,12 @@ static void decattn_custom_op(struct ggml_tensor * dst, int ith, int nth, void *
         }
         if (isa == IDEFICS2_ATTN_AVX2) {
             decattn_item_avx2(&a, t, g, s);
+            continue;
+        }
+#endif
+#ifdef DECATTN_HAVE_NEON
+        if (isa == IDEFICS2_ATTN_NEON) {
+            decattn_item_neon(&a, t, g, s);
             continue;
         }
 #endif

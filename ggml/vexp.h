@@ -1,6 +1,6 @@
-// exp for the attention kernels (attn.c, decattn.c): AVX-512F and AVX2 vector exps for arguments at most 0 (a score minus
-// the row's maximum). Private to those files; compiled with a target attribute so that it only runs on CPUs whose
-// support was checked.
+// exp for the attention kernels (attn.c, decattn.c): AVX-512F, AVX2 and NEON vector exps for arguments at most 0 (a
+// score minus the row's maximum). Private to those files; the x86 ones are compiled with a target attribute so that
+// they only run on CPUs whose support was checked (NEON is part of every AArch64 CPU).
 #ifndef IDEFICS2_VEXP_H
 #define IDEFICS2_VEXP_H
 
@@ -45,6 +45,29 @@ static inline __m256 idefics2_exp256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+#endif
+
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+
+// exp(x) for x ≤ 0 as idefics2_exp256 computes it, 4 lanes: the same clamp, reduction and polynomial, with fused
+// multiply-adds.
+static inline float32x4_t idefics2_exp128(float32x4_t x) {
+    x = vmaxq_f32(x, vdupq_n_f32(-87.0f));
+    const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693145751953125f));
+    r = vfmsq_f32(r, n, vdupq_n_f32(1.428606765330187045e-06f));
+    float32x4_t p = vdupq_n_f32(1.0f / 720.0f);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
 }
 
 #endif
