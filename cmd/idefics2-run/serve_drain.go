@@ -177,8 +177,8 @@ func (f *httpFront) serveUntilDrained(ctx context.Context, srv *server, drainTim
 	}
 	f.hs.SetKeepAlivesEnabled(false)
 	held, idle := srv.life.drain()
-	fmt.Fprintf(stderr, "idefics2-run: %s: draining (/ready answers 503, new requests 503), %d requests in progress, --drain-timeout %s\n",
-		why, held, drainTimeout)
+	fmt.Fprintf(stderr, "idefics2-run: %s: draining (/ready answers 503, new requests 503), %d requests in progress, --drain-timeout %gs\n",
+		why, held, drainTimeout.Seconds())
 	timer := time.NewTimer(drainTimeout)
 	defer timer.Stop()
 	select {
