@@ -184,11 +184,15 @@ func (f *httpFront) serveUntilDrained(ctx context.Context, srv *server, drainTim
 	select {
 	case <-idle:
 	case <-timer.C:
-		fmt.Fprintf(stderr, "idefics2-run: drain timeout: cancelling the %d requests still in progress\n", srv.life.held())
-		f.cut(errDrainTimeout)
 		select {
-		case <-idle:
-		case <-time.After(cutWait):
+		case <-idle: // the last request ended as the timer fired
+		default:
+			fmt.Fprintf(stderr, "idefics2-run: drain timeout: cancelling the %d requests still in progress\n", srv.life.held())
+			f.cut(errDrainTimeout)
+			select {
+			case <-idle:
+			case <-time.After(cutWait):
+			}
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
