@@ -16,8 +16,9 @@ type schedStats struct {
 }
 
 // workerStats reads the single worker's state as schedStats: one sequence at most is active, the queue holds the
-// waiting requests, and a request whose prompt reused a prefix of the session's KV cache counts as a prefix hit.
-// The worker keeps no image-embedding cache and no cache beyond the session's KV cache, so those counters stay 0.
+// waiting requests, and a request whose prompt reused a prefix of the session's KV cache counts as a prefix hit
+// (the worker resets the session before each request, so every lookup is a miss). The worker keeps no
+// image-embedding cache and no cache beyond the session's KV cache, so those counters and CacheBytes stay 0.
 type workerStats struct {
 	s                        *server
 	prefixHits, prefixMisses atomic.Int64
