@@ -52,7 +52,7 @@ type server struct {
 	stop              chan struct{}
 	wg                sync.WaitGroup
 	life              *lifecycle     // ready or draining, and the chat requests held (serve_drain.go)
-	stats             *workerStats   // the engine's counters for /metrics (serve_stats.go)
+	engine            engineStats    // the engine's counters for /metrics (serve_metrics.go)
 	metrics           *serverMetrics // serve_metrics.go
 }
 
@@ -83,8 +83,8 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 	s := &server{m: m, cfg: cfg, sess: sess, queue: make(chan *job, max(cfg.queue, 0)), created: time.Now().Unix(),
 		slots: make(chan struct{}, max(cfg.queue, 0)+1+runtime.NumCPU()),
 		mux:   http.NewServeMux(), stop: make(chan struct{}), life: newLifecycle()}
-	s.stats = &workerStats{s: s}
-	s.metrics = newServerMetrics(s.stats, s.life.ready)
+	s.engine = workerStats{s: s}
+	s.metrics = newServerMetrics(s.engine, s.life.ready)
 	// A GET pattern also matches HEAD.
 	routes := []struct {
 		method, path string
@@ -409,7 +409,6 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	}
 	res, err := s.sess.Generate(ctx, p, opts)
 	s.served.Add(1)
-	s.stats.record(res)
 	s.metrics.observeResult(res)
 	if err != nil && ctx.Err() != nil {
 		s.cancelled.Add(1)

@@ -164,7 +164,7 @@ func TestServeDrain(t *testing.T) {
 				held <- a
 				heldErr <- err
 			}()
-			for deadline := time.Now().Add(30 * time.Second); srv.waiting.Load() != 1; {
+			for deadline := time.Now().Add(30 * time.Second); srv.engine.Stats().Waiting != 1; {
 				if time.Now().After(deadline) {
 					t.Fatal("the request did not reach the queue")
 				}
