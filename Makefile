@@ -20,7 +20,7 @@ RUN_IMAGE     ?= testdata/demo/images/demo_00.png
 RUN_PROMPT    ?= What shape is in the picture?
 RUN_DEVICE    ?= auto
 
-.PHONY: all build ggml-cpu test test-isa test-arm64 test-short run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp \
+.PHONY: all build ggml-cpu test test-isa test-arm64 test-short test-fleet run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp \
 	vulkan test-vulkan test-vulkan-ops metal test-metal cross-darwin
 
 all: build
@@ -53,6 +53,11 @@ test-arm64:
 
 test-short: ggml-cpu
 	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -short ./...
+
+# Scale-out behind a load balancer (scripts/test-fleet.sh): installs HAProxy when absent, then two serve replicas of
+# the demo model behind it take 200 requests with images from 8 clients while one replica is stopped with SIGTERM.
+test-fleet:
+	GO=$(GO) scripts/test-fleet.sh
 
 # The whole path on the small trained demo model shipped in testdata: convert the bf16 checkpoint, then ask about a
 # picture (Hugging Face answers "A red circle." for the default question and image).

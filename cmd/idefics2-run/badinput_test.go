@@ -130,6 +130,8 @@ func TestCLIBadInputMatrix(t *testing.T) {
 		{"preprocess into a file", []string{"preprocess", "--mmproj", b.mm, "--image", img, "--out", filepath.Join(b.notWritable, "x")}, 1, "a-file"},
 		{"serve absurd queue", append([]string{"serve", "-m", b.model, "--queue", "-1"}, cpu...), 2, "--queue -1"},
 		{"serve zero timeout", append([]string{"serve", "-m", b.model, "--timeout", "0"}, cpu...), 2, "--timeout 0"},
+		{"serve negative drain timeout", append([]string{"serve", "-m", b.model, "--drain-timeout", "-1"}, cpu...), 2, "--drain-timeout -1"},
+		{"serve huge drain timeout", append([]string{"serve", "-m", b.model, "--drain-timeout", "2000000000"}, cpu...), 2, "--drain-timeout 2000000000"},
 		{"batch bad device", append([]string{"batch", "-m", b.model, "--device", "tpu"}, cpu[2:]...), 2, `--device "tpu"`},
 		{"chat missing model", append([]string{"chat", "-m", "/nonexistent/m.gguf"}, cpu...), 2, "/nonexistent/m.gguf"},
 		{"adapter of another model", with("-p", "hi", "--lora", b.adapterP2), 2, "blk.0.attn_q.weight.lora_a"},

@@ -3,9 +3,9 @@
 //
 // Exit codes: 0 ok, 1 runtime failure (a model or context that does not fit the device's memory included), 2 bad
 // usage or input, 128 + the signal number when stopped by SIGINT (130) or SIGTERM (143) — after flushing what was
-// generated: the streamed text, or with --json one object whose stop_reason is "cancelled" (serve instead shuts down
-// cleanly and exits 0). Errors are one line on stderr naming the culprit; generated text goes to stdout, logs and
-// progress to stderr.
+// generated: the streamed text, or with --json one object whose stop_reason is "cancelled" (serve, once its model
+// is loaded, drains instead: the requests in progress finish within --drain-timeout, then it exits 0). Errors are
+// one line on stderr naming the culprit; generated text goes to stdout, logs and progress to stderr.
 package main
 
 import (

@@ -44,12 +44,16 @@ type server struct {
 	// running), so that a burst cannot make it read and decode an unbounded number of bodies and images at once.
 	slots   chan struct{}
 	waiting atomic.Int32
+	running atomic.Int32 // 1 while the worker generates
 	// served and cancelled count finished generations, and those stopped by a cancelled request (client gone).
 	served, cancelled atomic.Int64
 	created           int64
 	mux               *http.ServeMux
 	stop              chan struct{}
 	wg                sync.WaitGroup
+	life              *lifecycle     // ready or draining, and the chat requests held (serve_drain.go)
+	engine            engineStats    // the engine's counters for /metrics (serve_metrics.go)
+	metrics           *serverMetrics // serve_metrics.go
 }
 
 // jobState is where a queued generation stands. The handler and the worker change it under job.mu, so that exactly
@@ -78,15 +82,19 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 	}
 	s := &server{m: m, cfg: cfg, sess: sess, queue: make(chan *job, max(cfg.queue, 0)), created: time.Now().Unix(),
 		slots: make(chan struct{}, max(cfg.queue, 0)+1+runtime.NumCPU()),
-		mux:   http.NewServeMux(), stop: make(chan struct{})}
+		mux:   http.NewServeMux(), stop: make(chan struct{}), life: newLifecycle()}
+	s.engine = workerStats{s: s}
+	s.metrics = newServerMetrics(s.engine, s.life.ready)
 	// A GET pattern also matches HEAD.
 	routes := []struct {
 		method, path string
 		handler      http.HandlerFunc
 	}{
-		{http.MethodPost, "/v1/chat/completions", s.handleChat},
+		{http.MethodPost, "/v1/chat/completions", s.instrumentChat(s.handleChat)},
 		{http.MethodGet, "/v1/models", s.handleModels},
 		{http.MethodGet, "/health", s.handleHealth},
+		{http.MethodGet, "/ready", s.handleReady},
+		{http.MethodGet, "/metrics", s.handleMetrics},
 		{http.MethodGet, "/lora-adapters", s.handleAdapters},
 	}
 	for _, rt := range routes {
@@ -96,7 +104,7 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 		s.mux.HandleFunc(rt.path, methodNotAllowed(rt.method, rt.path))
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/chat/completions, /v1/models, /health)", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/chat/completions, /v1/models, /health, /ready, /metrics)", r.Method, r.URL.Path))
 	})
 	s.wg.Add(1)
 	go s.worker()
@@ -130,7 +138,9 @@ func (s *server) worker() {
 			}
 			j.state = jobStarted
 			j.mu.Unlock()
+			s.running.Store(1)
 			j.run(j.ctx)
+			s.running.Store(0)
 			close(j.done)
 		}
 	}
@@ -211,7 +221,7 @@ func (s *server) authorized(w http.ResponseWriter, r *http.Request) bool {
 
 func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "model": s.m.Name(), "queued": s.waiting.Load(),
-		"served": s.served.Load(), "cancelled": s.cancelled.Load()})
+		"served": s.served.Load(), "cancelled": s.cancelled.Load(), "ready": s.life.ready()})
 }
 
 func (s *server) handleModels(w http.ResponseWriter, r *http.Request) {
@@ -308,6 +318,7 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	s.metrics.traceTokens(r.Context(), &opts)
 	scales, err := req.adapterScales(len(s.m.Adapters()))
 	if err != nil {
 		writeErr(w, err)
@@ -398,6 +409,7 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	}
 	res, err := s.sess.Generate(ctx, p, opts)
 	s.served.Add(1)
+	s.metrics.observeResult(res)
 	if err != nil && ctx.Err() != nil {
 		s.cancelled.Add(1)
 	}
@@ -445,7 +457,9 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := cli.New("serve", "idefics2-run serve -m model.gguf [--host 127.0.0.1] [--port 8080] [options]")
 	fs.Describe("Serves the OpenAI-compatible API: POST /v1/chat/completions (images as data: URIs, SSE streaming with\n" +
-		"\"stream\": true), GET /v1/models and GET /health.")
+		"\"stream\": true), GET /v1/models, GET /health (live), GET /ready (model loaded, not draining) and GET /metrics\n" +
+		"(Prometheus). SIGTERM or SIGINT drains: /ready turns 503, new requests get 503, those in progress finish\n" +
+		"(at most --drain-timeout seconds), then the server exits 0.")
 	var mf modelFlags
 	var sf samplingFlags
 	mf.register(fs)
@@ -453,6 +467,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	host, port := "127.0.0.1", 8080
 	var localDir, apiKey string
 	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
+	drainS := 30 // Kubernetes' default terminationGracePeriodSeconds
 	maxImageMB, maxImageMP := 20, 36
 	fs.String(&host, "host", "address to listen on")
 	fs.Int(&port, "port", "port to listen on (0: any free port)")
@@ -465,6 +480,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int(&tokenLimit, "token-limit", "most tokens one request may generate (also the default max_tokens)")
 	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
 	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
+	fs.Int(&drainS, "drain-timeout", "seconds the requests in progress may take to finish after SIGTERM or SIGINT (0: cancel them at once)")
 	if code, done := parseOnlyFlags(fs, "serve", "", args, stdout, stderr); done {
 		return code
 	}
@@ -485,13 +501,16 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		name   string
 		v, max int
 	}{{"--max-body-mb", maxBodyMB, 1 << 20}, {"--max-image-mb", maxImageMB, maxImageBytes >> 20}, {"--max-image-mpx", maxImageMP, 1 << 20},
-		{"--timeout", timeoutS, 1 << 30}, {"--queue", queue, 1 << 20}} {
+		{"--timeout", timeoutS, 1 << 30}, {"--queue", queue, 1 << 20}, {"--drain-timeout", drainS, 1 << 30}} {
 		if c.v > c.max {
 			return fail(stderr, cli.Usagef("serve: %s %d: at most %d", c.name, c.v, c.max))
 		}
 	}
 	if queue < 0 || port < 0 || port > 65535 {
 		return fail(stderr, cli.Usagef("serve: --queue %d / --port %d out of range", queue, port))
+	}
+	if drainS < 0 {
+		return fail(stderr, cli.Usagef("serve: --drain-timeout %d: want 0 or more seconds", drainS))
 	}
 	def, err := sf.options("serve")
 	if err != nil {
@@ -505,9 +524,16 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return fail(stderr, err)
 	}
 	pol.maxBytes, pol.maxPixels = maxImageMB<<20, maxImageMP*1000000
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return fail(stderr, cli.Usagef("serve: %v", err))
+	}
+	// The port answers at once: /health 200, /ready 503 until the model is loaded (serve_drain.go).
+	front := startHTTP(ln, time.Duration(timeoutS)*time.Second)
+	defer front.close()
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
-		return fail(stderr, err)
+		return failCtx(ctx, stderr, err)
 	}
 	defer m.Close()
 	srv, err := newServer(m, serverConfig{defaults: def, tokenLimit: tokenLimit, maxBody: int64(maxBodyMB) << 20,
@@ -516,24 +542,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return fail(stderr, err)
 	}
 	defer srv.close()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		return fail(stderr, cli.Usagef("serve: %v", err))
-	}
-	// A request's body must arrive within the request timeout; no write timeout, as answers stream.
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Duration(timeoutS) * time.Second,
-		IdleTimeout: 2 * time.Minute}
+	front.open(srv)
 	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions)\n", m.Name(), ln.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fail(stderr, fmt.Errorf("serve: %w", err))
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = hs.Shutdown(sctx)
-	fmt.Fprintln(stderr, "idefics2-run: server stopped")
-	return exitOK
+	return front.serveUntilDrained(ctx, srv, time.Duration(drainS)*time.Second, stderr)
 }
