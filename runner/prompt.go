@@ -111,6 +111,8 @@ type PromptOptions struct {
 	// MaxImagePixels refuses an image whose header declares more than this many pixels (width × height) before
 	// it is decoded; 0 means processor.DefaultMaxImagePixels.
 	MaxImagePixels int
+	// Image changes the image processor settings for this prompt (splitting, edges; see Model.ImageConfigWith).
+	Image ImageSettings
 }
 
 // Prompt is a model input: token ids with their images preprocessed.
@@ -191,7 +193,10 @@ func (m *Model) build(text string, images []Image, o PromptOptions) (*Prompt, er
 	if markers != len(images) {
 		return nil, inputErrorf("runner: the prompt has %d %s markers but %d images were given", markers, tokenImage, len(images))
 	}
-	cfg := m.imgCfg
+	cfg, err := m.ImageConfigWith(o.Image)
+	if err != nil {
+		return nil, err
+	}
 	if o.NoSplit {
 		cfg.DoImageSplitting = false
 	}

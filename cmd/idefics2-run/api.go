@@ -44,6 +44,11 @@ type chatRequest struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options,omitempty"`
 	NoSplit bool `json:"no_split,omitempty"`
+	// ImageSplitting, LongestEdge and ShortestEdge change the image processor settings for this request
+	// (extensions; runner.ImageSettings).
+	ImageSplitting *bool `json:"image_splitting,omitempty"`
+	LongestEdge    *int  `json:"longest_edge,omitempty"`
+	ShortestEdge   *int  `json:"shortest_edge,omitempty"`
 	// ResponseFormat is OpenAI's {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}.
 	ResponseFormat *responseFormat `json:"response_format,omitempty"`
 	// Grammar is a GBNF grammar the answer must follow (an extension, as in llama.cpp's server).
@@ -580,6 +585,13 @@ func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (r
 // prompt builds the model input of a request.
 func (r *chatRequest) prompt(m *runner.Model, pol imagePolicy) (*runner.Prompt, error) {
 	po := runner.PromptOptions{NoSplit: r.NoSplit, MaxImagePixels: pol.maxPixels}
+	if r.NoSplit && r.ImageSplitting != nil && *r.ImageSplitting {
+		return nil, badRequest("no_split and image_splitting true: give one of them")
+	}
+	var err error
+	if po.Image, err = requestImageSettings(r.ImageSplitting, r.LongestEdge, r.ShortestEdge); err != nil {
+		return nil, err
+	}
 	if r.Prompt != nil {
 		if len(r.Messages) > 0 {
 			return nil, badRequest("give messages or prompt, not both")

@@ -31,6 +31,7 @@ type serverConfig struct {
 	policy     imagePolicy
 	apiKey     string
 	ctxSize    int
+	cors       corsPolicy // origins allowed to call the API from other pages (--cors-origins)
 }
 
 // server is the OpenAI-compatible HTTP front end. One worker goroutine owns the model's session and answers the
@@ -95,6 +96,7 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 		// object every other error has (ServeMux's own 405 is plain text).
 		s.mux.HandleFunc(rt.path, methodNotAllowed(rt.method, rt.path))
 	}
+	s.addPageRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/chat/completions, /v1/models, /health)", r.Method, r.URL.Path))
 	})
@@ -136,7 +138,12 @@ func (s *server) worker() {
 	}
 }
 
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.cors.apply(w, r) {
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // handleAdapters lists the run-time adapters loaded with --lora, as llama.cpp's server does: id (the index a
 // request's "lora" list names), path and the scale a request without "lora" uses.
@@ -451,13 +458,14 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	mf.register(fs)
 	sf.register(fs)
 	host, port := "127.0.0.1", 8080
-	var localDir, apiKey string
+	var localDir, apiKey, corsOrigins string
 	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
 	maxImageMB, maxImageMP := 20, 36
 	fs.String(&host, "host", "address to listen on")
 	fs.Int(&port, "port", "port to listen on (0: any free port)")
 	fs.String(&localDir, "allow-local-images", "allow image urls that are local file paths inside this folder `DIR`")
 	fs.String(&apiKey, "api-key", "require Authorization: Bearer `KEY`")
+	fs.String(&corsOrigins, "cors-origins", "let pages from these origins call the API (comma-separated `LIST` of https://host[:port], or *; default none)")
 	fs.Int(&maxBodyMB, "max-body-mb", "largest request body in MiB")
 	fs.Int(&maxImages, "max-images", "most images per request")
 	fs.Int(&maxImageMB, "max-image-mb", "largest image file in MiB (data URI or local file)")
@@ -500,6 +508,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !fs.Set("max-tokens") {
 		def.MaxTokens = tokenLimit
 	}
+	cors, err := parseCORSOrigins(corsOrigins)
+	if err != nil {
+		return fail(stderr, err)
+	}
 	pol, err := newImagePolicy(localDir, maxImages)
 	if err != nil {
 		return fail(stderr, err)
@@ -511,7 +523,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	defer m.Close()
 	srv, err := newServer(m, serverConfig{defaults: def, tokenLimit: tokenLimit, maxBody: int64(maxBodyMB) << 20,
-		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize})
+		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize, cors: cors})
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -523,7 +535,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// A request's body must arrive within the request timeout; no write timeout, as answers stream.
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Duration(timeoutS) * time.Second,
 		IdleTimeout: 2 * time.Minute}
-	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions)\n", m.Name(), ln.Addr())
+	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions; chat page at /)\n", m.Name(), ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
