@@ -20,7 +20,7 @@ const (
 	PartImage PartType = "image"
 )
 
-// Image is an encoded image file (JPEG, PNG, GIF, WebP or BMP) and a name for messages.
+// Image is an encoded image file (JPEG, PNG, GIF, WebP, BMP or TIFF) and a name for messages.
 type Image struct {
 	Name string
 	Data []byte
@@ -126,6 +126,8 @@ type Prompt struct {
 	Images *processor.ImageBatch
 	// NumImages is the number of input images (before splitting).
 	NumImages int
+	// ImageConfig is the image processor settings the images were preprocessed with (nil without images).
+	ImageConfig *processor.ImageConfig
 
 	subKeys []uint64 // identity of each sub-image's features (image bytes, crop, padded size)
 }
@@ -237,6 +239,7 @@ func (m *Model) build(text string, images []Image, o PromptOptions) (*Prompt, er
 		return nil, inputErrorf("runner: the images are %d×%d pixels after resizing, smaller than one %d×%d patch", b.W, b.H, patch, patch)
 	}
 	p.Images = b
+	p.ImageConfig = &cfg
 	for i, per := range b.PerImage {
 		for j := 0; j < per; j++ {
 			var h maphash.Hash

@@ -21,7 +21,9 @@ type batchResult struct {
 	StopReason string          `json:"stop_reason,omitempty"`
 	Usage      *tokenUsage     `json:"usage,omitempty"`
 	Timings    *runner.Timings `json:"timings,omitempty"`
-	Error      *apiError       `json:"error,omitempty"`
+	// ImageSettings are the image processor settings the line's images were preprocessed with.
+	ImageSettings *imageSettingsJSON `json:"image_settings,omitempty"`
+	Error         *apiError          `json:"error,omitempty"`
 }
 
 type apiError struct {
@@ -166,6 +168,9 @@ func batchOne(ctx context.Context, m *runner.Model, s *runner.Session, line []by
 		toks = []int32{}
 	}
 	res.Text, res.Tokens, res.StopReason, res.Usage, res.Timings = &r.Text, &toks, string(r.StopReason), &u, &r.Timings
+	if p.ImageConfig != nil {
+		res.ImageSettings = newImageSettingsJSON(*p.ImageConfig)
+	}
 	return res
 }
 

@@ -16,6 +16,8 @@ const chatHelp = `commands:
   /image PATH   attach an image to your next message (repeatable)
   /system TEXT  set the system message (starts a new conversation)
   /reset        start a new conversation
+  /set NAME VALUE  change the image settings of the next turns: image-splitting on|off, longest-edge N,
+                shortest-edge N (/set alone shows them)
   /quit         leave (also Ctrl-D)
   a line ending in \ continues on the next line`
 
@@ -71,6 +73,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	defer out.Flush()
 	in := bufio.NewReader(stdin)
 	var history []runner.Message
+	var imageSet runner.ImageSettings // /set changes over the command-line options
 	worst := exitOK
 	prompt := func() {
 		if interactive {
@@ -135,6 +138,14 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			history = nil
 			fmt.Fprintln(stderr, "(new conversation with the new system message)")
 			continue
+		case trimmed == "/set" || strings.HasPrefix(trimmed, "/set "):
+			next, err := chatSet(m, imageSet, strings.TrimPrefix(trimmed, "/set"), stderr)
+			if err != nil {
+				worst = max(worst, fail(stderr, err))
+				continue
+			}
+			imageSet = next
+			continue
 		case strings.HasPrefix(trimmed, "/image"):
 			path := strings.TrimSpace(strings.TrimPrefix(trimmed, "/image"))
 			if path == "" {
@@ -172,7 +183,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			msgs = append([]runner.Message{{Role: "system", Content: []runner.Part{runner.TextPart(system)}}}, msgs...)
 		}
 		msgs = append(msgs[:len(msgs):len(msgs)], u)
-		p, err := m.ChatPrompt(msgs, runner.PromptOptions{})
+		p, err := m.ChatPrompt(msgs, runner.PromptOptions{Image: imageSet})
 		if err != nil {
 			worst = max(worst, fail(stderr, err))
 			continue

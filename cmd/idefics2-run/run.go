@@ -21,6 +21,9 @@ type runOutput struct {
 	StopReason string         `json:"stop_reason"`
 	Usage      tokenUsage     `json:"usage"`
 	Timings    runner.Timings `json:"timings"`
+	// ImageSettings are the image processor settings the prompt's images were preprocessed with (absent without
+	// images).
+	ImageSettings *imageSettingsJSON `json:"image_settings,omitempty"`
 }
 
 type tokenUsage struct {
@@ -180,7 +183,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if in := interruption(ctx); in != nil && res != nil && res.StopReason == runner.StopCancelled {
 		// Stopped by a signal: what was generated is flushed (the streamed text, or the --json object with
 		// stop_reason "cancelled"), then one line on stderr and 128 + the signal number.
-		finishOutput(out, res, asJSON)
+		finishOutput(out, res, p, asJSON)
 		if err := out.Flush(); err != nil {
 			return fail(stderr, fmt.Errorf("writing the answer to standard output: %w", err))
 		}
@@ -194,7 +197,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		out.Flush()
 		return failCtx(ctx, stderr, err)
 	}
-	finishOutput(out, res, asJSON)
+	finishOutput(out, res, p, asJSON)
 	if err := out.Flush(); err != nil {
 		return fail(stderr, fmt.Errorf("writing the answer to standard output: %w", err))
 	}
@@ -205,9 +208,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 }
 
 // finishOutput ends the answer on out: the --json object, or a final newline after streamed text.
-func finishOutput(out *bufio.Writer, res *runner.Result, asJSON bool) {
+func finishOutput(out *bufio.Writer, res *runner.Result, p *runner.Prompt, asJSON bool) {
 	if asJSON {
 		o := runOutput{Text: res.Text, Tokens: res.Tokens, StopReason: string(res.StopReason), Usage: newUsage(res), Timings: res.Timings}
+		if p.ImageConfig != nil {
+			o.ImageSettings = newImageSettingsJSON(*p.ImageConfig)
+		}
 		if o.Tokens == nil {
 			o.Tokens = []int32{}
 		}

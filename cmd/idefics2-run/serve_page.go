@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image/png"
 	"io"
 	"net/http"
 	"slices"
@@ -183,37 +182,24 @@ func (s *server) handlePreview(w http.ResponseWriter, r *http.Request) {
 
 // previewOf draws every (sub-)image of v as a PNG data URI.
 func previewOf(v *runner.ImageView) (*previewResponse, error) {
+	pngs, err := previewPNGs(v.SubImages, v.Views, v.Patch)
+	if err != nil {
+		return nil, err
+	}
 	out := &previewResponse{Settings: newImageSettingsJSON(v.Config), PatchSize: v.Patch, ImageTokens: len(v.SubImages) * v.SeqLen}
 	k := 0
 	for i, n := range v.PerImage {
 		pi := previewImage{Width: v.Originals[i][0], Height: v.Originals[i][1]}
 		for range n {
-			b, err := drawPNG(v, k)
-			if err != nil {
-				return nil, err
-			}
 			sv := v.Views[k]
 			pi.SubImages = append(pi.SubImages, previewSubImage{Label: sv.Label, Width: sv.W, Height: sv.H, PaddedWidth: sv.PadW,
 				PaddedHeight: sv.PadH, Cols: sv.Cols, Rows: sv.Rows, GridCols: sv.GridCols, GridRows: sv.GridRows,
-				PNG: "data:image/png;base64," + base64.StdEncoding.EncodeToString(b)})
+				PNG: "data:image/png;base64," + base64.StdEncoding.EncodeToString(pngs[k])})
 			k++
 		}
 		out.Images = append(out.Images, pi)
 	}
 	return out, nil
-}
-
-// drawPNG encodes the drawing of (sub-)image k of v as PNG.
-func drawPNG(v *runner.ImageView, k int) ([]byte, error) {
-	img, err := processor.DrawSubImage(v.SubImages[k], v.Views[k], v.Patch)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return nil, fmt.Errorf("encoding the preview PNG: %w", err)
-	}
-	return buf.Bytes(), nil
 }
 
 // requestImageSettings checks the image settings fields of a request: sizes must be positive (the model's limits
