@@ -21,21 +21,6 @@ func (s ImageSettings) IsZero() bool {
 	return s.Splitting == nil && s.LongestEdge == 0 && s.ShortestEdge == 0
 }
 
-// Merge returns s with the settings o gives laid over it.
-func (s ImageSettings) Merge(o ImageSettings) ImageSettings {
-	if o.Splitting != nil {
-		v := *o.Splitting
-		s.Splitting = &v
-	}
-	if o.LongestEdge != 0 {
-		s.LongestEdge = o.LongestEdge
-	}
-	if o.ShortestEdge != 0 {
-		s.ShortestEdge = o.ShortestEdge
-	}
-	return s
-}
-
 // ApplyImageSettings returns base with s applied, or an error naming the setting when the result is one the vision
 // tower (patch size patch, image size imageSize; 0 skips that check) cannot take: a longest edge below one patch, a
 // longest edge above the tower's image size (its position table covers image_size/patch_size patches per side; a
