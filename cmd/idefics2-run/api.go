@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -240,6 +241,7 @@ type imagePolicy struct {
 	maxImages  int    // 0: no limit
 	maxBytes   int    // bytes of one image file; 0: maxImageBytes
 	maxPixels  int    // width × height of one image; 0: processor.DefaultMaxImagePixels
+	remote     *remoteFetcher // fetches http(s) URLs (--allow-remote-images); nil refuses them
 }
 
 // byteLimit is the most bytes one image may have.
@@ -283,8 +285,10 @@ func (p imagePolicy) resolve(ref string) (runner.Image, error) {
 			return runner.Image{}, tooLarge("image data URI: %d bytes, more than this server's limit of %d", len(img.Data), p.byteLimit())
 		}
 		return img, err
+	case (strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://")) && p.remote != nil:
+		return p.remote.fetch(context.Background(), ref)
 	case strings.HasPrefix(ref, "http://"), strings.HasPrefix(ref, "https://"):
-		return runner.Image{}, badRequest("image url %s: remote images are not fetched (no network access); send the image as a data: URI", shortRef(ref))
+		return runner.Image{}, badRequest("image url %s: remote images are not fetched unless the server is started with --allow-remote-images; send the image as a data: URI", shortRef(ref))
 	}
 	path := ref
 	if strings.HasPrefix(ref, "file://") {

@@ -46,8 +46,10 @@ or {"id": …, "prompt": TEXT, "images": [PATH…], "raw": true|false, …}. Eac
 Options give the defaults of the sampling fields.`)
 	var mf modelFlags
 	var sf samplingFlags
+	var rf remoteFlags
 	mf.register(fs)
 	sf.register(fs)
+	rf.register(fs)
 	if code, done := parseOnlyFlags(fs, "batch", "requests come on standard input", args, stdout, stderr); done {
 		return code
 	}
@@ -55,6 +57,10 @@ Options give the defaults of the sampling fields.`)
 		return fail(stderr, err)
 	}
 	def, err := sf.options("batch")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	remote, err := rf.fetcher("batch", fs, maxImageBytes)
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -68,7 +74,7 @@ Options give the defaults of the sampling fields.`)
 		return fail(stderr, err)
 	}
 	defer s.Close()
-	pol := imagePolicy{allowLocal: true} // the user's own files, as with --image
+	pol := imagePolicy{allowLocal: true, remote: remote} // the user's own files, as with --image
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
 	bar := newCountBar(stderr, -1, "batch")

@@ -455,8 +455,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		"\"stream\": true), GET /v1/models and GET /health.")
 	var mf modelFlags
 	var sf samplingFlags
+	var rf remoteFlags
 	mf.register(fs)
 	sf.register(fs)
+	rf.register(fs)
 	host, port := "127.0.0.1", 8080
 	var localDir, apiKey, corsOrigins string
 	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
@@ -517,6 +519,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return fail(stderr, err)
 	}
 	pol.maxBytes, pol.maxPixels = maxImageMB<<20, maxImageMP*1000000
+	if pol.remote, err = rf.fetcher("serve", fs, pol.byteLimit()); err != nil {
+		return fail(stderr, err)
+	}
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
 		return fail(stderr, err)
