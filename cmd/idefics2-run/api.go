@@ -241,7 +241,8 @@ type imagePolicy struct {
 	maxImages  int    // 0: no limit
 	maxBytes   int    // bytes of one image file; 0: maxImageBytes
 	maxPixels  int    // width × height of one image; 0: processor.DefaultMaxImagePixels
-	remote     *remoteFetcher // fetches http(s) URLs (--allow-remote-images); nil refuses them
+	// remote fetches http(s) URLs (--allow-remote-images); nil refuses them.
+	remote *remoteFetcher
 }
 
 // byteLimit is the most bytes one image may have.
