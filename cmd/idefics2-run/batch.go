@@ -21,9 +21,9 @@ type batchResult struct {
 	StopReason string          `json:"stop_reason,omitempty"`
 	Usage      *tokenUsage     `json:"usage,omitempty"`
 	Timings    *runner.Timings `json:"timings,omitempty"`
+	Error      *apiError       `json:"error,omitempty"`
 	// ImageSettings are the image processor settings the line's images were preprocessed with.
 	ImageSettings *imageSettingsJSON `json:"image_settings,omitempty"`
-	Error         *apiError          `json:"error,omitempty"`
 }
 
 type apiError struct {

@@ -540,7 +540,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// A request's body must arrive within the request timeout; no write timeout, as answers stream.
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Duration(timeoutS) * time.Second,
 		IdleTimeout: 2 * time.Minute}
-	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions; chat page at /)\n", m.Name(), ln.Addr())
+	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions)\n", m.Name(), ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
