@@ -17,7 +17,7 @@ type imageFlags struct {
 }
 
 func (f *imageFlags) register(fs *cli.FlagSet) {
-	fs.String(&f.splitting, "image-splitting", "split each image into 4 crops plus the whole image: `on` or off (default: as the mmproj says)")
+	fs.String(&f.splitting, "image-splitting", "split each image into 4 crops plus the whole image, `on|off` (default: as the mmproj says)")
 	fs.Int(&f.longest, "longest-edge", "resize images so that the longest edge is at most `N` pixels (default: the mmproj's)")
 	fs.Int(&f.shortest, "shortest-edge", "resize images so that the shortest edge is at least `N` pixels (default: the mmproj's)")
 }

@@ -334,7 +334,11 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(stderr, cli.Usagef("preprocess: %v", err))
 		}
-		fmt.Fprintf(stdout, "%d images → %d preview PNGs in %s\n", len(images), len(paths), previewDir)
+		noun := "images"
+		if len(images) == 1 {
+			noun = "image"
+		}
+		fmt.Fprintf(stdout, "%d %s → %d preview PNGs in %s\n", len(images), noun, len(paths), previewDir)
 		if out == "" {
 			return exitOK
 		}
