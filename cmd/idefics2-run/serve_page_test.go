@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"image/png"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/idefics2-go/idefics2/runner"
 )
 
 // TestPage checks the chat page: served at GET / without an API key, self-contained (no address of another host in
@@ -286,6 +291,65 @@ func FuzzCORSOrigins(f *testing.F) {
 			if o != "*" && !(strings.HasPrefix(o, "http://") || strings.HasPrefix(o, "https://")) {
 				t.Fatalf("%q: origin %q", s, o)
 			}
+		}
+	})
+}
+
+// FuzzPreviewRequest: any body to POST /v1/images/preview gets 200 with one or five drawings per image, or a 4xx
+// error object; never a panic or a 500.
+func FuzzPreviewRequest(f *testing.F) {
+	data, err := os.ReadFile(demoPNG("demo_00.png"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	png := "data:image/png;base64," + base64.StdEncoding.EncodeToString(data)
+	for _, s := range []string{
+		`{"images":["` + png + `"]}`,
+		`{"images":["` + png + `"],"image_splitting":true,"longest_edge":28,"shortest_edge":14}`,
+		`{"images":["` + png + `","` + png + `"],"longest_edge":14}`,
+		`{"images":["data:,abc"]}`,
+		`{"images":[],"longest_edge":-1}`,
+		`{"images":["/etc/passwd"],"image_splitting":"on"}`,
+		`{"images":null}`,
+		`[1,2]`,
+	} {
+		f.Add([]byte(s))
+	}
+	pol, _ := newImagePolicy("", 3)
+	model, mm := pair(f, "demo")
+	m, err := runner.Load(context.Background(), runner.Options{ModelPath: model, MMProjPath: mm, Device: "cpu", Threads: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv, err := newServer(m, serverConfig{maxBody: 1 << 20, queue: 1, policy: pol, ctxSize: 512})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() {
+		srv.close()
+		m.Close()
+	})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, _ := http.NewRequest(http.MethodPost, "/v1/images/preview", bytes.NewReader(body))
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		switch rec.Code {
+		case 200:
+			var r previewResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
+				t.Fatalf("200 with a body that does not decode: %v", err)
+			}
+			for _, im := range r.Images {
+				if n := len(im.SubImages); n != 1 && n != 5 {
+					t.Fatalf("%d sub-images", n)
+				}
+			}
+		case 400, 413:
+			if !bytes.Contains(rec.Body.Bytes(), []byte(`"error"`)) {
+				t.Fatalf("%d without an error object: %s", rec.Code, rec.Body)
+			}
+		default:
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
 	})
 }
