@@ -54,6 +54,14 @@ func into[T any](dst *T, a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
 	}
 }
 
+// script runs the statement js in the page.
+func script(js string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := chromedp.Evaluate[bool]("(() => { " + js + "; return true; })()")(ctx, t)
+		return chromedp.Void{}, err
+	}
+}
+
 // wait polls the script expr until it is true, for at most d.
 func wait(expr string, d time.Duration) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
@@ -130,7 +138,7 @@ func TestBrowserStop(t *testing.T) {
 		chromedp.Navigate(url+"/"),
 		chromedp.WaitVisible(chromedp.CSS("#prompt")),
 		wait(`document.getElementById("maxTokens").value === "3000"`, 30*time.Second),
-		chromedp.SetValue(chromedp.CSS("#temperature"), "1"),
+		script(`document.getElementById("temperature").value = "1"`),
 		chromedp.SendKeys(chromedp.CSS("#prompt"), "Tell a long story."),
 		chromedp.Click(chromedp.CSS("#send")),
 		wait(lastAnswer+`.length > 20`, 2*time.Minute),
@@ -154,5 +162,31 @@ func TestBrowserStop(t *testing.T) {
 			t.Fatalf("the server did not stop the generation (served %d, cancelled %d)", srv.served.Load(), srv.cancelled.Load())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBrowserAPIKey: with --api-key the page asks for the key, refuses a wrong one, and works with the right one.
+func TestBrowserAPIKey(t *testing.T) {
+	srv, url := startServer(t, "demo", func(c *serverConfig) { c.apiKey = "sesame" })
+	ctx := newBrowser(t)
+	var model string
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(url+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#keybox")),
+		chromedp.SendKeys(chromedp.CSS("#key"), "wrong"),
+		chromedp.Click(chromedp.CSS("#keyok")),
+		// The wrong key gets 401 again: the box comes back.
+		wait(`document.getElementById("keybox").style.display === "flex"`, 30*time.Second),
+		script(`document.getElementById("key").value = ""`),
+		chromedp.SendKeys(chromedp.CSS("#key"), "sesame"),
+		chromedp.Click(chromedp.CSS("#keyok")),
+		wait(`document.getElementById("model").textContent === `+fmt.Sprintf("%q", srv.m.Name()), 30*time.Second),
+		into(&model, chromedp.Text(chromedp.CSS("#model"))),
+	)
+	if err != nil {
+		t.Fatalf("driving the page: %v", err)
+	}
+	if model != srv.m.Name() {
+		t.Errorf("model %q, want %q", model, srv.m.Name())
 	}
 }
