@@ -57,7 +57,7 @@ func into[T any](dst *T, a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
 // script runs the statement js in the page.
 func script(js string) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		_, err := chromedp.Evaluate[bool]("(() => { " + js + "; return true; })()")(ctx, t)
+		_, err := chromedp.Evaluate[bool]("(() => { "+js+"; return true; })()")(ctx, t)
 		return chromedp.Void{}, err
 	}
 }
