@@ -129,7 +129,7 @@ func TestBrowserPage(t *testing.T) {
 }
 
 // TestBrowserStop streams a long answer and stops it midway: the page keeps what came and says it was stopped, and
-// the server counts a cancelled generation.
+// the server counts a cancelled generation; New chat then empties the conversation.
 func TestBrowserStop(t *testing.T) {
 	srv, url := startServer(t, "p1", func(c *serverConfig) { c.defaults.MaxTokens = 3000 })
 	ctx := newBrowser(t)
@@ -146,6 +146,9 @@ func TestBrowserStop(t *testing.T) {
 		wait(lastStats+` !== ""`, time.Minute),
 		into(&answer, chromedp.Evaluate[string](lastAnswer)),
 		into(&stats, chromedp.Evaluate[string](lastStats)),
+		// New chat empties the conversation.
+		chromedp.Click(chromedp.CSS("#new")),
+		wait(`document.querySelectorAll(".msg").length === 0`, 10*time.Second),
 	)
 	if err != nil {
 		t.Fatalf("driving the page: %v", err)
