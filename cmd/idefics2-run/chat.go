@@ -29,8 +29,10 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.Describe(chatHelp)
 	var mf modelFlags
 	var sf samplingFlags
+	var rf remoteFlags
 	mf.register(fs)
 	sf.register(fs)
+	rf.register(fs)
 	var system string
 	var images []string
 	fs.String(&system, "system", "system message")
@@ -50,7 +52,11 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return fail(stderr, cli.Usagef("chat: --image -: standard input carries the conversation"))
 		}
 	}
-	pending, err := readImages(images, nil)
+	fetcher, err := rf.fetcher("chat", fs, maxImageBytes)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	pending, err := readImagesFrom(ctx, images, nil, fetcher)
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -158,7 +164,11 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 				worst = max(worst, exitUsage)
 				continue
 			}
-			img, err := runner.LoadImage(path)
+			load := func() (runner.Image, error) { return runner.LoadImage(path) }
+			if isImageURL(path) {
+				load = func() (runner.Image, error) { return loadImageURL(ctx, path, fetcher) }
+			}
+			img, err := load()
 			if err != nil {
 				worst = max(worst, fail(stderr, err))
 				continue

@@ -285,3 +285,49 @@ func unwrapURLError(err error) error {
 	}
 	return err
 }
+
+// isImageURL reports whether ref is an http or https URL.
+func isImageURL(ref string) bool {
+	return strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://")
+}
+
+// readImagesFrom is readImages where --allow-remote-images lets --image name http(s) URLs: each URL is fetched with
+// f (nil: URLs are refused, naming the option), the rest read as files or standard input.
+func readImagesFrom(ctx context.Context, paths []string, stdin io.Reader, f *remoteFetcher) ([]runner.Image, error) {
+	var out []runner.Image
+	var local []string
+	var at []int
+	for _, p := range paths {
+		if !isImageURL(p) {
+			local = append(local, p)
+			at = append(at, len(out))
+			out = append(out, runner.Image{})
+			continue
+		}
+		img, err := loadImageURL(ctx, p, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, img)
+	}
+	imgs, err := readImages(local, stdin)
+	if err != nil {
+		return nil, err
+	}
+	for i, img := range imgs {
+		out[at[i]] = img
+	}
+	return out, nil
+}
+
+// loadImageURL fetches the --image or /image URL ref with f; a fetch error is a usage error naming the URL.
+func loadImageURL(ctx context.Context, ref string, f *remoteFetcher) (runner.Image, error) {
+	if f == nil {
+		return runner.Image{}, cli.Usagef("--image %s: URLs are fetched only with --allow-remote-images (or download the file first)", ref)
+	}
+	img, err := f.fetch(ctx, ref)
+	if err != nil {
+		return runner.Image{}, cli.Usagef("%v", err)
+	}
+	return img, nil
+}

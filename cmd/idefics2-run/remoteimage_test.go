@@ -224,3 +224,31 @@ func TestRemoteFlagsBad(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIRemoteImage: one-shot --image and chat's --image and /image take URLs with --allow-remote-images (the
+// loopback test server allowed explicitly), and refuse them without, naming the option.
+func TestCLIRemoteImage(t *testing.T) {
+	srv, _ := imageServer(t)
+	u := srv.URL + "/demo.png"
+	allow := []string{"--allow-remote-images", "--allow-remote-hosts", "127.0.0.1"}
+	code, out, errs := runCmd(t, "", append(append(modelArgs(t, "demo"), allow...), "--image", u, "-p", question, "-n", "16")...)
+	if code != 0 || strings.TrimSpace(out) != "A red circle." {
+		t.Errorf("one-shot: exit %d, %q, %s", code, out, errs)
+	}
+	code, _, errs = runCmd(t, "", append(modelArgs(t, "demo"), "--image", u, "-p", question)...)
+	if code != 2 || !strings.Contains(errs, "--allow-remote-images") {
+		t.Errorf("one-shot without the option: exit %d, %q", code, errs)
+	}
+	code, _, errs = runCmd(t, "", append(append(modelArgs(t, "demo"), "--allow-remote-images"), "--image", u, "-p", question)...)
+	if code != 2 || !strings.Contains(errs, "loopback address") {
+		t.Errorf("one-shot, loopback not allowed: exit %d, %q", code, errs)
+	}
+	_, out, errs = runCmd(t, "/image "+u+"\n"+question+"\n/quit\n", append(append([]string{"chat", "-n", "16"}, modelArgs(t, "demo")...), allow...)...)
+	if strings.TrimSpace(out) != "A red circle." {
+		t.Errorf("chat /image URL: %q, %s", out, errs)
+	}
+	_, out, errs = runCmd(t, question+"\n/quit\n", append(append([]string{"chat", "-n", "16", "--image", u}, modelArgs(t, "demo")...), allow...)...)
+	if strings.TrimSpace(out) != "A red circle." {
+		t.Errorf("chat --image URL: %q, %s", out, errs)
+	}
+}

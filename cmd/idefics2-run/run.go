@@ -46,6 +46,7 @@ type runFlags struct {
 	dumpTensors                      string
 	images                           []string
 	raw, json                        bool
+	remote                           remoteFlags
 }
 
 // commandList is the overview of every command, in the one-shot front end's help.
@@ -85,6 +86,7 @@ func newRunFlags() (*cli.FlagSet, *runFlags) {
 	fs.Bool(&f.raw, "raw", "the prompt is the exact model input: no chat template (<image> markers are still expanded)")
 	fs.Bool(&f.json, "json", "print one JSON object (text, tokens, stop_reason, usage, timings) instead of streaming")
 	fs.String(&f.dump, "dump", "write the prompt's input ids, pixel values, vision and connector outputs and logits as .npy into this `DIR`")
+	f.remote.register(fs)
 	fs.String(&f.dumpTensors, "dump-tensors", "with --dump, also write every named intermediate matching this `PATTERN` (e.g. 'dec.blk.3.*', 'vis.last_hidden_state') as <name>.npy")
 	return fs, f
 }
@@ -132,7 +134,11 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if prompt == "" && len(images) == 0 {
 		return fail(stderr, cli.Usagef("the prompt is empty: pass -p TEXT (and/or --image FILE)"))
 	}
-	imgs, err := readImages(images, stdin)
+	fetcher, err := f.remote.fetcher("idefics2-run", fs, maxImageBytes)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	imgs, err := readImagesFrom(ctx, images, stdin, fetcher)
 	if err != nil {
 		return fail(stderr, err)
 	}
