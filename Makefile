@@ -21,6 +21,7 @@ RUN_PROMPT    ?= What shape is in the picture?
 RUN_DEVICE    ?= auto
 
 .PHONY: all build ggml-cpu test test-isa test-arm64 test-short test-fleet run bench bench-go fmt vet env clean cuda test-cuda check-llamacpp \
+	test-browser page-screenshot \
 	vulkan test-vulkan test-vulkan-ops metal test-metal cross-darwin
 
 all: build
@@ -58,6 +59,17 @@ test-short: ggml-cpu
 # the demo model behind it take 200 requests with images from 8 clients while one replica is stopped with SIGTERM.
 test-fleet:
 	GO=$(GO) scripts/test-fleet.sh
+# serve's chat page in a real browser (github.com/chromedp/chromedp, build tag browser): installs Debian's chromium when
+# no Chromium or Chrome is on PATH (scripts/chromium.sh), then uploads a demo picture, asks the `make run` question and
+# waits for "A red circle.", and streams a long answer and stops it.
+test-browser: ggml-cpu
+	@scripts/chromium.sh
+	IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -tags browser -count=1 -run 'TestBrowser' -v ./cmd/idefics2-run/
+
+# The screenshot of the chat page in docs/usage.md, taken by the browser test.
+page-screenshot: ggml-cpu
+	@scripts/chromium.sh
+	IDEFICS2_PAGE_SCREENSHOT=$(CURDIR)/docs/chat-page.png IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) $(GO) test -tags browser -count=1 -run 'TestBrowserPage$$' ./cmd/idefics2-run/
 
 # The whole path on the small trained demo model shipped in testdata: convert the bf16 checkpoint, then ask about a
 # picture (Hugging Face answers "A red circle." for the default question and image).

@@ -62,8 +62,8 @@ type DecodeOptions struct {
 // Errors DecodeImage and LoadImageFile wrap (inside an *ImageError) so that callers can tell
 // kinds of bad input apart with errors.Is.
 var (
-	// ErrImageFormat: the bytes are not a JPEG, PNG, GIF, WebP or BMP file.
-	ErrImageFormat = errors.New("unknown image format (want JPEG, PNG, GIF, WebP or BMP)")
+	// ErrImageFormat: the bytes are not a JPEG, PNG, GIF, WebP, BMP or TIFF file.
+	ErrImageFormat = errors.New("unknown image format (want JPEG, PNG, GIF, WebP, BMP or TIFF)")
 	// ErrImageTooLarge: the header declares more pixels than DecodeOptions.MaxPixels allows.
 	ErrImageTooLarge = errors.New("image too large")
 	// ErrImageEmpty: no data, or a header that declares zero width or height.
@@ -142,7 +142,7 @@ func checkHeader(f *os.File, opts DecodeOptions) error {
 	return err
 }
 
-// DecodeImage decodes a JPEG, PNG, GIF (first frame), WebP or BMP image into 8-bit RGB the way
+// DecodeImage decodes a JPEG, PNG, GIF (first frame), WebP, BMP or TIFF (first image) image into 8-bit RGB the way
 // the Hugging Face pipeline chosen in opts sees it with Pillow 9.4: grayscale replicated, 16-bit
 // grayscale clipped to 255 (Pillow's mode "I"), 16-bit colour reduced to its high byte, palettes
 // looked up, CMYK converted with Pillow's formula, and alpha dropped (ProcessorPipeline) or

@@ -78,6 +78,8 @@ func toPIL(img image.Image, format string, data []byte, cfg image.Config) (*pilI
 		return jpegToPIL(img)
 	case "webp":
 		return webpToPIL(img)
+	case "tiff":
+		return tiffToPIL(img), nil
 	}
 	return nil, fmt.Errorf("unsupported format %q", format)
 }

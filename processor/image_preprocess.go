@@ -58,50 +58,15 @@ func (b *ImageBatch) SubImage(i int) ([]float32, error) {
 // Images must be non-nil with positive sizes; splitting needs at least 2×2 pixels (a smaller
 // image would give empty crops, on which HF fails too).
 func (c ImageConfig) Preprocess(images []*RGBImage) (*ImageBatch, error) {
-	if len(images) == 0 {
-		return nil, fmt.Errorf("processor: preprocess: no images")
-	}
-	if err := c.Validate(); err != nil {
+	subs, per, err := c.SubImages(images)
+	if err != nil {
 		return nil, err
-	}
-	var filter resampleFilter
-	if c.DoResize {
-		filter, _ = resampleFilterFor(c.Resample)
-	}
-	var subs []*RGBImage
-	per := make([]int, len(images))
-	for i, im := range images {
-		if im == nil || im.W <= 0 || im.H <= 0 || len(im.Pix) != 3*im.W*im.H {
-			return nil, fmt.Errorf("processor: preprocess: image %d: invalid RGB image", i)
-		}
-		if c.DoImageSplitting {
-			if im.W < 2 || im.H < 2 {
-				return nil, fmt.Errorf("processor: preprocess: image %d: %dx%d is too small to split (want at least 2x2)", i, im.W, im.H)
-			}
-			mw, mh := im.W/2, im.H/2
-			subs = append(subs,
-				im.crop(0, 0, mw, mh),
-				im.crop(mw, 0, im.W, mh),
-				im.crop(0, mh, mw, im.H),
-				im.crop(mw, mh, im.W, im.H),
-				im)
-			per[i] = 5
-		} else {
-			subs = append(subs, im)
-			per[i] = 1
-		}
 	}
 	b := &ImageBatch{N: len(subs), PerImage: per, Sizes: make([][2]int, len(subs))}
 	for i, s := range subs {
-		if c.DoResize {
-			h, w := c.ResizeOutputSize(s.H, s.W)
-			if h != s.H || w != s.W {
-				subs[i] = pillowResize(s, w, h, filter)
-			}
-		}
-		b.Sizes[i] = [2]int{subs[i].H, subs[i].W}
-		b.H = max(b.H, subs[i].H)
-		b.W = max(b.W, subs[i].W)
+		b.Sizes[i] = [2]int{s.H, s.W}
+		b.H = max(b.H, s.H)
+		b.W = max(b.W, s.W)
 	}
 	b.PixelValues = make([]float32, b.N*3*b.H*b.W)
 	if c.DoPad {
@@ -128,6 +93,54 @@ func (c ImageConfig) Preprocess(images []*RGBImage) (*ImageBatch, error) {
 		}
 	}
 	return b, nil
+}
+
+// SubImages runs steps 1 and 2 of Preprocess (splitting, then resizing with Pillow's resampler): the RGB
+// (sub-)images the model sees before rescaling, normalizing and padding, in Preprocess's order, and how many each
+// input image became (1 or 5).
+func (c ImageConfig) SubImages(images []*RGBImage) ([]*RGBImage, []int, error) {
+	if len(images) == 0 {
+		return nil, nil, fmt.Errorf("processor: preprocess: no images")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
+	}
+	var filter resampleFilter
+	if c.DoResize {
+		filter, _ = resampleFilterFor(c.Resample)
+	}
+	var subs []*RGBImage
+	per := make([]int, len(images))
+	for i, im := range images {
+		if im == nil || im.W <= 0 || im.H <= 0 || len(im.Pix) != 3*im.W*im.H {
+			return nil, nil, fmt.Errorf("processor: preprocess: image %d: invalid RGB image", i)
+		}
+		if c.DoImageSplitting {
+			if im.W < 2 || im.H < 2 {
+				return nil, nil, fmt.Errorf("processor: preprocess: image %d: %dx%d is too small to split (want at least 2x2)", i, im.W, im.H)
+			}
+			mw, mh := im.W/2, im.H/2
+			subs = append(subs,
+				im.crop(0, 0, mw, mh),
+				im.crop(mw, 0, im.W, mh),
+				im.crop(0, mh, mw, im.H),
+				im.crop(mw, mh, im.W, im.H),
+				im)
+			per[i] = 5
+		} else {
+			subs = append(subs, im)
+			per[i] = 1
+		}
+	}
+	for i, s := range subs {
+		if c.DoResize {
+			h, w := c.ResizeOutputSize(s.H, s.W)
+			if h != s.H || w != s.W {
+				subs[i] = pillowResize(s, w, h, filter)
+			}
+		}
+	}
+	return subs, per, nil
 }
 
 // valueTable maps each uint8 value of each channel to its float32 after rescale and normalize.

@@ -55,6 +55,9 @@ type Options struct {
 	BatchSize int
 	// NoSplit turns image splitting off whatever the mmproj says (fewer image tokens, less detail).
 	NoSplit bool
+	// Image changes the mmproj's image processor settings for every prompt (splitting, edges; see
+	// ApplyImageSettings); NoSplit, when set, still turns splitting off.
+	Image ImageSettings
 	// Adapters are run-time LoRA adapters (convert --lora-only), applied in order. An adapter without MMProjPath
 	// takes FindMMProj(Path) when the model's mmproj is loaded.
 	Adapters []Adapter
@@ -264,10 +267,16 @@ func (m *Model) readMetadata(o Options) error {
 	m.imageTokenID, m.stopIDs, m.banned = tokenRoles(m.tok, tf.Metadata)
 	mf := m.g.MMProj
 	if mf == nil {
+		if !o.Image.IsZero() {
+			return inputErrorf("runner: image settings given but no mmproj (vision) file is loaded")
+		}
 		return nil
 	}
 	if m.imgCfg, err = ImageConfigFromGGUF(mf.Metadata, mf.Path); err != nil {
 		return asInput(err)
+	}
+	if m.imgCfg, err = ApplyImageSettings(m.imgCfg, o.Image, m.g.Vision.Patch, m.g.Vision.ImageSize); err != nil {
+		return err
 	}
 	if o.NoSplit {
 		m.imgCfg.DoImageSplitting = false

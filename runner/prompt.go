@@ -20,7 +20,7 @@ const (
 	PartImage PartType = "image"
 )
 
-// Image is an encoded image file (JPEG, PNG, GIF, WebP or BMP) and a name for messages.
+// Image is an encoded image file (JPEG, PNG, GIF, WebP, BMP or TIFF) and a name for messages.
 type Image struct {
 	Name string
 	Data []byte
@@ -111,6 +111,8 @@ type PromptOptions struct {
 	// MaxImagePixels refuses an image whose header declares more than this many pixels (width × height) before
 	// it is decoded; 0 means processor.DefaultMaxImagePixels.
 	MaxImagePixels int
+	// Image changes the image processor settings for this prompt (splitting, edges; see Model.ImageConfigWith).
+	Image ImageSettings
 }
 
 // Prompt is a model input: token ids with their images preprocessed.
@@ -124,6 +126,8 @@ type Prompt struct {
 	Images *processor.ImageBatch
 	// NumImages is the number of input images (before splitting).
 	NumImages int
+	// ImageConfig is the image processor settings the images were preprocessed with (nil without images).
+	ImageConfig *processor.ImageConfig
 
 	subKeys []uint64 // identity of each sub-image's features (image bytes, crop, padded size)
 }
@@ -191,7 +195,10 @@ func (m *Model) build(text string, images []Image, o PromptOptions) (*Prompt, er
 	if markers != len(images) {
 		return nil, inputErrorf("runner: the prompt has %d %s markers but %d images were given", markers, tokenImage, len(images))
 	}
-	cfg := m.imgCfg
+	cfg, err := m.ImageConfigWith(o.Image)
+	if err != nil {
+		return nil, err
+	}
 	if o.NoSplit {
 		cfg.DoImageSplitting = false
 	}
@@ -232,6 +239,7 @@ func (m *Model) build(text string, images []Image, o PromptOptions) (*Prompt, er
 		return nil, inputErrorf("runner: the images are %d×%d pixels after resizing, smaller than one %d×%d patch", b.W, b.H, patch, patch)
 	}
 	p.Images = b
+	p.ImageConfig = &cfg
 	for i, per := range b.PerImage {
 		for j := 0; j < per; j++ {
 			var h maphash.Hash

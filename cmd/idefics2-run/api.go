@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -44,6 +45,11 @@ type chatRequest struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options,omitempty"`
 	NoSplit bool `json:"no_split,omitempty"`
+	// ImageSplitting, LongestEdge and ShortestEdge change the image processor settings for this request
+	// (extensions; runner.ImageSettings).
+	ImageSplitting *bool `json:"image_splitting,omitempty"`
+	LongestEdge    *int  `json:"longest_edge,omitempty"`
+	ShortestEdge   *int  `json:"shortest_edge,omitempty"`
 	// ResponseFormat is OpenAI's {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}.
 	ResponseFormat *responseFormat `json:"response_format,omitempty"`
 	// Grammar is a GBNF grammar the answer must follow (an extension, as in llama.cpp's server).
@@ -235,6 +241,8 @@ type imagePolicy struct {
 	maxImages  int    // 0: no limit
 	maxBytes   int    // bytes of one image file; 0: maxImageBytes
 	maxPixels  int    // width × height of one image; 0: processor.DefaultMaxImagePixels
+	// remote fetches http(s) URLs (--allow-remote-images); nil refuses them.
+	remote *remoteFetcher
 }
 
 // byteLimit is the most bytes one image may have.
@@ -278,8 +286,10 @@ func (p imagePolicy) resolve(ref string) (runner.Image, error) {
 			return runner.Image{}, tooLarge("image data URI: %d bytes, more than this server's limit of %d", len(img.Data), p.byteLimit())
 		}
 		return img, err
+	case (strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://")) && p.remote != nil:
+		return p.remote.fetch(context.Background(), ref)
 	case strings.HasPrefix(ref, "http://"), strings.HasPrefix(ref, "https://"):
-		return runner.Image{}, badRequest("image url %s: remote images are not fetched (no network access); send the image as a data: URI", shortRef(ref))
+		return runner.Image{}, badRequest("image url %s: remote images are not fetched unless the server is started with --allow-remote-images; send the image as a data: URI", shortRef(ref))
 	}
 	path := ref
 	if strings.HasPrefix(ref, "file://") {
@@ -580,6 +590,13 @@ func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (r
 // prompt builds the model input of a request.
 func (r *chatRequest) prompt(m *runner.Model, pol imagePolicy) (*runner.Prompt, error) {
 	po := runner.PromptOptions{NoSplit: r.NoSplit, MaxImagePixels: pol.maxPixels}
+	if r.NoSplit && r.ImageSplitting != nil && *r.ImageSplitting {
+		return nil, badRequest("no_split and image_splitting true: give one of them")
+	}
+	var err error
+	if po.Image, err = requestImageSettings(r.ImageSplitting, r.LongestEdge, r.ShortestEdge); err != nil {
+		return nil, err
+	}
 	if r.Prompt != nil {
 		if len(r.Messages) > 0 {
 			return nil, badRequest("give messages or prompt, not both")

@@ -22,6 +22,8 @@ type batchResult struct {
 	Usage      *tokenUsage     `json:"usage,omitempty"`
 	Timings    *runner.Timings `json:"timings,omitempty"`
 	Error      *apiError       `json:"error,omitempty"`
+	// ImageSettings are the image processor settings the line's images were preprocessed with.
+	ImageSettings *imageSettingsJSON `json:"image_settings,omitempty"`
 }
 
 type apiError struct {
@@ -44,8 +46,10 @@ or {"id": …, "prompt": TEXT, "images": [PATH…], "raw": true|false, …}. Eac
 Options give the defaults of the sampling fields.`)
 	var mf modelFlags
 	var sf samplingFlags
+	var rf remoteFlags
 	mf.register(fs)
 	sf.register(fs)
+	rf.register(fs)
 	if code, done := parseOnlyFlags(fs, "batch", "requests come on standard input", args, stdout, stderr); done {
 		return code
 	}
@@ -53,6 +57,10 @@ Options give the defaults of the sampling fields.`)
 		return fail(stderr, err)
 	}
 	def, err := sf.options("batch")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	remote, err := rf.fetcher("batch", fs, maxImageBytes)
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -66,7 +74,7 @@ Options give the defaults of the sampling fields.`)
 		return fail(stderr, err)
 	}
 	defer s.Close()
-	pol := imagePolicy{allowLocal: true} // the user's own files, as with --image
+	pol := imagePolicy{allowLocal: true, remote: remote} // the user's own files, as with --image
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
 	bar := newCountBar(stderr, -1, "batch")
@@ -166,6 +174,9 @@ func batchOne(ctx context.Context, m *runner.Model, s *runner.Session, line []by
 		toks = []int32{}
 	}
 	res.Text, res.Tokens, res.StopReason, res.Usage, res.Timings = &r.Text, &toks, string(r.StopReason), &u, &r.Timings
+	if p.ImageConfig != nil {
+		res.ImageSettings = newImageSettingsJSON(*p.ImageConfig)
+	}
 	return res
 }
 

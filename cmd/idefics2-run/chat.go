@@ -16,6 +16,8 @@ const chatHelp = `commands:
   /image PATH   attach an image to your next message (repeatable)
   /system TEXT  set the system message (starts a new conversation)
   /reset        start a new conversation
+  /set NAME VALUE  change the image settings of the next turns: image-splitting on|off, longest-edge N,
+                shortest-edge N (/set alone shows them)
   /quit         leave (also Ctrl-D)
   a line ending in \ continues on the next line`
 
@@ -27,8 +29,10 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.Describe(chatHelp)
 	var mf modelFlags
 	var sf samplingFlags
+	var rf remoteFlags
 	mf.register(fs)
 	sf.register(fs)
+	rf.register(fs)
 	var system string
 	var images []string
 	fs.String(&system, "system", "system message")
@@ -48,7 +52,11 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return fail(stderr, cli.Usagef("chat: --image -: standard input carries the conversation"))
 		}
 	}
-	pending, err := readImages(images, nil)
+	fetcher, err := rf.fetcher("chat", fs, maxImageBytes)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	pending, err := readImagesFrom(ctx, images, nil, fetcher)
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -71,6 +79,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	defer out.Flush()
 	in := bufio.NewReader(stdin)
 	var history []runner.Message
+	var imageSet runner.ImageSettings // /set changes over the command-line options
 	worst := exitOK
 	prompt := func() {
 		if interactive {
@@ -135,6 +144,14 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			history = nil
 			fmt.Fprintln(stderr, "(new conversation with the new system message)")
 			continue
+		case trimmed == "/set" || strings.HasPrefix(trimmed, "/set "):
+			next, err := chatSet(m, imageSet, strings.TrimPrefix(trimmed, "/set"), stderr)
+			if err != nil {
+				worst = max(worst, fail(stderr, err))
+				continue
+			}
+			imageSet = next
+			continue
 		case strings.HasPrefix(trimmed, "/image"):
 			path := strings.TrimSpace(strings.TrimPrefix(trimmed, "/image"))
 			if path == "" {
@@ -147,7 +164,11 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 				worst = max(worst, exitUsage)
 				continue
 			}
-			img, err := runner.LoadImage(path)
+			load := func() (runner.Image, error) { return runner.LoadImage(path) }
+			if isImageURL(path) {
+				load = func() (runner.Image, error) { return loadImageURL(ctx, path, fetcher) }
+			}
+			img, err := load()
 			if err != nil {
 				worst = max(worst, fail(stderr, err))
 				continue
@@ -172,7 +193,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			msgs = append([]runner.Message{{Role: "system", Content: []runner.Part{runner.TextPart(system)}}}, msgs...)
 		}
 		msgs = append(msgs[:len(msgs):len(msgs)], u)
-		p, err := m.ChatPrompt(msgs, runner.PromptOptions{})
+		p, err := m.ChatPrompt(msgs, runner.PromptOptions{Image: imageSet})
 		if err != nil {
 			worst = max(worst, fail(stderr, err))
 			continue

@@ -86,6 +86,8 @@ type modelFlags struct {
 	verbose               bool
 	loras, loraMMProj     []string
 	adapters              []runner.Adapter
+	image                 imageFlags
+	imageSettings         runner.ImageSettings
 }
 
 func (f *modelFlags) register(fs *cli.FlagSet) {
@@ -98,6 +100,7 @@ func (f *modelFlags) register(fs *cli.FlagSet) {
 	fs.Int(&f.batchSize, "batch-size,b", "prompt tokens per evaluation batch (0: "+strconv.Itoa(runner.DefaultBatchSize)+")")
 	fs.Bool(&f.flashAttn, "flash-attn,fa", "use fused (flash) attention in the decoder")
 	fs.Bool(&f.noSplit, "no-split", "turn image splitting off (fewer image tokens)")
+	f.image.register(fs)
 	fs.Bool(&f.tableGELU, "fast-gelu", "use ggml's fp16-table GELU in the vision tower (~1e-3 relative error) even for an f32 mmproj")
 	fs.Bool(&f.textOnly, "text-only", "load no mmproj even if one lies next to the model")
 	fs.Bool(&f.verbose, "verbose,v", "log progress and timings on stderr")
@@ -121,6 +124,10 @@ func (f *modelFlags) check(cmd string) error {
 	}
 	if len(f.loraMMProj) > len(f.loras) {
 		return cli.Usagef("%s: --lora-mmproj %s has no --lora to go with", cmd, f.loraMMProj[len(f.loras)])
+	}
+	var err error
+	if f.imageSettings, err = f.image.settings(cmd, f.noSplit); err != nil {
+		return err
 	}
 	f.adapters = f.adapters[:0]
 	for i, s := range f.loras {
@@ -162,7 +169,7 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*runner.Model,
 	warmFiles(stderr, f.model, mm)
 	m, err := runner.Load(ctx, runner.Options{ModelPath: f.model, MMProjPath: f.mmproj, TextOnly: f.textOnly, Device: f.device,
 		Threads: f.threads, Attention: f.attention(), GELU: f.gelu(), BatchSize: f.batchSize, NoSplit: f.noSplit,
-		Adapters: f.adapters})
+		Adapters: f.adapters, Image: f.imageSettings})
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,9 @@ type runOutput struct {
 	StopReason string         `json:"stop_reason"`
 	Usage      tokenUsage     `json:"usage"`
 	Timings    runner.Timings `json:"timings"`
+	// ImageSettings are the image processor settings the prompt's images were preprocessed with (absent without
+	// images).
+	ImageSettings *imageSettingsJSON `json:"image_settings,omitempty"`
 }
 
 type tokenUsage struct {
@@ -43,6 +46,7 @@ type runFlags struct {
 	dumpTensors                      string
 	images                           []string
 	raw, json                        bool
+	remote                           remoteFlags
 }
 
 // commandList is the overview of every command, in the one-shot front end's help.
@@ -82,6 +86,7 @@ func newRunFlags() (*cli.FlagSet, *runFlags) {
 	fs.Bool(&f.raw, "raw", "the prompt is the exact model input: no chat template (<image> markers are still expanded)")
 	fs.Bool(&f.json, "json", "print one JSON object (text, tokens, stop_reason, usage, timings) instead of streaming")
 	fs.String(&f.dump, "dump", "write the prompt's input ids, pixel values, vision and connector outputs and logits as .npy into this `DIR`")
+	f.remote.register(fs)
 	fs.String(&f.dumpTensors, "dump-tensors", "with --dump, also write every named intermediate matching this `PATTERN` (e.g. 'dec.blk.3.*', 'vis.last_hidden_state') as <name>.npy")
 	return fs, f
 }
@@ -129,7 +134,11 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if prompt == "" && len(images) == 0 {
 		return fail(stderr, cli.Usagef("the prompt is empty: pass -p TEXT (and/or --image FILE)"))
 	}
-	imgs, err := readImages(images, stdin)
+	fetcher, err := f.remote.fetcher("idefics2-run", fs, maxImageBytes)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	imgs, err := readImagesFrom(ctx, images, stdin, fetcher)
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -180,7 +189,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if in := interruption(ctx); in != nil && res != nil && res.StopReason == runner.StopCancelled {
 		// Stopped by a signal: what was generated is flushed (the streamed text, or the --json object with
 		// stop_reason "cancelled"), then one line on stderr and 128 + the signal number.
-		finishOutput(out, res, asJSON)
+		finishOutput(out, res, p, asJSON)
 		if err := out.Flush(); err != nil {
 			return fail(stderr, fmt.Errorf("writing the answer to standard output: %w", err))
 		}
@@ -194,7 +203,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		out.Flush()
 		return failCtx(ctx, stderr, err)
 	}
-	finishOutput(out, res, asJSON)
+	finishOutput(out, res, p, asJSON)
 	if err := out.Flush(); err != nil {
 		return fail(stderr, fmt.Errorf("writing the answer to standard output: %w", err))
 	}
@@ -205,9 +214,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 }
 
 // finishOutput ends the answer on out: the --json object, or a final newline after streamed text.
-func finishOutput(out *bufio.Writer, res *runner.Result, asJSON bool) {
+func finishOutput(out *bufio.Writer, res *runner.Result, p *runner.Prompt, asJSON bool) {
 	if asJSON {
 		o := runOutput{Text: res.Text, Tokens: res.Tokens, StopReason: string(res.StopReason), Usage: newUsage(res), Timings: res.Timings}
+		if p.ImageConfig != nil {
+			o.ImageSettings = newImageSettingsJSON(*p.ImageConfig)
+		}
 		if o.Tokens == nil {
 			o.Tokens = []int32{}
 		}

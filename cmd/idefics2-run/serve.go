@@ -31,6 +31,7 @@ type serverConfig struct {
 	policy     imagePolicy
 	apiKey     string
 	ctxSize    int
+	cors       corsPolicy // origins allowed to call the API from other pages (--cors-origins)
 }
 
 // server is the OpenAI-compatible HTTP front end. One worker goroutine owns the model's session and answers the
@@ -103,8 +104,9 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 		// object every other error has (ServeMux's own 405 is plain text).
 		s.mux.HandleFunc(rt.path, methodNotAllowed(rt.method, rt.path))
 	}
+	s.addPageRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/chat/completions, /v1/models, /health, /ready, /metrics)", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see / for the chat page, /v1/chat/completions, /v1/models, /health, /ready, /metrics)", r.Method, r.URL.Path))
 	})
 	s.wg.Add(1)
 	go s.worker()
@@ -146,7 +148,12 @@ func (s *server) worker() {
 	}
 }
 
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.cors.apply(w, r) {
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // handleAdapters lists the run-time adapters loaded with --lora, as llama.cpp's server does: id (the index a
 // request's "lora" list names), path and the scale a request without "lora" uses.
@@ -462,10 +469,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		"(at most --drain-timeout seconds), then the server exits 0.")
 	var mf modelFlags
 	var sf samplingFlags
+	var rf remoteFlags
 	mf.register(fs)
 	sf.register(fs)
+	rf.register(fs)
 	host, port := "127.0.0.1", 8080
-	var localDir, apiKey string
+	var localDir, apiKey, corsOrigins string
 	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
 	drainS := 30 // Kubernetes' default terminationGracePeriodSeconds
 	maxImageMB, maxImageMP := 20, 36
@@ -473,6 +482,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int(&port, "port", "port to listen on (0: any free port)")
 	fs.String(&localDir, "allow-local-images", "allow image urls that are local file paths inside this folder `DIR`")
 	fs.String(&apiKey, "api-key", "require Authorization: Bearer `KEY`")
+	fs.String(&corsOrigins, "cors-origins", "let pages from these origins call the API (comma-separated `LIST` of https://host[:port], or *; default none)")
 	fs.Int(&maxBodyMB, "max-body-mb", "largest request body in MiB")
 	fs.Int(&maxImages, "max-images", "most images per request")
 	fs.Int(&maxImageMB, "max-image-mb", "largest image file in MiB (data URI or local file)")
@@ -519,11 +529,18 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !fs.Set("max-tokens") {
 		def.MaxTokens = tokenLimit
 	}
+	cors, err := parseCORSOrigins(corsOrigins)
+	if err != nil {
+		return fail(stderr, err)
+	}
 	pol, err := newImagePolicy(localDir, maxImages)
 	if err != nil {
 		return fail(stderr, err)
 	}
 	pol.maxBytes, pol.maxPixels = maxImageMB<<20, maxImageMP*1000000
+	if pol.remote, err = rf.fetcher("serve", fs, pol.byteLimit()); err != nil {
+		return fail(stderr, err)
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		return fail(stderr, cli.Usagef("serve: %v", err))
@@ -537,7 +554,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	defer m.Close()
 	srv, err := newServer(m, serverConfig{defaults: def, tokenLimit: tokenLimit, maxBody: int64(maxBodyMB) << 20,
-		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize})
+		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize, cors: cors})
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -234,7 +234,7 @@ func TestServerBadRequests(t *testing.T) {
 		{"part type", "POST", chat, user(`[{"type":"audio"}]`), 400, `part type "audio"`},
 		{"text part without text", "POST", chat, user(`[{"type":"text"}]`), 400, "without text"},
 		{"image part without url", "POST", chat, user(`[{"type":"image_url"}]`), 400, "without image_url"},
-		{"remote image", "POST", chat, user(`[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]`), 400, "no network"},
+		{"remote image", "POST", chat, user(`[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]`), 400, "--allow-remote-images"},
 		{"local image refused", "POST", chat, user(fmt.Sprintf(`[{"type":"image_url","image_url":{"url":%q}}]`, img)), 400, "--allow-local-images"},
 		{"bad base64", "POST", chat, user(`[{"type":"image_url","image_url":{"url":"data:image/png;base64,!!!"}}]`), 400, "base64"},
 		{"not an image", "POST", chat, user(`[{"type":"image_url","image_url":{"url":"data:image/png;base64,aGVsbG8="}}]`), 400, "image"},

@@ -243,17 +243,24 @@ func short(s string) string {
 // cmdPreprocess runs the image processor alone and writes its outputs as NumPy files, shaped as HF's
 // Idefics2Processor returns them (batch of one).
 func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
-	fs := cli.New("preprocess", "idefics2-run preprocess (--mmproj FILE | --processor-config FILE) --image FILE... [--no-split] --out DIR")
-	fs.Describe("Writes pixel_values.npy and pixel_attention_mask.npy into DIR, shaped as Hugging Face's Idefics2Processor returns them.")
+	fs := cli.New("preprocess", "idefics2-run preprocess (--mmproj FILE | --processor-config FILE) --image FILE... [--no-split] (--out DIR | --preview DIR)")
+	fs.Describe("Writes pixel_values.npy and pixel_attention_mask.npy into DIR, shaped as Hugging Face's Idefics2Processor returns them;\n" +
+		"with --preview, PNGs of what the vision tower sees (each (sub-)image with its padding and patch grid, as serve's page draws it).")
 	var mmproj, cfgPath, out, pipeline string
 	var images []string
 	var noSplit bool
+	var imf imageFlags
+	var previewDir string
+	patch := 0
 	pipeline = "processor"
 	fs.String(&mmproj, "mmproj", "take the settings from this mmproj GGUF `FILE`")
 	fs.String(&cfgPath, "processor-config", "take the settings from this Hugging Face preprocessor_config.json `FILE`")
 	fs.List(&images, "image", "image `FILE` (repeatable, in order)")
 	fs.Bool(&noSplit, "no-split", "turn image splitting off")
+	imf.register(fs)
 	fs.String(&out, "out,o", "output folder `DIR`")
+	fs.String(&previewDir, "preview", "write PNGs of what the model sees into this folder `DIR`")
+	fs.Int(&patch, "patch-size", "patch size in pixels for --preview with --processor-config (default 14, Idefics2VisionConfig's; an mmproj gives its own)")
 	fs.String(&pipeline, "pipeline", "decoding as Hugging Face's Idefics2Processor (processor: EXIF transpose, alpha dropped) or Idefics2ImageProcessor called directly (image-processor: alpha over white)")
 	if code, done := parseOnlyFlags(fs, "preprocess", "", args, stdout, stderr); done {
 		return code
@@ -264,8 +271,15 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 	if len(images) == 0 {
 		return fail(stderr, cli.Usagef("preprocess: no --image given"))
 	}
-	if out == "" {
-		return fail(stderr, cli.Usagef("preprocess: no --out folder given"))
+	if out == "" && previewDir == "" {
+		return fail(stderr, cli.Usagef("preprocess: no --out or --preview folder given"))
+	}
+	if fs.Set("patch-size") && (mmproj != "" || previewDir == "" || patch <= 0) {
+		return fail(stderr, cli.Usagef("preprocess: --patch-size %d: give a positive size, only with --preview and --processor-config", patch))
+	}
+	set, err := imf.settings("preprocess", noSplit)
+	if err != nil {
+		return fail(stderr, err)
 	}
 	var dopts processor.DecodeOptions
 	switch pipeline {
@@ -277,7 +291,7 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, cli.Usagef("preprocess: --pipeline %q: want processor or image-processor", pipeline))
 	}
 	var cfg processor.ImageConfig
-	var err error
+	imageSize := 0
 	if mmproj != "" {
 		f, err := openGGUF(mmproj, "preprocess")
 		if err != nil {
@@ -288,12 +302,21 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, cli.Usagef("preprocess: %s is not an mmproj (vision) file (architecture %q)", mmproj, a))
 		}
 		cfg, err = runner.ImageConfigFromGGUF(f.Metadata, mmproj)
+		if err == nil {
+			patch, imageSize, err = visionSizes(f.Metadata, mmproj)
+		}
 		f.Close()
 		if err != nil {
 			return fail(stderr, cli.Usagef("preprocess: %v", err))
 		}
 	} else if cfg, err = processor.LoadImageConfig(cfgPath); err != nil {
 		return fail(stderr, cli.Usagef("preprocess: %v", err))
+	}
+	if patch == 0 {
+		patch = defaultPatchSize
+	}
+	if cfg, err = runner.ApplyImageSettings(cfg, set, patch, imageSize); err != nil {
+		return fail(stderr, cli.Usagef("preprocess: %s", strings.TrimPrefix(err.Error(), "runner: ")))
 	}
 	if noSplit {
 		cfg.DoImageSplitting = false
@@ -305,6 +328,20 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, cli.Usagef("preprocess: %v", err))
 		}
 		decoded = append(decoded, img)
+	}
+	if previewDir != "" {
+		paths, err := writePreview(previewDir, cfg, decoded, patch)
+		if err != nil {
+			return fail(stderr, cli.Usagef("preprocess: %v", err))
+		}
+		noun := "images"
+		if len(images) == 1 {
+			noun = "image"
+		}
+		fmt.Fprintf(stdout, "%d %s → %d preview PNGs in %s\n", len(images), noun, len(paths), previewDir)
+		if out == "" {
+			return exitOK
+		}
 	}
 	b, err := cfg.Preprocess(decoded)
 	if err != nil {

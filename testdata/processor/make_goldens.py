@@ -162,6 +162,24 @@ def write_images():
     pil_save("exif6.jpg", ph, quality=90, subsampling=2, exif=b"Exif\x00\x00" + tiff_orientation(6, big_endian=True))
     pil_save("exif3.jpg", photo(16, 16), quality=90, subsampling=2, exif=b"Exif\x00\x00" + tiff_orientation(3))
 
+    write_tiffs(g, p, ph)
+
+
+def write_tiffs(g, p, ph):
+    """TIFF (decoded with golang.org/x/image/tiff): RGB uncompressed, LZW and Deflate, RGBA, 8-bit grey, palette."""
+    def pil_save(name, im, **kw):
+        buf = io.BytesIO()
+        im.save(buf, format="TIFF", **kw)
+        with open(os.path.join(IMAGES, name), "wb") as f:
+            f.write(buf.getvalue())
+
+    pil_save("rgb8.tif", Image.fromarray(g[..., :3], "RGB"))
+    pil_save("rgb8_lzw.tif", ph, compression="tiff_lzw")
+    pil_save("rgb8_deflate.tif", ph, compression="tiff_adobe_deflate")
+    pil_save("rgba8.tif", Image.fromarray(g, "RGBA"))
+    pil_save("gray8.tif", ph.convert("L"))
+    pil_save("pal8.tif", p)
+
 
 def bmp_v5_bitfields(rgba):
     h, w, _ = rgba.shape
