@@ -211,9 +211,10 @@ func (s *stopList) UnmarshalJSON(b []byte) error {
 
 // requestError is a client error: HTTP 400 (or the given status) with an OpenAI-style error object.
 type requestError struct {
-	status int
-	typ    string
-	msg    string
+	status      int
+	typ         string
+	msg         string
+	param, code string // OpenAI's param and code ("" when they do not apply)
 }
 
 func (e *requestError) Error() string { return e.msg }
@@ -489,7 +490,7 @@ func imageRef(raw json.RawMessage) (string, error) {
 func prefixErr(prefix string, err error) error {
 	var re *requestError
 	if errors.As(err, &re) {
-		return &requestError{status: re.status, typ: re.typ, msg: prefix + re.msg}
+		return &requestError{status: re.status, typ: re.typ, msg: prefix + re.msg, param: re.param, code: re.code}
 	}
 	return err
 }
@@ -503,6 +504,9 @@ type limits struct {
 func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (runner.GenerateOptions, error) {
 	o := def
 	o.Stop = append([]string(nil), def.Stop...)
+	if err := r.checkOpenAIRanges(); err != nil {
+		return o, err
+	}
 	if r.N != nil && *r.N != 1 {
 		return o, badRequest("n %d: only n = 1 is supported", *r.N)
 	}

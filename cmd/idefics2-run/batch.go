@@ -24,9 +24,13 @@ type batchResult struct {
 	Error      *apiError       `json:"error,omitempty"`
 }
 
+// apiError is OpenAI's error object: param names the request field at fault and code is a machine-readable reason;
+// both are null when they do not apply.
 type apiError struct {
-	Message string `json:"message"`
-	Type    string `json:"type"`
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
 }
 
 // maxBatchLine bounds one request line (images as data URIs included).
@@ -175,7 +179,7 @@ func errorObject(err error) *apiError {
 	var re *requestError
 	switch {
 	case errors.As(err, &re):
-		return &apiError{Message: re.msg, Type: re.typ}
+		return &apiError{Message: re.msg, Type: re.typ, Param: optPtr(re.param), Code: optPtr(re.code)}
 	case runner.IsInputError(err):
 		return &apiError{Message: err.Error(), Type: "invalid_request_error"}
 	case errors.Is(err, context.DeadlineExceeded):

@@ -198,7 +198,9 @@ type samplingFlags struct {
 }
 
 func (f *samplingFlags) register(fs *cli.FlagSet) {
-	f.maxTokens = 512
+	if f.maxTokens == 0 {
+		f.maxTokens = 512 // a command may preset its own default (serve: its --token-limit)
+	}
 	f.seed = -1
 	fs.Int(&f.maxTokens, "max-tokens,n", "most tokens to generate")
 	fs.Float(&f.temp, "temp,temperature", "sampling temperature (0: greedy)")

@@ -31,6 +31,7 @@ type serverConfig struct {
 	policy     imagePolicy
 	apiKey     string
 	ctxSize    int
+	log        *slog.Logger // the request log (nil: none)
 }
 
 // server is the OpenAI-compatible HTTP front end. One worker goroutine owns the model's session and answers the
@@ -86,6 +87,7 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 	}{
 		{http.MethodPost, "/v1/chat/completions", s.handleChat},
 		{http.MethodGet, "/v1/models", s.handleModels},
+		{http.MethodGet, "/v1/models/{id}", s.handleModel},
 		{http.MethodGet, "/health", s.handleHealth},
 		{http.MethodGet, "/lora-adapters", s.handleAdapters},
 	}
@@ -136,7 +138,7 @@ func (s *server) worker() {
 	}
 }
 
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serveLogged(w, r) }
 
 // handleAdapters lists the run-time adapters loaded with --lora, as llama.cpp's server does: id (the index a
 // request's "lora" list names), path and the scale a request without "lora" uses.
@@ -186,7 +188,7 @@ func writeErr(w http.ResponseWriter, err error) {
 	var re *requestError
 	switch {
 	case errors.As(err, &re):
-		writeError(w, re.status, re.typ, re.msg)
+		writeAPIError(w, re.status, errorObject(err))
 	case runner.IsInputError(err):
 		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -318,13 +320,14 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	statsFrom(r.Context()).notePrompt(p)
 	if n := len(p.Tokens); n > s.sess.Size() {
 		writeError(w, http.StatusBadRequest, "invalid_request_error",
 			fmt.Sprintf("the prompt has %d tokens, more than the context size %d", n, s.sess.Size()))
 		return
 	}
 	j := &job{ctx: ctx, done: make(chan struct{})}
-	id := newID()
+	id := requestID(r.Context())
 	j.run = func(ctx context.Context) { s.generate(ctx, w, &req, p, opts, scales, id) }
 	s.waiting.Add(1)
 	select {
@@ -391,6 +394,15 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 			return send(newChunk(base, delta(chatOutMessage{Content: &t}, nil), nil, nil))
 		}
 	}
+	st := statsFrom(ctx)
+	onToken := opts.OnToken
+	opts.OnToken = func(id int32) error {
+		st.noteToken()
+		if onToken != nil {
+			return onToken(id)
+		}
+		return nil
+	}
 	s.sess.Reset()
 	if err := s.sess.SetAdapterScales(scales); err != nil {
 		writeErr(w, err)
@@ -401,6 +413,15 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	if err != nil && ctx.Err() != nil {
 		s.cancelled.Add(1)
 	}
+	finish := ""
+	if err != nil && res != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Cut by the request timeout: the answer so far, marked with finish_reason "timeout".
+		err, finish = nil, finishTimeout
+	}
+	if finish == "" && res != nil {
+		finish = res.StopReason.FinishReason()
+	}
+	st.noteResult(res, finish)
 	if err != nil {
 		slog.Info("request failed", "id", id, "err", err)
 		if !started {
@@ -416,7 +437,6 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 		return
 	}
 	u := newUsage(res)
-	finish := res.StopReason.FinishReason()
 	if !req.Stream {
 		out := base
 		out.Object = "chat.completion"
@@ -429,7 +449,9 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	if err := begin(); err != nil {
 		return
 	}
-	if err := send(newChunk(base, delta(chatOutMessage{}, &finish), &u, nil)); err != nil {
+	// As OpenAI sends it: no usage in the finish chunk; with stream_options.include_usage, an extra last chunk with
+	// empty choices carries it.
+	if err := send(newChunk(base, delta(chatOutMessage{}, &finish), nil, nil)); err != nil {
 		return
 	}
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
@@ -448,11 +470,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		"\"stream\": true), GET /v1/models and GET /health.")
 	var mf modelFlags
 	var sf samplingFlags
+	sf.maxTokens = serveTokenLimit // an unset --max-tokens follows --token-limit, whose default this is
 	mf.register(fs)
 	sf.register(fs)
 	host, port := "127.0.0.1", 8080
 	var localDir, apiKey string
-	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
+	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, serveTokenLimit, 300, 16
 	maxImageMB, maxImageMP := 20, 36
 	fs.String(&host, "host", "address to listen on")
 	fs.Int(&port, "port", "port to listen on (0: any free port)")
@@ -465,6 +488,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int(&tokenLimit, "token-limit", "most tokens one request may generate (also the default max_tokens)")
 	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
 	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
+	logFormat := logFormatText
+	fs.String(&logFormat, "log-format", "request log on stderr, one line per request: text (key=value) or json")
 	if code, done := parseOnlyFlags(fs, "serve", "", args, stdout, stderr); done {
 		return code
 	}
@@ -500,6 +525,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !fs.Set("max-tokens") {
 		def.MaxTokens = tokenLimit
 	}
+	reqLog, err := newRequestLogger(stderr, logFormat)
+	if err != nil {
+		return fail(stderr, err)
+	}
 	pol, err := newImagePolicy(localDir, maxImages)
 	if err != nil {
 		return fail(stderr, err)
@@ -511,7 +540,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	defer m.Close()
 	srv, err := newServer(m, serverConfig{defaults: def, tokenLimit: tokenLimit, maxBody: int64(maxBodyMB) << 20,
-		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize})
+		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize,
+		log: reqLog})
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -523,6 +553,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// A request's body must arrive within the request timeout; no write timeout, as answers stream.
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Duration(timeoutS) * time.Second,
 		IdleTimeout: 2 * time.Minute}
+	if warn := exposedHostWarning(host, apiKey, port); warn != "" {
+		fmt.Fprintln(stderr, warn)
+	}
 	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions)\n", m.Name(), ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
