@@ -16,7 +16,8 @@ const chatHelp = `commands:
   /image PATH   attach an image to your next message (repeatable)
   /system TEXT  set the system message (starts a new conversation)
   /reset        start a new conversation
-  /quit         leave (also Ctrl-D)
+  /help         show this list
+  /quit         leave (also /exit, Ctrl-D); the exit code is then 0
   a line ending in \ continues on the next line`
 
 // cmdChat is the interactive multi-turn front end. Every turn re-renders the whole conversation through the chat
@@ -121,7 +122,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		case trimmed == "":
 			continue
 		case trimmed == "/quit" || trimmed == "/exit":
-			return worst
+			return exitOK
 		case trimmed == "/help":
 			fmt.Fprintln(stderr, chatHelp)
 			continue
@@ -162,41 +163,58 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			worst = max(worst, exitUsage)
 			continue
 		}
+		reply := chatReply{out: out, stderr: stderr, interactive: interactive}
 		u, err := runner.UserMessage(line, pending)
 		if err != nil {
-			worst = max(worst, fail(stderr, err))
+			worst = max(worst, reply.failed(err))
 			continue
 		}
-		msgs := history
-		if system != "" {
-			msgs = append([]runner.Message{{Role: "system", Content: []runner.Part{runner.TextPart(system)}}}, msgs...)
-		}
-		msgs = append(msgs[:len(msgs):len(msgs)], u)
-		p, err := m.ChatPrompt(msgs, runner.PromptOptions{})
+		p, kept, err := chatPrompt(m, s.Size(), gen.MaxTokens, gen.Truncate, system, history, u, stderr)
 		if err != nil {
-			worst = max(worst, fail(stderr, err))
+			worst = max(worst, reply.failed(err))
 			continue
 		}
+		history = kept
 		g := gen
+		g.Truncate = false // whole turns were dropped above; the runner would cut inside one
+		streamed := false
 		g.OnText = func(t string) error {
+			if !interactive {
+				return nil // under a pipe the answer is written whole, or replaced by an error line
+			}
+			streamed = streamed || t != ""
 			if _, err := out.WriteString(t); err != nil {
 				return err
 			}
 			return out.Flush()
 		}
 		res, err := s.Generate(ctx, p, g)
-		out.WriteString("\n")
-		out.Flush()
 		if err != nil {
 			if sig := interruption(ctx); sig != nil {
+				if !interactive && res != nil {
+					out.WriteString(res.Text)
+				}
+				out.WriteString("\n")
+				out.Flush()
 				fmt.Fprintf(stderr, "idefics2-run: %v\n", sig)
 				return sig.exitCode()
+			}
+			if streamed {
+				out.WriteString("\n")
+				out.Flush()
 			}
 			if errors.Is(err, context.Canceled) {
 				return exitRuntime
 			}
-			worst = max(worst, fail(stderr, err))
+			worst = max(worst, reply.failed(err))
 			continue
+		}
+		if !interactive {
+			out.WriteString(res.Text)
+		}
+		out.WriteString("\n")
+		if err := out.Flush(); err != nil {
+			return fail(stderr, fmt.Errorf("chat: writing the answer to standard output: %w", err))
 		}
 		if mf.verbose {
 			printTimings(stderr, res)

@@ -50,6 +50,7 @@ func exitCode(err error) int {
 // parseFlags parses args into fs. With done true the command ends at once with code: after the help on stdout
 // (-h, --help; exit 0) or a bad option reported on stderr (exit 2).
 func parseFlags(fs *cli.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	fs.Exits(exitCodes[fs.Name()]...)
 	err := fs.Parse(args)
 	switch {
 	case err == nil:

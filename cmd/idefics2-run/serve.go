@@ -536,7 +536,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	pol.maxBytes, pol.maxPixels = maxImageMB<<20, maxImageMP*1000000
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
-		return fail(stderr, err)
+		return failCtx(ctx, stderr, err)
 	}
 	defer m.Close()
 	srv, err := newServer(m, serverConfig{defaults: def, tokenLimit: tokenLimit, maxBody: int64(maxBodyMB) << 20,

@@ -90,6 +90,13 @@ func TestParseErrors(t *testing.T) {
 		{"short help", []string{"-h", "--bogus"}, ""},
 		{"single dash help", []string{"-help"}, ""},
 		{"unknown", []string{"--bogus"}, "test: unknown option --bogus (see --help)"},
+		{"typo", []string{"--tmp", "1"}, "test: unknown option --tmp (did you mean --temp? see --help)"},
+		{"typo with value", []string{"--max-token=3"}, "unknown option --max-token=3 (did you mean --max-tokens? see --help)"},
+		{"transposed", []string{"--modle", "a"}, "(did you mean --model?"},
+		{"single dash typo", []string{"-verbos"}, "(did you mean --verbose?"},
+		{"help typo", []string{"--hepl"}, "(did you mean --help?"},
+		{"too far", []string{"--xyz"}, "test: unknown option --xyz (see --help)"},
+		{"short unknown", []string{"-q"}, "test: unknown option -q (see --help)"},
 		{"no value", []string{"-m"}, "test: option --model needs a value"},
 		{"not an integer", []string{"-n", "many"}, `test: option --max-tokens: "many" is not an integer`},
 		{"negative seed", []string{"--seed", "-1"}, `option --seed: "-1" is not an integer from 0`},
@@ -120,6 +127,7 @@ func TestUsage(t *testing.T) {
 	var v values
 	fs := newTestSet(&v)
 	fs.Describe("Says things.\n")
+	fs.Exits("0    success", "2    bad usage")
 	var b strings.Builder
 	fs.Usage(&b)
 	want := `usage: test -m FILE [options] TEXT...
@@ -135,6 +143,10 @@ options:
   --temp X                     temperature
   --verbose, -v                log
   --warmup                     warm up (default true)
+
+exit codes:
+  0    success
+  2    bad usage
 `
 	if b.String() != want {
 		t.Errorf("usage:\n%s\nwant:\n%s", b.String(), want)
