@@ -128,8 +128,11 @@ Options give the defaults of the sampling fields.`)
 func batchOne(ctx context.Context, m *runner.Model, s *runner.Session, line []byte, n int, def runner.GenerateOptions, pol imagePolicy) batchResult {
 	var req chatRequest
 	res := batchResult{ID: json.RawMessage("null")}
-	if err := json.Unmarshal(line, &req); err != nil {
-		res.Error = &apiError{Message: fmt.Sprintf("line %d: not a JSON request object: %v", n, err), Type: "invalid_request_error"}
+	if err := decodeBatchLine(line, &req); err != nil {
+		res.Error = &apiError{Message: fmt.Sprintf("line %d: %v", n, err), Type: "invalid_request_error"}
+		if len(req.ID) > 0 {
+			res.ID = req.ID // the result keeps the line's id when the object itself was readable
+		}
 		return res
 	}
 	if len(req.ID) > 0 {

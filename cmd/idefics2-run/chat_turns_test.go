@@ -21,7 +21,7 @@ func TestChatPipe(t *testing.T) {
 		{"answers and a failed message, /quit", "What is 3 plus 4?\n<image> and <image>\n/help\nWhat is 3 plus 4?\n/quit\nnever read\n", 0,
 			[]string{"7.", "error: 2 <image> markers but 0 images", ""}, []string{"/help         show this list", "2 <image> markers"}},
 		{"end of input after a failed message", "<image>\nWhat is 3 plus 4?\n", 2,
-			[]string{"error: 1 <image> marker", "7."}, nil},
+			[]string{"error: 1 <image> marker but 0 images were given", "7."}, nil},
 		{"image command then a message", "/image " + img + "\n" + question + "\n/quit\n", 0,
 			[]string{"A red circle."}, nil},
 		{"bad command is not a message", "/image /nonexistent.png\n/bogus\nWhat is 3 plus 4?\n", 2,

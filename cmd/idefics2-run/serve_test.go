@@ -243,7 +243,7 @@ func TestServerBadRequests(t *testing.T) {
 		{"bad base64", "POST", chat, user(`[{"type":"image_url","image_url":{"url":"data:image/png;base64,!!!"}}]`), 400, "base64"},
 		{"not an image", "POST", chat, user(`[{"type":"image_url","image_url":{"url":"data:image/png;base64,aGVsbG8="}}]`), 400, "image"},
 		{"too many images", "POST", chat, user(`[` + strings.Repeat(`{"type":"image_url","image_url":{"url":"data:,x"}},`, 5) + `{"type":"text","text":"x"}]`), 400, "more than 4 images"},
-		{"marker mismatch", "POST", chat, user(`"<image> what?"`), 400, "1 <image> markers but 0 images"},
+		{"marker mismatch", "POST", chat, user(`"<image> what?"`), 400, "1 <image> marker but 0 images were given"},
 		{"max_tokens over limit", "POST", chat, `{"max_tokens":5000,"messages":[{"role":"user","content":"x"}]}`, 400, "limit of 4000"},
 		{"negative max_tokens", "POST", chat, `{"max_tokens":-1,"messages":[{"role":"user","content":"x"}]}`, 400, "max_tokens -1"},
 		{"n=2", "POST", chat, `{"n":2,"messages":[{"role":"user","content":"x"}]}`, 400, "n = 1"},
