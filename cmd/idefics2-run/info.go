@@ -76,6 +76,7 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 		writeInfo(stdout, info, device)
 	}
 	if info.ChosenErr != "" {
+		fmt.Fprintln(stderr, "idefics2-run: info: "+strings.TrimPrefix(info.ChosenErr, "idefics2-run: "))
 		return exitUsage
 	}
 	return exitOK

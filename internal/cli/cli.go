@@ -215,11 +215,16 @@ func (fs *FlagSet) Parse(args []string) error {
 		}
 		o, ok := fs.byName[name]
 		if !ok {
+			near := fs.nearest(name)
+			if fs.dashArgs && strings.HasPrefix(a, "--") && near != "" {
+				// Free text may start with dashes, but "--no-bso" beside --no-bos is a typo, not text.
+				return Usagef("%s: unknown option %s (did you mean %s? see --help; put -- before text that starts with dashes)", fs.name, a, dashed(near))
+			}
 			if fs.dashArgs {
 				fs.args = append(fs.args, a)
 				continue
 			}
-			if near := fs.nearest(name); near != "" {
+			if near != "" {
 				return Usagef("%s: unknown option %s (did you mean %s? see --help)", fs.name, a, dashed(near))
 			}
 			return Usagef("%s: unknown option %s (see --help)", fs.name, a)

@@ -51,6 +51,7 @@ func TestParse(t *testing.T) {
 		{name: "positional anywhere", args: []string{"x", "-n", "2", "y", "-"}, want: values{n: 2, seed: 1, warmup: true}, wantArgs: []string{"x", "y", "-"}},
 		{name: "double dash", args: []string{"-n", "2", "--", "-v", "--help"}, want: values{n: 2, seed: 1, warmup: true}, wantArgs: []string{"-v", "--help"}},
 		{name: "dash args", args: []string{"-42", "-v"}, dashArgs: true, want: values{seed: 1, verbose: true, warmup: true}, wantArgs: []string{"-42"}},
+		{name: "dash args far from options", args: []string{"--hello--", "-x", "-modle", "--", "--modle"}, dashArgs: true, want: values{seed: 1, warmup: true}, wantArgs: []string{"--hello--", "-x", "-modle", "--modle"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,6 +121,17 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error %v, want a usage error naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestDashArgsTypo: with free-text arguments, a double-dash argument near an option is still a typo to report.
+func TestDashArgsTypo(t *testing.T) {
+	var v values
+	fs := newTestSet(&v)
+	fs.AllowDashArgs()
+	err := fs.Parse([]string{"--modle", "a"})
+	if !IsUsageError(err) || !strings.Contains(err.Error(), "unknown option --modle (did you mean --model? see --help; put -- before text that starts with dashes)") {
+		t.Fatalf("error %v", err)
 	}
 }
 
