@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"syscall"
 
 	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
@@ -71,10 +73,18 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
 	in := bufio.NewReader(stdin)
+	read := func() (string, error) { return readMessage(in) }
+	edited := false // line editing on the terminal, which draws its own prompt
+	if f, ok := stdin.(*os.File); ok && interactive {
+		if tr, err := newTermReader(f, stderr, nil); err == nil {
+			defer tr.close()
+			read, edited = tr.readMessage, true
+		}
+	}
 	var history []runner.Message
 	worst := exitOK
 	prompt := func() {
-		if interactive {
+		if interactive && !edited {
 			fmt.Fprint(stderr, "> ")
 		}
 	}
@@ -87,7 +97,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	next := make(chan struct{}, 1)
 	go func() {
 		for range next {
-			line, err := readMessage(in) // at the end of the input: "", io.EOF again
+			line, err := read() // at the end of the input: "", io.EOF again
 			lines <- message{line, err}
 		}
 	}()
@@ -110,6 +120,12 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 				return sig.exitCode()
 			}
 			return exitRuntime
+		}
+		if errors.Is(rerr, errPromptInterrupt) {
+			out.Flush()
+			in := &interrupted{sig: syscall.SIGINT}
+			fmt.Fprintf(stderr, "idefics2-run: %v\n", in)
+			return in.exitCode()
 		}
 		if rerr != nil && line == "" {
 			if interactive {
