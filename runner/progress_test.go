@@ -1,0 +1,72 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/idefics2-go/idefics2/runner/testmodels"
+)
+
+// TestGenerateProgress: OnProgress sees the images encoded one by one (from 0 of N) and the prompt's batches of
+// tokens, ending at the total; a second run over the cached prompt reports only the one position evaluated again.
+func TestGenerateProgress(t *testing.T) {
+	text, mm, err := testmodels.Pair("demo", "f32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batch = 8
+	m, err := Load(context.Background(), Options{ModelPath: text, MMProjPath: mm, Device: "cpu", Threads: 1, BatchSize: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var imgs []Image
+	for _, f := range []string{"demo_00.png", "demo_01.png"} {
+		img, err := LoadImage(testdata("demo", "images", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	u, err := UserMessage("What is in the pictures?", imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.ChatPrompt([]Message{u}, PromptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.NewSession(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var got []Progress
+	o := GenerateOptions{MaxTokens: 2, OnProgress: func(pr Progress) { got = append(got, pr) }}
+	if _, err := s.Generate(context.Background(), p, o); err != nil {
+		t.Fatal(err)
+	}
+	n, subs := len(p.Tokens), p.Images.N
+	var want []Progress
+	for i := 0; i <= subs; i++ {
+		want = append(want, Progress{ProgressImages, i, subs})
+	}
+	for done := batch; ; done += batch {
+		want = append(want, Progress{ProgressPrefill, min(done, n), n})
+		if done >= n {
+			break
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("progress %v\nwant %v", got, want)
+	}
+
+	got = nil
+	if _, err := s.Generate(context.Background(), p, o); err != nil {
+		t.Fatal(err)
+	}
+	if want := []Progress{{ProgressPrefill, 1, 1}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("cached prompt: progress %v, want %v", got, want)
+	}
+}
