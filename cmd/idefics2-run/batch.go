@@ -73,8 +73,8 @@ Options give the defaults of the sampling fields.`)
 	pol := imagePolicy{allowLocal: true} // the user's own files, as with --image
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	bar := newCountBar(stderr, -1, "batch")
-	defer bar.Finish()
+	bar := newBatchProgress(stderr, mf.progress, stdin)
+	defer bar.finish()
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), maxBatchLine)
 	failed := 0
@@ -97,7 +97,7 @@ Options give the defaults of the sampling fields.`)
 		if err := out.Flush(); err != nil {
 			return fail(stderr, fmt.Errorf("batch: writing results: %w", err))
 		}
-		_ = bar.Add(1)
+		bar.lineDone()
 		if mf.verbose && res.Timings != nil {
 			fmt.Fprintf(stderr, "line %d: %d prompt + %d generated tokens, prefill %.0f ms, decode %.0f ms\n", line,
 				res.Usage.PromptTokens, res.Usage.CompletionTokens, res.Timings.PrefillMS, res.Timings.DecodeMS)

@@ -204,7 +204,10 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			}
 			return out.Flush()
 		}
+		progress := newReporter(stderr, mf.progress)
+		g.OnProgress = progress.onGenerate
 		res, err := s.Generate(ctx, p, g)
+		progress.done()
 		if err != nil {
 			if sig := interruption(ctx); sig != nil {
 				if !interactive && res != nil {

@@ -85,6 +85,7 @@ type modelFlags struct {
 	flashAttn, noSplit    bool
 	tableGELU, textOnly   bool
 	verbose               bool
+	progress              string // --progress: auto, bar, lines or off
 	loras, loraMMProj     []string
 	adapters              []runner.Adapter
 }
@@ -102,6 +103,8 @@ func (f *modelFlags) register(fs *cli.FlagSet) {
 	fs.Bool(&f.tableGELU, "fast-gelu", "use ggml's fp16-table GELU in the vision tower (~1e-3 relative error) even for an f32 mmproj")
 	fs.Bool(&f.textOnly, "text-only", "load no mmproj even if one lies next to the model")
 	fs.Bool(&f.verbose, "verbose,v", "log progress and timings on stderr")
+	f.progress = progressAuto
+	fs.String(&f.progress, "progress", "progress of long steps on stderr (loading, image encoding, prefill, batch lines): auto (a bar on a terminal, lines for long steps otherwise), bar, lines or off")
 	fs.List(&f.loras, "lora", "run-time LoRA adapter GGUF `FILE[:SCALE]` from convert --lora-only (repeatable; applied in order)")
 	fs.List(&f.loraMMProj, "lora-mmproj", "the mmproj part `FILE` of the --lora at the same position (default: mmproj-<adapter file name> next to it, if present)")
 }
@@ -119,6 +122,9 @@ func (f *modelFlags) check(cmd string) error {
 	}
 	if f.batchSize < 0 {
 		return cli.Usagef("%s: --batch-size %d: want 0 or more", cmd, f.batchSize)
+	}
+	if err := checkProgressMode(cmd, f.progress); err != nil {
+		return err
 	}
 	if len(f.loraMMProj) > len(f.loras) {
 		return cli.Usagef("%s: --lora-mmproj %s has no --lora to go with", cmd, f.loraMMProj[len(f.loras)])
@@ -160,7 +166,7 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*runner.Model,
 	if mm == "" && !f.textOnly {
 		mm = runner.FindMMProj(f.model)
 	}
-	warmFiles(stderr, f.model, mm)
+	warmFiles(stderr, f.progress, f.model, mm)
 	m, err := runner.Load(ctx, runner.Options{ModelPath: f.model, MMProjPath: f.mmproj, TextOnly: f.textOnly, Device: f.device,
 		Threads: f.threads, Attention: f.attention(), GELU: f.gelu(), BatchSize: f.batchSize, NoSplit: f.noSplit,
 		Adapters: f.adapters})

@@ -173,7 +173,10 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			return nil
 		}
 	}
+	progress := newReporter(stderr, mf.progress)
+	gen.OnProgress = progress.onGenerate
 	res, err := s.Generate(ctx, p, gen)
+	progress.done()
 	if res != nil {
 		res.Timings.LoadMS = float64(m.LoadTime.Microseconds()) / 1000
 	}
