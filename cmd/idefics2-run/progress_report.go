@@ -171,9 +171,10 @@ func pluralWord(n int, word string) string {
 	return word + "s"
 }
 
-// eta formats the time left for remaining units at the mean pace so far ("" until one unit is done).
+// eta formats the time left for remaining units at the mean pace so far ("" until one unit is done and once none
+// remains).
 func eta(elapsed time.Duration, done, remaining int) string {
-	if done <= 0 || remaining < 0 {
+	if done <= 0 || remaining <= 0 {
 		return ""
 	}
 	left := time.Duration(float64(elapsed) / float64(done) * float64(remaining))

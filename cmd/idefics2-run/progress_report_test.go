@@ -94,9 +94,12 @@ func TestBatchProgress(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
 	}
 	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
-	re := regexp.MustCompile(`^idefics2-run: batch: (\d+)/10 lines \((\d+)%\), ETA \d`)
+	re := regexp.MustCompile(`^idefics2-run: batch: (\d+)/10 lines \((\d+)%\)(, ETA \d+[a-z0-9.]*)?$`)
 	for i, l := range lines {
 		m := re.FindStringSubmatch(l)
+		if m != nil && (m[3] == "") != (i == 9) {
+			t.Fatalf("line %q: want an ETA on every line but the last", l)
+		}
 		if m == nil || atoiT(t, m[1]) != i+1 {
 			t.Fatalf("line %d %q, want %v for line %d", i+1, l, re, i+1)
 		}
