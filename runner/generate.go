@@ -175,7 +175,14 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 			report(o.OnProgress, ProgressImages, 0, p.Images.N-firstSub)
 		}
 		for sub := first / m.seqLen; sub < p.Images.N && first < total; sub++ {
-			f, err := m.encode(ctx, p, sub, dump != nil, dump.graphDump(), s.adapterScales())
+			var onLayer func(done, total int)
+			if o.OnProgress != nil {
+				done := sub - firstSub
+				onLayer = func(layer, layers int) {
+					o.OnProgress(Progress{Stage: ProgressImages, Done: done, Total: p.Images.N - firstSub, Layer: layer, Layers: layers})
+				}
+			}
+			f, err := m.encode(ctx, p, sub, dump != nil, dump.graphDump(), s.adapterScales(), onLayer)
 			if err != nil {
 				return cancelled(ctx, res, err)
 			}

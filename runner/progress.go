@@ -11,10 +11,12 @@ const (
 
 // Progress is where the evaluation of a prompt stands: Done of Total units of Stage (sub-images for
 // ProgressImages, a sub-image being a whole image or one of its crops; prompt tokens for ProgressPrefill, the
-// cached prefix left out).
+// cached prefix left out). While a sub-image is being encoded, Layer of Layers says how far the vision tower and
+// the perceiver are through it (both 0 in the reports between sub-images, and for features taken from the cache).
 type Progress struct {
-	Stage       ProgressStage
-	Done, Total int
+	Stage         ProgressStage
+	Done, Total   int
+	Layer, Layers int
 }
 
 // report calls fn with the stage's progress, if fn is set.

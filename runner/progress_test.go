@@ -8,8 +8,9 @@ import (
 	"github.com/idefics2-go/idefics2/runner/testmodels"
 )
 
-// TestGenerateProgress: OnProgress sees the images encoded one by one (from 0 of N) and the prompt's batches of
-// tokens, ending at the total; a second run over the cached prompt reports only the one position evaluated again.
+// TestGenerateProgress: OnProgress sees the images encoded one by one (from 0 of N), each through every layer of
+// the vision tower and the perceiver, and the prompt's batches of tokens, ending at the total; a second run over
+// the cached prompt reports only the one position evaluated again.
 func TestGenerateProgress(t *testing.T) {
 	text, mm, err := testmodels.Pair("demo", "f32")
 	if err != nil {
@@ -48,12 +49,16 @@ func TestGenerateProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, subs := len(p.Tokens), p.Images.N
+	layers := m.g.Vision.Layers + m.g.Connector.Depth
 	var want []Progress
 	for i := 0; i <= subs; i++ {
-		want = append(want, Progress{ProgressImages, i, subs})
+		want = append(want, Progress{Stage: ProgressImages, Done: i, Total: subs})
+		for l := 1; i < subs && l <= layers; l++ {
+			want = append(want, Progress{Stage: ProgressImages, Done: i, Total: subs, Layer: l, Layers: layers})
+		}
 	}
 	for done := batch; ; done += batch {
-		want = append(want, Progress{ProgressPrefill, min(done, n), n})
+		want = append(want, Progress{Stage: ProgressPrefill, Done: min(done, n), Total: n})
 		if done >= n {
 			break
 		}
@@ -62,11 +67,28 @@ func TestGenerateProgress(t *testing.T) {
 		t.Fatalf("progress %v\nwant %v", got, want)
 	}
 
+	// Watching the layers splits the vision graph's computation; the features are the same, bit for bit.
+	plain, err := m.g.EncodeImage(p.subImageInput(1), false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	watched, err := m.g.EncodeImageProgress(p.subImageInput(1), false, nil, func(int, int) { calls++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != layers || len(plain.Embeddings) == 0 || fmt.Sprint(plain.Embeddings) != fmt.Sprint(watched.Embeddings) {
+		t.Fatalf("%d layer calls (want %d); features equal: %v", calls, layers, fmt.Sprint(plain.Embeddings) == fmt.Sprint(watched.Embeddings))
+	}
+	if _, err := m.g.EncodeImage(p.subImageInput(1), false, nil); err != nil || calls != layers {
+		t.Fatalf("the callback stayed installed after EncodeImageProgress (%d calls, %v)", calls, err)
+	}
+
 	got = nil
 	if _, err := s.Generate(context.Background(), p, o); err != nil {
 		t.Fatal(err)
 	}
-	if want := []Progress{{ProgressPrefill, 1, 1}}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if want := []Progress{{Stage: ProgressPrefill, Done: 1, Total: 1}}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("cached prompt: progress %v, want %v", got, want)
 	}
 }

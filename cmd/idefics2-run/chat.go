@@ -205,7 +205,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return out.Flush()
 		}
 		progress := newReporter(stderr, mf.progress)
-		g.OnProgress = progress.onGenerate
+		g.OnProgress = progress.generateHook()
 		res, err := s.Generate(ctx, p, g)
 		progress.done()
 		if err != nil {

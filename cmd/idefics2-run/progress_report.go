@@ -45,6 +45,9 @@ type reporter struct {
 	lines    bool // write lines
 	throttle bool // lines only for long steps, spaced out
 
+	imgLayers int // layers per sub-image, once a report said it (onGenerate's own state)
+	imgLast   int // the last layer count shown, which the report after a sub-image repeats
+
 	mu      sync.Mutex
 	step    string
 	start   time.Time
@@ -153,11 +156,39 @@ func (r *reporter) done() {
 	r.step = ""
 }
 
-// onGenerate is a runner.GenerateOptions.OnProgress showing image encoding and prefill.
+// generateHook is the runner.GenerateOptions.OnProgress that shows image encoding and prefill; nil when nothing
+// is shown, so that the runner does not watch the vision tower's layers for nobody.
+func (r *reporter) generateHook() func(runner.Progress) {
+	if !r.bar && !r.lines {
+		return nil
+	}
+	return r.onGenerate
+}
+
+// onGenerate shows image encoding in layers (those of the vision tower and the perceiver, over every sub-image)
+// once the first layer report says how many a sub-image has, and in sub-images for features that came from the
+// cache; and the prefill in tokens.
 func (r *reporter) onGenerate(p runner.Progress) {
 	switch p.Stage {
 	case runner.ProgressImages:
-		r.update("image encoding", p.Done, p.Total, "sub-image", "")
+		if p.Layers > 0 {
+			r.imgLayers = p.Layers
+		}
+		switch {
+		case r.imgLayers > 0:
+			v := p.Done*r.imgLayers + p.Layer
+			if v == r.imgLast {
+				return
+			}
+			r.imgLast = v
+			sub := fmt.Sprintf("sub-image %d/%d", min(p.Done+1, p.Total), p.Total)
+			if p.Layer == 0 {
+				sub = fmt.Sprintf("sub-image %d/%d", p.Done, p.Total) // features from the cache
+			}
+			r.update("image encoding", v, p.Total*r.imgLayers, "layer", sub)
+		case p.Done == p.Total:
+			r.update("image encoding", p.Done, p.Total, "sub-image", "")
+		}
 	case runner.ProgressPrefill:
 		r.update("prefill", p.Done, p.Total, "token", "")
 	}

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idefics2-go/idefics2/runner"
 )
 
 // TestProgressLines: with --progress lines, the one-shot front end reports image encoding and the prompt's
@@ -20,22 +23,22 @@ func TestProgressLines(t *testing.T) {
 	if code != exitOK || strings.TrimSpace(out) != "A red circle." {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errs)
 	}
-	want := []*regexp.Regexp{
-		regexp.MustCompile(`^idefics2-run: image encoding: 0/1 sub-image \(0%\)$`),
-		regexp.MustCompile(`^idefics2-run: image encoding: 1/1 sub-image \(100%\)$`),
-	}
 	lines := strings.Split(strings.TrimSpace(errs), "\n")
-	if len(lines) < 4 {
-		t.Fatalf("stderr %q", errs)
-	}
-	for i, re := range want {
-		if !re.MatchString(lines[i]) {
-			t.Errorf("line %d %q, want %v", i+1, lines[i], re)
+	// The image: every layer of the vision tower and the perceiver, one line each (the demo has 6 in all).
+	image := regexp.MustCompile(`^idefics2-run: image encoding: (\d+)/(\d+) layers? \((\d+)%\), sub-image 1/1$`)
+	n := 0
+	for ; n < len(lines) && image.MatchString(lines[n]); n++ {
+		m := image.FindStringSubmatch(lines[n])
+		if atoiT(t, m[1]) != n+1 {
+			t.Errorf("line %q: want layer %d", lines[n], n+1)
 		}
+	}
+	if n < 2 || !strings.Contains(lines[n-1], "(100%)") || n+1 >= len(lines) {
+		t.Fatalf("image encoding lines do not reach the total:\n%s", errs)
 	}
 	prefill := regexp.MustCompile(`^idefics2-run: prefill: (\d+)/(\d+) tokens \((\d+)%\)$`)
 	prev := 0
-	for _, l := range lines[2:] {
+	for _, l := range lines[n:] {
 		m := prefill.FindStringSubmatch(l)
 		if m == nil {
 			t.Fatalf("line %q is not a prefill line", l)
@@ -136,5 +139,46 @@ func TestReporterThrottle(t *testing.T) {
 	newReporter(&off, progressOff).update("x", 1, 1, "token", "")
 	if off.Len() != 0 {
 		t.Errorf("off wrote %q", off.String())
+	}
+}
+
+// TestOnGenerate: the runner's reports become lines in layers over every sub-image (the report between two
+// sub-images adds nothing), or in sub-images when every feature came from the cache.
+func TestOnGenerate(t *testing.T) {
+	img := func(done, layer, layers int) runner.Progress {
+		return runner.Progress{Stage: runner.ProgressImages, Done: done, Total: 2, Layer: layer, Layers: layers}
+	}
+	tests := []struct {
+		name string
+		in   []runner.Progress
+		want string
+	}{
+		{"encoded", []runner.Progress{img(0, 0, 0), img(0, 1, 3), img(0, 2, 3), img(0, 3, 3), img(1, 0, 0), img(1, 1, 3), img(1, 2, 3), img(1, 3, 3), img(2, 0, 0),
+			{Stage: runner.ProgressPrefill, Done: 5, Total: 5}},
+			`image encoding: 1/6 layers (16%), sub-image 1/2
+image encoding: 2/6 layers (33%), sub-image 1/2
+image encoding: 3/6 layers (50%), sub-image 1/2
+image encoding: 4/6 layers (66%), sub-image 2/2
+image encoding: 5/6 layers (83%), sub-image 2/2
+image encoding: 6/6 layers (100%), sub-image 2/2
+prefill: 5/5 tokens (100%)
+`},
+		{"cached", []runner.Progress{img(0, 0, 0), img(1, 0, 0), img(2, 0, 0)}, "image encoding: 2/2 sub-images (100%)\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			r := newReporter(&b, progressLines)
+			hook := r.generateHook()
+			for _, p := range tc.in {
+				hook(p)
+			}
+			if got := strings.ReplaceAll(b.String(), "idefics2-run: ", ""); got != tc.want {
+				t.Fatalf("lines:\n%s\nwant:\n%s", got, tc.want)
+			}
+		})
+	}
+	if newReporter(io.Discard, progressOff).generateHook() != nil {
+		t.Error("--progress off watches the runner")
 	}
 }

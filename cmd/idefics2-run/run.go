@@ -174,7 +174,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}
 	}
 	progress := newReporter(stderr, mf.progress)
-	gen.OnProgress = progress.onGenerate
+	gen.OnProgress = progress.generateHook()
 	res, err := s.Generate(ctx, p, gen)
 	progress.done()
 	if res != nil {
