@@ -92,3 +92,33 @@ func TestGenerateProgress(t *testing.T) {
 		t.Fatalf("cached prompt: progress %v, want %v", got, want)
 	}
 }
+
+// BenchmarkEncodeProgress: the cost of watching the layers of an image encode (OnProgress set), against the plain
+// encode, on the demo model, whose layers are so small that the per-layer synchronization weighs the most.
+func BenchmarkEncodeProgress(b *testing.B) {
+	m := loadModel(b, "demo")
+	img, err := LoadImage(testdata("demo", "images", "demo_00.png"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	u, err := UserMessage("What is in the picture?", []Image{img})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := m.ChatPrompt([]Message{u}, PromptOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name    string
+		onLayer func(done, total int)
+	}{{"plain", nil}, {"watched", func(int, int) {}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := m.g.EncodeImageProgress(p.subImageInput(0), false, nil, bc.onLayer); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
