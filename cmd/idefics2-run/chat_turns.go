@@ -115,3 +115,28 @@ func plural(n int, word string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, word)
 }
+
+// truncationNote says what --truncate cut from the start of a one-turn prompt p to fit the context (the runner keeps
+// BOS and never cuts into an image's tokens), given the prompt length the result reports; "" when nothing was cut.
+func truncationNote(m *runner.Model, p *runner.Prompt, promptTokens int) string {
+	cut := len(p.Tokens) - promptTokens
+	if cut <= 0 {
+		return ""
+	}
+	from := 0
+	if len(p.Tokens) > 0 && p.Tokens[0] == m.Tokenizer().BOS() {
+		from = 1
+	}
+	imageTokens := 0
+	c := m.Graph().Connector
+	for _, t := range p.Tokens[from:min(from+cut, len(p.Tokens))] {
+		if m.HasVision() && t == int32(c.ImageTokenID) {
+			imageTokens++
+		}
+	}
+	note := fmt.Sprintf("idefics2-run: --truncate dropped the first %s of the prompt", plural(cut, "token"))
+	if imageTokens > 0 && c.ImageSeqLen > 0 {
+		note += fmt.Sprintf(" (%s among them: whole images or crops)", plural(imageTokens/c.ImageSeqLen, "sub-image"))
+	}
+	return note + " to fit the context"
+}

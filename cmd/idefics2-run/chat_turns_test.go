@@ -79,6 +79,21 @@ func TestChatTruncate(t *testing.T) {
 	}
 }
 
+// TestRunTruncateNote: the one-shot front end says on stderr what --truncate cut from its prompt, images included.
+func TestRunTruncateNote(t *testing.T) {
+	args := append([]string{"--image", demoPNG("demo_00.png"), "--image", demoPNG("demo_01.png"), "-p", "What shapes are in the pictures? Tell me in detail please.",
+		"-c", "48", "-n", "4"}, modelArgs(t, "demo")...)
+	code, out, errs := runCmd(t, "", append(args, "--truncate")...)
+	re := regexp.MustCompile(`^idefics2-run: --truncate dropped the first \d+ tokens of the prompt \(2 sub-images among them: whole images or crops\) to fit the context\n$`)
+	if code != exitOK || out == "" || !re.MatchString(errs) {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, _, errs = runCmd(t, "", args...)
+	if code != exitUsage || !strings.Contains(errs, "does not fit the context size 48") {
+		t.Fatalf("without --truncate: exit %d, stderr %q", code, errs)
+	}
+}
+
 func TestPlural(t *testing.T) {
 	for _, tc := range []struct {
 		n    int

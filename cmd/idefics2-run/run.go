@@ -177,6 +177,11 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	gen.OnProgress = progress.generateHook()
 	res, err := s.Generate(ctx, p, gen)
 	progress.done()
+	if res != nil && gen.Truncate {
+		if note := truncationNote(m, p, res.PromptTokens); note != "" {
+			fmt.Fprintln(stderr, note)
+		}
+	}
 	if res != nil {
 		res.Timings.LoadMS = float64(m.LoadTime.Microseconds()) / 1000
 	}
