@@ -194,3 +194,34 @@ func TestInfoJSONKeys(t *testing.T) {
 		t.Fatalf("cpu object %v", c)
 	}
 }
+
+// TestServeDefaultsProcess: the serve binary applies the default max tokens its help shows (that of
+// --token-limit), and warns when it listens beyond loopback without an API key.
+func TestServeDefaultsProcess(t *testing.T) {
+	model := modelArgs(t, "demo")
+	addr := regexp.MustCompile(`on http://[0-9.:\[\]]+:(\d+) `)
+	p := startProc(t, nil, append([]string{"serve", "--host", "0.0.0.0", "--port", "0", "--token-limit", "3"}, model...)...)
+	p.waitFor(t, "the serving line", time.Minute, func() bool { return addr.MatchString(p.stderr.String()) })
+	errs := p.stderr.String()
+	if !strings.Contains(errs, "warning: --host 0.0.0.0 accepts connections from other machines and no --api-key is set") {
+		t.Errorf("no warning for an exposed host: %q", errs)
+	}
+	url := "http://127.0.0.1:" + addr.FindStringSubmatch(errs)[1]
+	code, _, b := post(t, url+"/v1/chat/completions", `{"messages":[{"role":"user","content":"Tell me a long story."}]}`)
+	var r chatResponse
+	if code != 200 || json.Unmarshal(b, &r) != nil || r.Usage == nil || r.Usage.CompletionTokens != 3 || *r.Choices[0].FinishReason != "length" {
+		t.Fatalf("status %d: %s; want 3 tokens, the --token-limit default of max_tokens", code, b)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 20*time.Second); code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+
+	p = startProc(t, nil, append([]string{"serve", "--host", "127.0.0.1", "--port", "0", "--api-key", "k"}, model...)...)
+	p.waitFor(t, "the serving line", time.Minute, func() bool { return addr.MatchString(p.stderr.String()) })
+	if strings.Contains(p.stderr.String(), "warning") {
+		t.Errorf("a warning on loopback: %q", p.stderr.String())
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(t, 20*time.Second)
+}
