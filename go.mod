@@ -3,6 +3,7 @@ module github.com/idefics2-go/idefics2
 go 1.26.8
 
 require (
+	github.com/chzyer/readline v1.5.1
 	github.com/gpustack/gguf-parser-go v0.28.1
 	github.com/klauspost/cpuid/v2 v2.4.2
 	github.com/ollama/ollama v0.17.4
@@ -12,7 +13,6 @@ require (
 )
 
 require (
-	github.com/chzyer/readline v1.5.1 // indirect
 	github.com/henvic/httpretty v0.1.4 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
