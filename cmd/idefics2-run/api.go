@@ -393,7 +393,7 @@ func (r *chatRequest) messages(pol imagePolicy) ([]runner.Message, int, error) {
 	addImage := func(ref string) (runner.Part, error) {
 		nImages++
 		if pol.maxImages > 0 && nImages > pol.maxImages {
-			return runner.Part{}, badRequest("more than %d images in the request", pol.maxImages)
+			return runner.Part{}, badRequest("more than %s in the request", plural(pol.maxImages, "image"))
 		}
 		img, err := pol.resolve(ref)
 		if err != nil {
@@ -589,7 +589,7 @@ func (r *chatRequest) prompt(m *runner.Model, pol imagePolicy) (*runner.Prompt, 
 			return nil, badRequest("give messages or prompt, not both")
 		}
 		if pol.maxImages > 0 && len(r.Images) > pol.maxImages {
-			return nil, badRequest("more than %d images in the request", pol.maxImages)
+			return nil, badRequest("more than %s in the request", plural(pol.maxImages, "image"))
 		}
 		var imgs []runner.Image
 		for i, ref := range r.Images {

@@ -111,11 +111,11 @@ Options give the defaults of the sampling fields.`)
 	}
 	if in := interruption(ctx); in != nil {
 		out.Flush()
-		fmt.Fprintf(stderr, "idefics2-run: batch: %v after %d lines\n", in, line)
+		fmt.Fprintf(stderr, "idefics2-run: batch: %v after %s\n", in, plural(line, "line"))
 		return in.exitCode()
 	}
 	if ctx.Err() != nil {
-		return fail(stderr, fmt.Errorf("batch: interrupted after %d lines", line))
+		return fail(stderr, fmt.Errorf("batch: interrupted after %s", plural(line, "line")))
 	}
 	if failed > 0 {
 		fmt.Fprintf(stderr, "idefics2-run: batch: %d of the requests failed (see their error objects)\n", failed)

@@ -277,7 +277,7 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	default:
-		s.busy(w, fmt.Sprintf("the server is busy (%d requests in progress); retry later", cap(s.slots)))
+		s.busy(w, fmt.Sprintf("the server is busy (%s in progress); retry later", plural(cap(s.slots), "request")))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.timeout)
@@ -334,7 +334,7 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	case s.queue <- j:
 	default:
 		s.waiting.Add(-1)
-		s.busy(w, fmt.Sprintf("the queue is full (%d requests waiting); retry later", cap(s.queue)))
+		s.busy(w, fmt.Sprintf("the queue is full (%s waiting); retry later", plural(cap(s.queue), "request")))
 		return
 	}
 	select {
