@@ -93,3 +93,12 @@ func optPtr(s string) *string {
 	}
 	return &s
 }
+
+// withNullUsage adds "usage": null to a marshalled chunk object: with stream_options.include_usage OpenAI sends the
+// field in every chunk, null in all but the last.
+func withNullUsage(b []byte) []byte {
+	if len(b) < 2 || b[len(b)-1] != '}' {
+		return b
+	}
+	return append(b[:len(b)-1:len(b)-1], []byte(`,"usage":null}`)...)
+}

@@ -126,7 +126,15 @@ func TestModelRoute(t *testing.T) {
 // chunks reads the data lines of an SSE response, up to [DONE].
 func chunks(t *testing.T, resp *http.Response) []chatResponse {
 	t.Helper()
+	cs, _ := chunksRaw(t, resp)
+	return cs
+}
+
+// chunksRaw is chunks with the data of each chunk as sent.
+func chunksRaw(t *testing.T, resp *http.Response) ([]chatResponse, []string) {
+	t.Helper()
 	var out []chatResponse
+	var raw []string
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
@@ -135,20 +143,20 @@ func chunks(t *testing.T, resp *http.Response) []chatResponse {
 			continue
 		}
 		if data == "[DONE]" {
-			return out
+			return out, raw
 		}
 		var c chatResponse
 		if err := json.Unmarshal([]byte(data), &c); err != nil {
 			t.Fatalf("chunk %q: %v", data, err)
 		}
-		out = append(out, c)
+		out, raw = append(out, c), append(raw, data)
 	}
 	t.Fatal("no data: [DONE]")
-	return nil
+	return nil, nil
 }
 
 // TestStreamUsage: a stream carries usage only with stream_options.include_usage, and then only in one extra last
-// chunk with empty choices after the finish chunk, as OpenAI sends it.
+// chunk with empty choices after the finish chunk, every other chunk having "usage": null, as OpenAI sends it.
 func TestStreamUsage(t *testing.T) {
 	_, url := startServer(t, "p1", nil)
 	for _, tc := range []struct {
@@ -166,7 +174,12 @@ func TestStreamUsage(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			cs := chunks(t, resp)
+			cs, raw := chunksRaw(t, resp)
+			for i, r := range raw[:len(raw)-1] {
+				if has := strings.Contains(r, `"usage":null`); has != tc.usage {
+					t.Fatalf("chunk %d %s: usage null %v, want %v", i, r, has, tc.usage)
+				}
+			}
 			withUsage := 0
 			for i, c := range cs {
 				if c.Usage == nil {

@@ -366,8 +366,12 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	base := chatResponse{ID: id, Created: time.Now().Unix(), Model: s.m.Name()}
 	rc := http.NewResponseController(w)
 	started := false
+	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	send := func(v chatResponse) error {
 		b, _ := json.Marshal(v)
+		if includeUsage && v.Usage == nil {
+			b = withNullUsage(b)
+		}
 		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
 			return err
 		}
