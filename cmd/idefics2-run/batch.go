@@ -129,7 +129,8 @@ func batchOne(ctx context.Context, m *runner.Model, s *runner.Session, line []by
 	var req chatRequest
 	res := batchResult{ID: json.RawMessage("null")}
 	if err := decodeBatchLine(line, &req); err != nil {
-		res.Error = &apiError{Message: fmt.Sprintf("line %d: %v", n, err), Type: "invalid_request_error"}
+		res.Error = errorObject(err)
+		res.Error.Type, res.Error.Message = "invalid_request_error", fmt.Sprintf("line %d: %v", n, err)
 		if len(req.ID) > 0 {
 			res.ID = req.ID // the result keeps the line's id when the object itself was readable
 		}

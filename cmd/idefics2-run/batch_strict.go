@@ -11,7 +11,8 @@ import (
 
 // decodeBatchLine reads one batch request line into req. Unlike the server, which ignores fields it does not know
 // (as OpenAI's clients send extra ones), batch refuses them: a misspelt field in a file ("max_token") would
-// otherwise be dropped without a word. The error names the field, and text after the object is refused too.
+// otherwise be dropped without a word. The error names the field (a *requestError whose param is the field, code
+// "unknown_field"), and text after the object is refused too.
 func decodeBatchLine(line []byte, req *chatRequest) error {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
@@ -23,7 +24,8 @@ func decodeBatchLine(line []byte, req *chatRequest) error {
 			if json.Unmarshal(line, &id) == nil {
 				req.ID = id.ID
 			}
-			return fmt.Errorf("unknown field %s (batch --help lists the fields)", f)
+			return &requestError{status: 400, typ: "invalid_request_error", param: strings.Trim(f, `"`), code: "unknown_field",
+				msg: fmt.Sprintf("unknown field %s (batch --help lists the fields)", f)}
 		}
 		return fmt.Errorf("not a JSON request object: %v", err)
 	}

@@ -37,6 +37,10 @@ func TestBatchLineFields(t *testing.T) {
 			if tc.id != "" && string(req.ID) != tc.id {
 				t.Fatalf("id %s, want %s", req.ID, tc.id)
 			}
+			if e := errorObject(err); strings.Contains(tc.errSub, "unknown field") &&
+				(e.Param == nil || !strings.Contains(tc.errSub, `"`+*e.Param+`"`) || e.Code == nil || *e.Code != "unknown_field") {
+				t.Fatalf("error object %+v, want param naming the field and code unknown_field", e)
+			}
 		})
 	}
 }
