@@ -220,7 +220,7 @@ func (f *samplingFlags) register(fs *cli.FlagSet) {
 	fs.Float(&f.frequency, "frequency-penalty", "OpenAI frequency penalty")
 	fs.Int(&f.seed, "seed,s", "sampling seed (-1: random)")
 	fs.List(&f.stop, "stop", "stop string (repeatable)")
-	fs.Bool(&f.truncate, "truncate", "drop the oldest part of a prompt that does not fit the context instead of failing (chat: whole turns; never part of an image; stderr says what went)")
+	fs.Bool(&f.truncate, "truncate", "drop the oldest part of a prompt that does not fit the context instead of failing (chat drops whole turns; never part of an image; run and chat say on stderr what went)")
 	fs.String(&f.jsonSchema, "json-schema", "the answer must validate against this JSON Schema (a file, or the schema itself)")
 	fs.String(&f.grammar, "grammar", "the answer must follow this GBNF grammar file")
 }
