@@ -29,7 +29,7 @@ const (
 // newRequestLogger is the request log of serve: one slog record per request on w, as key=value text or as JSON.
 func newRequestLogger(w io.Writer, format string) (*slog.Logger, error) {
 	switch format {
-	case logFormatText, "plain":
+	case logFormatText:
 		return slog.New(slog.NewTextHandler(w, nil)), nil
 	case logFormatJSON:
 		return slog.New(slog.NewJSONHandler(w, nil)), nil
