@@ -196,6 +196,7 @@ type Scheduler struct {
 	ptr      C.ggml_backend_sched_t
 	backends []*Backend
 	handles  unsafe.Pointer
+	nodeCB   *nodeCallback // SetNodeCallback's, freed with the scheduler
 }
 
 // NewScheduler makes a scheduler for graphs of up to graphSize nodes.
@@ -224,6 +225,10 @@ func NewScheduler(backends []*Backend, graphSize int) (*Scheduler, error) {
 // Close frees the scheduler and its compute buffers. Idempotent.
 func (s *Scheduler) Close() {
 	if s != nil && s.ptr != nil {
+		if s.nodeCB != nil {
+			s.nodeCB.free()
+			s.nodeCB = nil
+		}
 		C.ggml_backend_sched_free(s.ptr)
 		C.free(s.handles)
 		s.ptr = nil

@@ -48,6 +48,12 @@ func (in ImageInput) crop(rows, cols, p int) []float32 {
 // its patch grid gives HF's padded-batch result, because padded patches are masked out of every attention
 // (IDEFICS2.md §5.9). With dump, the named intermediates it matches are passed to it.
 func (m *Model) EncodeImage(in ImageInput, keepIntermediate bool, dump *Dump) (*ImageFeatures, error) {
+	return m.EncodeImageProgress(in, keepIntermediate, dump, nil)
+}
+
+// EncodeImageProgress is EncodeImage calling onLayer, when set, after each layer of the vision tower and of the
+// perceiver with the layers done and their total (see SetNodeCallback for what watching costs).
+func (m *Model) EncodeImageProgress(in ImageInput, keepIntermediate bool, dump *Dump, onLayer func(done, total int)) (*ImageFeatures, error) {
 	if !m.HasVision {
 		return nil, errors.New("graph: the model has no mmproj (vision) file")
 	}
@@ -87,6 +93,14 @@ func (m *Model) EncodeImage(in ImageInput, keepIntermediate bool, dump *Dump) (*
 		return nil, fmt.Errorf("graph: building the vision graph: %w", err)
 	}
 	f := &ImageFeatures{Rows: rows, Cols: cols}
+	if onLayer != nil {
+		total, done := m.Vision.Layers+m.Connector.Depth, 0
+		m.runner.Sched.SetNodeCallback("."+layerNameSuffixes[nameLayerOut], func(string) {
+			done++
+			onLayer(min(done, total), total)
+		})
+		defer m.runner.Sched.SetNodeCallback("", nil)
+	}
 	err = m.runner.Run(g, func() error {
 		if err := pix.SetFloat32(in.crop(rows, cols, p)); err != nil {
 			return err

@@ -18,6 +18,8 @@ type Sequence struct {
 	logits []float32
 	ctx    *ggml.Context // graph metadata, reset for every step
 	graph  ggml.Graph
+	// onBatch, when set (SetBatchProgress), is called after each batch of Eval with the tokens done and the total.
+	onBatch func(done, total int)
 }
 
 // NewSequence allocates a KV cache for ctxSize positions (at most the model's context length).
@@ -126,6 +128,9 @@ func (s *Sequence) Eval(ctx context.Context, tokens []int32, images []float32, a
 			all = append(all, logits...)
 		} else if last {
 			all = logits
+		}
+		if s.onBatch != nil {
+			s.onBatch(start+len(chunk), len(tokens))
 		}
 	}
 	return all, nil

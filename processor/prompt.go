@@ -37,7 +37,7 @@ func ExpandImageTokens(prompt string, numImages int, seqLen int, split bool) (st
 	}
 	markers := strings.Count(prompt, TokenImage)
 	if markers != numImages {
-		return "", fmt.Errorf("%w: the prompt has %d %s markers but %d images were given", ErrPromptImages, markers, TokenImage, numImages)
+		return "", fmt.Errorf("%w: %s", ErrPromptImages, MarkerMismatch(markers, numImages))
 	}
 	repeat := 1
 	if split {

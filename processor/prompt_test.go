@@ -171,8 +171,8 @@ func TestPromptBadInput(t *testing.T) {
 		substr         string
 		count          bool
 	}{
-		{"too few images", "<image><image>", 1, 64, "the prompt has 2 <image> markers but 1 images were given", true},
-		{"too many images", "hello", 1, 64, "the prompt has 0 <image> markers but 1 images were given", true},
+		{"too few images", "<image><image>", 1, 64, "the prompt has 2 <image> markers but 1 image was given", true},
+		{"too many images", "hello", 1, 64, "the prompt has 0 <image> markers but 1 image was given", true},
 		{"negative images", "x", -1, 64, "-1 images", false},
 		{"zero seq len", "<image>", 1, 0, "image_seq_len 0", false},
 		{"huge seq len", "<image>", 1, 1 << 30, "exceeds", false},

@@ -52,3 +52,11 @@ func (e *overflowError) Error() string {
 }
 
 func (e *overflowError) Is(target error) bool { return target == ErrContextOverflow }
+
+// imagesGiven is "1 image given" or "N images given".
+func imagesGiven(n int) string {
+	if n == 1 {
+		return "1 image given"
+	}
+	return fmt.Sprintf("%d images given", n)
+}

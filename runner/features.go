@@ -63,7 +63,7 @@ func (p *Prompt) subImageInput(i int) graph.ImageInput {
 // encode returns the connector rows of sub-image i ([imageSeqLen][textHidden] flattened), from the cache when
 // possible. With keep, the vision and projection outputs are kept too (never cached); dump, when set, receives the
 // named intermediates it asks for.
-func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool, dump *graph.Dump, scales []float32) (*graph.ImageFeatures, error) {
+func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool, dump *graph.Dump, scales []float32, onLayer func(done, total int)) (*graph.ImageFeatures, error) {
 	key := p.subKeys[i]
 	if m.g != nil && m.g.HasVisionAdapters() {
 		// The features depend on the vision adapters' scales.
@@ -88,7 +88,7 @@ func (m *Model) encode(ctx context.Context, p *Prompt, i int, keep bool, dump *g
 		m.mu.Unlock()
 		return nil, fmt.Errorf("runner: %w", err)
 	}
-	f, err := m.g.EncodeImage(p.subImageInput(i), keep, dump)
+	f, err := m.g.EncodeImageProgress(p.subImageInput(i), keep, dump, onLayer)
 	m.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("runner: encoding image %d: %w", i, err)

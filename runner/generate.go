@@ -53,6 +53,9 @@ type GenerateOptions struct {
 	OnText func(text string) error
 	// OnToken, if set, is called with each generated id (stop token included) before its text.
 	OnToken func(id int32) error
+	// OnProgress, if set, is called as the prompt is evaluated: before the first and after each image (or crop)
+	// encoded, and after each batch of prompt tokens. It runs on Generate's goroutine and should return quickly.
+	OnProgress func(Progress)
 	// Constraint, when set, restricts the output to the sentences of this grammar (a JSON Schema compiled by
 	// constrain.CompileJSONSchema, or GBNF): stop tokens are allowed only where the output is complete. An output
 	// cut by MaxTokens or the context is returned as it is, incomplete.
@@ -167,11 +170,23 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 		}
 		total := p.Images.N * m.seqLen
 		hidden := m.g.Text.Hidden
+		firstSub := first / m.seqLen
+		if first < total {
+			report(o.OnProgress, ProgressImages, 0, p.Images.N-firstSub)
+		}
 		for sub := first / m.seqLen; sub < p.Images.N && first < total; sub++ {
-			f, err := m.encode(ctx, p, sub, dump != nil, dump.graphDump(), s.adapterScales())
+			var onLayer func(done, total int)
+			if o.OnProgress != nil {
+				done := sub - firstSub
+				onLayer = func(layer, layers int) {
+					o.OnProgress(Progress{Stage: ProgressImages, Done: done, Total: p.Images.N - firstSub, Layer: layer, Layers: layers})
+				}
+			}
+			f, err := m.encode(ctx, p, sub, dump != nil, dump.graphDump(), s.adapterScales(), onLayer)
 			if err != nil {
 				return cancelled(ctx, res, err)
 			}
+			report(o.OnProgress, ProgressImages, sub+1-firstSub, p.Images.N-firstSub)
 			from := 0
 			if sub == first/m.seqLen {
 				from = first % m.seqLen
@@ -186,7 +201,13 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 
 	// Prefill: the graph evaluates it in batches and notices cancellation between them.
 	t1 := time.Now()
+	if o.OnProgress != nil && s.gs != nil {
+		s.gs.SetBatchProgress(func(done, total int) { report(o.OnProgress, ProgressPrefill, done, total) })
+	}
 	logits, err := s.eval(ctx, tokens[common:], rows, dump != nil, keys[common:], dump.graphDump())
+	if o.OnProgress != nil && s.gs != nil {
+		s.gs.SetBatchProgress(nil) // the decode steps that follow are not prefill
+	}
 	if err != nil {
 		return cancelled(ctx, res, err)
 	}

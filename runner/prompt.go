@@ -72,7 +72,7 @@ func UserMessage(text string, images []Image) (Message, error) {
 			msg.Content = append(msg.Content, TextPart(text))
 		}
 	case k != len(images):
-		return msg, inputErrorf("runner: the prompt has %d %s markers but %d images were given", k, tokenImage, len(images))
+		return msg, inputErrorf("runner: %s", processor.MarkerMismatch(k, len(images)))
 	default:
 		segs := strings.Split(text, tokenImage)
 		for i, s := range segs {
@@ -190,10 +190,10 @@ func (m *Model) build(text string, images []Image, o PromptOptions) (*Prompt, er
 	}
 	markers := strings.Count(text, tokenImage)
 	if len(images) > 0 && !m.HasVision() {
-		return nil, inputErrorf("runner: %d images given but the model has no mmproj (vision) file: pass --mmproj", len(images))
+		return nil, inputErrorf("runner: %s but the model has no mmproj (vision) file: pass --mmproj", imagesGiven(len(images)))
 	}
 	if markers != len(images) {
-		return nil, inputErrorf("runner: the prompt has %d %s markers but %d images were given", markers, tokenImage, len(images))
+		return nil, inputErrorf("runner: %s", processor.MarkerMismatch(markers, len(images)))
 	}
 	cfg, err := m.ImageConfigWith(o.Image)
 	if err != nil {

@@ -530,8 +530,8 @@ func TestBadInput(t *testing.T) {
 		f    func() error
 		want string
 	}{
-		{"more markers than images", func() error { _, err := m.RawPrompt("<image><image>hi", []Image{img}, PromptOptions{}); return err }, "2 <image> markers but 1 images"},
-		{"fewer markers than images", func() error { _, err := m.RawPrompt("hi", []Image{img}, PromptOptions{}); return err }, "0 <image> markers but 1 images"},
+		{"more markers than images", func() error { _, err := m.RawPrompt("<image><image>hi", []Image{img}, PromptOptions{}); return err }, "2 <image> markers but 1 image was given"},
+		{"fewer markers than images", func() error { _, err := m.RawPrompt("hi", []Image{img}, PromptOptions{}); return err }, "0 <image> markers but 1 image was given"},
 		{"empty raw", func() error { _, err := m.RawPrompt("", nil, PromptOptions{}); return err }, "empty"},
 		{"empty user", func() error { _, err := UserMessage("", nil); return err }, "empty"},
 		{"marker count in user text", func() error { _, err := UserMessage("<image> and <image>", []Image{img}); return err }, "2 <image> markers"},

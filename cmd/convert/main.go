@@ -91,6 +91,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Bool(&opts.Force, "force", "replace existing output files")
 	fs.Int(&opts.Threads, "threads", "quantization threads (0: all cores)")
 	syn := addSyntheticFlags(fs)
+	fs.Exits("0        success", "1        run-time failure (I/O, a full disk, an unwritable output folder)",
+		"2        bad usage or bad input (flags, checkpoint files, an existing output without --force)",
+		"129/130/143  stopped by SIGHUP / SIGINT / SIGTERM; nothing is left under the output names")
 	err := fs.Parse(args)
 	if errors.Is(err, cli.ErrHelp) {
 		fs.Usage(stdout)

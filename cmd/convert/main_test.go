@@ -144,7 +144,7 @@ func TestCLI(t *testing.T) {
 	}
 }
 
-// TestHelp: -h and --help print the help on stdout in the common format and exit with 0.
+// TestHelp: -h and --help print the help on stdout in the common format, with the exit codes, and exit with 0.
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"-help"}, {"--in", p1, "--help"}, {"--threads", "2", "-h"}} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -154,6 +154,11 @@ func TestHelp(t *testing.T) {
 			}
 			if err := clitest.CheckHelp("convert", stdout.String()); err != nil {
 				t.Fatalf("%v\n%s", err, stdout.String())
+			}
+			for _, code := range []string{"\nexit codes:\n  0 ", "\n  1 ", "\n  2 ", "130/143"} {
+				if !strings.Contains(stdout.String(), code) {
+					t.Errorf("help lacks %q", code)
+				}
 			}
 		})
 	}

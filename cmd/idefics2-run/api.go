@@ -217,9 +217,10 @@ func (s *stopList) UnmarshalJSON(b []byte) error {
 
 // requestError is a client error: HTTP 400 (or the given status) with an OpenAI-style error object.
 type requestError struct {
-	status int
-	typ    string
-	msg    string
+	status      int
+	typ         string
+	msg         string
+	param, code string // OpenAI's param and code ("" when they do not apply)
 }
 
 func (e *requestError) Error() string { return e.msg }
@@ -402,7 +403,7 @@ func (r *chatRequest) messages(pol imagePolicy) ([]runner.Message, int, error) {
 	addImage := func(ref string) (runner.Part, error) {
 		nImages++
 		if pol.maxImages > 0 && nImages > pol.maxImages {
-			return runner.Part{}, badRequest("more than %d images in the request", pol.maxImages)
+			return runner.Part{}, badRequest("more than %s in the request", plural(pol.maxImages, "image"))
 		}
 		img, err := pol.resolve(ref)
 		if err != nil {
@@ -499,7 +500,7 @@ func imageRef(raw json.RawMessage) (string, error) {
 func prefixErr(prefix string, err error) error {
 	var re *requestError
 	if errors.As(err, &re) {
-		return &requestError{status: re.status, typ: re.typ, msg: prefix + re.msg}
+		return &requestError{status: re.status, typ: re.typ, msg: prefix + re.msg, param: re.param, code: re.code}
 	}
 	return err
 }
@@ -513,6 +514,9 @@ type limits struct {
 func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (runner.GenerateOptions, error) {
 	o := def
 	o.Stop = append([]string(nil), def.Stop...)
+	if err := r.checkOpenAIRanges(); err != nil {
+		return o, err
+	}
 	if r.N != nil && *r.N != 1 {
 		return o, badRequest("n %d: only n = 1 is supported", *r.N)
 	}
@@ -602,7 +606,7 @@ func (r *chatRequest) prompt(m *runner.Model, pol imagePolicy) (*runner.Prompt, 
 			return nil, badRequest("give messages or prompt, not both")
 		}
 		if pol.maxImages > 0 && len(r.Images) > pol.maxImages {
-			return nil, badRequest("more than %d images in the request", pol.maxImages)
+			return nil, badRequest("more than %s in the request", plural(pol.maxImages, "image"))
 		}
 		var imgs []runner.Image
 		for i, ref := range r.Images {

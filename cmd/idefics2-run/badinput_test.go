@@ -195,7 +195,7 @@ func TestBinaryBadInput(t *testing.T) {
 		{append([]string{"-m", b.badType, "--text-only", "-p", "hi"}, cpu...), 2, `"output_norm.weight" has type i32`},
 		{append([]string{"-m", b.wrongArch, "--text-only", "-p", "hi"}, cpu...), 2, `architecture "gemma"`},
 		{with("-p", ""), 2, "prompt is empty"},
-		{with("--raw", "-p", "<image><image>", "--image", b.hugeImage), 2, "2 <image> markers but 1 images"},
+		{with("--raw", "-p", "<image><image>", "--image", b.hugeImage), 2, "2 <image> markers but 1 image was given"},
 		{with("-p", "hi", "--image", b.hugeImage), 2, "image too large"},
 		{with("-p", "hi", "--image", b.zeroImage), 2, "image is empty"},
 		{with("-f", b.nonUTF8), 2, "not valid UTF-8"},

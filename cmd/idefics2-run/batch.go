@@ -26,9 +26,13 @@ type batchResult struct {
 	ImageSettings *imageSettingsJSON `json:"image_settings,omitempty"`
 }
 
+// apiError is OpenAI's error object: param names the request field at fault and code is a machine-readable reason;
+// both are null when they do not apply.
 type apiError struct {
-	Message string `json:"message"`
-	Type    string `json:"type"`
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
 }
 
 // maxBatchLine bounds one request line (images as data URIs included).
@@ -77,8 +81,8 @@ Options give the defaults of the sampling fields.`)
 	pol := imagePolicy{allowLocal: true, remote: remote} // the user's own files, as with --image
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	bar := newCountBar(stderr, -1, "batch")
-	defer bar.Finish()
+	bar := newBatchProgress(stderr, mf.progress, stdin)
+	defer bar.finish()
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), maxBatchLine)
 	failed := 0
@@ -101,7 +105,7 @@ Options give the defaults of the sampling fields.`)
 		if err := out.Flush(); err != nil {
 			return fail(stderr, fmt.Errorf("batch: writing results: %w", err))
 		}
-		_ = bar.Add(1)
+		bar.lineDone()
 		if mf.verbose && res.Timings != nil {
 			fmt.Fprintf(stderr, "line %d: %d prompt + %d generated tokens, prefill %.0f ms, decode %.0f ms\n", line,
 				res.Usage.PromptTokens, res.Usage.CompletionTokens, res.Timings.PrefillMS, res.Timings.DecodeMS)
@@ -115,11 +119,11 @@ Options give the defaults of the sampling fields.`)
 	}
 	if in := interruption(ctx); in != nil {
 		out.Flush()
-		fmt.Fprintf(stderr, "idefics2-run: batch: %v after %d lines\n", in, line)
+		fmt.Fprintf(stderr, "idefics2-run: batch: %v after %s\n", in, plural(line, "line"))
 		return in.exitCode()
 	}
 	if ctx.Err() != nil {
-		return fail(stderr, fmt.Errorf("batch: interrupted after %d lines", line))
+		return fail(stderr, fmt.Errorf("batch: interrupted after %s", plural(line, "line")))
 	}
 	if failed > 0 {
 		fmt.Fprintf(stderr, "idefics2-run: batch: %d of the requests failed (see their error objects)\n", failed)
@@ -132,8 +136,12 @@ Options give the defaults of the sampling fields.`)
 func batchOne(ctx context.Context, m *runner.Model, s *runner.Session, line []byte, n int, def runner.GenerateOptions, pol imagePolicy) batchResult {
 	var req chatRequest
 	res := batchResult{ID: json.RawMessage("null")}
-	if err := json.Unmarshal(line, &req); err != nil {
-		res.Error = &apiError{Message: fmt.Sprintf("line %d: not a JSON request object: %v", n, err), Type: "invalid_request_error"}
+	if err := decodeBatchLine(line, &req); err != nil {
+		res.Error = errorObject(err)
+		res.Error.Type, res.Error.Message = "invalid_request_error", fmt.Sprintf("line %d: %v", n, err)
+		if len(req.ID) > 0 {
+			res.ID = req.ID // the result keeps the line's id when the object itself was readable
+		}
 		return res
 	}
 	if len(req.ID) > 0 {
@@ -186,7 +194,7 @@ func errorObject(err error) *apiError {
 	var re *requestError
 	switch {
 	case errors.As(err, &re):
-		return &apiError{Message: re.msg, Type: re.typ}
+		return &apiError{Message: re.msg, Type: re.typ, Param: optPtr(re.param), Code: optPtr(re.code)}
 	case runner.IsInputError(err):
 		return &apiError{Message: err.Error(), Type: "invalid_request_error"}
 	case errors.Is(err, context.DeadlineExceeded):

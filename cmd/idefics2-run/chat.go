@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"syscall"
 
 	"github.com/idefics2-go/idefics2/internal/cli"
 	"github.com/idefics2-go/idefics2/runner"
@@ -18,7 +20,8 @@ const chatHelp = `commands:
   /reset        start a new conversation
   /set NAME VALUE  change the image settings of the next turns: image-splitting on|off, longest-edge N,
                 shortest-edge N (/set alone shows them)
-  /quit         leave (also Ctrl-D)
+  /help         show this list
+  /quit         leave (also /exit, Ctrl-D); the exit code is then 0
   a line ending in \ continues on the next line`
 
 // cmdChat is the interactive multi-turn front end. Every turn re-renders the whole conversation through the chat
@@ -78,11 +81,19 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
 	in := bufio.NewReader(stdin)
+	read := func() (string, error) { return readMessage(in) }
+	edited := false // line editing on the terminal, which draws its own prompt
+	if f, ok := stdin.(*os.File); ok && interactive {
+		if tr, err := newTermReader(f, stderr, nil); err == nil {
+			defer tr.close()
+			read, edited = tr.readMessage, true
+		}
+	}
 	var history []runner.Message
 	var imageSet runner.ImageSettings // /set changes over the command-line options
 	worst := exitOK
 	prompt := func() {
-		if interactive {
+		if interactive && !edited {
 			fmt.Fprint(stderr, "> ")
 		}
 	}
@@ -95,7 +106,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	next := make(chan struct{}, 1)
 	go func() {
 		for range next {
-			line, err := readMessage(in) // at the end of the input: "", io.EOF again
+			line, err := read() // at the end of the input: "", io.EOF again
 			lines <- message{line, err}
 		}
 	}()
@@ -119,6 +130,12 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			}
 			return exitRuntime
 		}
+		if errors.Is(rerr, errPromptInterrupt) {
+			out.Flush()
+			in := &interrupted{sig: syscall.SIGINT}
+			fmt.Fprintf(stderr, "idefics2-run: %v\n", in)
+			return in.exitCode()
+		}
 		if rerr != nil && line == "" {
 			if interactive {
 				fmt.Fprintln(stderr)
@@ -130,7 +147,7 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		case trimmed == "":
 			continue
 		case trimmed == "/quit" || trimmed == "/exit":
-			return worst
+			return exitOK
 		case trimmed == "/help":
 			fmt.Fprintln(stderr, chatHelp)
 			continue
@@ -183,41 +200,61 @@ func cmdChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			worst = max(worst, exitUsage)
 			continue
 		}
+		reply := chatReply{out: out, stderr: stderr, interactive: interactive}
 		u, err := runner.UserMessage(line, pending)
 		if err != nil {
-			worst = max(worst, fail(stderr, err))
+			worst = max(worst, reply.failed(err))
 			continue
 		}
-		msgs := history
-		if system != "" {
-			msgs = append([]runner.Message{{Role: "system", Content: []runner.Part{runner.TextPart(system)}}}, msgs...)
-		}
-		msgs = append(msgs[:len(msgs):len(msgs)], u)
-		p, err := m.ChatPrompt(msgs, runner.PromptOptions{Image: imageSet})
+		p, kept, err := chatPrompt(m, s.Size(), gen.MaxTokens, gen.Truncate, system, history, u, imageSet, stderr)
 		if err != nil {
-			worst = max(worst, fail(stderr, err))
+			worst = max(worst, reply.failed(err))
 			continue
 		}
+		history = kept
 		g := gen
+		g.Truncate = false // whole turns were dropped above; the runner would cut inside one
+		streamed := false
 		g.OnText = func(t string) error {
+			if !interactive {
+				return nil // under a pipe the answer is written whole, or replaced by an error line
+			}
+			streamed = streamed || t != ""
 			if _, err := out.WriteString(t); err != nil {
 				return err
 			}
 			return out.Flush()
 		}
+		progress := newReporter(stderr, mf.progress)
+		g.OnProgress = progress.generateHook()
 		res, err := s.Generate(ctx, p, g)
-		out.WriteString("\n")
-		out.Flush()
+		progress.done()
 		if err != nil {
 			if sig := interruption(ctx); sig != nil {
+				if !interactive && res != nil {
+					out.WriteString(res.Text)
+				}
+				out.WriteString("\n")
+				out.Flush()
 				fmt.Fprintf(stderr, "idefics2-run: %v\n", sig)
 				return sig.exitCode()
+			}
+			if streamed {
+				out.WriteString("\n")
+				out.Flush()
 			}
 			if errors.Is(err, context.Canceled) {
 				return exitRuntime
 			}
-			worst = max(worst, fail(stderr, err))
+			worst = max(worst, reply.failed(err))
 			continue
+		}
+		if !interactive {
+			out.WriteString(res.Text)
+		}
+		out.WriteString("\n")
+		if err := out.Flush(); err != nil {
+			return fail(stderr, fmt.Errorf("chat: writing the answer to standard output: %w", err))
 		}
 		if mf.verbose {
 			printTimings(stderr, res)

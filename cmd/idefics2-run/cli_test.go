@@ -386,7 +386,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"not a GGUF", append([]string{"-m", notGGUF, "-p", "hi"}, cpu...), "junk.gguf"},
 		{"empty prompt", with("-p", ""), "prompt is empty"},
 		{"no prompt", with(), "prompt is empty"},
-		{"more markers than images", with("--raw", "-p", "<image><image>hi", "--image", img), "2 <image> markers but 1 images"},
+		{"more markers than images", with("--raw", "-p", "<image><image>hi", "--image", img), "2 <image> markers but 1 image was given"},
 		{"more markers than images (chat)", with("-p", "<image> and <image>", "--image", img), "2 <image> markers"},
 		{"missing image", with("-p", "hi", "--image", "/nonexistent/a.png"), "/nonexistent/a.png"},
 		{"undecodable image", with("-p", "hi", "--image", notImage), "junk.png"},
@@ -540,7 +540,7 @@ func TestPreprocess(t *testing.T) {
 	}
 	// The mmproj form: the demo's settings, no split.
 	_, mm := pair(t, "demo")
-	if code, outText, errs := runCmd(t, "", "preprocess", "--mmproj", mm, "--image", demoPNG("demo_00.png"), "--out", out); code != 0 || !strings.Contains(outText, "1 (sub-)images") {
+	if code, outText, errs := runCmd(t, "", "preprocess", "--mmproj", mm, "--image", demoPNG("demo_00.png"), "--out", out); code != 0 || !strings.Contains(outText, "1 image → 1 (sub-)image of") {
 		t.Fatalf("mmproj: exit %d: %s %s", code, outText, errs)
 	}
 }

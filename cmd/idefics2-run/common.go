@@ -50,6 +50,7 @@ func exitCode(err error) int {
 // parseFlags parses args into fs. With done true the command ends at once with code: after the help on stdout
 // (-h, --help; exit 0) or a bad option reported on stderr (exit 2).
 func parseFlags(fs *cli.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	fs.Exits(exitCodes[fs.Name()]...)
 	err := fs.Parse(args)
 	switch {
 	case err == nil:
@@ -84,6 +85,7 @@ type modelFlags struct {
 	flashAttn, noSplit    bool
 	tableGELU, textOnly   bool
 	verbose               bool
+	progress              string // --progress: auto, bar, lines or off
 	loras, loraMMProj     []string
 	adapters              []runner.Adapter
 	image                 imageFlags
@@ -104,6 +106,8 @@ func (f *modelFlags) register(fs *cli.FlagSet) {
 	fs.Bool(&f.tableGELU, "fast-gelu", "use ggml's fp16-table GELU in the vision tower (~1e-3 relative error) even for an f32 mmproj")
 	fs.Bool(&f.textOnly, "text-only", "load no mmproj even if one lies next to the model")
 	fs.Bool(&f.verbose, "verbose,v", "log progress and timings on stderr")
+	f.progress = progressAuto
+	fs.String(&f.progress, "progress", "progress of long steps on stderr (loading, image encoding, prefill, batch lines): auto (a bar on a terminal, lines for long steps otherwise), bar, lines or off")
 	fs.List(&f.loras, "lora", "run-time LoRA adapter GGUF `FILE[:SCALE]` from convert --lora-only (repeatable; applied in order)")
 	fs.List(&f.loraMMProj, "lora-mmproj", "the mmproj part `FILE` of the --lora at the same position (default: mmproj-<adapter file name> next to it, if present)")
 }
@@ -121,6 +125,9 @@ func (f *modelFlags) check(cmd string) error {
 	}
 	if f.batchSize < 0 {
 		return cli.Usagef("%s: --batch-size %d: want 0 or more", cmd, f.batchSize)
+	}
+	if err := checkProgressMode(cmd, f.progress); err != nil {
+		return err
 	}
 	if len(f.loraMMProj) > len(f.loras) {
 		return cli.Usagef("%s: --lora-mmproj %s has no --lora to go with", cmd, f.loraMMProj[len(f.loras)])
@@ -166,7 +173,7 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*runner.Model,
 	if mm == "" && !f.textOnly {
 		mm = runner.FindMMProj(f.model)
 	}
-	warmFiles(stderr, f.model, mm)
+	warmFiles(stderr, f.progress, f.model, mm)
 	m, err := runner.Load(ctx, runner.Options{ModelPath: f.model, MMProjPath: f.mmproj, TextOnly: f.textOnly, Device: f.device,
 		Threads: f.threads, Attention: f.attention(), GELU: f.gelu(), BatchSize: f.batchSize, NoSplit: f.noSplit,
 		Adapters: f.adapters, Image: f.imageSettings})
@@ -205,7 +212,9 @@ type samplingFlags struct {
 }
 
 func (f *samplingFlags) register(fs *cli.FlagSet) {
-	f.maxTokens = 512
+	if f.maxTokens == 0 {
+		f.maxTokens = 512 // a command may preset its own default (serve: its --token-limit)
+	}
 	f.seed = -1
 	fs.Int(&f.maxTokens, "max-tokens,n", "most tokens to generate")
 	fs.Float(&f.temp, "temp,temperature", "sampling temperature (0: greedy)")
@@ -218,7 +227,7 @@ func (f *samplingFlags) register(fs *cli.FlagSet) {
 	fs.Float(&f.frequency, "frequency-penalty", "OpenAI frequency penalty")
 	fs.Int(&f.seed, "seed,s", "sampling seed (-1: random)")
 	fs.List(&f.stop, "stop", "stop string (repeatable)")
-	fs.Bool(&f.truncate, "truncate", "drop the oldest part of a prompt that does not fit the context instead of failing")
+	fs.Bool(&f.truncate, "truncate", "drop the oldest part of a prompt that does not fit the context instead of failing (chat drops whole turns; never part of an image; run and chat say on stderr what went)")
 	fs.String(&f.jsonSchema, "json-schema", "the answer must validate against this JSON Schema (a file, or the schema itself)")
 	fs.String(&f.grammar, "grammar", "the answer must follow this GBNF grammar file")
 }

@@ -13,7 +13,7 @@ import (
 
 // infoReport is what `idefics2-run info` prints (and `--json` emits).
 type infoReport struct {
-	CPU       runner.CPUInfo `json:"cpu"`
+	CPU       cpuReport      `json:"cpu"`
 	LibDir    string         `json:"lib_dir"`
 	Variant   string         `json:"cpu_variant"`
 	Scores    map[string]int `json:"cpu_variant_scores"`
@@ -51,7 +51,7 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	sys := runner.HostSystem()
-	info := infoReport{CPU: sys.CPU, LibDir: sys.LibDir, Variant: sys.CPUVariant, Scores: sys.CPUScores,
+	info := infoReport{CPU: newCPUReport(sys.CPU), LibDir: sys.LibDir, Variant: sys.CPUVariant, Scores: sys.CPUScores,
 		Problems: sys.Problems, Notes: sys.Notes, Threads: sys.DefaultThreads, MaxISA: sys.MaxISA, Capped: sys.Capped}
 	for _, d := range sys.Devices {
 		info.Devices = append(info.Devices, deviceInfo{Name: d.Name, Backend: d.Backend, Kind: d.Kind, Index: d.Index,
@@ -76,6 +76,7 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 		writeInfo(stdout, info, device)
 	}
 	if info.ChosenErr != "" {
+		fmt.Fprintln(stderr, "idefics2-run: info: "+strings.TrimPrefix(info.ChosenErr, "idefics2-run: "))
 		return exitUsage
 	}
 	return exitOK

@@ -12,10 +12,11 @@ import (
 // second.
 const warmThreshold = 256 << 20
 
-// warmFiles reads the model files once with a progress bar on a terminal, so that the (memory-mapped) load that
-// follows finds them in the page cache; reading them is what dominates loading big files from disk.
-func warmFiles(stderr io.Writer, paths ...string) {
-	if !isTerminal(stderr) {
+// warmFiles reads the model files once while showing the progress (mode: --progress), so that the (memory-mapped)
+// load that follows finds them in the page cache; reading them is what dominates loading big files from disk.
+func warmFiles(stderr io.Writer, mode string, paths ...string) {
+	r := newReporter(stderr, mode)
+	if !r.bar && !r.lines {
 		return
 	}
 	var total int64
@@ -30,6 +31,10 @@ func warmFiles(stderr io.Writer, paths ...string) {
 		}
 	}
 	if total < warmThreshold {
+		return
+	}
+	if !r.bar {
+		warmLines(r, files, total)
 		return
 	}
 	bar := progressbar.NewOptions64(total,
@@ -53,23 +58,31 @@ func warmFiles(stderr io.Writer, paths ...string) {
 	_ = bar.Finish()
 }
 
+// warmLines is warmFiles writing lines: MiB read of the total.
+func warmLines(r *reporter, files []string, total int64) {
+	var read int64
+	buf := make([]byte, 4<<20)
+	for _, p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		for {
+			n, err := f.Read(buf)
+			read += int64(n)
+			r.update("loading", int(read>>20), int(total>>20), "MiB", "")
+			if err != nil {
+				break
+			}
+		}
+		f.Close()
+	}
+	r.done()
+}
+
 type barWriter struct{ b *progressbar.ProgressBar }
 
 func (w barWriter) Write(p []byte) (int, error) {
 	_ = w.b.Add(len(p))
 	return len(p), nil
-}
-
-// newCountBar is a progress bar counting items (total −1: unknown) on a terminal, invisible otherwise.
-func newCountBar(stderr io.Writer, total int, desc string) *progressbar.ProgressBar {
-	return progressbar.NewOptions(total,
-		progressbar.OptionSetWriter(stderr),
-		progressbar.OptionSetVisibility(isTerminal(stderr)),
-		progressbar.OptionSetDescription(desc),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("req"),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
 }

@@ -68,8 +68,7 @@ const commandList = `commands:
   idefics2-run inspect FILE.gguf        GGUF metadata and tensors
   idefics2-run info [--json] [--device auto|cpu|cuda|metal|vulkan[:N]]   devices, CPU features, chosen backend
 
-Run a command with --help for its options. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input,
-130 / 143 stopped by SIGINT / SIGTERM (after flushing what was generated).`
+Run a command with --help for its options and exit codes.`
 
 // newRunFlags registers the one-shot front end's options; its help also lists every command.
 func newRunFlags() (*cli.FlagSet, *runFlags) {
@@ -182,7 +181,15 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			return nil
 		}
 	}
+	progress := newReporter(stderr, mf.progress)
+	gen.OnProgress = progress.generateHook()
 	res, err := s.Generate(ctx, p, gen)
+	progress.done()
+	if res != nil && gen.Truncate {
+		if note := truncationNote(m, p, res.PromptTokens); note != "" {
+			fmt.Fprintln(stderr, note)
+		}
+	}
 	if res != nil {
 		res.Timings.LoadMS = float64(m.LoadTime.Microseconds()) / 1000
 	}

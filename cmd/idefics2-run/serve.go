@@ -31,7 +31,8 @@ type serverConfig struct {
 	policy     imagePolicy
 	apiKey     string
 	ctxSize    int
-	cors       corsPolicy // origins allowed to call the API from other pages (--cors-origins)
+	cors       corsPolicy   // origins allowed to call the API from other pages (--cors-origins)
+	log        *slog.Logger // the request log (nil: none)
 }
 
 // server is the OpenAI-compatible HTTP front end. One worker goroutine owns the model's session and answers the
@@ -93,6 +94,7 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 	}{
 		{http.MethodPost, "/v1/chat/completions", s.instrumentChat(s.handleChat)},
 		{http.MethodGet, "/v1/models", s.handleModels},
+		{http.MethodGet, "/v1/models/{id}", s.handleModel},
 		{http.MethodGet, "/health", s.handleHealth},
 		{http.MethodGet, "/ready", s.handleReady},
 		{http.MethodGet, "/metrics", s.handleMetrics},
@@ -152,7 +154,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.cors.apply(w, r) {
 		return
 	}
-	s.mux.ServeHTTP(w, r)
+	s.serveLogged(w, r)
 }
 
 // handleAdapters lists the run-time adapters loaded with --lora, as llama.cpp's server does: id (the index a
@@ -203,7 +205,7 @@ func writeErr(w http.ResponseWriter, err error) {
 	var re *requestError
 	switch {
 	case errors.As(err, &re):
-		writeError(w, re.status, re.typ, re.msg)
+		writeAPIError(w, re.status, errorObject(err))
 	case runner.IsInputError(err):
 		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -292,7 +294,7 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	default:
-		s.busy(w, fmt.Sprintf("the server is busy (%d requests in progress); retry later", cap(s.slots)))
+		s.busy(w, fmt.Sprintf("the server is busy (%s in progress); retry later", plural(cap(s.slots), "request")))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.timeout)
@@ -336,20 +338,21 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	statsFrom(r.Context()).notePrompt(p)
 	if n := len(p.Tokens); n > s.sess.Size() {
 		writeError(w, http.StatusBadRequest, "invalid_request_error",
 			fmt.Sprintf("the prompt has %d tokens, more than the context size %d", n, s.sess.Size()))
 		return
 	}
 	j := &job{ctx: ctx, done: make(chan struct{})}
-	id := newID()
+	id := requestID(r.Context())
 	j.run = func(ctx context.Context) { s.generate(ctx, w, &req, p, opts, scales, id) }
 	s.waiting.Add(1)
 	select {
 	case s.queue <- j:
 	default:
 		s.waiting.Add(-1)
-		s.busy(w, fmt.Sprintf("the queue is full (%d requests waiting); retry later", cap(s.queue)))
+		s.busy(w, fmt.Sprintf("the queue is full (%s waiting); retry later", plural(cap(s.queue), "request")))
 		return
 	}
 	select {
@@ -381,8 +384,12 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	base := chatResponse{ID: id, Created: time.Now().Unix(), Model: s.m.Name()}
 	rc := http.NewResponseController(w)
 	started := false
+	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	send := func(v chatResponse) error {
 		b, _ := json.Marshal(v)
+		if includeUsage && v.Usage == nil {
+			b = withNullUsage(b)
+		}
 		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
 			return err
 		}
@@ -409,6 +416,15 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 			return send(newChunk(base, delta(chatOutMessage{Content: &t}, nil), nil, nil))
 		}
 	}
+	st := statsFrom(ctx)
+	onToken := opts.OnToken
+	opts.OnToken = func(id int32) error {
+		st.noteToken()
+		if onToken != nil {
+			return onToken(id)
+		}
+		return nil
+	}
 	s.sess.Reset()
 	if err := s.sess.SetAdapterScales(scales); err != nil {
 		writeErr(w, err)
@@ -420,6 +436,15 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	if err != nil && ctx.Err() != nil {
 		s.cancelled.Add(1)
 	}
+	finish := ""
+	if err != nil && res != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Cut by the request timeout: the answer so far, marked with finish_reason "timeout".
+		err, finish = nil, finishTimeout
+	}
+	if finish == "" && res != nil {
+		finish = res.StopReason.FinishReason()
+	}
+	st.noteResult(res, finish)
 	if err != nil {
 		slog.Info("request failed", "id", id, "err", err)
 		if !started {
@@ -435,7 +460,6 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 		return
 	}
 	u := newUsage(res)
-	finish := res.StopReason.FinishReason()
 	if !req.Stream {
 		out := base
 		out.Object = "chat.completion"
@@ -448,7 +472,9 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	if err := begin(); err != nil {
 		return
 	}
-	if err := send(newChunk(base, delta(chatOutMessage{}, &finish), &u, nil)); err != nil {
+	// As OpenAI sends it: no usage in the finish chunk; with stream_options.include_usage, an extra last chunk with
+	// empty choices carries it.
+	if err := send(newChunk(base, delta(chatOutMessage{}, &finish), nil, nil)); err != nil {
 		return
 	}
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
@@ -470,12 +496,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var mf modelFlags
 	var sf samplingFlags
 	var rf remoteFlags
+	sf.maxTokens = serveTokenLimit // an unset --max-tokens follows --token-limit, whose default this is
 	mf.register(fs)
 	sf.register(fs)
 	rf.register(fs)
 	host, port := "127.0.0.1", 8080
 	var localDir, apiKey, corsOrigins string
-	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, 4096, 300, 16
+	maxBodyMB, maxImages, tokenLimit, timeoutS, queue := 32, 8, serveTokenLimit, 300, 16
 	drainS := 30 // Kubernetes' default terminationGracePeriodSeconds
 	maxImageMB, maxImageMP := 20, 36
 	fs.String(&host, "host", "address to listen on")
@@ -491,6 +518,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
 	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
 	fs.Int(&drainS, "drain-timeout", "seconds the requests in progress may take to finish after SIGTERM or SIGINT (0: cancel them at once)")
+	logFormat := logFormatText
+	fs.String(&logFormat, "log-format", "request log on stderr, one line per request: text (key=value) or json")
 	if code, done := parseOnlyFlags(fs, "serve", "", args, stdout, stderr); done {
 		return code
 	}
@@ -533,6 +562,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, err)
 	}
+	reqLog, err := newRequestLogger(stderr, logFormat)
+	if err != nil {
+		return fail(stderr, err)
+	}
 	pol, err := newImagePolicy(localDir, maxImages)
 	if err != nil {
 		return fail(stderr, err)
@@ -545,6 +578,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, cli.Usagef("serve: %v", err))
 	}
+	if warn := exposedHostWarning(host, apiKey, port); warn != "" {
+		fmt.Fprintln(stderr, warn)
+	}
 	// The port answers at once: /health 200, /ready 503 until the model is loaded (serve_drain.go).
 	front := startHTTP(ln, time.Duration(timeoutS)*time.Second)
 	defer front.close()
@@ -554,7 +590,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	defer m.Close()
 	srv, err := newServer(m, serverConfig{defaults: def, tokenLimit: tokenLimit, maxBody: int64(maxBodyMB) << 20,
-		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize, cors: cors})
+		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize, cors: cors,
+		log: reqLog})
 	if err != nil {
 		return fail(stderr, err)
 	}

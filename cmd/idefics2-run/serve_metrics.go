@@ -156,29 +156,6 @@ func (m *serverMetrics) traceTokens(ctx context.Context, opts *runner.GenerateOp
 	}
 }
 
-// statusRecorder remembers the status a handler wrote. Unwrap lets http.ResponseController reach the connection's
-// Flush, which the streamed answers need.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusRecorder) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusRecorder) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // instrumentChat wraps the chat route: it refuses new requests while the server drains, holds the drain open
 // until the request ends, times it and counts it by status.
 func (s *server) instrumentChat(next http.HandlerFunc) http.HandlerFunc {

@@ -75,7 +75,11 @@ func TestServerMetrics(t *testing.T) {
 	}{{"demo_00.png", false}, {"demo_01.png", true}, {"demo_02.png", false}}
 	var prompt, generated int
 	for i, r := range requests {
-		a, err := ask(url, chatBody(t, demoPNG(r.img), question, fmt.Sprintf(`,"max_tokens":24,"stream":%v`, r.stream)))
+		extra := fmt.Sprintf(`,"max_tokens":24,"stream":%v`, r.stream)
+		if r.stream {
+			extra += `,"stream_options":{"include_usage":true}` // a stream carries usage only when asked
+		}
+		a, err := ask(url, chatBody(t, demoPNG(r.img), question, extra))
 		if err != nil || a.status != 200 || a.usage.CompletionTokens == 0 {
 			t.Fatalf("request %d: status %d, %+v, %v", i, a.status, a, err)
 		}

@@ -78,7 +78,8 @@ func chatBody(t *testing.T, img, text string, extra string) string {
 		dataURI(t, img), text, extra)
 }
 
-// sse reads a text/event-stream response: the concatenated content deltas, the finish reason and the usage.
+// sse reads a text/event-stream response: the concatenated content deltas, the finish reason and the usage, which
+// may come only in a chunk with empty choices (as OpenAI sends it with stream_options.include_usage).
 func sse(t *testing.T, r io.Reader) (text, finish string, usage *tokenUsage) {
 	t.Helper()
 	sc := bufio.NewScanner(r)
@@ -116,6 +117,9 @@ func sse(t *testing.T, r io.Reader) (text, finish string, usage *tokenUsage) {
 			}
 		}
 		if c.Usage != nil {
+			if c.Choices == nil || len(c.Choices) > 0 {
+				t.Fatalf("usage in a chunk with choices %s", data)
+			}
 			usage = c.Usage
 		}
 	}
@@ -142,7 +146,7 @@ func TestServerAgrees(t *testing.T) {
 		t.Fatalf("usage %+v, want %d + %d", r.Usage, want.PromptTokens, len(want.Tokens))
 	}
 
-	resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(chatBody(t, img, question, `,"stream":true`)))
+	resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(chatBody(t, img, question, `,"stream":true,"stream_options":{"include_usage":true}`)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +243,7 @@ func TestServerBadRequests(t *testing.T) {
 		{"bad base64", "POST", chat, user(`[{"type":"image_url","image_url":{"url":"data:image/png;base64,!!!"}}]`), 400, "base64"},
 		{"not an image", "POST", chat, user(`[{"type":"image_url","image_url":{"url":"data:image/png;base64,aGVsbG8="}}]`), 400, "image"},
 		{"too many images", "POST", chat, user(`[` + strings.Repeat(`{"type":"image_url","image_url":{"url":"data:,x"}},`, 5) + `{"type":"text","text":"x"}]`), 400, "more than 4 images"},
-		{"marker mismatch", "POST", chat, user(`"<image> what?"`), 400, "1 <image> markers but 0 images"},
+		{"marker mismatch", "POST", chat, user(`"<image> what?"`), 400, "1 <image> marker but 0 images were given"},
 		{"max_tokens over limit", "POST", chat, `{"max_tokens":5000,"messages":[{"role":"user","content":"x"}]}`, 400, "limit of 4000"},
 		{"negative max_tokens", "POST", chat, `{"max_tokens":-1,"messages":[{"role":"user","content":"x"}]}`, 400, "max_tokens -1"},
 		{"n=2", "POST", chat, `{"n":2,"messages":[{"role":"user","content":"x"}]}`, 400, "n = 1"},

@@ -377,6 +377,6 @@ func cmdPreprocess(args []string, stdout, stderr io.Writer) int {
 		undo()
 		return fail(stderr, fmt.Errorf("preprocess: %w", err))
 	}
-	fmt.Fprintf(stdout, "%d images → %d (sub-)images of %d×%d (padded) in %s\n", len(images), b.N, b.W, b.H, out)
+	fmt.Fprintf(stdout, "%s → %s of %d×%d (padded) in %s\n", plural(len(images), "image"), plural(b.N, "(sub-)image"), b.W, b.H, out)
 	return exitOK
 }

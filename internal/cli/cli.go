@@ -82,6 +82,7 @@ type FlagSet struct {
 	all      []*option
 	args     []string
 	dashArgs bool
+	exits    []string
 }
 
 // New returns a FlagSet for the command that messages call name ("convert", "chat"); synopsis holds the usage
@@ -214,9 +215,17 @@ func (fs *FlagSet) Parse(args []string) error {
 		}
 		o, ok := fs.byName[name]
 		if !ok {
+			near := fs.nearest(name)
+			if fs.dashArgs && strings.HasPrefix(a, "--") && near != "" {
+				// Free text may start with dashes, but "--no-bso" beside --no-bos is a typo, not text.
+				return Usagef("%s: unknown option %s (did you mean %s? see --help; put -- before text that starts with dashes)", fs.name, a, dashed(near))
+			}
 			if fs.dashArgs {
 				fs.args = append(fs.args, a)
 				continue
+			}
+			if near != "" {
+				return Usagef("%s: unknown option %s (did you mean %s? see --help)", fs.name, a, dashed(near))
 			}
 			return Usagef("%s: unknown option %s (see --help)", fs.name, a)
 		}
@@ -303,6 +312,7 @@ func (fs *FlagSet) Usage(w io.Writer) {
 		fmt.Fprintf(w, "\n%s\n", fs.about)
 	}
 	fmt.Fprint(w, "\noptions:\n")
+	defer fs.writeExits(w)
 	opts := append([]*option{{names: []string{"help", "h"}, kind: kindBool, usage: "show this help and exit"}}, fs.all...)
 	sort.SliceStable(opts, func(i, j int) bool { return opts[i].names[0] < opts[j].names[0] })
 	for _, o := range opts {

@@ -51,6 +51,7 @@ func TestParse(t *testing.T) {
 		{name: "positional anywhere", args: []string{"x", "-n", "2", "y", "-"}, want: values{n: 2, seed: 1, warmup: true}, wantArgs: []string{"x", "y", "-"}},
 		{name: "double dash", args: []string{"-n", "2", "--", "-v", "--help"}, want: values{n: 2, seed: 1, warmup: true}, wantArgs: []string{"-v", "--help"}},
 		{name: "dash args", args: []string{"-42", "-v"}, dashArgs: true, want: values{seed: 1, verbose: true, warmup: true}, wantArgs: []string{"-42"}},
+		{name: "dash args far from options", args: []string{"--hello--", "-x", "-modle", "--", "--modle"}, dashArgs: true, want: values{seed: 1, warmup: true}, wantArgs: []string{"--hello--", "-x", "-modle", "--modle"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,6 +91,13 @@ func TestParseErrors(t *testing.T) {
 		{"short help", []string{"-h", "--bogus"}, ""},
 		{"single dash help", []string{"-help"}, ""},
 		{"unknown", []string{"--bogus"}, "test: unknown option --bogus (see --help)"},
+		{"typo", []string{"--tmp", "1"}, "test: unknown option --tmp (did you mean --temp? see --help)"},
+		{"typo with value", []string{"--max-token=3"}, "unknown option --max-token=3 (did you mean --max-tokens? see --help)"},
+		{"transposed", []string{"--modle", "a"}, "(did you mean --model?"},
+		{"single dash typo", []string{"-verbos"}, "(did you mean --verbose?"},
+		{"help typo", []string{"--hepl"}, "(did you mean --help?"},
+		{"too far", []string{"--xyz"}, "test: unknown option --xyz (see --help)"},
+		{"short unknown", []string{"-q"}, "test: unknown option -q (see --help)"},
 		{"no value", []string{"-m"}, "test: option --model needs a value"},
 		{"not an integer", []string{"-n", "many"}, `test: option --max-tokens: "many" is not an integer`},
 		{"negative seed", []string{"--seed", "-1"}, `option --seed: "-1" is not an integer from 0`},
@@ -116,10 +124,22 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestDashArgsTypo: with free-text arguments, a double-dash argument near an option is still a typo to report.
+func TestDashArgsTypo(t *testing.T) {
+	var v values
+	fs := newTestSet(&v)
+	fs.AllowDashArgs()
+	err := fs.Parse([]string{"--modle", "a"})
+	if !IsUsageError(err) || !strings.Contains(err.Error(), "unknown option --modle (did you mean --model? see --help; put -- before text that starts with dashes)") {
+		t.Fatalf("error %v", err)
+	}
+}
+
 func TestUsage(t *testing.T) {
 	var v values
 	fs := newTestSet(&v)
 	fs.Describe("Says things.\n")
+	fs.Exits("0    success", "2    bad usage")
 	var b strings.Builder
 	fs.Usage(&b)
 	want := `usage: test -m FILE [options] TEXT...
@@ -135,6 +155,10 @@ options:
   --temp X                     temperature
   --verbose, -v                log
   --warmup                     warm up (default true)
+
+exit codes:
+  0    success
+  2    bad usage
 `
 	if b.String() != want {
 		t.Errorf("usage:\n%s\nwant:\n%s", b.String(), want)
