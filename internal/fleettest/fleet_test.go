@@ -41,7 +41,9 @@ const (
 // haproxyConfig puts HAProxy in front of the replicas as docs/usage.md describes, with faster health checks so the
 // test is short: a replica whose /ready fails once leaves the rotation; a connection refused or closed before any
 // answer (a replica that has just exited) is retried on the other replica. A 503 is passed to the client, which
-// retries it once after Retry-After.
+// retries it once after Retry-After. Server connections are not reused (http-server-close): a draining replica
+// closes its idle connections, and a request HAProxy sent on one at that moment could not be resent (its body,
+// with an image, is larger than HAProxy's retry buffer).
 const haproxyConfig = `global
     maxconn 256
 
@@ -54,6 +56,7 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response
+    option http-server-close
 
 frontend idefics2
     bind 127.0.0.1:{{.Port}}
