@@ -16,6 +16,10 @@ import (
 // order, comma-separated). Unset, ggml-vulkan offers the discrete and integrated GPUs only.
 const VulkanDevicesEnv = "GGML_VK_VISIBLE_DEVICES"
 
+// LLVMpipeThreadsEnv is the number of threads Mesa's llvmpipe (the rasterizer under lavapipe, Mesa's software
+// Vulkan) runs a compute dispatch's workgroups on; llvmpipe reads it when a Vulkan instance lists its devices.
+const LLVMpipeThreadsEnv = "LP_NUM_THREADS"
+
 // vkTypeCPU is VK_PHYSICAL_DEVICE_TYPE_CPU (VkPhysicalDeviceType: 0 other, 1 integrated GPU, 2 discrete GPU,
 // 3 virtual GPU, 4 CPU).
 const vkTypeCPU = 4
@@ -90,6 +94,18 @@ func planVulkan(physical []vkPhysical, env string, envSet bool) (vulkanPlan, err
 	return p, nil
 }
 
+// offersLLVMpipe reports whether ggml-vulkan will offer a llvmpipe device (Mesa's lavapipe, named "llvmpipe (LLVM
+// …)"). ggml-vulkan's tiled matrix products, run there on several threads, returned whole 32-column tiles wrong in some
+// graphs and corrupted the heap (Mesa 22.3.6; TestMulMatVulkanColumnTiles); on one thread they are right.
+func (p vulkanPlan) offersLLVMpipe() bool {
+	for _, i := range p.visible {
+		if p.physical[i].Type == vkTypeCPU && strings.HasPrefix(p.physical[i].Name, "llvmpipe") {
+			return true
+		}
+	}
+	return false
+}
+
 // envValue is the VulkanDevicesEnv value that makes ggml-vulkan offer p.visible ("" when ggml chooses).
 func (p vulkanPlan) envValue() string {
 	var s []string
@@ -132,6 +148,15 @@ func prepareVulkan(rep *LoadReport) bool {
 	}
 	if p.note != "" {
 		rep.Notes = append(rep.Notes, p.note)
+	}
+	if p.offersLLVMpipe() {
+		if v, set := os.LookupEnv(LLVMpipeThreadsEnv); set {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("vulkan: llvmpipe on %s=%s threads as set (more than one gives wrong matrix products)", LLVMpipeThreadsEnv, v))
+		} else if err := os.Setenv(LLVMpipeThreadsEnv, "1"); err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("ggml: vulkan: setting %s: %v", LLVMpipeThreadsEnv, err))
+		} else {
+			rep.Notes = append(rep.Notes, "vulkan: llvmpipe runs on one thread ("+LLVMpipeThreadsEnv+"=1): on several its matrix products go wrong")
+		}
 	}
 	vulkan = p
 	return true
