@@ -16,8 +16,9 @@ import (
 // order, comma-separated). Unset, ggml-vulkan offers the discrete and integrated GPUs only.
 const VulkanDevicesEnv = "GGML_VK_VISIBLE_DEVICES"
 
-// LLVMpipeThreadsEnv is the number of threads Mesa's llvmpipe (the rasterizer under lavapipe, Mesa's software
-// Vulkan) runs a compute dispatch's workgroups on; llvmpipe reads it when a Vulkan instance lists its devices.
+// LLVMpipeThreadsEnv is the number of worker threads Mesa's llvmpipe (the rasterizer under lavapipe, Mesa's software
+// Vulkan) runs a compute dispatch's workgroups on (0: none, the dispatching thread runs them); llvmpipe reads it when
+// a Vulkan instance lists its devices.
 const LLVMpipeThreadsEnv = "LP_NUM_THREADS"
 
 // vkTypeCPU is VK_PHYSICAL_DEVICE_TYPE_CPU (VkPhysicalDeviceType: 0 other, 1 integrated GPU, 2 discrete GPU,
@@ -95,8 +96,9 @@ func planVulkan(physical []vkPhysical, env string, envSet bool) (vulkanPlan, err
 }
 
 // offersLLVMpipe reports whether ggml-vulkan will offer a llvmpipe device (Mesa's lavapipe, named "llvmpipe (LLVM
-// …)"). ggml-vulkan's tiled matrix products, run there on several threads, returned whole 32-column tiles wrong in some
-// graphs and corrupted the heap (Mesa 22.3.6; TestMulMatVulkanColumnTiles); on one thread they are right.
+// …)"). With llvmpipe's worker threads, ggml-vulkan's tiled matrix products there (Mesa 22.3.6) returned whole
+// 32-column tiles wrong in some graphs (TestMulMatVulkanColumnTiles); without them (LLVMpipeThreadsEnv=0) they were
+// right every time.
 func (p vulkanPlan) offersLLVMpipe() bool {
 	for _, i := range p.visible {
 		if p.physical[i].Type == vkTypeCPU && strings.HasPrefix(p.physical[i].Name, "llvmpipe") {
@@ -151,11 +153,11 @@ func prepareVulkan(rep *LoadReport) bool {
 	}
 	if p.offersLLVMpipe() {
 		if v, set := os.LookupEnv(LLVMpipeThreadsEnv); set {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("vulkan: llvmpipe on %s=%s threads as set (more than one gives wrong matrix products)", LLVMpipeThreadsEnv, v))
-		} else if err := os.Setenv(LLVMpipeThreadsEnv, "1"); err != nil {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("vulkan: llvmpipe with %s=%s as set (ggml-vulkan is right there only with 0)", LLVMpipeThreadsEnv, v))
+		} else if err := os.Setenv(LLVMpipeThreadsEnv, "0"); err != nil {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("ggml: vulkan: setting %s: %v", LLVMpipeThreadsEnv, err))
 		} else {
-			rep.Notes = append(rep.Notes, "vulkan: llvmpipe runs on one thread ("+LLVMpipeThreadsEnv+"=1): on several its matrix products go wrong")
+			rep.Notes = append(rep.Notes, "vulkan: llvmpipe without worker threads ("+LLVMpipeThreadsEnv+"=0): with them ggml-vulkan's results go wrong")
 		}
 	}
 	vulkan = p

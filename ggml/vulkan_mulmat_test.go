@@ -7,7 +7,7 @@ import (
 )
 
 // vulkanMulMatRepeats is how many times TestMulMatVulkanColumnTiles computes each case, each time as a new graph on
-// the same backend. Without LP_NUM_THREADS=1, Mesa 22.3.6's lavapipe got at least one 32-column tile wrong in about
+// the same backend. With llvmpipe's worker threads (LLVMpipeThreadsEnv unset), Mesa 22.3.6's lavapipe got at least one 32-column tile wrong in about
 // half of the graphs of the 64-column case, so 8 graphs miss the fault with a probability of about 0.4%.
 const vulkanMulMatRepeats = 8
 
@@ -16,8 +16,9 @@ const vulkanMulMatRepeats = 8
 // live in a device buffer so that the scheduler runs the products on the device (with every operand a graph input it
 // keeps small products on the CPU). On Mesa's lavapipe with llvmpipe running workgroups on several threads, a whole
 // tile of 32 columns (columns 32–63 of n = 64, column 32 of n = 33) came back wrong in some graphs and the process
-// heap was sometimes corrupted; with one tile (n = 32) or LP_NUM_THREADS=1 the results were right every time. The
-// Makefile's Vulkan targets set LP_NUM_THREADS=1. Skipped where no Vulkan device is registered.
+// heap was sometimes corrupted; with one tile (n = 32), or without worker threads, the results were right every time.
+// The library runs llvmpipe without worker threads (offersLLVMpipe); this test fails, intermittently, when
+// LLVMpipeThreadsEnv is set to more than 0 before the library loads. Skipped where no Vulkan device is registered.
 func TestMulMatVulkanColumnTiles(t *testing.T) {
 	var devs []Device
 	for _, d := range testDevices(t) {
