@@ -16,6 +16,11 @@ import (
 // order, comma-separated). Unset, ggml-vulkan offers the discrete and integrated GPUs only.
 const VulkanDevicesEnv = "GGML_VK_VISIBLE_DEVICES"
 
+// LLVMpipeThreadsEnv is the number of worker threads Mesa's llvmpipe (the rasterizer under lavapipe, Mesa's software
+// Vulkan) runs a compute dispatch's workgroups on (0: none, the dispatching thread runs them); llvmpipe reads it when
+// a Vulkan instance lists its devices.
+const LLVMpipeThreadsEnv = "LP_NUM_THREADS"
+
 // vkTypeCPU is VK_PHYSICAL_DEVICE_TYPE_CPU (VkPhysicalDeviceType: 0 other, 1 integrated GPU, 2 discrete GPU,
 // 3 virtual GPU, 4 CPU).
 const vkTypeCPU = 4
@@ -90,6 +95,19 @@ func planVulkan(physical []vkPhysical, env string, envSet bool) (vulkanPlan, err
 	return p, nil
 }
 
+// offersLLVMpipe reports whether ggml-vulkan will offer a llvmpipe device (Mesa's lavapipe, named "llvmpipe (LLVM
+// …)"). With llvmpipe's worker threads, ggml-vulkan's tiled matrix products there (Mesa 22.3.6) returned whole
+// 32-column tiles wrong in some graphs (TestMulMatVulkanColumnTiles); without them (LLVMpipeThreadsEnv=0) they were
+// right every time.
+func (p vulkanPlan) offersLLVMpipe() bool {
+	for _, i := range p.visible {
+		if p.physical[i].Type == vkTypeCPU && strings.HasPrefix(p.physical[i].Name, "llvmpipe") {
+			return true
+		}
+	}
+	return false
+}
+
 // envValue is the VulkanDevicesEnv value that makes ggml-vulkan offer p.visible ("" when ggml chooses).
 func (p vulkanPlan) envValue() string {
 	var s []string
@@ -132,6 +150,15 @@ func prepareVulkan(rep *LoadReport) bool {
 	}
 	if p.note != "" {
 		rep.Notes = append(rep.Notes, p.note)
+	}
+	if p.offersLLVMpipe() {
+		if v, set := os.LookupEnv(LLVMpipeThreadsEnv); set {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("vulkan: llvmpipe with %s=%s as set (ggml-vulkan is right there only with 0)", LLVMpipeThreadsEnv, v))
+		} else if err := os.Setenv(LLVMpipeThreadsEnv, "0"); err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("ggml: vulkan: setting %s: %v", LLVMpipeThreadsEnv, err))
+		} else {
+			rep.Notes = append(rep.Notes, "vulkan: llvmpipe without worker threads ("+LLVMpipeThreadsEnv+"=0): with them ggml-vulkan's results go wrong")
+		}
 	}
 	vulkan = p
 	return true

@@ -17,15 +17,18 @@ func TestPlanVulkan(t *testing.T) {
 		envSet   bool
 		visible  []int  // nil: ggml-vulkan chooses
 		cpuType  []bool // per ggml Vulkan device index
+		llvmpipe bool   // a llvmpipe device is offered (LLVMpipeThreadsEnv is set to 1)
 		wantErr  string
 	}{
 		{name: "no devices", physical: nil},
-		{name: "software only", physical: []vkPhysical{lavapipe}, visible: []int{0}, cpuType: []bool{true}},
-		{name: "two software", physical: []vkPhysical{lavapipe, lavapipe}, visible: []int{0, 1}, cpuType: []bool{true, true}},
+		{name: "software only", physical: []vkPhysical{lavapipe}, visible: []int{0}, cpuType: []bool{true}, llvmpipe: true},
+		{name: "two software", physical: []vkPhysical{lavapipe, lavapipe}, visible: []int{0, 1}, cpuType: []bool{true, true}, llvmpipe: true},
+		{name: "other software", physical: []vkPhysical{{Type: vkTypeCPU, Name: "SwiftShader Device (LLVM 10.0.0)"}}, visible: []int{0}, cpuType: []bool{true}},
 		{name: "gpu and software: ggml chooses", physical: []vkPhysical{lavapipe, dgpu}, cpuType: []bool{false}},
 		{name: "igpu: ggml chooses", physical: []vkPhysical{igpu}, cpuType: []bool{false}},
-		{name: "user list kept", physical: []vkPhysical{dgpu, lavapipe}, env: "1,0", envSet: true, visible: []int{1, 0}, cpuType: []bool{true, false}},
-		{name: "user list with spaces", physical: []vkPhysical{dgpu, lavapipe}, env: "0 1", envSet: true, visible: []int{0, 1}, cpuType: []bool{false, true}},
+		{name: "user list kept", physical: []vkPhysical{dgpu, lavapipe}, env: "1,0", envSet: true, visible: []int{1, 0}, cpuType: []bool{true, false}, llvmpipe: true},
+		{name: "user list with spaces", physical: []vkPhysical{dgpu, lavapipe}, env: "0 1", envSet: true, visible: []int{0, 1}, cpuType: []bool{false, true}, llvmpipe: true},
+		{name: "user list without software", physical: []vkPhysical{dgpu, lavapipe}, env: "0", envSet: true, visible: []int{0}, cpuType: []bool{false}},
 		{name: "user list out of range", physical: []vkPhysical{lavapipe}, env: "0,3", envSet: true, wantErr: `GGML_VK_VISIBLE_DEVICES="0,3": "3" is not the index of one of the 1 Vulkan devices`},
 		{name: "user list not a number", physical: []vkPhysical{lavapipe}, env: "gpu", envSet: true, wantErr: `"gpu" is not the index`},
 		{name: "user list negative", physical: []vkPhysical{lavapipe}, env: "-1", envSet: true, wantErr: `"-1" is not the index`},
@@ -54,6 +57,9 @@ func TestPlanVulkan(t *testing.T) {
 				if got := p.cpuType(i); got != want {
 					t.Errorf("device %d: cpuType %v, want %v", i, got, want)
 				}
+			}
+			if got := p.offersLLVMpipe(); got != tc.llvmpipe {
+				t.Errorf("offersLLVMpipe %v, want %v", got, tc.llvmpipe)
 			}
 			if p.cpuType(len(tc.physical) + 5) {
 				t.Error("an index past the devices is CPU-type")
