@@ -31,8 +31,14 @@ type tokenUsage struct {
 }
 
 func newUsage(r *runner.Result) tokenUsage {
-	return tokenUsage{PromptTokens: r.PromptTokens, CompletionTokens: len(r.Tokens), TotalTokens: r.PromptTokens + len(r.Tokens),
-		CachedTokens: r.CachedTokens}
+	n := len(r.Tokens)
+	if r.Choices != nil {
+		n = 0
+		for _, c := range r.Choices {
+			n += len(c.Tokens)
+		}
+	}
+	return tokenUsage{PromptTokens: r.PromptTokens, CompletionTokens: n, TotalTokens: r.PromptTokens + n, CachedTokens: r.CachedTokens}
 }
 
 // runFlags are the options of the one-shot front end.

@@ -242,7 +242,7 @@ func TestServerBadRequests(t *testing.T) {
 		{"marker mismatch", "POST", chat, user(`"<image> what?"`), 400, "1 <image> markers but 0 images"},
 		{"max_tokens over limit", "POST", chat, `{"max_tokens":5000,"messages":[{"role":"user","content":"x"}]}`, 400, "limit of 4000"},
 		{"negative max_tokens", "POST", chat, `{"max_tokens":-1,"messages":[{"role":"user","content":"x"}]}`, 400, "max_tokens -1"},
-		{"n=2", "POST", chat, `{"n":2,"messages":[{"role":"user","content":"x"}]}`, 400, "n = 1"},
+		{"n=2", "POST", chat, `{"n":2,"messages":[{"role":"user","content":"x"}]}`, 400, "n 2: at most 1"},
 		{"bad temperature", "POST", chat, `{"temperature":-2,"messages":[{"role":"user","content":"x"}]}`, 400, "temperature"},
 		{"bad top_p", "POST", chat, `{"top_p":7,"messages":[{"role":"user","content":"x"}]}`, 400, "top_p"},
 		{"bad stop", "POST", chat, `{"stop":5,"messages":[{"role":"user","content":"x"}]}`, 400, "stop"},
@@ -322,19 +322,31 @@ func TestServerLocalImages(t *testing.T) {
 	}
 }
 
-// blockWorker occupies the server's worker until the returned function is called.
+// blockWorker occupies the server's only parallel sequence with a long generation until the returned function is
+// called.
 func blockWorker(t *testing.T, srv *server) func() {
-	release := make(chan struct{})
-	started := make(chan struct{})
-	j := &job{ctx: context.Background(), done: make(chan struct{}), run: func(context.Context) {
-		close(started)
-		<-release
-	}}
-	srv.waiting.Add(1)
-	srv.queue <- j
-	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := srv.m.RawPrompt("Tell me everything.", nil, runner.PromptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.admitted <- struct{}{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { <-srv.admitted }()
+		_, _ = srv.sched.Generate(ctx, p, runner.GenerateOptions{MaxTokens: 3900})
+	}()
+	for srv.sched.Stats().Active == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	var once sync.Once
-	return func() { once.Do(func() { close(release) }) }
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
 }
 
 func TestServerQueue(t *testing.T) {
