@@ -75,7 +75,23 @@ type Scheduler struct {
 	nSeqs   int // sequences allocated (running and idle)
 	tick    int64
 	kvBytes int64
+	// Image encoding between steps: the sequences waiting for image rows, first come first served, the job of the
+	// head's current sub-image, its measured seconds per row by phase, and the last step's duration.
+	encodeQueue []*schedSeq
+	job         *graph.ImageJob
+	jobSub      int
+	jobRate     [graph.NumImagePhases]float64
+	lastStep    time.Duration
 }
+
+// imageShare is the time of an image piece run between two decoder steps, in units of the last step's time: the
+// running sequences then keep 1/(1+imageShare) of their token rate during an encode, and the encode takes
+// (1+imageShare)/imageShare of its time alone. 2 gives a third and 1.5×.
+const imageShare = 2.0
+
+// firstPieceRows is the size of the first piece of each phase of an image job while sequences are decoding, which
+// measures the phase's time per row.
+const firstPieceRows = 16
 
 // schedRequest is one Generate call inside the scheduler.
 type schedRequest struct {
@@ -116,6 +132,12 @@ type schedSeq struct {
 	err     error
 	last    int64 // step of the last evaluation (fairness between adapter-scale groups)
 	tDecode time.Time
+	// Image rows: the sub-images whose connector rows the prompt still needs (imgSubs, in order) and their rows
+	// (imgRows, nil until encoded); imgFrom is the first needed row of the first one.
+	imgSubs  []int
+	imgRows  [][]float32
+	imgFrom  int
+	encoding bool
 }
 
 // idleSeq is a finished sequence's cache kept for its prefix.
@@ -313,7 +335,8 @@ func (s *Scheduler) loop() {
 			s.abort(errors.New("runner: the model is closed"))
 		} else {
 			s.start()
-			s.step()
+			busy := s.step()
+			s.encodeSome(busy)
 		}
 		s.m.mu.Unlock()
 	}
@@ -391,7 +414,8 @@ func (s *Scheduler) begin(r *schedRequest) error {
 	if r.p.Images == nil {
 		return nil
 	}
-	// Connector rows for the image tokens still to evaluate.
+	// Connector rows for the image tokens still to evaluate: from the image-embedding cache, or encoded between
+	// steps (encodeSome) before the sequence joins the batch.
 	first := r.imgOffset
 	for _, t := range r.tokens[:common] {
 		if t == m.imageTokenID {
@@ -399,64 +423,163 @@ func (s *Scheduler) begin(r *schedRequest) error {
 		}
 	}
 	total := r.p.Images.N * m.seqLen
-	hidden := m.g.Text.Hidden
-	t0 := time.Now()
 	for sub := first / m.seqLen; sub < r.p.Images.N && first < total; sub++ {
-		rows, hit, err := s.encode(r, sub)
-		if err != nil {
-			return err
-		}
-		if hit {
+		q.imgSubs = append(q.imgSubs, sub)
+		rows, ok := s.cachedImage(s.imageKey(r, sub))
+		if ok {
 			r.res.Timings.ImageCacheHits++
 		} else {
 			r.res.Timings.ImageCacheMisses++
 		}
-		from := 0
-		if sub == first/m.seqLen {
-			from = first % m.seqLen
-		}
-		q.rows = append(q.rows, rows[from*hidden:]...)
+		q.imgRows = append(q.imgRows, rows)
 	}
-	r.res.Timings.ImageEncodeMS = ms(time.Since(t0))
+	q.imgFrom = first % m.seqLen
+	q.encoding = true
+	s.encodeQueue = append(s.encodeQueue, q)
+	s.imagesReady(q)
 	return nil
 }
 
-// encode returns the connector rows of sub-image i of r's prompt, from the image-embedding cache when it holds
-// them.
-func (s *Scheduler) encode(r *schedRequest, i int) ([]float32, bool, error) {
-	m := s.m
+// imageKey is the image-embedding cache key of sub-image i of r's prompt (with the vision adapters' scales).
+func (s *Scheduler) imageKey(r *schedRequest, i int) uint64 {
 	key := r.p.subKeys[i]
-	if m.g.HasVisionAdapters() {
+	if s.m.g.HasVisionAdapters() {
 		for _, v := range r.scales {
 			key = mixKey(key, uint64(math.Float32bits(v)))
 		}
 	}
+	return key
+}
+
+// cachedImage looks key up in the image-embedding cache.
+func (s *Scheduler) cachedImage(key uint64) ([]float32, bool) {
 	s.tick++
 	for _, e := range s.images {
 		if e.key == key {
 			e.used = s.tick
 			s.imageHits.Add(1)
-			return e.rows, true, nil
+			return e.rows, true
 		}
 	}
 	s.imageMisses.Add(1)
-	if err := r.ctx.Err(); err != nil {
-		return nil, false, err
+	return nil, false
+}
+
+// keepImage puts rows in the image-embedding cache when they fit.
+func (s *Scheduler) keepImage(key uint64, rows []float32) {
+	size := int64(4 * len(rows))
+	if size > s.cacheMem {
+		return
 	}
-	if err := m.g.SetAdapterScales(r.scales); err != nil {
-		return nil, false, fmt.Errorf("runner: %w", err)
+	s.tick++
+	s.images = append(s.images, &imageEntry{key: key, rows: rows, used: s.tick})
+	s.cacheBytes.Add(size)
+	s.evict(0)
+}
+
+// imagesReady lets q join the batch once every sub-image it needs has its rows.
+func (s *Scheduler) imagesReady(q *schedSeq) {
+	for _, rows := range q.imgRows {
+		if rows == nil {
+			return
+		}
 	}
-	f, err := m.g.EncodeImage(r.p.subImageInput(i), false, nil)
-	if err != nil {
-		return nil, false, fmt.Errorf("runner: encoding image %d: %w", i, err)
+	h := s.m.g.Text.Hidden
+	for i, rows := range q.imgRows {
+		if i == 0 {
+			rows = rows[q.imgFrom*h:]
+		}
+		q.rows = append(q.rows, rows...)
 	}
-	size := int64(4 * len(f.Embeddings))
-	if size <= s.cacheMem {
-		s.images = append(s.images, &imageEntry{key: key, rows: f.Embeddings, used: s.tick})
-		s.cacheBytes.Add(size)
-		s.evict(0)
+	q.imgRows, q.imgSubs, q.encoding = nil, nil, false
+	q.r.res.Timings.ImageEncodeMS = ms(time.Since(q.r.t0))
+	if i := slices.Index(s.encodeQueue, q); i >= 0 {
+		s.encodeQueue = slices.Delete(s.encodeQueue, i, i+1)
 	}
-	return f.Embeddings, false, nil
+}
+
+// encodeSome runs one piece of image work for the first sequence waiting for images. While other sequences decode
+// (busy), the piece is sized to take imageShare times the last step; otherwise it covers a whole phase.
+func (s *Scheduler) encodeSome(busy bool) {
+	for len(s.encodeQueue) > 0 {
+		q := s.encodeQueue[0]
+		if q.done || !q.encoding {
+			s.dropJob()
+			s.encodeQueue = s.encodeQueue[1:]
+			continue
+		}
+		if s.job == nil {
+			k := slices.IndexFunc(q.imgRows, func(r []float32) bool { return r == nil })
+			if k < 0 {
+				s.imagesReady(q)
+				continue
+			}
+			// Another request may have encoded the same image meanwhile.
+			if rows, ok := s.peekImage(s.imageKey(q.r, q.imgSubs[k])); ok {
+				q.imgRows[k] = rows
+				continue
+			}
+			job, err := s.m.g.NewImageJob(q.r.p.subImageInput(q.imgSubs[k]))
+			if err != nil {
+				s.finishSeq(q, StopLength, fmt.Errorf("runner: encoding image %d: %w", q.imgSubs[k], err))
+				s.reap()
+				continue
+			}
+			s.job, s.jobSub, s.jobRate = job, k, [graph.NumImagePhases]float64{}
+		}
+		if err := s.m.g.SetAdapterScales(q.r.scales); err != nil {
+			s.finishSeq(q, StopLength, fmt.Errorf("runner: %w", err))
+			s.reap()
+			continue
+		}
+		job := s.job
+		phase := job.Phase()
+		rows := job.Patches()
+		if busy {
+			if rate := s.jobRate[phase]; rate > 0 {
+				rows = int(imageShare * s.lastStep.Seconds() / rate)
+			} else {
+				rows = firstPieceRows
+			}
+		}
+		t0 := time.Now()
+		done, err := job.Step(rows)
+		if err != nil {
+			s.dropJob()
+			s.finishSeq(q, StopLength, fmt.Errorf("runner: encoding image %d: %w", q.imgSubs[s.jobSub], err))
+			s.reap()
+			continue
+		}
+		if done > 0 && phase < graph.PhaseDone {
+			s.jobRate[phase] = time.Since(t0).Seconds() / float64(done)
+		}
+		if f := job.Features(); f != nil {
+			s.keepImage(s.imageKey(q.r, q.imgSubs[s.jobSub]), f.Embeddings)
+			q.imgRows[s.jobSub] = f.Embeddings
+			s.dropJob()
+			s.imagesReady(q)
+		}
+		return
+	}
+}
+
+// peekImage is cachedImage without counting a lookup.
+func (s *Scheduler) peekImage(key uint64) ([]float32, bool) {
+	for _, e := range s.images {
+		if e.key == key {
+			s.tick++
+			e.used = s.tick
+			return e.rows, true
+		}
+	}
+	return nil, false
+}
+
+func (s *Scheduler) dropJob() {
+	if s.job != nil {
+		s.job.Close()
+		s.job = nil
+	}
 }
 
 // acquire returns a sequence for a prompt with position identities keys: the kept cache with the longest common
@@ -569,7 +692,8 @@ func (s *Scheduler) free() {
 	for _, e := range s.idle {
 		e.gs.Close()
 	}
-	s.running, s.idle, s.images = nil, nil, nil
+	s.dropJob()
+	s.running, s.idle, s.images, s.encodeQueue = nil, nil, nil, nil
 	s.cacheBytes.Store(0)
 	s.active.Store(0)
 	s.batch.Close()
@@ -578,7 +702,7 @@ func (s *Scheduler) free() {
 // step runs one decoder step over the running sequences: the next token of each generating sequence and one chunk
 // of prompt. Only sequences with the same adapter scales share a step; the group of the sequence that waited
 // longest goes first.
-func (s *Scheduler) step() {
+func (s *Scheduler) step() bool {
 	s.tick++
 	// Cancelled requests end before the step.
 	for _, q := range s.running {
@@ -588,20 +712,23 @@ func (s *Scheduler) step() {
 	}
 	s.reap()
 	if len(s.running) == 0 {
-		return
+		return false
 	}
-	oldest := s.running[0]
+	var oldest *schedSeq
 	for _, q := range s.running {
-		if q.last < oldest.last {
+		if !q.encoding && (oldest == nil || q.last < oldest.last) {
 			oldest = q
 		}
+	}
+	if oldest == nil {
+		return false
 	}
 	scales := oldest.r.scales
 	var parts []graph.StepPart
 	var seqs []*schedSeq
 	prefill := false
 	for _, q := range s.running {
-		if q.done || !slices.Equal(q.r.scales, scales) || len(q.pending) == 0 {
+		if q.done || q.encoding || !slices.Equal(q.r.scales, scales) || len(q.pending) == 0 {
 			continue
 		}
 		if len(q.pending) > 1 {
@@ -629,23 +756,25 @@ func (s *Scheduler) step() {
 		seqs = append(seqs, q)
 	}
 	if len(parts) == 0 {
-		return
+		return false
 	}
 	if err := s.m.g.SetAdapterScales(scales); err != nil {
 		for _, q := range seqs {
 			s.finishSeq(q, q.choice.StopReason, fmt.Errorf("runner: %w", err))
 		}
 		s.reap()
-		return
+		return false
 	}
+	t0 := time.Now()
 	logits, err := s.batch.Step(parts)
+	s.lastStep = time.Since(t0)
 	if err != nil {
 		for _, q := range seqs {
 			q.gs.Truncate(len(q.keys))
 			s.finishSeq(q, q.choice.StopReason, fmt.Errorf("runner: %w", err))
 		}
 		s.reap()
-		return
+		return false
 	}
 	for i, q := range seqs {
 		n := len(parts[i].Tokens)
@@ -660,6 +789,7 @@ func (s *Scheduler) step() {
 		}
 	}
 	s.reap()
+	return true
 }
 
 // advance takes the logits of q's last evaluated token: at the end of the prompt it starts generation (and forks
