@@ -3,6 +3,8 @@ package runner
 import (
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // TokenLogprob is one generated token's log-probability in OpenAI's chat format: the token's text, its natural
@@ -106,9 +108,24 @@ func (m *Model) logprob(logits []float32, id int32, top int) TokenLogprob {
 	return t
 }
 
-// tokenText is a token's text (special tokens as their piece) and its bytes.
+// tokenText is a token's text as it adds to the output — SentencePiece's "▁" as a space, a byte-fallback piece
+// <0xNN> as that byte (then possibly part of a UTF-8 sequence: OpenAI's bytes field gives it exactly), a special
+// token as its piece — and its bytes.
 func (m *Model) tokenText(id int32) (string, []int) {
-	s := m.tok.Decode([]int32{id}, false)
+	piece := m.tok.Piece(id)
+	var s string
+	switch {
+	case m.tok.IsSpecial(id):
+		s = piece
+	case len(piece) == 6 && strings.HasPrefix(piece, "<0x") && piece[5] == '>':
+		if v, err := strconv.ParseUint(piece[3:5], 16, 8); err == nil {
+			s = string([]byte{byte(v)})
+		} else {
+			s = piece
+		}
+	default:
+		s = strings.ReplaceAll(piece, "\u2581", " ")
+	}
 	b := make([]int, len(s))
 	for i := 0; i < len(s); i++ {
 		b[i] = int(s[i])
