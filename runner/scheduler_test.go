@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/idefics2-go/idefics2/runner/testmodels"
 )
 
 // tolLogprob bounds |our logprob − log-softmax(HF logits)| of the first generated token: the F32 fixture models'
@@ -427,5 +430,84 @@ func TestSchedulerBadInput(t *testing.T) {
 	}
 	if _, err := m.NewScheduler(SchedulerOptions{Parallel: 1, CtxSize: 1 << 30}); !IsInputError(err) {
 		t.Errorf("huge context: %v", err)
+	}
+}
+
+// TestSchedulerInterleaving checks that a running stream keeps producing tokens while a newcomer's long prompt is
+// evaluated in chunks (one chunk per step, beside the stream's token) and while a newcomer's image is encoded in
+// pieces between steps (at least one piece per phase of the vision tower: embedding, keys and rows of every layer,
+// projection, perceiver). The bounds count steps, not time.
+func TestSchedulerInterleaving(t *testing.T) {
+	text, mm, err := testmodels.Pair("p1", "f32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunk = 8
+	m, err := Load(context.Background(), Options{ModelPath: text, MMProjPath: mm, Device: "cpu", Threads: 1, BatchSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.NewScheduler(SchedulerOptions{Parallel: 2, CtxSize: 512, CacheMem: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stream, err := m.RawPrompt("The quick brown fox", nil, PromptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	tokens := 0
+	seen := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return tokens
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Generate(ctx, stream, GenerateOptions{MaxTokens: 400, Sampler: SamplerOptions{Temperature: 1, Seed: 1},
+			OnToken: func(int32) error {
+				mu.Lock()
+				tokens++
+				mu.Unlock()
+				return nil
+			}})
+		done <- err
+	}()
+	for seen() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	long, err := m.RawPrompt(strings.Repeat("one two three four ", 20), nil, PromptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := seen()
+	if _, err := s.Generate(context.Background(), long, GenerateOptions{MaxTokens: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := seen()-before, len(long.Tokens)/chunk-1; got < want {
+		t.Errorf("the stream made %d tokens while a %d-token prompt was evaluated in chunks of %d, want at least %d", got, len(long.Tokens), chunk, want)
+	}
+	img, err := LoadImage(testdata("hf", "images", "chelsea.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withImage, err := m.RawPrompt("<image>cat", []Image{img}, PromptOptions{NoSplit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = seen()
+	res, err := s.Generate(context.Background(), withImage, GenerateOptions{MaxTokens: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := seen()-before, 2*m.g.Vision.Layers+2; got < want || res.Timings.ImageCacheMisses != 1 {
+		t.Errorf("the stream made %d tokens while an image was encoded (%d misses), want at least %d", got, res.Timings.ImageCacheMisses, want)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("the stream ended with %v, want it cancelled", err)
 	}
 }
