@@ -73,8 +73,11 @@ type Scheduler struct {
 	idle    []*idleSeq
 	images  []*imageEntry
 	nSeqs   int // sequences allocated (running and idle)
-	tick    int64
-	kvBytes int64
+	// reserved counts the sequences of the started requests (n each, before their answers fork), which Parallel
+	// bounds.
+	reserved int
+	tick     int64
+	kvBytes  int64
 	// Image encoding between steps: the sequences waiting for image rows, first come first served, the job of the
 	// head's current sub-image, its measured seconds per row by phase, and the last step's duration.
 	encodeQueue []*schedSeq
@@ -108,8 +111,8 @@ type schedRequest struct {
 	seqs      []*schedSeq
 	left      int // sequences not finished
 	done      chan struct{}
-	admitted  time.Time
 	t0        time.Time
+	begun     bool // begin ran: r.n sequences are reserved
 }
 
 // schedSeq is one sequence of a request: its cache, what it must evaluate next and its sampling state.
@@ -258,7 +261,7 @@ func (s *Scheduler) Generate(ctx context.Context, p *Prompt, o GenerateOptions) 
 		return nil, err
 	}
 	r := &schedRequest{ctx: ctx, p: p, o: o, n: o.N, tokens: tokens, imgOffset: imgOffset, scales: scales,
-		keys: m.positionKeys(p, tokens, imgOffset), done: make(chan struct{}), admitted: time.Now(),
+		keys: m.positionKeys(p, tokens, imgOffset), done: make(chan struct{}),
 		res: &Result{PromptTokens: len(tokens), StopReason: StopLength}}
 	if o.AdapterScales != nil {
 		r.keys = slices.Clone(r.keys)
@@ -373,7 +376,7 @@ func (s *Scheduler) start() {
 			close(r.done)
 			continue
 		}
-		if len(s.running)+r.n > s.parallel {
+		if s.reserved+r.n > s.parallel {
 			break
 		}
 		s.queue = s.queue[1:]
@@ -388,6 +391,8 @@ func (s *Scheduler) start() {
 func (s *Scheduler) begin(r *schedRequest) error {
 	m := s.m
 	r.t0 = time.Now()
+	r.begun = true
+	s.reserved += r.n
 	gs, keys, err := s.acquire(r.keys, r.scales)
 	if err != nil {
 		return err
@@ -980,6 +985,7 @@ func (s *Scheduler) fail(r *schedRequest, err error) {
 	}
 	s.reap()
 	if len(r.seqs) == 0 {
+		s.reserved -= r.n
 		r.res = nil
 		close(r.done)
 	}
@@ -1011,6 +1017,7 @@ func (s *Scheduler) complete(r *schedRequest) {
 		return
 	default:
 	}
+	s.reserved -= r.n
 	res := r.res
 	slices.SortFunc(r.seqs, func(a, b *schedSeq) int { return a.index - b.index })
 	c := r.seqs[0].choice
