@@ -29,14 +29,17 @@ type StepPart struct {
 // llamafile's sgemm for two or more activation rows when it supports the types (one vector accumulator per output
 // element over k, then a horizontal sum: the order depends on neither the tile shape nor the row count), and
 // ggml's vec_dot otherwise (one call per element, whatever the row count) — but with a single row it always takes
-// vec_dot, whose order differs from sgemm's. A step of one token therefore carries a ghost copy of that token
-// through the products (its attention output is the real token's), so that every step has two or more rows and a
-// row's float order is the same in every step. The 16-row interleaved kernels of this project (x16.h) keep one
-// accumulator per token and walk the blocks in the same order for any tile width.
+// vec_dot, whose order differs from sgemm's. Where a step's products go through ggml's mul_mat (rowsInvariant
+// false), a step of one token therefore carries a ghost copy of that token through the products (its attention
+// output is the real token's), so that every step has two or more rows and a row's float order is the same in
+// every step. The 16-row interleaved kernels of this project (q4x16, q4kx16, q6kx16; x16.h) keep one accumulator
+// per token and walk the blocks in the same order for any tile width, one token included, so a decoder whose
+// products all take them needs no ghost row.
 //
 // A Batch holds the graph scratch of its steps; it is used by one goroutine at a time.
 type Batch struct {
 	m      *Model
+	ghost  bool // one-token steps carry a ghost row (see above)
 	ctx    *ggml.Context
 	graph  ggml.Graph
 	ids    []int32
@@ -56,7 +59,36 @@ func (m *Model) MaxStepParts() int {
 
 // NewBatch returns an empty batch runner for m.
 func (m *Model) NewBatch() *Batch {
-	return &Batch{m: m, ctx: ggml.NewContext(graphSize, graphSize)}
+	return &Batch{m: m, ghost: !m.decoder.rowsInvariant(), ctx: ggml.NewContext(graphSize, graphSize)}
+}
+
+// rowsInvariant reports whether every product of a decoder step sums each output element in an order that does not
+// depend on the number of activation rows, one row included: each matrix (or its stacked group) multiplied by one
+// of this project's 16-row kernels, with no plain tail rows and no run-time adapter pairs (those take ggml's
+// mul_mat), and an output projection of its own.
+func (d *Decoder) rowsInvariant() bool {
+	ok := func(l Linear) bool {
+		k := l.kernel
+		if l.group != nil {
+			k = l.group.kernel
+		}
+		return (k == KernelQ4X16 || k == KernelQ4KX16 || k == KernelQ6KX16) && l.Tail.IsNil() && len(l.loras) == 0
+	}
+	// The output projection's plain tail rows (a vocabulary that is not a multiple of 16) are multiplied over two
+	// rows or more (outputStep).
+	out := d.Output
+	out.Tail = ggml.Tensor{}
+	if d.Output.Weight.IsNil() || !ok(out) {
+		return false
+	}
+	for _, l := range d.Layers {
+		for _, lin := range []Linear{l.Attn.Query, l.Attn.Key, l.Attn.Value, l.Attn.Output, l.MLP.Gate, l.MLP.Up, l.MLP.Down} {
+			if !ok(lin) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Close frees the batch's graph scratch. Idempotent.
@@ -155,8 +187,8 @@ func (b *Batch) Step(parts []StepPart) ([][]float32, error) {
 	if limit := m.opts.BatchSize + m.MaxStepParts(); total > limit {
 		return nil, fmt.Errorf("graph: %d tokens in one step, at most %d", total, limit)
 	}
-	b.fillRows(parts, imageID)
-	in := stepInputs{graph: &b.graph, ghost: total == 1,
+	b.fillRows(parts, imageID, b.ghost)
+	in := stepInputs{graph: &b.graph, ghost: b.ghost && total == 1,
 		rope: ggml.RoPEOptions{Dims: m.Text.RoPEDims, Mode: ggml.RoPENormal, Base: m.Text.RoPEBase, CtxOrig: m.Text.ContextLength}}
 	n := len(b.ids)
 	ctx := b.ctx
@@ -219,9 +251,9 @@ func (b *Batch) Step(parts []StepPart) ([][]float32, error) {
 }
 
 // fillRows lays out a step's rows: ids and positions of every part in order (plus the ghost row of a one-token
-// step), the image rows, the selector that puts image row k at the k-th image token, and the rows whose logits
-// are computed (at least one, and at least two rows for the product: see Batch).
-func (b *Batch) fillRows(parts []StepPart, imageID int32) {
+// step with ghost), the image rows, the selector that puts image row k at the k-th image token, and the rows whose
+// logits are computed (at least one; with ghost at least two, for the product: see Batch).
+func (b *Batch) fillRows(parts []StepPart, imageID int32, ghost bool) {
 	b.ids, b.pos, b.imgs, b.rows = b.ids[:0], b.pos[:0], b.imgs[:0], b.rows[:0]
 	for _, p := range parts {
 		for j, t := range p.Tokens {
@@ -233,14 +265,14 @@ func (b *Batch) fillRows(parts []StepPart, imageID int32) {
 		}
 		b.imgs = append(b.imgs, p.Images...)
 	}
-	if len(b.ids) == 1 {
+	if ghost && len(b.ids) == 1 {
 		b.ids = append(b.ids, b.ids[0])
 		b.pos = append(b.pos, b.pos[0])
 	}
 	if len(b.rows) == 0 {
 		b.rows = append(b.rows, int32(len(b.ids)-1))
 	}
-	if len(b.rows) == 1 {
+	if ghost && len(b.rows) == 1 {
 		b.rows = append(b.rows, b.rows[0])
 	}
 	n := len(b.ids)
@@ -303,7 +335,24 @@ func (d *Decoder) forwardStep(ctx *ggml.Context, in *stepInputs, parts []StepPar
 	if d.Output.Weight.IsNil() {
 		return d.TokEmbd.MulMat(ctx, h)
 	}
-	return d.Output.Forward(ctx, h)
+	return d.outputStep(ctx, h)
+}
+
+// outputStep is Output.Forward with the plain tail's product (ggml's mul_mat) taken over two rows or more: a single
+// row h [hidden, 1] is multiplied as [h, h] and the first column kept, so that the tail's float order does not
+// depend on the row count (see Batch).
+func (d *Decoder) outputStep(ctx *ggml.Context, h ggml.Tensor) ggml.Tensor {
+	l := d.Output
+	if l.Tail.IsNil() || h.Ne(1) > 1 {
+		return l.Forward(ctx, h)
+	}
+	y := mul(l.kernel, l.Weight, ctx, h, l.rows, l.blockSize)
+	t := l.Tail.MulMat(ctx, h.Concat(ctx, h, 1))
+	y = y.Concat(ctx, t.View(ctx, 0, []int{t.Ne(0), 1}, []int{t.Nb(1)}), 0)
+	if !l.Bias.IsNil() {
+		y = y.Add(ctx, l.Bias)
+	}
+	return addLoRA(ctx, y, h, l.loras)
 }
 
 // forwardStep is DecoderLayer.Forward over the rows of a batched step.
