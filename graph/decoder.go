@@ -85,16 +85,20 @@ func (l *DecoderLayer) selfAttention(ctx *ggml.Context, x ggml.Tensor, in *decod
 	q = q.RoPE(ctx, in.pos, in.rope)
 	k = k.RoPE(ctx, in.pos, in.rope)
 	keys, values := in.cache.store(ctx, in.graph, l.index, k, v)
-	var z ggml.Tensor
+	return a.Output.Forward(ctx, attendCache(ctx, q, keys, values, in.mask, a.scale, in.cache.vTrans, attn))
+}
+
+// attendCache is the attention of one sequence's step queries q [headDim, heads, n] over its cached keys and values
+// (KVCache.store's views) under mask, with the kernel attn and the cache layout call for; returns [headDim·heads, n].
+func attendCache(ctx *ggml.Context, q, keys, values, mask ggml.Tensor, scale float32, vTrans bool, attn decodeAttn) ggml.Tensor {
 	switch {
-	case in.cache.vTrans && attn.fused && q.Ne(2) <= decodeAttnTokens && (keys.Type() == ggml.TypeF16 || keys.Type() == ggml.TypeF32):
-		z = q.DecodeAttention(ctx, keys, values, in.mask, a.scale)
-	case in.cache.vTrans:
-		z = attendT(ctx, q, keys, values, in.mask, a.scale, attn.scoreBytes)
+	case vTrans && attn.fused && q.Ne(2) <= decodeAttnTokens && (keys.Type() == ggml.TypeF16 || keys.Type() == ggml.TypeF32):
+		return q.DecodeAttention(ctx, keys, values, mask, scale)
+	case vTrans:
+		return attendT(ctx, q, keys, values, mask, scale, attn.scoreBytes)
 	default:
-		z = attend(ctx, q, keys, values, in.mask, a.scale, attnKernel{flash: attn.flash, scoreBytes: attn.scoreBytes})
+		return attend(ctx, q, keys, values, mask, scale, attnKernel{flash: attn.flash, scoreBytes: attn.scoreBytes})
 	}
-	return a.Output.Forward(ctx, z)
 }
 
 // Forward appends the n tokens of in to the cache and returns logits [vocab, n] (or [vocab, 1] for the last

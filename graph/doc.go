@@ -13,6 +13,10 @@
 // Each layer has one Forward (VisionLayer, PerceiverLayer, DecoderLayer) over a shared Attention and MLP, and names
 // its intermediates ("dec.blk.3.ffn_out", names.go) so that a Dump can ask for any of them.
 //
+// Several sequences decode together through a Batch (batch.go): one graph per step over every sequence's new
+// tokens, each sequence attending its own KV cache. An ImageJob (imagejob.go) encodes an image in pieces, so that
+// decoder steps can run between them.
+//
 // Shapes in comments use ggml order, innermost first: [ne0, ne1, …] with ne0 the contiguous dimension. A PyTorch
 // activation (tokens, hidden) is [hidden, tokens] here.
 package graph

@@ -27,17 +27,8 @@ func (m *Model) NewSequence(ctxSize int) (*Sequence, error) {
 	if ctxSize <= 0 || ctxSize > m.Text.ContextLength {
 		return nil, fmt.Errorf("graph: context size %d is outside 1…%d", ctxSize, m.Text.ContextLength)
 	}
-	typ := m.opts.KVType
-	if typ == 0 {
-		typ = ggml.TypeF16
-		if ft, err := m.TextFile.Metadata.Int("general.file_type"); err == nil && ft == 0 {
-			typ = ggml.TypeF32
-		}
-	}
-	if m.opts.TextAttn == AttnFlash {
-		typ = ggml.TypeF16
-	}
-	kvBytes := uint64(2*m.Text.Layers) * uint64(m.Text.HeadDim*m.Text.KVHeads) * uint64(ctxSize) * uint64(typ.TypeSize())
+	typ := m.kvType()
+	kvBytes := m.kvBytes(ctxSize)
 	scratch := decodeScratchBytes(m.Text, min(m.opts.BatchSize, ctxSize), ctxSize)
 	if err := checkMemory(m.Device, fmt.Sprintf("a context of %d positions (KV cache %d MiB + compute %d MiB)",
 		ctxSize, kvBytes>>20, scratch>>20), kvBytes+scratch); err != nil {
@@ -50,6 +41,22 @@ func (m *Model) NewSequence(ctxSize int) (*Sequence, error) {
 		return nil, err
 	}
 	return &Sequence{m: m, cache: c, ctx: ggml.NewContext(graphSize, graphSize)}, nil
+}
+
+// kvType is the KV cache's element type: Options.KVType, else F32 for an F32 model file and F16 otherwise; flash
+// attention reads F16.
+func (m *Model) kvType() ggml.Type {
+	typ := m.opts.KVType
+	if typ == 0 {
+		typ = ggml.TypeF16
+		if ft, err := m.TextFile.Metadata.Int("general.file_type"); err == nil && ft == 0 {
+			typ = ggml.TypeF32
+		}
+	}
+	if m.opts.TextAttn == AttnFlash {
+		typ = ggml.TypeF16
+	}
+	return typ
 }
 
 // Close frees the sequence's cache. Idempotent.

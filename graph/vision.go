@@ -59,6 +59,15 @@ func bindVision(b binder, o VisionOptions, gelu GELU, kern attnKernel) *VisionMo
 // size gives HF's padded-batch result, because padded patches are masked out of every attention (IDEFICS2.md
 // §5.9). Returns the post-layernorm hidden states [hidden, rows·cols] (Idefics2VisionTransformer.forward).
 func (m *VisionModel) Forward(ctx *ggml.Context, pixels, posIDs ggml.Tensor, nm *namer) ggml.Tensor {
+	h := m.embed(ctx, pixels, posIDs, nm)
+	for i := range m.Layers {
+		h = m.Layers[i].Forward(ctx, h, nm)
+	}
+	return nm.set(ctx, m.PostNorm.Forward(ctx, h, m.opts.Eps), "vis.last_hidden_state")
+}
+
+// embed is the patch and position embedding of Forward: [hidden, rows·cols].
+func (m *VisionModel) embed(ctx *ggml.Context, pixels, posIDs ggml.Tensor, nm *namer) ggml.Tensor {
 	o := m.opts
 	// Patch embedding: conv p×p stride p as im2col + matmul, in F32 (ggml_conv_2d's im2col is F16).
 	cols := m.PatchEmbd.Weight.Im2Col(ctx, pixels, o.Patch, o.Patch, ggml.TypeF32) // [3·p·p, cols, rows, 1]
@@ -66,9 +75,5 @@ func (m *VisionModel) Forward(ctx *ggml.Context, pixels, posIDs ggml.Tensor, nm 
 	cols = cols.Reshape(ctx, cols.Ne(0), nPatches)
 	kernel := m.PatchEmbd.Weight.Reshape(ctx, o.Patch*o.Patch*3, o.Hidden)
 	h := kernel.MulMat(ctx, cols).Add(ctx, m.PatchEmbd.Bias) // [hidden, n], row-major patch order
-	h = nm.set(ctx, h.Add(ctx, m.PosEmbd.GetRows(ctx, posIDs)), "vis.embeddings")
-	for i := range m.Layers {
-		h = m.Layers[i].Forward(ctx, h, nm)
-	}
-	return nm.set(ctx, m.PostNorm.Forward(ctx, h, o.Eps), "vis.last_hidden_state")
+	return nm.set(ctx, h.Add(ctx, m.PosEmbd.GetRows(ctx, posIDs)), "vis.embeddings")
 }

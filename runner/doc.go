@@ -12,6 +12,10 @@
 // connector rows in place of the <image> tokens and then decodes token by token. It never generates <image> or
 // <fake_token_around_image>, and stops at </s>, <end_of_utterance> or the GGUF's eot token.
 //
+// Many requests at once go through a Scheduler (Model.NewScheduler): continuous batching of several sequences per
+// decoder step (graph.Batch), chunked prefill, images encoded in pieces between steps (graph.ImageJob), n answers
+// from one prompt evaluation, logprobs, and prompt-prefix and image-embedding caches shared by the requests.
+//
 // Tensors written by the dump (GenerateOptions.DumpDir) use NumPy's shapes, outermost first, as Hugging Face has
 // them.
 //

@@ -60,7 +60,25 @@ type GenerateOptions struct {
 	// constrain.CompileJSONSchema, or GBNF): stop tokens are allowed only where the output is complete. An output
 	// cut by MaxTokens or the context is returned as it is, incomplete.
 	Constraint *constrain.Grammar
+	// N is the number of answers sampled for the prompt (0 or 1: one). More than one needs a Scheduler, which
+	// evaluates the prompt once and shares its cache; answer i samples with Sampler.Seed + i, so that a seeded
+	// request gives n different samples and a greedy one n equal answers.
+	N int
+	// OnChoiceText, with N > 1, receives each answer's text as it is produced, with the answer's index (OnText
+	// serves N ≤ 1).
+	OnChoiceText func(index int, text string) error
+	// Logprobs asks for the log-probability of every generated token (Result.Logprobs); TopLogprobs (0…MaxTopLogprobs)
+	// for that many most likely alternatives at each position as well. Both come from the logits the token was
+	// sampled from, after the penalties, the banned tokens and a constraint's mask, and before temperature (as
+	// OpenAI documents its logprobs).
+	Logprobs    bool
+	TopLogprobs int
+	// AdapterScales, when not nil, are the run-time adapters' scales for this generation (Session.SetAdapterScales).
+	AdapterScales []float32
 }
+
+// MaxTopLogprobs bounds GenerateOptions.TopLogprobs (OpenAI's limit).
+const MaxTopLogprobs = 20
 
 // Timings are the durations of one generation's stages, in milliseconds, and its throughput in tokens per second.
 type Timings struct {
@@ -74,6 +92,10 @@ type Timings struct {
 	// ConstrainSteps the number of masks computed.
 	ConstrainMS    float64 `json:"constrain_ms,omitempty"`
 	ConstrainSteps int     `json:"constrain_steps,omitempty"`
+	// ImageCacheHits and ImageCacheMisses count the sub-images whose features came from the image-embedding cache
+	// and those encoded (Scheduler).
+	ImageCacheHits   int `json:"image_cache_hits,omitempty"`
+	ImageCacheMisses int `json:"image_cache_misses,omitempty"`
 }
 
 // Result is the outcome of Generate.
@@ -89,6 +111,19 @@ type Result struct {
 	PromptTokens, CachedTokens int
 	// Timings of the stages; LoadMS is left to the caller.
 	Timings Timings
+	// Logprobs are the generated tokens' log-probabilities (GenerateOptions.Logprobs), one per token.
+	Logprobs []TokenLogprob
+	// Choices are every answer of a request with N > 1 (Choices[0] is the answer the fields above describe); nil
+	// otherwise.
+	Choices []Choice
+}
+
+// Choice is one of the answers of a request with N > 1.
+type Choice struct {
+	Text       string
+	Tokens     []int32
+	StopReason StopReason
+	Logprobs   []TokenLogprob
 }
 
 const imageKeyBit = 1 << 63
@@ -114,12 +149,12 @@ func (m *Model) positionKeys(p *Prompt, tokens []int32, imgOffset int) []uint64 
 // holds) and generates up to o.MaxTokens tokens. On cancellation it returns the partial result and ctx's error.
 func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*Result, error) {
 	m := s.m
-	if o.MaxTokens < 0 {
-		return nil, inputErrorf("runner: max tokens %d: want 0 or more", o.MaxTokens)
+	if err := m.checkOptions(o, 1); err != nil {
+		return nil, err
 	}
-	for i, st := range o.Stop {
-		if st == "" {
-			return nil, inputErrorf("runner: stop string %d is empty", i)
+	if o.AdapterScales != nil {
+		if err := s.SetAdapterScales(o.AdapterScales); err != nil {
+			return nil, err
 		}
 	}
 	sampler, err := NewSampler(o.Sampler, m.g.Text.VocabSize, m.banned)
@@ -280,6 +315,9 @@ func (s *Session) Generate(ctx context.Context, p *Prompt, o GenerateOptions) (*
 			return res, inputErrorf("runner: the grammar allows no token of this vocabulary after %q", res.Text)
 		}
 		id := sampler.Sample(logits, history)
+		if o.Logprobs {
+			res.Logprobs = append(res.Logprobs, m.logprob(logits, id, o.TopLogprobs))
+		}
 		if cons != nil {
 			if err := cons.m.Accept(id); err != nil {
 				res.Text = st.text()
@@ -341,7 +379,11 @@ func cancelled(ctx context.Context, res *Result, err error) (*Result, error) {
 // fit returns the tokens of p to evaluate: all of them when they fit the session, else (with o.Truncate) the
 // prompt without its oldest part, and the number of image tokens dropped.
 func (s *Session) fit(p *Prompt, o GenerateOptions) ([]int32, int, error) {
-	size := s.gs.Size()
+	return s.m.fitPrompt(p, o, s.gs.Size())
+}
+
+// fitPrompt is Session.fit for a context of size positions.
+func (m *Model) fitPrompt(p *Prompt, o GenerateOptions, size int) ([]int32, int, error) {
 	tokens := p.Tokens
 	if len(tokens) <= size {
 		return tokens, 0, nil
@@ -349,7 +391,6 @@ func (s *Session) fit(p *Prompt, o GenerateOptions) ([]int32, int, error) {
 	if !o.Truncate {
 		return nil, 0, &InputError{Err: &overflowError{promptTokens: len(tokens), ctxSize: size}}
 	}
-	m := s.m
 	// Leave room for the answer: up to a quarter of the context.
 	target := size - max(1, min(o.MaxTokens, size/4))
 	keep := 0

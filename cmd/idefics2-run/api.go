@@ -61,8 +61,10 @@ type chatRequest struct {
 	FunctionCall      json.RawMessage `json:"function_call,omitempty"`
 	ParallelToolCalls json.RawMessage `json:"parallel_tool_calls,omitempty"`
 	LogitBias         json.RawMessage `json:"logit_bias,omitempty"`
-	Logprobs          json.RawMessage `json:"logprobs,omitempty"`
-	TopLogprobs       json.RawMessage `json:"top_logprobs,omitempty"`
+	// Logprobs asks for each generated token's log-probability, TopLogprobs (0…20, with logprobs) for that many
+	// alternatives at each position (OpenAI's choices[].logprobs.content).
+	Logprobs    *bool `json:"logprobs,omitempty"`
+	TopLogprobs *int  `json:"top_logprobs,omitempty"`
 	// Lora chooses the scale of each run-time adapter loaded with --lora, as llama.cpp's server takes it: a list of
 	// {"id": index of the --lora flag, "scale": s}; a loaded adapter the list leaves out is off. Absent: every
 	// adapter at the scale it was loaded with.
@@ -87,8 +89,7 @@ func (r *chatRequest) unsupportedFields() error {
 		name string
 		v    json.RawMessage
 	}{{"tools", r.Tools}, {"tool_choice", r.ToolChoice}, {"functions", r.Functions}, {"function_call", r.FunctionCall},
-		{"parallel_tool_calls", r.ParallelToolCalls}, {"logit_bias", r.LogitBias}, {"logprobs", r.Logprobs},
-		{"top_logprobs", r.TopLogprobs}} {
+		{"parallel_tool_calls", r.ParallelToolCalls}, {"logit_bias", r.LogitBias}} {
 		v := string(bytes.TrimSpace(f.v))
 		if v == "" || v == "null" || v == "false" {
 			continue
@@ -517,8 +518,23 @@ func (r *chatRequest) generateOptions(def runner.GenerateOptions, lim limits) (r
 	if err := r.checkOpenAIRanges(); err != nil {
 		return o, err
 	}
-	if r.N != nil && *r.N != 1 {
-		return o, badRequest("n %d: only n = 1 is supported", *r.N)
+	if r.N != nil {
+		if *r.N < 1 {
+			return o, badRequest("n %d: want 1 or more", *r.N)
+		}
+		o.N = *r.N
+	}
+	if r.Logprobs != nil {
+		o.Logprobs = *r.Logprobs
+	}
+	if r.TopLogprobs != nil {
+		if *r.TopLogprobs < 0 || *r.TopLogprobs > runner.MaxTopLogprobs {
+			return o, badRequest("top_logprobs %d: want 0…%d", *r.TopLogprobs, runner.MaxTopLogprobs)
+		}
+		if *r.TopLogprobs > 0 && !o.Logprobs {
+			return o, badRequest("top_logprobs %d: set logprobs to true as well", *r.TopLogprobs)
+		}
+		o.TopLogprobs = *r.TopLogprobs
 	}
 	if err := r.unsupportedFields(); err != nil {
 		return o, err

@@ -28,6 +28,8 @@ type benchFlags struct {
 	jsonSchema                     string
 	loras                          []string
 	loraAB                         bool
+	parallel                       string
+	mixed                          int
 }
 
 // benchSchema is the JSON Schema of the constrained generation test (--constrained): a receipt, nested, with
@@ -75,6 +77,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.String(&f.output, "o", "output `FORMAT`: md or json")
 	fs.Bool(&f.constrained, "constrained", "after each tg test, the same generation constrained by a JSON Schema (a nested receipt with arrays and enums, or --json-schema), with the mask time per token")
 	fs.String(&f.jsonSchema, "json-schema", "the JSON Schema of --constrained: a `FILE` or the schema itself")
+	fs.String(&f.parallel, "parallel", "`LIST` of parallel sequence counts, e.g. 1,2,4,8: the batched test instead of the others (llama-batched-bench's table: one -p prompt per sequence, -n generated tokens each)")
+	fs.Int(&f.mixed, "mixed", "with --parallel: also the mixed test, 2 streams generating while an image of this `SIDE` in pixels (e.g. 980) is encoded")
 	fs.Bool(&f.verbose, "verbose,v", "print where every weight was placed (layout, kernel, split, stacking) to stderr")
 	if code, done := parseFlags(fs, args, stdout, stderr); done {
 		return code
@@ -82,6 +86,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	a, err := f.check(fs)
 	if err != nil {
 		return fail(stderr, err)
+	}
+	if len(a.parallel) > 0 {
+		return runBatchedBench(ctx, a, stdout, stderr)
 	}
 	return runBench(ctx, a, stdout, stderr)
 }
@@ -94,6 +101,8 @@ type benchArgs struct {
 	cfg                    bench.Config       // without Threads, set per thread count
 	load                   bench.LoadOptions
 	json, verbose          bool
+	parallel               []int // the batched test's levels (--parallel)
+	mixed                  int   // the mixed test's image side (0: none)
 }
 
 // check validates the options and turns them into benchArgs.
@@ -157,6 +166,31 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 		}
 		if a.schema, err = sf.constraint("bench"); err != nil {
 			return benchArgs{}, err
+		}
+	}
+	if a.parallel, err = intList("--parallel", f.parallel, 1, maxParallel, false); err != nil {
+		return benchArgs{}, err
+	}
+	if f.mixed != 0 && (f.mixed < 14 || f.mixed > 8192) {
+		return benchArgs{}, cli.Usagef("bench: --mixed %d: want an image side of 14…8192 pixels", f.mixed)
+	}
+	a.mixed = f.mixed
+	if a.mixed > 0 && len(a.parallel) == 0 {
+		return benchArgs{}, cli.Usagef("bench: --mixed is part of the batched test: add --parallel")
+	}
+	if len(a.parallel) > 0 {
+		if len(a.pp) != 1 || len(a.tg) != 1 {
+			return benchArgs{}, cli.Usagef("bench: --parallel needs one prompt size (-p) and one generation length (-n)")
+		}
+		for _, o := range []struct {
+			name string
+			set  bool
+		}{{"--images", len(a.sizes) > 0}, {"--split", f.split}, {"--perceiver", f.perceiver}, {"--ttft", f.ttft},
+			{"--constrained", f.constrained}, {"--lora", len(f.loras) > 0}, {"--no-repack", f.load.NoRepack},
+			{"--ggml-repack", f.load.GGMLRepack}, {"--unfused-attn", f.load.UnfusedAttn}, {"-r", fs.Set("r")}} {
+			if o.set {
+				return benchArgs{}, cli.Usagef("bench: %s is not part of the batched test (--parallel)", o.name)
+			}
 		}
 	}
 	var sizes [][2]int

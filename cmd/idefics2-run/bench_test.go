@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBenchCommand(t *testing.T) {
@@ -134,6 +135,55 @@ func TestBenchConstrained(t *testing.T) {
 		code := run(context.Background(), append([]string{"bench", "-m", model, "-p", "0", "-r", "1"}, tc.args...), nil, &o, &e)
 		if code != exitUsage || !strings.Contains(e.String(), tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, e.String(), exitUsage, tc.want)
+		}
+	}
+}
+
+// TestBenchParallel runs the batched test and the mixed test on the demo model: one result per level with
+// llama-batched-bench's fields and consistent figures, then the mixed test's figures; and its flag errors.
+func TestBenchParallel(t *testing.T) {
+	mixedWindow = 300 * time.Millisecond
+	model, mm := pair(t, "demo")
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"bench", "-m", model, "--mmproj", mm, "-p", "16", "-n", "4", "-t", "1",
+		"--parallel", "1,2,3", "--mixed", "60", "--json"}, nil, &out, &errb)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var res []map[string]any
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || len(res) != 4 {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	for i, pl := range []float64{1, 2, 3} {
+		r := res[i]
+		for _, k := range []string{"pp", "tg", "pl", "n_kv", "t_pp", "speed_pp", "t_tg", "speed_tg", "t", "speed"} {
+			if v, ok := r[k].(float64); !ok || v <= 0 {
+				t.Errorf("level %v: %s = %v", pl, k, r[k])
+			}
+		}
+		if r["pl"] != pl || r["n_kv"] != pl*20 {
+			t.Errorf("level %v: pl %v, n_kv %v", pl, r["pl"], r["n_kv"])
+		}
+	}
+	m := res[3]
+	for _, k := range []string{"stream_tps_solo", "stream_tps_encode", "encode_s_solo", "encode_s_streams"} {
+		if v, ok := m[k].(float64); !ok || v <= 0 {
+			t.Errorf("mixed: %s = %v", k, m[k])
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--parallel", "1,2", "-p", "8,16"}, "one prompt size"},
+		{[]string{"--parallel", "0"}, "--parallel"},
+		{[]string{"--mixed", "980"}, "add --parallel"},
+		{[]string{"--parallel", "2", "--images", "56"}, "--images is not part"},
+	} {
+		var o, e bytes.Buffer
+		code := run(context.Background(), append([]string{"bench", "-m", model}, tc.args...), nil, &o, &e)
+		if code != exitUsage || !strings.Contains(e.String(), tc.want) {
+			t.Errorf("%v: exit %d: %s", tc.args, code, e.String())
 		}
 	}
 }

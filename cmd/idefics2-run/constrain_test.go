@@ -190,7 +190,7 @@ func TestConstrainedServer(t *testing.T) {
 		{`,"tool_choice":"auto"`, "tool_choice: not supported"},
 		{`,"functions":[{"name":"f"}]`, "functions: not supported"},
 		{`,"logit_bias":{"50":-100}`, "logit_bias: not supported"},
-		{`,"logprobs":true`, "logprobs: not supported"},
+		{`,"top_logprobs":3`, "set logprobs to true"},
 		{`,"response_format":{"type":"xml"}`, `response_format.type "xml"`},
 		{`,"response_format":{"type":"json_schema"}`, "response_format.json_schema: missing"},
 		{`,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string","pattern":"a"}}}`, `response_format.json_schema.schema: json schema #: keyword "pattern"`},

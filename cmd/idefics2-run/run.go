@@ -24,6 +24,9 @@ type runOutput struct {
 	// ImageSettings are the image processor settings the prompt's images were preprocessed with (absent without
 	// images).
 	ImageSettings *imageSettingsJSON `json:"image_settings,omitempty"`
+	// Logprobs (with --logprobs) and, with --n-choices above 1, every answer.
+	Logprobs []runner.TokenLogprob `json:"logprobs,omitempty"`
+	Choices  []batchChoice         `json:"choices,omitempty"`
 }
 
 type tokenUsage struct {
@@ -34,8 +37,14 @@ type tokenUsage struct {
 }
 
 func newUsage(r *runner.Result) tokenUsage {
-	return tokenUsage{PromptTokens: r.PromptTokens, CompletionTokens: len(r.Tokens), TotalTokens: r.PromptTokens + len(r.Tokens),
-		CachedTokens: r.CachedTokens}
+	n := len(r.Tokens)
+	if r.Choices != nil {
+		n = 0
+		for _, c := range r.Choices {
+			n += len(c.Tokens)
+		}
+	}
+	return tokenUsage{PromptTokens: r.PromptTokens, CompletionTokens: n, TotalTokens: r.PromptTokens + n, CachedTokens: r.CachedTokens}
 }
 
 // runFlags are the options of the one-shot front end.
@@ -47,6 +56,8 @@ type runFlags struct {
 	images                           []string
 	raw, json                        bool
 	remote                           remoteFlags
+	choices, topLogprobs             int
+	logprobs                         bool
 }
 
 // commandList is the overview of every command, in the one-shot front end's help.
@@ -86,6 +97,10 @@ func newRunFlags() (*cli.FlagSet, *runFlags) {
 	fs.Bool(&f.json, "json", "print one JSON object (text, tokens, stop_reason, usage, timings) instead of streaming")
 	fs.String(&f.dump, "dump", "write the prompt's input ids, pixel values, vision and connector outputs and logits as .npy into this `DIR`")
 	f.remote.register(fs)
+	f.choices = 1
+	fs.Int(&f.choices, "n-choices", "answers to sample for the prompt, evaluated once and decoded together (OpenAI's n; -n is --max-tokens); answer i uses --seed + i")
+	fs.Bool(&f.logprobs, "logprobs", "with --json: each generated token's log-probability (after penalties, before temperature)")
+	fs.Int(&f.topLogprobs, "top-logprobs", "with --logprobs: that many most likely alternatives at each position (0…20)")
 	fs.String(&f.dumpTensors, "dump-tensors", "with --dump, also write every named intermediate matching this `PATTERN` (e.g. 'dec.blk.3.*', 'vis.last_hidden_state') as <name>.npy")
 	return fs, f
 }
@@ -142,6 +157,19 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return fail(stderr, err)
 	}
 	gen.DumpDir, gen.DumpTensors = dump, f.dumpTensors
+	switch {
+	case f.choices < 1 || f.choices > maxParallel:
+		return fail(stderr, cli.Usagef("--n-choices %d: want 1…%d", f.choices, maxParallel))
+	case f.choices > 1 && dump != "":
+		return fail(stderr, cli.Usagef("--n-choices %d: --dump writes one answer's inputs; use --n-choices 1", f.choices))
+	case f.logprobs && !asJSON:
+		return fail(stderr, cli.Usagef("--logprobs: the log-probabilities are part of the --json output; add --json"))
+	case f.topLogprobs < 0 || f.topLogprobs > runner.MaxTopLogprobs:
+		return fail(stderr, cli.Usagef("--top-logprobs %d: want 0…%d", f.topLogprobs, runner.MaxTopLogprobs))
+	case f.topLogprobs > 0 && !f.logprobs:
+		return fail(stderr, cli.Usagef("--top-logprobs %d: add --logprobs", f.topLogprobs))
+	}
+	gen.N, gen.Logprobs, gen.TopLogprobs = f.choices, f.logprobs, f.topLogprobs
 
 	m, err := mf.load(ctx, stderr)
 	if err != nil {
@@ -165,14 +193,26 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return fail(stderr, err)
 	}
-	s, err := m.NewSession(mf.ctxSize)
-	if err != nil {
-		return fail(stderr, err)
+	// One answer runs on a session; several on a scheduler that decodes them together from one prompt evaluation.
+	generate := func(ctx context.Context, p *runner.Prompt, o runner.GenerateOptions) (*runner.Result, error) {
+		s, err := m.NewSession(mf.ctxSize)
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		return s.Generate(ctx, p, o)
 	}
-	defer s.Close()
+	if f.choices > 1 {
+		sched, err := m.NewScheduler(runner.SchedulerOptions{Parallel: f.choices, CtxSize: mf.ctxSize, CacheMem: 1})
+		if err != nil {
+			return fail(stderr, err)
+		}
+		defer sched.Close()
+		generate = sched.Generate
+	}
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	if !asJSON {
+	if !asJSON && f.choices == 1 {
 		gen.OnText = func(t string) error {
 			out.WriteString(t)
 			if err := out.Flush(); err != nil {
@@ -183,7 +223,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	progress := newReporter(stderr, mf.progress)
 	gen.OnProgress = progress.generateHook()
-	res, err := s.Generate(ctx, p, gen)
+	res, err := generate(ctx, p, gen)
 	progress.done()
 	if res != nil && gen.Truncate {
 		if note := truncationNote(m, p, res.PromptTokens); note != "" {
@@ -221,19 +261,39 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 }
 
 // finishOutput ends the answer on out: the --json object, or a final newline after streamed text.
+// With several answers (not streamed) the text is each answer under an "[answer i]" line.
 func finishOutput(out *bufio.Writer, res *runner.Result, p *runner.Prompt, asJSON bool) {
 	if asJSON {
-		o := runOutput{Text: res.Text, Tokens: res.Tokens, StopReason: string(res.StopReason), Usage: newUsage(res), Timings: res.Timings}
+		o := runOutput{Text: res.Text, Tokens: res.Tokens, StopReason: string(res.StopReason), Usage: newUsage(res), Timings: res.Timings,
+			Logprobs: res.Logprobs}
 		if p.ImageConfig != nil {
 			o.ImageSettings = newImageSettingsJSON(*p.ImageConfig)
 		}
 		if o.Tokens == nil {
 			o.Tokens = []int32{}
 		}
+		for i, c := range res.Choices {
+			ct := c.Tokens
+			if ct == nil {
+				ct = []int32{}
+			}
+			o.Choices = append(o.Choices, batchChoice{Index: i, Text: c.Text, Tokens: ct, StopReason: string(c.StopReason), Logprobs: c.Logprobs})
+		}
 		b, _ := json.Marshal(o)
 		out.Write(b)
 		out.WriteByte('\n')
-	} else if res.Text != "" && !strings.HasSuffix(res.Text, "\n") {
+		return
+	}
+	if len(res.Choices) > 1 {
+		for i, c := range res.Choices {
+			fmt.Fprintf(out, "[answer %d]\n%s", i+1, c.Text)
+			if !strings.HasSuffix(c.Text, "\n") {
+				out.WriteByte('\n')
+			}
+		}
+		return
+	}
+	if res.Text != "" && !strings.HasSuffix(res.Text, "\n") {
 		out.WriteByte('\n')
 	}
 }

@@ -27,65 +27,49 @@ type serverConfig struct {
 	tokenLimit int           // most tokens one request may generate
 	maxBody    int64         // request body bytes
 	timeout    time.Duration // per request, queueing included
-	queue      int           // requests waiting beyond the one running
+	queue      int           // requests that may wait beyond the running ones
 	policy     imagePolicy
 	apiKey     string
 	ctxSize    int
 	cors       corsPolicy   // origins allowed to call the API from other pages (--cors-origins)
 	log        *slog.Logger // the request log (nil: none)
+	parallel   int          // sequences decoded together (0: 1)
+	cacheMem   int64        // bytes of the cross-request caches (0: runner.DefaultCacheMem)
 }
 
-// server is the OpenAI-compatible HTTP front end. One worker goroutine owns the model's session and answers the
-// queued requests one at a time; handlers parse and validate requests (and build prompts) concurrently.
+// server is the OpenAI-compatible HTTP front end. Handlers parse and validate requests (and build prompts)
+// concurrently and hand them to the model's Scheduler, which decodes up to cfg.parallel of them together and
+// queues the rest.
 type server struct {
 	m     *runner.Model
 	cfg   serverConfig
-	sess  *runner.Session
-	queue chan *job
+	sched *runner.Scheduler
+	// admitted bounds the requests handed to the scheduler (running or waiting in its queue): parallel + queue;
+	// more get 503.
+	admitted chan struct{}
 	// slots bounds the chat requests inside the server (reading the body, building the prompt, queued or
 	// running), so that a burst cannot make it read and decode an unbounded number of bodies and images at once.
-	slots   chan struct{}
-	waiting atomic.Int32
-	running atomic.Int32 // 1 while the worker generates
+	slots chan struct{}
 	// served and cancelled count finished generations, and those stopped by a cancelled request (client gone).
 	served, cancelled atomic.Int64
 	created           int64
 	mux               *http.ServeMux
-	stop              chan struct{}
-	wg                sync.WaitGroup
 	life              *lifecycle     // ready or draining, and the chat requests held (serve_drain.go)
 	engine            engineStats    // the engine's counters for /metrics (serve_metrics.go)
 	metrics           *serverMetrics // serve_metrics.go
-}
-
-// jobState is where a queued generation stands. The handler and the worker change it under job.mu, so that exactly
-// one of them writes the response.
-type jobState int
-
-const (
-	jobQueued    jobState = iota // in the queue
-	jobStarted                   // taken by the worker, which writes the response and closes done
-	jobAbandoned                 // given up by its handler (timeout, client gone) before it started; the worker skips it
-)
-
-// job is one queued generation.
-type job struct {
-	ctx   context.Context
-	run   func(ctx context.Context)
-	mu    sync.Mutex
-	state jobState
-	done  chan struct{}
+	closeOnce         sync.Once
 }
 
 func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
-	sess, err := m.NewSession(cfg.ctxSize)
+	cfg.parallel = max(cfg.parallel, 1)
+	sched, err := m.NewScheduler(runner.SchedulerOptions{Parallel: cfg.parallel, CtxSize: cfg.ctxSize, CacheMem: cfg.cacheMem})
 	if err != nil {
 		return nil, err
 	}
-	s := &server{m: m, cfg: cfg, sess: sess, queue: make(chan *job, max(cfg.queue, 0)), created: time.Now().Unix(),
-		slots: make(chan struct{}, max(cfg.queue, 0)+1+runtime.NumCPU()),
-		mux:   http.NewServeMux(), stop: make(chan struct{}), life: newLifecycle()}
-	s.engine = workerStats{s: s}
+	s := &server{m: m, cfg: cfg, sched: sched, admitted: make(chan struct{}, cfg.parallel+max(cfg.queue, 0)), created: time.Now().Unix(),
+		slots: make(chan struct{}, max(cfg.queue, 0)+cfg.parallel+runtime.NumCPU()),
+		mux:   http.NewServeMux(), life: newLifecycle()}
+	s.engine = sched
 	s.metrics = newServerMetrics(s.engine, s.life.ready)
 	// A GET pattern also matches HEAD.
 	routes := []struct {
@@ -110,44 +94,12 @@ func newServer(m *runner.Model, cfg serverConfig) (*server, error) {
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see / for the chat page, /v1/chat/completions, /v1/models, /health, /ready, /metrics)", r.Method, r.URL.Path))
 	})
-	s.wg.Add(1)
-	go s.worker()
 	return s, nil
 }
 
-// close stops the worker (after the running request) and frees the session.
+// close waits for the running requests (their contexts decide when they end) and frees the scheduler.
 func (s *server) close() {
-	select {
-	case <-s.stop:
-		return
-	default:
-	}
-	close(s.stop)
-	s.wg.Wait()
-	s.sess.Close()
-}
-
-func (s *server) worker() {
-	defer s.wg.Done()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case j := <-s.queue:
-			s.waiting.Add(-1)
-			j.mu.Lock()
-			if j.state == jobAbandoned {
-				j.mu.Unlock()
-				continue
-			}
-			j.state = jobStarted
-			j.mu.Unlock()
-			s.running.Store(1)
-			j.run(j.ctx)
-			s.running.Store(0)
-			close(j.done)
-		}
-	}
+	s.closeOnce.Do(s.sched.Close)
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -229,7 +181,8 @@ func (s *server) authorized(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "model": s.m.Name(), "queued": s.waiting.Load(),
+	st := s.sched.Stats()
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "model": s.m.Name(), "queued": st.Waiting, "active": st.Active,
 		"served": s.served.Load(), "cancelled": s.cancelled.Load(), "ready": s.life.ready()})
 }
 
@@ -247,6 +200,7 @@ type chatChoice struct {
 	Message      *chatOutMessage `json:"message,omitempty"`
 	Delta        *chatOutMessage `json:"delta,omitempty"`
 	FinishReason *string         `json:"finish_reason"`
+	Logprobs     *choiceLogprobs `json:"logprobs,omitempty"`
 }
 
 type chatOutMessage struct {
@@ -273,11 +227,6 @@ func newChunk(base chatResponse, choices []chatChoice, usage *tokenUsage, apiErr
 	c.Object = "chat.completion.chunk"
 	c.Choices, c.Usage, c.Error = choices, usage, apiErr
 	return c
-}
-
-// delta is the one choice of a chunk that adds msg to the answer, with the finish reason in the last one.
-func delta(msg chatOutMessage, finish *string) []chatChoice {
-	return []chatChoice{{Delta: &msg, FinishReason: finish}}
 }
 
 func newID() string {
@@ -339,38 +288,25 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	statsFrom(r.Context()).notePrompt(p)
-	if n := len(p.Tokens); n > s.sess.Size() {
+	if n := len(p.Tokens); n > s.sched.CtxSize() {
 		writeError(w, http.StatusBadRequest, "invalid_request_error",
-			fmt.Sprintf("the prompt has %d tokens, more than the context size %d", n, s.sess.Size()))
+			fmt.Sprintf("the prompt has %d tokens, more than the context size %d", n, s.sched.CtxSize()))
 		return
 	}
-	j := &job{ctx: ctx, done: make(chan struct{})}
-	id := requestID(r.Context())
-	j.run = func(ctx context.Context) { s.generate(ctx, w, &req, p, opts, scales, id) }
-	s.waiting.Add(1)
+	if opts.N > s.cfg.parallel {
+		writeError(w, http.StatusBadRequest, "invalid_request_error",
+			fmt.Sprintf("n %d: at most %d (the server's --parallel)", opts.N, s.cfg.parallel))
+		return
+	}
 	select {
-	case s.queue <- j:
+	case s.admitted <- struct{}{}:
+		defer func() { <-s.admitted }()
 	default:
-		s.waiting.Add(-1)
-		s.busy(w, fmt.Sprintf("the queue is full (%s waiting); retry later", plural(cap(s.queue), "request")))
+		s.busy(w, fmt.Sprintf("the queue is full (%s waiting); retry later", plural(s.cfg.queue, "request")))
 		return
 	}
-	select {
-	case <-j.done:
-		return
-	case <-ctx.Done():
-	}
-	j.mu.Lock()
-	if j.state == jobQueued {
-		j.state = jobAbandoned
-		j.mu.Unlock()
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			writeError(w, http.StatusGatewayTimeout, "timeout", "the request timed out in the queue")
-		}
-		return
-	}
-	j.mu.Unlock()
-	<-j.done
+	opts.AdapterScales = scales
+	s.generate(ctx, w, &req, p, opts, requestID(r.Context()))
 }
 
 // busy answers 503 with a Retry-After of a tenth of the request timeout (at least a second).
@@ -379,9 +315,26 @@ func (s *server) busy(w http.ResponseWriter, msg string) {
 	writeError(w, http.StatusServiceUnavailable, "server_busy", msg)
 }
 
-// generate runs one request on the worker's session and writes the response (JSON, or SSE chunks with stream).
-func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatRequest, p *runner.Prompt, opts runner.GenerateOptions, scales []float32, id string) {
+// choiceLogprobs is a choice's "logprobs" object in OpenAI's chat format.
+type choiceLogprobs struct {
+	Content []runner.TokenLogprob `json:"content"`
+}
+
+func newLogprobs(lp []runner.TokenLogprob, asked bool) *choiceLogprobs {
+	if !asked {
+		return nil
+	}
+	if lp == nil {
+		lp = []runner.TokenLogprob{}
+	}
+	return &choiceLogprobs{Content: lp}
+}
+
+// generate runs one request on the scheduler and writes the response (JSON, or SSE chunks with stream). With n > 1
+// the answers are choices 0…n−1; streamed, each chunk names its choice's index.
+func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatRequest, p *runner.Prompt, opts runner.GenerateOptions, id string) {
 	base := chatResponse{ID: id, Created: time.Now().Unix(), Model: s.m.Name()}
+	n := max(opts.N, 1)
 	rc := http.NewResponseController(w)
 	started := false
 	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
@@ -406,14 +359,24 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 		h.Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
 		empty := ""
-		return send(newChunk(base, delta(chatOutMessage{Role: "assistant", Content: &empty}, nil), nil, nil))
+		for i := 0; i < n; i++ {
+			if err := send(newChunk(base, []chatChoice{{Index: i, Delta: &chatOutMessage{Role: "assistant", Content: &empty}}}, nil, nil)); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if req.Stream {
-		opts.OnText = func(t string) error {
+		onText := func(i int, t string) error {
 			if err := begin(); err != nil {
 				return err
 			}
-			return send(newChunk(base, delta(chatOutMessage{Content: &t}, nil), nil, nil))
+			return send(newChunk(base, []chatChoice{{Index: i, Delta: &chatOutMessage{Content: &t}}}, nil, nil))
+		}
+		if n > 1 {
+			opts.OnChoiceText = onText
+		} else {
+			opts.OnText = func(t string) error { return onText(0, t) }
 		}
 	}
 	st := statsFrom(ctx)
@@ -425,12 +388,7 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 		}
 		return nil
 	}
-	s.sess.Reset()
-	if err := s.sess.SetAdapterScales(scales); err != nil {
-		writeErr(w, err)
-		return
-	}
-	res, err := s.sess.Generate(ctx, p, opts)
+	res, err := s.sched.Generate(ctx, p, opts)
 	s.served.Add(1)
 	s.metrics.observeResult(res)
 	if err != nil && ctx.Err() != nil {
@@ -460,11 +418,26 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 		return
 	}
 	u := newUsage(res)
+	choices := res.Choices
+	if choices == nil {
+		choices = []runner.Choice{{Text: res.Text, Tokens: res.Tokens, StopReason: res.StopReason, Logprobs: res.Logprobs}}
+	}
+	// choiceFinish is a choice's finish_reason: "timeout" for a choice the request timeout cut (the others of n > 1
+	// may have ended before it).
+	choiceFinish := func(r runner.StopReason) string {
+		if finish == finishTimeout && (r == "" || r == runner.StopCancelled) {
+			return finishTimeout
+		}
+		return r.FinishReason()
+	}
 	if !req.Stream {
 		out := base
 		out.Object = "chat.completion"
-		text := res.Text
-		out.Choices = []chatChoice{{Message: &chatOutMessage{Role: "assistant", Content: &text}, FinishReason: &finish}}
+		for i, c := range choices {
+			text, finish := c.Text, choiceFinish(c.StopReason)
+			out.Choices = append(out.Choices, chatChoice{Index: i, Message: &chatOutMessage{Role: "assistant", Content: &text},
+				FinishReason: &finish, Logprobs: newLogprobs(c.Logprobs, opts.Logprobs)})
+		}
 		out.Usage, out.Tokens, out.Timings = &u, res.Tokens, &res.Timings
 		writeJSON(w, http.StatusOK, out)
 		return
@@ -472,10 +445,15 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	if err := begin(); err != nil {
 		return
 	}
-	// As OpenAI sends it: no usage in the finish chunk; with stream_options.include_usage, an extra last chunk with
-	// empty choices carries it.
-	if err := send(newChunk(base, delta(chatOutMessage{}, &finish), nil, nil)); err != nil {
-		return
+	// Each choice's last chunk carries its finish reason and, when asked for, all of its logprobs. As OpenAI sends
+	// it, no finish chunk carries usage; with stream_options.include_usage an extra last chunk with empty choices
+	// does.
+	for i, c := range choices {
+		finish := choiceFinish(c.StopReason)
+		ch := []chatChoice{{Index: i, Delta: &chatOutMessage{}, FinishReason: &finish, Logprobs: newLogprobs(c.Logprobs, opts.Logprobs)}}
+		if err := send(newChunk(base, ch, nil, nil)); err != nil {
+			return
+		}
 	}
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
 		if err := send(newChunk(base, []chatChoice{}, &u, nil)); err != nil {
@@ -485,6 +463,9 @@ func (s *server) generate(ctx context.Context, w http.ResponseWriter, req *chatR
 	_, _ = io.WriteString(w, "data: [DONE]\n\n")
 	_ = rc.Flush()
 }
+
+// maxParallel bounds --parallel (the scheduler refuses more than a step of the model holds).
+const maxParallel = 256
 
 // cmdServe runs the HTTP server until interrupted.
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -516,7 +497,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int(&maxImageMP, "max-image-mpx", "most pixels of one image in millions (checked in the header, before decoding)")
 	fs.Int(&tokenLimit, "token-limit", "most tokens one request may generate (also the default max_tokens)")
 	fs.Int(&timeoutS, "timeout", "seconds one request may take, queueing included")
-	fs.Int(&queue, "queue", "requests that may wait while one runs (more get 503)")
+	fs.Int(&queue, "queue", "requests that may wait while the parallel ones run (more get 503)")
+	parallel, cacheMB := 0, runner.DefaultCacheMem>>20
+	fs.Int(&parallel, "parallel", "sequences decoded together (0: a number the memory allows, printed at start)")
+	fs.Int(&cacheMB, "cache-mem", "MiB for the prompt-prefix and image-embedding caches across requests")
 	fs.Int(&drainS, "drain-timeout", "seconds the requests in progress may take to finish after SIGTERM or SIGINT (0: cancel them at once)")
 	logFormat := logFormatText
 	fs.String(&logFormat, "log-format", "request log on stderr, one line per request: text (key=value) or json")
@@ -544,6 +528,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if c.v > c.max {
 			return fail(stderr, cli.Usagef("serve: %s %d: at most %d", c.name, c.v, c.max))
 		}
+	}
+	if parallel < 0 || parallel > maxParallel || cacheMB < 0 || cacheMB > 1<<30 {
+		return fail(stderr, cli.Usagef("serve: --parallel %d / --cache-mem %d: want 0…%d sequences and 0…%d MiB", parallel, cacheMB, maxParallel, 1<<30))
 	}
 	if queue < 0 || port < 0 || port > 65535 {
 		return fail(stderr, cli.Usagef("serve: --queue %d / --port %d out of range", queue, port))
@@ -589,9 +576,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return failCtx(ctx, stderr, err)
 	}
 	defer m.Close()
+	if parallel == 0 {
+		parallel = m.DefaultParallel(mf.ctxSize)
+	}
+	fmt.Fprintf(stderr, "idefics2-run: %d parallel sequences, %d MiB of caches\n", parallel, cacheMB)
 	srv, err := newServer(m, serverConfig{defaults: def, tokenLimit: tokenLimit, maxBody: int64(maxBodyMB) << 20,
 		timeout: time.Duration(timeoutS) * time.Second, queue: queue, policy: pol, apiKey: apiKey, ctxSize: mf.ctxSize, cors: cors,
-		log: reqLog})
+		log: reqLog, parallel: parallel, cacheMem: max(int64(cacheMB)<<20, 1)})
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -15,7 +15,7 @@ import (
 
 // engineStats is what /metrics reads from the engine that answers the requests: its sequences, queue and caches.
 type engineStats interface {
-	Stats() schedStats
+	Stats() runner.SchedulerStats
 }
 
 // metricsNamespace prefixes every metric the server exports.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idefics2-go/idefics2/constrain"
 	"github.com/idefics2-go/idefics2/runner"
 )
 
@@ -246,7 +247,7 @@ func TestServerBadRequests(t *testing.T) {
 		{"marker mismatch", "POST", chat, user(`"<image> what?"`), 400, "1 <image> marker but 0 images were given"},
 		{"max_tokens over limit", "POST", chat, `{"max_tokens":5000,"messages":[{"role":"user","content":"x"}]}`, 400, "limit of 4000"},
 		{"negative max_tokens", "POST", chat, `{"max_tokens":-1,"messages":[{"role":"user","content":"x"}]}`, 400, "max_tokens -1"},
-		{"n=2", "POST", chat, `{"n":2,"messages":[{"role":"user","content":"x"}]}`, 400, "n = 1"},
+		{"n=2", "POST", chat, `{"n":2,"messages":[{"role":"user","content":"x"}]}`, 400, "n 2: at most 1"},
 		{"bad temperature", "POST", chat, `{"temperature":-2,"messages":[{"role":"user","content":"x"}]}`, 400, "temperature"},
 		{"bad top_p", "POST", chat, `{"top_p":7,"messages":[{"role":"user","content":"x"}]}`, 400, "top_p"},
 		{"bad stop", "POST", chat, `{"stop":5,"messages":[{"role":"user","content":"x"}]}`, 400, "stop"},
@@ -326,19 +327,39 @@ func TestServerLocalImages(t *testing.T) {
 	}
 }
 
-// blockWorker occupies the server's worker until the returned function is called.
+// blockWorker occupies the server's only parallel sequence with a long generation until the returned function is
+// called.
 func blockWorker(t *testing.T, srv *server) func() {
-	release := make(chan struct{})
-	started := make(chan struct{})
-	j := &job{ctx: context.Background(), done: make(chan struct{}), run: func(context.Context) {
-		close(started)
-		<-release
-	}}
-	srv.waiting.Add(1)
-	srv.queue <- j
-	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := srv.m.RawPrompt("Tell me everything.", nil, runner.PromptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := constrain.ParseGBNF(`root ::= [a-z]{10000}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.admitted <- struct{}{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { <-srv.admitted }()
+		// The grammar allows a stop token only after 10000 letters, so the model cannot end the generation early
+		// (the demo model would stop after a few tokens); the pause per token keeps the sequence busy for tens of
+		// seconds without holding the scheduler's goroutine, which must go on admitting requests.
+		_, _ = srv.sched.Generate(ctx, p, runner.GenerateOptions{MaxTokens: 3900, Constraint: g,
+			OnToken: func(int32) error { time.Sleep(20 * time.Millisecond); return nil }})
+	}()
+	for srv.sched.Stats().Active == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	var once sync.Once
-	return func() { once.Do(func() { close(release) }) }
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
 }
 
 func TestServerQueue(t *testing.T) {

@@ -27,6 +27,15 @@ static void onlyLastLogits(struct llama_batch * b, int n) {
 	}
 }
 
+// batchSetSeq puts token tok of sequence seq at position pos into slot i, with its logits when logits is set.
+static void batchSetSeq(struct llama_batch * b, int i, llama_token tok, llama_pos pos, llama_seq_id seq, int logits) {
+	b->token[i] = tok;
+	b->pos[i] = pos;
+	b->n_seq_id[i] = 1;
+	b->seq_id[i][0] = seq;
+	b->logits[i] = logits != 0;
+}
+
 static void batchSet(struct llama_batch * b, int i, llama_token tok, llama_pos pos) {
 	if (b->token != NULL) {
 		b->token[i] = tok;
@@ -65,6 +74,12 @@ type LlamaModel struct {
 // LoadLlama loads path with llama.cpp (memory-mapped, no GPU layers) and creates a context of nCtx positions that
 // computes with threads CPU threads, flash attention off and a KV cache of kvType ("f32" or "f16").
 func LoadLlama(path string, nCtx, threads int, kvType string) (*LlamaModel, error) {
+	return LoadLlamaSeqs(path, nCtx, 1, threads, kvType)
+}
+
+// LoadLlamaSeqs is LoadLlama with a context for nSeq sequences sharing a unified KV cache of nCtx positions (as
+// llama-batched-bench sets it up).
+func LoadLlamaSeqs(path string, nCtx, nSeq, threads int, kvType string) (*LlamaModel, error) {
 	initOnce.Do(func() {
 		C.setQuietLog()
 		C.llama_backend_init()
@@ -91,7 +106,8 @@ func LoadLlama(path string, nCtx, threads int, kvType string) (*LlamaModel, erro
 	cp.n_ctx = C.uint32_t(nCtx)
 	cp.n_batch = C.uint32_t(nCtx)
 	cp.n_ubatch = C.uint32_t(nCtx)
-	cp.n_seq_max = 1
+	cp.n_seq_max = C.uint32_t(nSeq)
+	cp.kv_unified = nSeq > 1
 	cp.n_threads = C.int32_t(threads)
 	cp.n_threads_batch = C.int32_t(threads)
 	cp.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -246,6 +262,36 @@ func (m *LlamaModel) DecodeLast(tokens []int32, pos0 int) error {
 	b.n_tokens = C.int32_t(len(tokens))
 	if rc := C.llama_decode(m.ctx, b); rc != 0 {
 		return fmt.Errorf("llamacpptest: llama_decode of %d positions returned %d", len(tokens), rc)
+	}
+	return nil
+}
+
+// SeqToken is one token of a multi-sequence batch: its sequence, position and whether its logits are wanted.
+type SeqToken struct {
+	Seq    int
+	Token  int32
+	Pos    int
+	Logits bool
+}
+
+// DecodeSeqs decodes one batch of tokens of several sequences (llama_decode splits it into micro-batches as it
+// needs); for timing, the logits are computed where asked and not returned.
+func (m *LlamaModel) DecodeSeqs(toks []SeqToken) error {
+	if len(toks) == 0 {
+		return errors.New("llamacpptest: no tokens")
+	}
+	b := C.llama_batch_init(C.int32_t(len(toks)), 0, 1)
+	defer C.llama_batch_free(b)
+	for i, t := range toks {
+		l := 0
+		if t.Logits {
+			l = 1
+		}
+		C.batchSetSeq(&b, C.int(i), C.llama_token(t.Token), C.llama_pos(t.Pos), C.llama_seq_id(t.Seq), C.int(l))
+	}
+	b.n_tokens = C.int32_t(len(toks))
+	if rc := C.llama_decode(m.ctx, b); rc != 0 {
+		return fmt.Errorf("llamacpptest: llama_decode of %d positions returned %d", len(toks), rc)
 	}
 	return nil
 }

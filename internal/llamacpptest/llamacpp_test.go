@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -401,6 +402,88 @@ func BenchmarkLlamaCpp(b *testing.B) {
 			b.ReportMetric(sd, "sd_t/s")
 			b.Logf("%s: %.2f ± %.2f t/s over %d runs, %d threads", tc.name, mean, sd, len(rates), threads)
 		})
+	}
+}
+
+// BenchmarkLlamaBatched is llama-batched-bench on $IDEFICS2_BENCH_MODEL with $IDEFICS2_BENCH_THREADS threads
+// (default 2): for each parallel level pl of $IDEFICS2_BENCH_PL (default 1,2,4,8), pl sequences get random
+// prompts of $IDEFICS2_BENCH_PP tokens (default 128) decoded in batches of up to 512 tokens (t_pp), then generate
+// $IDEFICS2_BENCH_TG tokens (default 32) together, one batch of pl tokens per step (t_tg). It logs one line per
+// level with llama-batched-bench's fields (pp, tg, pl, n_kv, t_pp, speed_pp, t_tg, speed_tg, t, speed), the
+// figures bench --parallel prints for our runtime. Run it once (-benchtime 1x).
+func BenchmarkLlamaBatched(b *testing.B) {
+	path := os.Getenv("IDEFICS2_BENCH_MODEL")
+	if path == "" {
+		b.Skip("set IDEFICS2_BENCH_MODEL to a text model.gguf")
+	}
+	env := func(name string, def int) int {
+		s := os.Getenv(name)
+		if s == "" {
+			return def
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("%s=%q: want a positive integer", name, s)
+		}
+		return n
+	}
+	threads, pp, tg := env("IDEFICS2_BENCH_THREADS", 2), env("IDEFICS2_BENCH_PP", 128), env("IDEFICS2_BENCH_TG", 32)
+	levels := []int{1, 2, 4, 8}
+	if s := os.Getenv("IDEFICS2_BENCH_PL"); s != "" {
+		levels = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("IDEFICS2_BENCH_PL=%q: want comma-separated positive integers", s)
+			}
+			levels = append(levels, n)
+		}
+	}
+	if variantDir != "" {
+		if n, ok := LoadCPUVariants(variantDir); !ok {
+			b.Fatalf("no CPU variant of %s was loaded (%d CPU devices registered)", variantDir, n)
+		}
+	}
+	maxPL := slices.Max(levels)
+	m, err := LoadLlamaSeqs(path, maxPL*(pp+tg), maxPL, threads, "f16")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	r := rand.New(rand.NewPCG(7, 3))
+	token := func() int32 { return int32(r.IntN(m.NVocab-3) + 3) }
+	const nBatch = 512
+	for i := 0; i < b.N; i++ {
+		for _, pl := range levels {
+			m.ClearCache()
+			var prompt []SeqToken
+			for s := 0; s < pl; s++ {
+				for j := 0; j < pp; j++ {
+					prompt = append(prompt, SeqToken{Seq: s, Token: token(), Pos: j, Logits: j == pp-1})
+				}
+			}
+			t0 := time.Now()
+			for k := 0; k < len(prompt); k += nBatch {
+				if err := m.DecodeSeqs(prompt[k:min(k+nBatch, len(prompt))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tPP := time.Since(t0).Seconds()
+			t1 := time.Now()
+			step := make([]SeqToken, pl)
+			for g := 0; g < tg; g++ {
+				for s := range step {
+					step[s] = SeqToken{Seq: s, Token: token(), Pos: pp + g, Logits: true}
+				}
+				if err := m.DecodeSeqs(step); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tTG := time.Since(t1).Seconds()
+			nKV := pl * (pp + tg)
+			b.Logf(`{"pp": %d, "tg": %d, "pl": %d, "n_kv": %d, "t_pp": %.3f, "speed_pp": %.2f, "t_tg": %.3f, "speed_tg": %.2f, "t": %.3f, "speed": %.2f, "n_threads": %d}`,
+				pp, tg, pl, nKV, tPP, float64(pl*pp)/tPP, tTG, float64(pl*tg)/tTG, tPP+tTG, float64(nKV)/(tPP+tTG), threads)
+		}
 	}
 }
 
