@@ -34,7 +34,9 @@ type StepPart struct {
 // output is the real token's), so that every step has two or more rows and a row's float order is the same in
 // every step. The 16-row interleaved kernels of this project (q4x16, q4kx16, q6kx16; x16.h) keep one accumulator
 // per token and walk the blocks in the same order for any tile width, one token included, so a decoder whose
-// products all take them needs no ghost row.
+// products all take them needs no ghost row. This argument holds for ggml's x86-64 CPU paths, where the tests check
+// it bit for bit; ggml's arm64 paths do not keep a row's order across row counts (batched and solo results differ
+// there by a few 1e-6 relative), so on arm64 a greedy token at a near-tie can depend on the step's company.
 //
 // A Batch holds the graph scratch of its steps; it is used by one goroutine at a time.
 type Batch struct {

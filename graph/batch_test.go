@@ -2,12 +2,25 @@ package graph
 
 import (
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 )
 
+// rowOrderExact says whether ggml's CPU products on this architecture sum each output element in an order that does
+// not depend on how many activation rows a product has (given the ghost row of Batch): so on amd64, where Batch's
+// argument was made and is tested bit for bit. ggml's arm64 paths (as built here and run under qemu) do not keep it:
+// batched and solo logits differ there by a few 1e-6 relative, which arm64RowOrderTol bounds, and a greedy token at a
+// near-tie may then depend on the batch's company.
+var rowOrderExact = runtime.GOARCH == "amd64"
+
+// arm64RowOrderTol bounds the relative difference of batched and solo results where rowOrderExact is false (3.8e-6
+// and 4.4e-7 were measured on the p1 model and an image job under qemu-aarch64).
+const arm64RowOrderTol = 1e-5
+
 // TestBatchInvariance runs three sequences (prompts of different lengths, then generated tokens fed back) alone
-// through a Batch and then together, and requires every logit of every step to be equal bit for bit: on the F32
+// through a Batch and then together, and requires every logit of every step to be equal bit for bit (where
+// rowOrderExact; within arm64RowOrderTol elsewhere): on the F32
 // p1 model (ggml's mul_mat: one-token steps carry a ghost row) and on a Q4_0 and a Q4_K model wide enough for this
 // project's 16-row kernels where the CPU has them (no ghost row when every product takes them). See Batch for the
 // float-order argument.
@@ -74,10 +87,14 @@ func TestBatchInvariance(t *testing.T) {
 			for i := range prompts {
 				alone := run([]int{i})[i]
 				for s := range alone {
-					if !slices.Equal(alone[s], together[i][s]) {
-						rel, worst := maxRel(together[i][s], alone[s])
+					if slices.Equal(alone[s], together[i][s]) {
+						continue
+					}
+					rel, worst := maxRel(together[i][s], alone[s])
+					if rowOrderExact || rel > arm64RowOrderTol {
 						t.Fatalf("sequence %d, step %d: logits differ alone and in company (rel %.3g at %d)", i, s, rel, worst)
 					}
+					t.Logf("sequence %d, step %d: alone and in company %.3g apart (ggml's arm64 paths)", i, s, rel)
 				}
 			}
 		})

@@ -50,10 +50,14 @@ func TestImageJobEqualsEncode(t *testing.T) {
 			if got.Rows != want.Rows || got.Cols != want.Cols || len(got.Embeddings) != len(want.Embeddings) {
 				t.Fatalf("grid %d×%d with %d values, want %d×%d with %d", got.Rows, got.Cols, len(got.Embeddings), want.Rows, want.Cols, len(want.Embeddings))
 			}
-			for i := range got.Embeddings {
-				if got.Embeddings[i] != want.Embeddings[i] {
-					t.Fatalf("embedding %d: %v, want %v (EncodeImage), after %d pieces", i, got.Embeddings[i], want.Embeddings[i], steps)
+			if rowOrderExact {
+				for i := range got.Embeddings {
+					if got.Embeddings[i] != want.Embeddings[i] {
+						t.Fatalf("embedding %d: %v, want %v (EncodeImage), after %d pieces", i, got.Embeddings[i], want.Embeddings[i], steps)
+					}
 				}
+			} else if rel, worst := maxRel(got.Embeddings, want.Embeddings); rel > arm64RowOrderTol {
+				t.Fatalf("embeddings %.3g apart from EncodeImage's (at %d), after %d pieces", rel, worst, steps)
 			}
 		})
 	}
