@@ -54,28 +54,17 @@ func (m *Model) EncodeImage(in ImageInput, keepIntermediate bool, dump *Dump) (*
 // EncodeImageProgress is EncodeImage calling onLayer, when set, after each layer of the vision tower and of the
 // perceiver with the layers done and their total (see SetNodeCallback for what watching costs).
 func (m *Model) EncodeImageProgress(in ImageInput, keepIntermediate bool, dump *Dump, onLayer func(done, total int)) (*ImageFeatures, error) {
-	if !m.HasVision {
-		return nil, errors.New("graph: the model has no mmproj (vision) file")
-	}
-	p := m.Vision.Patch
-	h, w := in.H, in.W
-	if h <= 0 || w <= 0 || len(in.Pixels) != 3*h*w || in.RealH <= 0 || in.RealW <= 0 || in.RealH > h || in.RealW > w {
-		return nil, fmt.Errorf("graph: image of %d×%d (real %d×%d) with %d values, want %d", w, h, in.RealW, in.RealH, len(in.Pixels), 3*h*w)
-	}
-	rows, cols := in.PatchGrid(p)
-	if rows == 0 || cols == 0 {
-		return nil, fmt.Errorf("graph: image of %d×%d is smaller than one %d×%d patch", w, h, p, p)
-	}
-	if err := checkMemory(m.Device, fmt.Sprintf("encoding a %d×%d-patch image", cols, rows),
-		imageScratchBytes(m.Vision, m.Connector, rows*cols)); err != nil {
+	rows, cols, err := m.checkImage(in)
+	if err != nil {
 		return nil, err
 	}
+	p := m.Vision.Patch
 	ctx := ggml.NewContext(graphSize, graphSize)
 	defer ctx.Close()
 	nm := &namer{dump: dump}
 	var pix, pos, vis, proj, out ggml.Tensor
 	var g *ggml.Graph
-	err := ggml.Catch(func() {
+	err = ggml.Catch(func() {
 		pix = ctx.NewTensor(ggml.TypeF32, cols*p, rows*p, 3, 1).SetName("inp.pixels").SetInput()
 		pos = ctx.NewTensor(ggml.TypeI32, rows*cols).SetName("inp.positions").SetInput()
 		vis = m.vision.Forward(ctx, pix, pos, nm)
@@ -156,4 +145,26 @@ func (m *Model) RunPerceiver(context []float32, n int) ([]float32, error) {
 		return err
 	})
 	return res, err
+}
+
+// checkImage checks an image input against the model (a vision tower, pixel count, real size, at least one patch,
+// the scratch memory of its encode) and returns its patch grid.
+func (m *Model) checkImage(in ImageInput) (rows, cols int, err error) {
+	if !m.HasVision {
+		return 0, 0, errors.New("graph: the model has no mmproj (vision) file")
+	}
+	p := m.Vision.Patch
+	h, w := in.H, in.W
+	if h <= 0 || w <= 0 || len(in.Pixels) != 3*h*w || in.RealH <= 0 || in.RealW <= 0 || in.RealH > h || in.RealW > w {
+		return 0, 0, fmt.Errorf("graph: image of %d×%d (real %d×%d) with %d values, want %d", w, h, in.RealW, in.RealH, len(in.Pixels), 3*h*w)
+	}
+	rows, cols = in.PatchGrid(p)
+	if rows == 0 || cols == 0 {
+		return 0, 0, fmt.Errorf("graph: image of %d×%d is smaller than one %d×%d patch", w, h, p, p)
+	}
+	if err := checkMemory(m.Device, fmt.Sprintf("encoding a %d×%d-patch image", cols, rows),
+		imageScratchBytes(m.Vision, m.Connector, rows*cols)); err != nil {
+		return 0, 0, err
+	}
+	return rows, cols, nil
 }

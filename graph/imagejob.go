@@ -48,20 +48,8 @@ type ImageJob struct {
 
 // NewImageJob checks in (as EncodeImage does) and returns a job ready for its first piece.
 func (m *Model) NewImageJob(in ImageInput) (*ImageJob, error) {
-	if !m.HasVision {
-		return nil, errors.New("graph: the model has no mmproj (vision) file")
-	}
-	p := m.Vision.Patch
-	h, w := in.H, in.W
-	if h <= 0 || w <= 0 || len(in.Pixels) != 3*h*w || in.RealH <= 0 || in.RealW <= 0 || in.RealH > h || in.RealW > w {
-		return nil, fmt.Errorf("graph: image of %d×%d (real %d×%d) with %d values, want %d", w, h, in.RealW, in.RealH, len(in.Pixels), 3*h*w)
-	}
-	rows, cols := in.PatchGrid(p)
-	if rows == 0 || cols == 0 {
-		return nil, fmt.Errorf("graph: image of %d×%d is smaller than one %d×%d patch", w, h, p, p)
-	}
-	if err := checkMemory(m.Device, fmt.Sprintf("encoding a %d×%d-patch image", cols, rows),
-		imageScratchBytes(m.Vision, m.Connector, rows*cols)); err != nil {
+	rows, cols, err := m.checkImage(in)
+	if err != nil {
 		return nil, err
 	}
 	return &ImageJob{m: m, in: in, rows: rows, cols: cols, n: rows * cols, ctx: ggml.NewContext(graphSize, graphSize)}, nil

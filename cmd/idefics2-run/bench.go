@@ -256,11 +256,7 @@ func runBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer) int {
 		}
 	}
 	if a.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(all); err != nil {
-			return fail(stderr, fmt.Errorf("bench: writing the results: %w", err))
-		}
+		return writeBenchJSON(stdout, stderr, all)
 	}
 	return exitOK
 }
@@ -288,4 +284,14 @@ func intList(flag, s string, lo, hi int, zeroNone bool) ([]int, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// writeBenchJSON writes a benchmark's results as one indented JSON array (bench --json).
+func writeBenchJSON(stdout, stderr io.Writer, all any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(all); err != nil {
+		return fail(stderr, fmt.Errorf("bench: writing the results: %w", err))
+	}
+	return exitOK
 }

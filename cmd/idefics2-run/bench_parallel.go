@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -86,11 +85,7 @@ func runBatchedBench(ctx context.Context, a benchArgs, stdout, stderr io.Writer)
 		}
 	}
 	if a.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(all); err != nil {
-			return fail(stderr, fmt.Errorf("bench: writing the results: %w", err))
-		}
+		return writeBenchJSON(stdout, stderr, all)
 	}
 	return exitOK
 }

@@ -248,14 +248,8 @@ func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.timeout)
 	defer cancel()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("request body larger than %d bytes", s.cfg.maxBody))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "reading the request body: "+err.Error())
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	var req chatRequest
@@ -590,4 +584,20 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	front.open(srv)
 	fmt.Fprintf(stderr, "idefics2-run: serving %s on http://%s (POST /v1/chat/completions)\n", m.Name(), ln.Addr())
 	return front.serveUntilDrained(ctx, srv, time.Duration(drainS)*time.Second, stderr)
+}
+
+// readBody reads a request body of at most cfg.maxBody bytes; on failure it answers (413 for a body too large, 400
+// otherwise) and returns false.
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", fmt.Sprintf("request body larger than %d bytes", s.cfg.maxBody))
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "reading the request body: "+err.Error())
+		return nil, false
+	}
+	return body, true
 }
