@@ -221,23 +221,32 @@ func served(url string) (float64, error) {
 
 // outcome is one request's end as the client saw it.
 type outcome struct {
-	text    string
-	retried bool
-	err     error
+	text        string
+	retried     bool // after a 503
+	connRetried bool // after a connection error, before any response
+	err         error
 }
 
 // ask sends one chat request through the load balancer and reads its answer to the end (a JSON object, or an SSE
-// stream that must end with a finish reason and data: [DONE]). A 503 is retried once, after its Retry-After, as
-// OpenAI's clients do; any other status, or a second 503, is a failure.
+// stream that must end with a finish reason and data: [DONE]). A 503 is retried once, after its Retry-After, and a
+// connection error before any response once (at most two retries, as OpenAI's clients make); any other status, a second 503 or an answer
+// cut once it began is a failure.
 func ask(client *http.Client, url, body string) outcome {
 	var o outcome
-	for attempt := 0; ; attempt++ {
+	for {
 		resp, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil && !o.connRetried {
+			// No response at all (a connection the balancer had just opened to the replica as it closed its
+			// port, with a body too large for the balancer to resend): retried once, as OpenAI's clients retry
+			// connection errors. An answer cut after it began is never retried.
+			o.connRetried = true
+			continue
+		}
 		if err != nil {
 			o.err = err
 			return o
 		}
-		if resp.StatusCode == http.StatusServiceUnavailable && attempt == 0 {
+		if resp.StatusCode == http.StatusServiceUnavailable && !o.retried {
 			wait, err := strconv.Atoi(resp.Header.Get("Retry-After"))
 			if err != nil || wait < 1 || wait > 10 {
 				wait = 1
@@ -437,10 +446,13 @@ func TestFleet(t *testing.T) {
 		t.Fatal("the load ended before r1 got SIGTERM")
 	}
 
-	retried, failed := 0, 0
+	retried, connRetried, failed := 0, 0, 0
 	for i, o := range outcomes {
 		if o.retried {
 			retried++
+		}
+		if o.connRetried {
+			connRetried++
 		}
 		if o.err != nil {
 			failed++
@@ -465,8 +477,8 @@ func TestFleet(t *testing.T) {
 	if err != nil {
 		t.Errorf("r2 /metrics: %v", err)
 	}
-	t.Logf("%d requests, %d clients: r1 answered %.0f before its SIGTERM, r2 %.0f in all; %d requests retried after a 503",
-		requests, clients, r1Before, r2Served, retried)
+	t.Logf("%d requests, %d clients: r1 answered %.0f before its SIGTERM, r2 %.0f in all; %d requests retried after a 503, "+
+		"%d after a connection error", requests, clients, r1Before, r2Served, retried, connRetried)
 	for _, line := range strings.Split(r1.stderr.String(), "\n") {
 		if strings.Contains(line, "draining") {
 			t.Logf("r1: %s", line)
