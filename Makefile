@@ -122,11 +122,13 @@ vulkan:
 	@$(MAKE) --no-print-directory build
 
 # The ggml op tests and the HF parity tests on the Vulkan backend, then the demo on Vulkan, whose answer must be the
-# CPU's. Without a GPU, Mesa's lavapipe (apt-get install mesa-vulkan-drivers) is the Vulkan device: a CPU-type device,
+# CPU's. Without a GPU, Mesa's lavapipe (Mesa 25 or later: scripts/lavapipe.sh) is the Vulkan device: a CPU-type device,
 # chosen here by --device vulkan. VULKAN_DEVICE=vulkan:1 (etc.) picks another device.
+# VULKAN_PARITY selects the parity tests (a go test -run pattern; all of them by default).
 VULKAN_DEVICE ?= vulkan
+VULKAN_PARITY ?= TestParity
 test-vulkan: test-vulkan-ops
-	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=$(VULKAN_DEVICE) $(GO) test -count=1 -timeout 30m -run 'TestParity' ./graph/
+	IDEFICS2_LIB_DIR=$(CURDIR)/$(LIBDIR) IDEFICS2_TEST_DEVICE=$(VULKAN_DEVICE) $(GO) test -count=1 -timeout 90m -run '$(VULKAN_PARITY)' ./graph/
 	@$(MAKE) --no-print-directory run RUN_DEVICE=$(VULKAN_DEVICE) | tee $(BIN)/demo/answer-vulkan.txt
 	@$(MAKE) --no-print-directory run RUN_DEVICE=cpu | tee $(BIN)/demo/answer-cpu.txt
 	@diff $(BIN)/demo/answer-cpu.txt $(BIN)/demo/answer-vulkan.txt || \

@@ -83,6 +83,7 @@ int idefics2_vk_probe(idefics2_vk_device *out, int max) {
                 memcpy(&type, p + VK_PROPS_TYPE_OFFSET, sizeof type);
                 out[i].type = type;
                 memcpy(&out[i].api, p, sizeof out[i].api);
+                memcpy(&out[i].driver, p + 4, sizeof out[i].driver);
                 memcpy(out[i].name, p + VK_PROPS_NAME_OFFSET, IDEFICS2_VK_NAME_MAX);
                 out[i].name[IDEFICS2_VK_NAME_MAX - 1] = 0;
             }

@@ -9,6 +9,7 @@
 typedef struct {
     int type;        // VkPhysicalDeviceType: 0 other, 1 integrated GPU, 2 discrete GPU, 3 virtual GPU, 4 CPU
     unsigned api;    // VkPhysicalDeviceProperties.apiVersion
+    unsigned driver; // VkPhysicalDeviceProperties.driverVersion (Mesa's drivers: VK_MAKE_VERSION of the Mesa release)
     char name[IDEFICS2_VK_NAME_MAX];
 } idefics2_vk_device;
 

@@ -27,9 +27,22 @@ const vkTypeCPU = 4
 
 // vkPhysical is one Vulkan physical device as the loader lists it.
 type vkPhysical struct {
-	Type int
-	Name string
+	Type   int
+	Name   string
+	Driver uint32 // driverVersion; Mesa's drivers encode their release as VK_MAKE_VERSION(major, minor, patch)
 }
+
+// mesaVersion decodes a Mesa driver's driverVersion (VK_MAKE_VERSION: 10 bits major, 10 minor, 12 patch).
+func mesaVersion(v uint32) (major int, version string) {
+	major = int(v >> 22)
+	return major, fmt.Sprintf("%d.%d.%d", major, (v>>12)&0x3ff, v&0xfff)
+}
+
+// minLLVMpipeMesa is the oldest Mesa release whose lavapipe runs ggml-vulkan's graphs without corrupting the heap:
+// Mesa 22.3.6's frees a block twice on its queue thread after the vision graphs and a prompt with image rows (glibc
+// aborts the process in about two of three runs of the parity tests; ggml-vulkan's large buffers, each placed
+// against a guard page, were never written out of bounds); Mesa 25.0.7's ran them clean.
+const minLLVMpipeMesa = 25
 
 // vulkanPlan is how the Vulkan backend's devices map to the loader's physical devices.
 type vulkanPlan struct {
@@ -58,7 +71,7 @@ func probeVulkan() ([]vkPhysical, error) {
 	devs := unsafe.Slice(buf, max)
 	out := make([]vkPhysical, 0, min(n, max))
 	for i := 0; i < n && i < max; i++ {
-		out = append(out, vkPhysical{Type: int(devs[i]._type), Name: C.GoString(&devs[i].name[0])})
+		out = append(out, vkPhysical{Type: int(devs[i]._type), Name: C.GoString(&devs[i].name[0]), Driver: uint32(devs[i].driver)})
 	}
 	return out, nil
 }
@@ -96,16 +109,34 @@ func planVulkan(physical []vkPhysical, env string, envSet bool) (vulkanPlan, err
 }
 
 // offersLLVMpipe reports whether ggml-vulkan will offer a llvmpipe device (Mesa's lavapipe, named "llvmpipe (LLVM
-// …)"). With llvmpipe's worker threads, ggml-vulkan's tiled matrix products there (Mesa 22.3.6) returned whole
-// 32-column tiles wrong in some graphs (TestMulMatVulkanColumnTiles); without them (LLVMpipeThreadsEnv=0) they were
-// right every time.
+// …)"). With llvmpipe's worker threads, ggml-vulkan's tiled matrix products there (Mesa 22.3.6 and 25.0.7) returned
+// whole 32-column tiles wrong in some graphs (TestMulMatVulkanColumnTiles); without them (LLVMpipeThreadsEnv=0) they
+// were right every time.
 func (p vulkanPlan) offersLLVMpipe() bool {
+	_, ok := p.llvmpipe()
+	return ok
+}
+
+// llvmpipe returns the first llvmpipe device ggml-vulkan will offer.
+func (p vulkanPlan) llvmpipe() (vkPhysical, bool) {
 	for _, i := range p.visible {
 		if p.physical[i].Type == vkTypeCPU && strings.HasPrefix(p.physical[i].Name, "llvmpipe") {
-			return true
+			return p.physical[i], true
 		}
 	}
-	return false
+	return vkPhysical{}, false
+}
+
+// LLVMpipeMesa returns the Mesa release of the llvmpipe device (Mesa's lavapipe) the Vulkan backend offers, and
+// whether that release is known to corrupt the heap under ggml-vulkan (older than Mesa 25); version is "" when
+// no llvmpipe device is offered (or the Vulkan backend is not loaded).
+func LLVMpipeMesa() (version string, tooOld bool) {
+	d, ok := vulkan.llvmpipe()
+	if !ok {
+		return "", false
+	}
+	major, v := mesaVersion(d.Driver)
+	return v, major < minLLVMpipeMesa
 }
 
 // envValue is the VulkanDevicesEnv value that makes ggml-vulkan offer p.visible ("" when ggml chooses).
@@ -158,6 +189,10 @@ func prepareVulkan(rep *LoadReport) bool {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("ggml: vulkan: setting %s: %v", LLVMpipeThreadsEnv, err))
 		} else {
 			rep.Notes = append(rep.Notes, "vulkan: llvmpipe without worker threads ("+LLVMpipeThreadsEnv+"=0): with them ggml-vulkan's results go wrong")
+		}
+		if d, _ := p.llvmpipe(); d.Driver>>22 < minLLVMpipeMesa {
+			_, v := mesaVersion(d.Driver)
+			rep.Notes = append(rep.Notes, fmt.Sprintf("vulkan: llvmpipe of Mesa %s: lavapipe before Mesa %d corrupts the heap under ggml-vulkan (a double free on its queue thread that aborts the process); install Mesa %d or later", v, minLLVMpipeMesa, minLLVMpipeMesa))
 		}
 	}
 	vulkan = p

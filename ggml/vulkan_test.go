@@ -178,3 +178,23 @@ func TestSelectDeviceRules(t *testing.T) {
 		}
 	}
 }
+
+func TestMesaVersion(t *testing.T) {
+	mk := func(major, minor, patch uint32) uint32 { return major<<22 | minor<<12 | patch }
+	for _, c := range []struct {
+		driver    uint32
+		major     int
+		version   string
+		supported bool
+	}{
+		{mk(22, 3, 6), 22, "22.3.6", false},
+		{mk(24, 2, 8), 24, "24.2.8", false},
+		{mk(25, 0, 7), 25, "25.0.7", true},
+		{mk(26, 1, 0), 26, "26.1.0", true},
+	} {
+		major, v := mesaVersion(c.driver)
+		if major != c.major || v != c.version || (major >= minLLVMpipeMesa) != c.supported {
+			t.Errorf("mesaVersion(%#x) = %d, %q (supported %v); want %d, %q (%v)", c.driver, major, v, major >= minLLVMpipeMesa, c.major, c.version, c.supported)
+		}
+	}
+}
