@@ -45,6 +45,25 @@ typedef void (*vk_get_physical_device_properties_fn)(vk_handle, void *);
 #define VK_PROPS_NAME_OFFSET 20
 #define VK_MAX_DEVICES 64
 
+// VkPhysicalDeviceProperties2 (sType VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2) chaining
+// VkPhysicalDeviceDriverProperties (sType VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES, Vulkan 1.2): sType,
+// pNext, driverID (uint32), driverName[256], driverInfo[256], conformanceVersion (4 bytes).
+#define VK_STYPE_PROPERTIES_2 1000059001
+#define VK_STYPE_DRIVER_PROPERTIES 1000196000
+typedef struct {
+    int32_t s_type;
+    void *next;
+    uint32_t driver_id;
+    char driver_name[256];
+    char driver_info[256];
+    uint8_t conformance[4];
+} vk_driver_properties;
+typedef struct {
+    int32_t s_type;
+    void *next;
+    uint64_t properties[VK_PROPS_BUFFER / 8];
+} vk_properties2;
+
 static void *open_loader(void) {
     static const char *names[] = {"libvulkan.so.1", "libvulkan.so", "libvulkan.1.dylib", "libMoltenVK.dylib"};
     for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -69,6 +88,7 @@ int idefics2_vk_probe(idefics2_vk_device *out, int max) {
     vk_destroy_instance_fn destroy = (vk_destroy_instance_fn) gipa(inst, "vkDestroyInstance");
     vk_enumerate_physical_devices_fn enumerate = (vk_enumerate_physical_devices_fn) gipa(inst, "vkEnumeratePhysicalDevices");
     vk_get_physical_device_properties_fn props = (vk_get_physical_device_properties_fn) gipa(inst, "vkGetPhysicalDeviceProperties");
+    vk_get_physical_device_properties_fn props2 = (vk_get_physical_device_properties_fn) gipa(inst, "vkGetPhysicalDeviceProperties2");
     if (enumerate && props) {
         vk_handle devs[VK_MAX_DEVICES];
         uint32_t n = VK_MAX_DEVICES;
@@ -86,6 +106,19 @@ int idefics2_vk_probe(idefics2_vk_device *out, int max) {
                 memcpy(&out[i].driver, p + 4, sizeof out[i].driver);
                 memcpy(out[i].name, p + VK_PROPS_NAME_OFFSET, IDEFICS2_VK_NAME_MAX);
                 out[i].name[IDEFICS2_VK_NAME_MAX - 1] = 0;
+                out[i].driver_info[0] = 0;
+                if (props2 && out[i].api >= ((1u << 22) | (2u << 12))) {  // driver properties are core in 1.2
+                    vk_properties2 p2;
+                    vk_driver_properties dp;
+                    memset(&p2, 0, sizeof p2);
+                    memset(&dp, 0, sizeof dp);
+                    dp.s_type = VK_STYPE_DRIVER_PROPERTIES;
+                    p2.s_type = VK_STYPE_PROPERTIES_2;
+                    p2.next = &dp;
+                    props2(devs[i], &p2);
+                    memcpy(out[i].driver_info, dp.driver_info, IDEFICS2_VK_NAME_MAX);
+                    out[i].driver_info[IDEFICS2_VK_NAME_MAX - 1] = 0;
+                }
             }
             ret = (int) n;
         }

@@ -9,8 +9,9 @@
 typedef struct {
     int type;        // VkPhysicalDeviceType: 0 other, 1 integrated GPU, 2 discrete GPU, 3 virtual GPU, 4 CPU
     unsigned api;    // VkPhysicalDeviceProperties.apiVersion
-    unsigned driver; // VkPhysicalDeviceProperties.driverVersion (Mesa's drivers: VK_MAKE_VERSION of the Mesa release)
+    unsigned driver; // VkPhysicalDeviceProperties.driverVersion (each vendor encodes it its own way)
     char name[IDEFICS2_VK_NAME_MAX];
+    char driver_info[IDEFICS2_VK_NAME_MAX]; // VkPhysicalDeviceDriverProperties.driverInfo ("" below Vulkan 1.2)
 } idefics2_vk_device;
 
 // idefics2_vk_probe fills up to max devices and returns how many there are (which may exceed max), or -1 when

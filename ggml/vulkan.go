@@ -7,6 +7,7 @@ import "C"
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -27,15 +28,27 @@ const vkTypeCPU = 4
 
 // vkPhysical is one Vulkan physical device as the loader lists it.
 type vkPhysical struct {
-	Type   int
-	Name   string
-	Driver uint32 // driverVersion; Mesa's drivers encode their release as VK_MAKE_VERSION(major, minor, patch)
+	Type int
+	Name string
+	// DriverInfo is VkPhysicalDeviceDriverProperties.driverInfo ("Mesa 25.0.7-2~bpo12+1" for Mesa's drivers; ""
+	// below Vulkan 1.2).
+	DriverInfo string
 }
 
-// mesaVersion decodes a Mesa driver's driverVersion (VK_MAKE_VERSION: 10 bits major, 10 minor, 12 patch).
-func mesaVersion(v uint32) (major int, version string) {
-	major = int(v >> 22)
-	return major, fmt.Sprintf("%d.%d.%d", major, (v>>12)&0x3ff, v&0xfff)
+var mesaRelease = regexp.MustCompile(`\bMesa (\d+)\.(\d+)(?:\.(\d+))?`)
+
+// mesaVersion reads the Mesa release from a driver's driverInfo; major is 0 when it names none.
+func mesaVersion(info string) (major int, version string) {
+	m := mesaRelease.FindStringSubmatch(info)
+	if m == nil {
+		return 0, ""
+	}
+	major, _ = strconv.Atoi(m[1])
+	version = m[1] + "." + m[2]
+	if m[3] != "" {
+		version += "." + m[3]
+	}
+	return major, version
 }
 
 // minLLVMpipeMesa is the oldest Mesa release whose lavapipe runs ggml-vulkan's graphs without corrupting the heap:
@@ -71,7 +84,7 @@ func probeVulkan() ([]vkPhysical, error) {
 	devs := unsafe.Slice(buf, max)
 	out := make([]vkPhysical, 0, min(n, max))
 	for i := 0; i < n && i < max; i++ {
-		out = append(out, vkPhysical{Type: int(devs[i]._type), Name: C.GoString(&devs[i].name[0]), Driver: uint32(devs[i].driver)})
+		out = append(out, vkPhysical{Type: int(devs[i]._type), Name: C.GoString(&devs[i].name[0]), DriverInfo: C.GoString(&devs[i].driver_info[0])})
 	}
 	return out, nil
 }
@@ -129,14 +142,14 @@ func (p vulkanPlan) llvmpipe() (vkPhysical, bool) {
 
 // LLVMpipeMesa returns the Mesa release of the llvmpipe device (Mesa's lavapipe) the Vulkan backend offers, and
 // whether that release is known to corrupt the heap under ggml-vulkan (older than Mesa 25); version is "" when
-// no llvmpipe device is offered (or the Vulkan backend is not loaded).
+// no llvmpipe device is offered (or the Vulkan backend is not loaded) or its driver does not name its release.
 func LLVMpipeMesa() (version string, tooOld bool) {
 	d, ok := vulkan.llvmpipe()
 	if !ok {
 		return "", false
 	}
-	major, v := mesaVersion(d.Driver)
-	return v, major < minLLVMpipeMesa
+	major, v := mesaVersion(d.DriverInfo)
+	return v, major > 0 && major < minLLVMpipeMesa
 }
 
 // envValue is the VulkanDevicesEnv value that makes ggml-vulkan offer p.visible ("" when ggml chooses).
@@ -190,8 +203,8 @@ func prepareVulkan(rep *LoadReport) bool {
 		} else {
 			rep.Notes = append(rep.Notes, "vulkan: llvmpipe without worker threads ("+LLVMpipeThreadsEnv+"=0): with them ggml-vulkan's results go wrong")
 		}
-		if d, _ := p.llvmpipe(); d.Driver>>22 < minLLVMpipeMesa {
-			_, v := mesaVersion(d.Driver)
+		d, _ := p.llvmpipe()
+		if major, v := mesaVersion(d.DriverInfo); major > 0 && major < minLLVMpipeMesa {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("vulkan: llvmpipe of Mesa %s: lavapipe before Mesa %d corrupts the heap under ggml-vulkan (a double free on its queue thread that aborts the process); install Mesa %d or later", v, minLLVMpipeMesa, minLLVMpipeMesa))
 		}
 	}

@@ -180,21 +180,22 @@ func TestSelectDeviceRules(t *testing.T) {
 }
 
 func TestMesaVersion(t *testing.T) {
-	mk := func(major, minor, patch uint32) uint32 { return major<<22 | minor<<12 | patch }
 	for _, c := range []struct {
-		driver    uint32
+		info      string
 		major     int
 		version   string
 		supported bool
 	}{
-		{mk(22, 3, 6), 22, "22.3.6", false},
-		{mk(24, 2, 8), 24, "24.2.8", false},
-		{mk(25, 0, 7), 25, "25.0.7", true},
-		{mk(26, 1, 0), 26, "26.1.0", true},
+		{"Mesa 22.3.6", 22, "22.3.6", false},
+		{"Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)", 25, "25.0.7", true},
+		{"Mesa 24.2", 24, "24.2", false},
+		{"Mesa 26.1.0-devel (git-1234)", 26, "26.1.0", true},
+		{"535.54.03", 0, "", false},
+		{"", 0, "", false},
 	} {
-		major, v := mesaVersion(c.driver)
+		major, v := mesaVersion(c.info)
 		if major != c.major || v != c.version || (major >= minLLVMpipeMesa) != c.supported {
-			t.Errorf("mesaVersion(%#x) = %d, %q (supported %v); want %d, %q (%v)", c.driver, major, v, major >= minLLVMpipeMesa, c.major, c.version, c.supported)
+			t.Errorf("mesaVersion(%q) = %d, %q; want %d, %q (supported %v)", c.info, major, v, c.major, c.version, c.supported)
 		}
 	}
 }
