@@ -992,9 +992,11 @@ func (s *Scheduler) fail(r *schedRequest, err error) {
 }
 
 // reap removes finished sequences from the batch, keeps their caches and completes requests whose answers are all
-// done.
+// done. The active count is updated before any Generate call wakes, so that Stats read after a call returns no
+// longer counts its sequences.
 func (s *Scheduler) reap() {
 	kept := s.running[:0]
+	var finished []*schedRequest
 	for _, q := range s.running {
 		if !q.done {
 			kept = append(kept, q)
@@ -1002,12 +1004,15 @@ func (s *Scheduler) reap() {
 		}
 		s.release(q)
 		if q.r.left == 0 {
-			s.complete(q.r)
+			finished = append(finished, q.r)
 		}
 	}
 	clear(s.running[len(kept):])
 	s.running = kept
 	s.active.Store(int64(len(s.running)))
+	for _, r := range finished {
+		s.complete(r)
+	}
 }
 
 // complete fills r's result from its answers and wakes its Generate call.
