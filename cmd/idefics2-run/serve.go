@@ -235,17 +235,26 @@ func newID() string {
 	return "chatcmpl-" + hex.EncodeToString(b[:])
 }
 
+// takeSlot takes one of the server's request slots, or answers busy (503 + Retry-After) and reports false; the
+// caller gives the slot back with <-s.slots.
+func (s *server) takeSlot(w http.ResponseWriter) bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+		s.busy(w, fmt.Sprintf("the server is busy (%s in progress); retry later", plural(cap(s.slots), "request")))
+		return false
+	}
+}
+
 func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if !s.authorized(w, r) {
 		return
 	}
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		s.busy(w, fmt.Sprintf("the server is busy (%s in progress); retry later", plural(cap(s.slots), "request")))
+	if !s.takeSlot(w) {
 		return
 	}
+	defer func() { <-s.slots }()
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.timeout)
 	defer cancel()
 	body, ok := s.readBody(w, r)

@@ -118,13 +118,10 @@ func (s *server) handlePreview(w http.ResponseWriter, r *http.Request) {
 	if !s.authorized(w, r) {
 		return
 	}
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		s.busy(w, fmt.Sprintf("the server is busy (%s in progress); retry later", plural(cap(s.slots), "request")))
+	if !s.takeSlot(w) {
 		return
 	}
+	defer func() { <-s.slots }()
 	body, ok := s.readBody(w, r)
 	if !ok {
 		return
