@@ -80,6 +80,7 @@ static void attn_scratch_init(attn_scratch * w, const attn_args * a) {
     w->kt = (float *) attn_alloc((size_t) w->nkp * (size_t) a->hd * sizeof(float));
     w->vp = (float *) attn_alloc((size_t) w->nkp * (size_t) w->hdv * sizeof(float));
     w->s = (float *) attn_alloc((size_t) ATTN_QB * (size_t) w->nkp * sizeof(float));
+    memset(w->s, 0, (size_t) ATTN_QB * (size_t) w->nkp * sizeof(float)); // rows a path reads past its queries
     w->qs = (float *) attn_alloc((size_t) ATTN_QB * (size_t) a->hd * sizeof(float));
     w->o = (float *) attn_alloc((size_t) ATTN_QB * (size_t) w->hdv * sizeof(float));
     w->packed = -1;
@@ -332,36 +333,65 @@ static inline void attn_scores4_avx2(const attn_scratch * w, int64_t hd, int i0,
     }
 }
 
-// o[i0 … i0+2) += s[i0 … i0+2)[j0 … j1) · vp[j0 … j1), value columns 8·v0 … 8·(v0+nv).
+// Scores of 6 queries (qs rows i0 …) against the tile of 16 keys jt: 12 accumulators, the most that leave
+// registers for the two key vectors and the broadcast query value.
 __attribute__((target("avx2,fma"), always_inline))
-static inline void attn_pv_avx2(const attn_scratch * w, int i0, int64_t j0, int64_t j1, int v0, const int nv) {
-    __m256 acc[2][6];
-    const int64_t hdv = w->hdv, nkp = w->nkp;
-#pragma GCC unroll 2
-    for (int i = 0; i < 2; i++) {
+static inline void attn_scores6_avx2(const attn_scratch * w, int64_t hd, int i0, int64_t jt) {
+    __m256 acc[6][2];
 #pragma GCC unroll 6
+    for (int i = 0; i < 6; i++) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+    const float * k0 = w->kt + jt * hd * 16;
+    const float * q = w->qs + (int64_t) i0 * hd;
+    for (int64_t d = 0; d < hd; d++) {
+        const __m256 kv0 = _mm256_load_ps(k0 + d * 16);
+        const __m256 kv1 = _mm256_load_ps(k0 + d * 16 + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; i++) {
+            const __m256 b = _mm256_broadcast_ss(q + i * hd + d);
+            acc[i][0] = _mm256_fmadd_ps(b, kv0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(b, kv1, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; i++) {
+        float * s = w->s + (int64_t) (i0 + i) * w->nkp + jt * 16;
+        _mm256_store_ps(s, acc[i][0]);
+        _mm256_store_ps(s + 8, acc[i][1]);
+    }
+}
+
+// o[i0 … i0+4) += s[i0 … i0+4)[j0 … j1) · vp[j0 … j1), value columns 8·v0 … 8·(v0+nv), nv ≤ 3.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void attn_pv4_avx2(const attn_scratch * w, int i0, int64_t j0, int64_t j1, int v0, const int nv) {
+    __m256 acc[4][3];
+    const int64_t hdv = w->hdv, nkp = w->nkp;
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+#pragma GCC unroll 3
         for (int t = 0; t < nv; t++) acc[i][t] = _mm256_load_ps(w->o + (int64_t) (i0 + i) * hdv + 8 * (v0 + t));
     }
     const float * s = w->s + (int64_t) i0 * nkp;
     for (int64_t j = j0; j < j1; j++) {
         const float * vj = w->vp + j * hdv + 8 * v0;
-        const __m256 b0 = _mm256_broadcast_ss(s + j), b1 = _mm256_broadcast_ss(s + nkp + j);
-#pragma GCC unroll 6
-        for (int t = 0; t < nv; t++) {
-            const __m256 vv = _mm256_load_ps(vj + 8 * t);
-            acc[0][t] = _mm256_fmadd_ps(b0, vv, acc[0][t]);
-            acc[1][t] = _mm256_fmadd_ps(b1, vv, acc[1][t]);
+        __m256 vv[3];
+#pragma GCC unroll 3
+        for (int t = 0; t < nv; t++) vv[t] = _mm256_load_ps(vj + 8 * t);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m256 b = _mm256_broadcast_ss(s + i * nkp + j);
+#pragma GCC unroll 3
+            for (int t = 0; t < nv; t++) acc[i][t] = _mm256_fmadd_ps(b, vv[t], acc[i][t]);
         }
     }
-#pragma GCC unroll 2
-    for (int i = 0; i < 2; i++) {
-#pragma GCC unroll 6
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+#pragma GCC unroll 3
         for (int t = 0; t < nv; t++) _mm256_store_ps(w->o + (int64_t) (i0 + i) * hdv + 8 * (v0 + t), acc[i][t]);
     }
 }
-
-#define ATTN_PV_AVX2_CASE(NV) \
-    case NV: attn_pv_avx2(w, i0, j0, j1, v0, NV); break;
 
 __attribute__((target("avx2,fma")))
 static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int64_t q0) {
@@ -369,9 +399,18 @@ static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int
     const int64_t ntiles = nkp / 16;
     const int n = attn_load_queries(w, a, h, q0);
 
-    // 1. Scores (rows up to n rounded up to 4; the rows past n have zero queries).
+    // 1. Scores, 6 queries at a time while 6 rows fit in the block and more than 4 are left, else 4 (rows up to
+    //    n rounded up to 4 or 6; the rows past n have zero queries).
     for (int64_t jt = 0; jt < ntiles; jt++) {
-        for (int i0 = 0; i0 < n; i0 += 4) attn_scores4_avx2(w, hd, i0, jt);
+        for (int i0 = 0; i0 < n;) {
+            if (i0 + 6 <= ATTN_QB && n - i0 > 4) {
+                attn_scores6_avx2(w, hd, i0, jt);
+                i0 += 6;
+            } else {
+                attn_scores4_avx2(w, hd, i0, jt);
+                i0 += 4;
+            }
+        }
     }
 
     // 2. Probabilities (unnormalized) and row sums; padding keys get 0.
@@ -407,20 +446,18 @@ static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int
         w->l[i] = _mm_cvtss_f32(l4);
     }
 
-    // 3. Values, over blocks of keys, 2 queries and up to 6 vectors of 8 value columns at a time.
+    // 3. Values, over blocks of keys, 4 queries and up to 3 vectors of 8 value columns at a time (the head size
+    //    rounded up to 8; rows up to n rounded up to 4, whose scores step 1 wrote or the scratch's zeros).
     memset(w->o, 0, (size_t) ATTN_QB * (size_t) hdv * sizeof(float));
-    const int nvt = (int) (hdv / 8);
+    const int nvt = (int) ((hd + 7) / 8);
     for (int64_t j0 = 0; j0 < nk; j0 += ATTN_KB) {
         const int64_t j1 = j0 + ATTN_KB < nk ? j0 + ATTN_KB : nk;
-        for (int i0 = 0; i0 < n; i0 += 2) {
-            for (int v0 = 0; v0 < nvt; v0 += 6) {
-                switch (nvt - v0 < 6 ? nvt - v0 : 6) {
-                    ATTN_PV_AVX2_CASE(1)
-                    ATTN_PV_AVX2_CASE(2)
-                    ATTN_PV_AVX2_CASE(3)
-                    ATTN_PV_AVX2_CASE(4)
-                    ATTN_PV_AVX2_CASE(5)
-                    ATTN_PV_AVX2_CASE(6)
+        for (int i0 = 0; i0 < n; i0 += 4) {
+            for (int v0 = 0; v0 < nvt; v0 += 3) {
+                switch (nvt - v0 < 3 ? nvt - v0 : 3) {
+                case 1: attn_pv4_avx2(w, i0, j0, j1, v0, 1); break;
+                case 2: attn_pv4_avx2(w, i0, j0, j1, v0, 2); break;
+                case 3: attn_pv4_avx2(w, i0, j0, j1, v0, 3); break;
                 }
             }
         }
