@@ -95,3 +95,6 @@ func (r *Runner) Run(g *Graph, setInputs func() error, readOutputs func() error)
 	}
 	return nil
 }
+
+// Threads is the CPU thread count.
+func (r *Runner) Threads() int { return r.nThreads }

@@ -44,6 +44,7 @@ type ImageJob struct {
 	proj       []float32
 	out        []float32
 	ctx        *ggml.Context
+	runner     *ggml.Runner // computes the pieces; nil: the model's
 }
 
 // NewImageJob checks in (as EncodeImage does) and returns a job ready for its first piece.
@@ -62,6 +63,11 @@ func (j *ImageJob) Close() {
 		j.ctx = nil
 	}
 }
+
+// SetRunner makes the job compute its next pieces on r (a runner from Model.NewImageRunner, which may compute while
+// the model's own runner computes a decoder step in another goroutine); nil returns to the model's runner. A job is
+// used by one goroutine at a time.
+func (j *ImageJob) SetRunner(r *ggml.Runner) { j.runner = r }
 
 // Phase is the kind of the next piece (PhaseDone when the features are ready).
 func (j *ImageJob) Phase() ImagePhase { return j.phase }
@@ -157,7 +163,11 @@ func (j *ImageJob) run(what string, build func(ctx *ggml.Context, g *ggml.Graph)
 	if err != nil {
 		return fmt.Errorf("graph: building the image %s graph: %w", what, err)
 	}
-	return j.m.runner.Run(g, set, read)
+	r := j.runner
+	if r == nil {
+		r = j.m.runner
+	}
+	return r.Run(g, set, read)
 }
 
 func (j *ImageJob) embed() error {

@@ -220,6 +220,16 @@ func (m *Model) PlacementReport() []string {
 // SetThreads changes the number of CPU threads.
 func (m *Model) SetThreads(n int) { m.runner.SetThreads(n) }
 
+// Threads is the number of CPU threads of the model's runner.
+func (m *Model) Threads() int { return m.runner.Threads() }
+
+// NewImageRunner opens a second runner on the model's device with threads CPU threads, for image jobs
+// (ImageJob.SetRunner) computed while the model's runner computes decoder steps: the weights are shared, each
+// runner has its own backend and compute memory. The caller closes it.
+func (m *Model) NewImageRunner(threads int) (*ggml.Runner, error) {
+	return ggml.NewRunner(m.Device, threads, graphSize)
+}
+
 // StepWeights returns the memory of the weights one decoding step reads in full (every decoder matrix and norm and
 // the output projection; of the token embeddings a step reads one row), as stored, and ok false when some of them
 // are not in CPU memory. Reading them once (ggml.StreamRead) times the memory's lower bound on a step: the limit

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/idefics2-go/idefics2/ggml"
 	"github.com/idefics2-go/idefics2/graph"
 	"github.com/idefics2-go/idefics2/processor"
 )
@@ -36,6 +37,7 @@ type SchedulerStats struct {
 	PrefixHits, PrefixMisses int64 // prompt-prefix cache lookups across requests
 	ImageHits, ImageMisses   int64 // image-embedding cache lookups
 	CacheBytes               int64 // bytes held by the two caches
+	OverlappedPieces         int64 // image pieces computed beside decoder steps (see encodeOverlap)
 }
 
 // Scheduler answers many generation requests at once by continuous batching: one goroutine owns the model and
@@ -43,7 +45,8 @@ type SchedulerStats struct {
 // sequence plus a chunk of prompt (at most the model's batch size) of one sequence still evaluating its prompt, so
 // that a long prompt does not stop the others; sequences join and leave at step boundaries. Every sequence has its
 // own KV cache of CtxSize positions (graph.Sequence), its own sampler, stop rules, limits, cancellation and
-// callbacks. Image features are encoded by the same goroutine between steps.
+// callbacks. Image features are encoded by the same goroutine between steps, or on a CPU beside them, on a second
+// runner with half the threads (encodeOverlap).
 //
 // Caches across requests: a finished sequence's KV cache is kept with the identity of its positions, and a new
 // request starts from the kept cache that shares the longest prefix with its prompt (prompt-prefix cache); image
@@ -64,6 +67,7 @@ type Scheduler struct {
 	active, waiting          atomic.Int64
 	prefixHits, prefixMisses atomic.Int64
 	imageHits, imageMisses   atomic.Int64
+	overlappedPieces         atomic.Int64
 	cacheBytes               atomic.Int64
 
 	// Owned by the loop goroutine.
@@ -85,6 +89,39 @@ type Scheduler struct {
 	jobSub      int
 	jobRate     [graph.NumImagePhases]float64
 	lastStep    time.Duration
+	lastPrefill bool // the last step evaluated a chunk of prompt
+	// Overlapped encoding (encodeOverlap): the image runner, the job's seconds per row on it by phase, when the
+	// current job began and the decoder steps without prompt run beside it, and the last such steps' times with
+	// every thread.
+	side      *ggml.Runner
+	noOverlap bool
+	sideRate  [graph.NumImagePhases]float64
+	jobStart  time.Time
+	jobSteps  int
+	stepFull  stepTimes
+}
+
+// stepTimes keeps the last durations of decoder steps without prompt; their median is robust to the odd slow step
+// (another goroutine preparing an image, the garbage collector).
+type stepTimes struct {
+	d [9]time.Duration
+	n int
+}
+
+func (t *stepTimes) add(d time.Duration) {
+	t.d[t.n%len(t.d)] = d
+	t.n++
+}
+
+// median is the median of the kept durations, 0 before the first.
+func (t *stepTimes) median() time.Duration {
+	k := min(t.n, len(t.d))
+	if k == 0 {
+		return 0
+	}
+	v := slices.Clone(t.d[:k])
+	slices.Sort(v)
+	return v[k/2]
 }
 
 // imageShare is the time of an image piece run between two decoder steps, in units of the last step's time: the
@@ -95,6 +132,19 @@ const imageShare = 2.0
 // firstPieceRows is the size of the first piece of each phase of an image job while sequences are decoding, which
 // measures the phase's time per row.
 const firstPieceRows = 16
+
+// Overlapped encoding. On a CPU with at least 2 threads and no adapters loaded, an image encoded while sequences
+// decode runs its pieces on a second runner with half the threads, in another goroutine, while the decoder steps go
+// on with the other half: generation is bound by reading the weights and the vision tower by arithmetic, so each
+// keeps much of its speed on half the cores. Between overlapped stretches the image also gets pieces alone with
+// every thread, as many as keep the running sequences at overlapStreamShare of their token rate: the steps run
+// since the job began, each worth a step with every thread (the median of the last ones before), against the job's
+// time so far.
+const (
+	overlapStreamShare = 0.36
+	overlapPiece       = 4 * time.Second        // the aimed duration of an overlapped stretch
+	overlapSlice       = 500 * time.Millisecond // the aimed duration of one piece within it
+)
 
 // schedRequest is one Generate call inside the scheduler.
 type schedRequest struct {
@@ -216,7 +266,8 @@ func (s *Scheduler) CtxSize() int { return s.ctxSize }
 func (s *Scheduler) Stats() SchedulerStats {
 	return SchedulerStats{Active: int(s.active.Load()), Waiting: int(s.waiting.Load()),
 		PrefixHits: s.prefixHits.Load(), PrefixMisses: s.prefixMisses.Load(),
-		ImageHits: s.imageHits.Load(), ImageMisses: s.imageMisses.Load(), CacheBytes: s.cacheBytes.Load()}
+		ImageHits: s.imageHits.Load(), ImageMisses: s.imageMisses.Load(), CacheBytes: s.cacheBytes.Load(),
+		OverlappedPieces: s.overlappedPieces.Load()}
 }
 
 // Close waits for the running and admitted requests to end (their contexts decide when), then frees the sequences
@@ -338,8 +389,20 @@ func (s *Scheduler) loop() {
 			s.abort(errors.New("runner: the model is closed"))
 		} else {
 			s.start()
-			busy := s.step()
-			s.encodeSome(busy)
+			if s.job != nil && s.overlapOK() && s.canStep() {
+				// The steps run inside the overlapped stretch.
+				s.encodeOverlap()
+			} else {
+				busy := s.step()
+				if busy && !s.lastPrefill {
+					s.stepFull.add(s.lastStep)
+				}
+				if busy && s.overlapOK() {
+					s.encodeOverlap()
+				} else {
+					s.encodeSome(busy)
+				}
+			}
 		}
 		s.m.mu.Unlock()
 	}
@@ -503,9 +566,9 @@ func (s *Scheduler) imagesReady(q *schedSeq) {
 	}
 }
 
-// encodeSome runs one piece of image work for the first sequence waiting for images. While other sequences decode
-// (busy), the piece is sized to take imageShare times the last step; otherwise it covers a whole phase.
-func (s *Scheduler) encodeSome(busy bool) {
+// nextJob returns the first sequence waiting for images, with s.job the job of its next sub-image (a new job is
+// made as needed and the adapter scales set for it); nil when no sequence waits.
+func (s *Scheduler) nextJob() *schedSeq {
 	for len(s.encodeQueue) > 0 {
 		q := s.encodeQueue[0]
 		if q.done || !q.encoding {
@@ -531,41 +594,176 @@ func (s *Scheduler) encodeSome(busy bool) {
 				continue
 			}
 			s.job, s.jobSub, s.jobRate = job, k, [graph.NumImagePhases]float64{}
+			s.sideRate, s.jobStart, s.jobSteps = [graph.NumImagePhases]float64{}, time.Now(), 0
 		}
 		if err := s.m.g.SetAdapterScales(q.r.scales); err != nil {
 			s.finishSeq(q, StopLength, fmt.Errorf("runner: %w", err))
 			s.reap()
 			continue
 		}
-		job := s.job
-		phase := job.Phase()
-		rows := job.Patches()
-		if busy {
-			if rate := s.jobRate[phase]; rate > 0 {
-				rows = int(imageShare * s.lastStep.Seconds() / rate)
-			} else {
-				rows = firstPieceRows
-			}
-		}
-		t0 := time.Now()
-		done, err := job.Step(rows)
-		if err != nil {
-			s.dropJob()
-			s.finishSeq(q, StopLength, fmt.Errorf("runner: encoding image %d: %w", q.imgSubs[s.jobSub], err))
+		return q
+	}
+	return nil
+}
+
+// pieceDone takes the outcome of a piece of s.job run for q: done rows of phase in d (recorded in rate), or err.
+func (s *Scheduler) pieceDone(q *schedSeq, phase graph.ImagePhase, done int, d time.Duration, err error, rate *[graph.NumImagePhases]float64) {
+	if err != nil {
+		sub := q.imgSubs[s.jobSub]
+		s.dropJob()
+		if !q.done {
+			s.finishSeq(q, StopLength, fmt.Errorf("runner: encoding image %d: %w", sub, err))
 			s.reap()
-			continue
-		}
-		if done > 0 && phase < graph.PhaseDone {
-			s.jobRate[phase] = time.Since(t0).Seconds() / float64(done)
-		}
-		if f := job.Features(); f != nil {
-			s.keepImage(s.imageKey(q.r, q.imgSubs[s.jobSub]), f.Embeddings)
-			q.imgRows[s.jobSub] = f.Embeddings
-			s.dropJob()
-			s.imagesReady(q)
 		}
 		return
 	}
+	if rate != nil && done > 0 && phase < graph.PhaseDone {
+		rate[phase] = d.Seconds() / float64(done)
+	}
+	if f := s.job.Features(); f != nil {
+		s.keepImage(s.imageKey(q.r, q.imgSubs[s.jobSub]), f.Embeddings)
+		q.imgRows[s.jobSub] = f.Embeddings
+		s.dropJob()
+		if !q.done {
+			s.imagesReady(q)
+		}
+	}
+}
+
+// encodeSome runs one piece of image work for the first sequence waiting for images. While other sequences decode
+// (busy), the piece is sized to take imageShare times the last step; otherwise it covers a whole phase.
+func (s *Scheduler) encodeSome(busy bool) {
+	q := s.nextJob()
+	if q == nil {
+		return
+	}
+	job := s.job
+	phase := job.Phase()
+	rows := job.Patches()
+	if busy {
+		if rate := s.jobRate[phase]; rate > 0 {
+			rows = int(imageShare * s.lastStep.Seconds() / rate)
+		} else {
+			rows = firstPieceRows
+		}
+	}
+	t0 := time.Now()
+	done, err := job.Step(rows)
+	s.pieceDone(q, phase, done, time.Since(t0), err, &s.jobRate)
+}
+
+// overlapOK reports whether image pieces may run beside decoder steps: a CPU model with no adapters (the steps and
+// the pieces would set their scales at once) and at least 2 threads, and the image runner could be opened.
+func (s *Scheduler) overlapOK() bool {
+	return !s.noOverlap && s.m.g.Target.CPU && len(s.m.g.Options().Adapters) == 0 && s.m.g.Threads() >= 2
+}
+
+// encodeOverlap runs one cycle of image work while sequences decode: solo pieces (every thread, on the model's
+// runner) while the job's solo time is behind its share, then an overlapped stretch of about overlapPiece: pieces on
+// the image runner in another goroutine, one after the other, with decoder steps on the other threads, until the
+// stretch ends, the job is done or no sequence has a step to run.
+func (s *Scheduler) encodeOverlap() {
+	q := s.nextJob()
+	if q == nil {
+		return
+	}
+	job := s.job
+	for {
+		owed := time.Duration(float64(s.jobSteps)*s.stepFull.median().Seconds()/overlapStreamShare*float64(time.Second)) -
+			time.Since(s.jobStart)
+		phase := job.Phase()
+		if owed <= 0 || phase == graph.PhaseDone {
+			break
+		}
+		rows := firstPieceRows
+		if rate := s.jobRate[phase]; rate > 0 {
+			rows = max(2, int(owed.Seconds()/rate))
+		}
+		t0 := time.Now()
+		done, err := job.Step(rows)
+		s.pieceDone(q, phase, done, time.Since(t0), err, &s.jobRate)
+		if s.job != job {
+			return
+		}
+	}
+	full := s.m.g.Threads()
+	if s.side == nil {
+		side, err := s.m.g.NewImageRunner(full / 2)
+		if err != nil {
+			// Without a second runner, images are encoded between steps.
+			s.noOverlap = true
+			return
+		}
+		s.side = side
+	}
+	s.side.SetThreads(full / 2)
+	job.SetRunner(s.side)
+	s.m.g.SetThreads(full - full/2)
+	type stretch struct {
+		phase graph.ImagePhase
+		done  int
+		err   error
+		rate  [graph.NumImagePhases]float64
+	}
+	ch := make(chan stretch, 1)
+	var stop atomic.Bool
+	t0 := time.Now()
+	go func(rate [graph.NumImagePhases]float64) {
+		// Pieces of about overlapSlice each, so that a stop request is seen soon.
+		var r stretch
+		for !stop.Load() {
+			r.phase = job.Phase()
+			if r.phase == graph.PhaseDone {
+				break
+			}
+			rows := firstPieceRows
+			if rate[r.phase] > 0 {
+				rows = max(2, int(overlapSlice.Seconds()/rate[r.phase]))
+			}
+			t := time.Now()
+			r.done, r.err = job.Step(rows)
+			if r.err != nil {
+				break
+			}
+			if r.done > 0 && r.phase < graph.PhaseDone {
+				rate[r.phase] = time.Since(t).Seconds() / float64(r.done)
+			}
+		}
+		r.rate = rate
+		ch <- r
+	}(s.sideRate)
+	var r stretch
+	for waiting := true; waiting; {
+		select {
+		case r = <-ch:
+			waiting = false
+			continue
+		default:
+		}
+		if time.Since(t0) >= overlapPiece || !s.step() {
+			stop.Store(true)
+			r = <-ch
+			waiting = false
+		} else if !s.lastPrefill {
+			s.jobSteps++
+		}
+	}
+	s.m.g.SetThreads(full)
+	job.SetRunner(nil)
+	s.overlappedPieces.Add(1)
+	s.sideRate = r.rate
+	// The rates are the stretch's own (recorded above); the last piece's outcome decides the job's end.
+	s.pieceDone(q, r.phase, 0, 0, r.err, nil)
+}
+
+// canStep reports whether some running sequence has a decoder step to run.
+func (s *Scheduler) canStep() bool {
+	for _, q := range s.running {
+		if !q.done && !q.encoding && len(q.pending) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // peekImage is cachedImage without counting a lookup.
@@ -698,6 +896,10 @@ func (s *Scheduler) free() {
 		e.gs.Close()
 	}
 	s.dropJob()
+	if s.side != nil {
+		s.side.Close()
+		s.side = nil
+	}
 	s.running, s.idle, s.images, s.encodeQueue = nil, nil, nil, nil
 	s.cacheBytes.Store(0)
 	s.active.Store(0)
@@ -772,7 +974,7 @@ func (s *Scheduler) step() bool {
 	}
 	t0 := time.Now()
 	logits, err := s.batch.Step(parts)
-	s.lastStep = time.Since(t0)
+	s.lastStep, s.lastPrefill = time.Since(t0), prefill
 	if err != nil {
 		for _, q := range seqs {
 			q.gs.Truncate(len(q.keys))

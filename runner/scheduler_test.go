@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -505,6 +506,87 @@ func TestSchedulerInterleaving(t *testing.T) {
 	}
 	if got, want := seen()-before, 2*m.g.Vision.Layers+2; got < want || res.Timings.ImageCacheMisses != 1 {
 		t.Errorf("the stream made %d tokens while an image was encoded (%d misses), want at least %d", got, res.Timings.ImageCacheMisses, want)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("the stream ended with %v, want it cancelled", err)
+	}
+}
+
+// TestSchedulerOverlap checks the overlapped encoding of an image (2 threads, no adapters): while a stream
+// generates, a newcomer's image is encoded in pieces on the image runner beside the decoder steps, the stream keeps
+// producing tokens, and the newcomer's greedy answer equals the one it gets alone (the features do not depend on
+// the runner or its thread count: every product sums in the same order on any number of threads).
+func TestSchedulerOverlap(t *testing.T) {
+	text, mm, err := testmodels.Pair("p1", "f32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(context.Background(), Options{ModelPath: text, MMProjPath: mm, Device: "cpu", Threads: 2, BatchSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	img, err := LoadImage(testdata("hf", "images", "chelsea.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withImage, err := m.RawPrompt("<image>cat", []Image{img}, PromptOptions{NoSplit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	greedy := GenerateOptions{MaxTokens: 6, Sampler: SamplerOptions{Temperature: 0}}
+	answer := func(s *Scheduler) []int32 {
+		t.Helper()
+		res, err := s.Generate(context.Background(), withImage, greedy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Tokens
+	}
+	alone, err := m.NewScheduler(SchedulerOptions{Parallel: 2, CtxSize: 512, CacheMem: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := answer(alone)
+	if p := alone.Stats().OverlappedPieces; p != 0 {
+		t.Errorf("an image encoded with nothing else running took %d overlapped pieces, want 0", p)
+	}
+	alone.Close()
+
+	s, err := m.NewScheduler(SchedulerOptions{Parallel: 2, CtxSize: 512, CacheMem: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stream, err := m.RawPrompt("The quick brown fox", nil, PromptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tokens atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Generate(ctx, stream, GenerateOptions{MaxTokens: 400, Sampler: SamplerOptions{Temperature: 1, Seed: 1},
+			OnToken: func(int32) error {
+				tokens.Add(1)
+				return nil
+			}})
+		done <- err
+	}()
+	for tokens.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	before := tokens.Load()
+	got := answer(s)
+	if !slices.Equal(got, want) {
+		t.Errorf("answer encoded beside a stream %v, alone %v", got, want)
+	}
+	if p := s.Stats().OverlappedPieces; p == 0 {
+		t.Error("the image was encoded with no overlapped piece")
+	}
+	if n := tokens.Load() - before; n == 0 {
+		t.Error("the stream made no token while the image was encoded")
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
