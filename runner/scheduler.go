@@ -141,7 +141,7 @@ const firstPieceRows = 16
 // since the job began, each worth a step with every thread (the median of the last ones before), against the job's
 // time so far.
 const (
-	overlapStreamShare = 0.36
+	overlapStreamShare = 0.345
 	overlapPiece       = 4 * time.Second        // the aimed duration of an overlapped stretch
 	overlapSlice       = 500 * time.Millisecond // the aimed duration of one piece within it
 )
