@@ -37,7 +37,7 @@ type SchedulerStats struct {
 	PrefixHits, PrefixMisses int64 // prompt-prefix cache lookups across requests
 	ImageHits, ImageMisses   int64 // image-embedding cache lookups
 	CacheBytes               int64 // bytes held by the two caches
-	OverlappedPieces         int64 // image pieces computed beside decoder steps (see encodeOverlap)
+	OverlapStretches         int64 // stretches of image work computed beside decoder steps (see encodeOverlap)
 }
 
 // Scheduler answers many generation requests at once by continuous batching: one goroutine owns the model and
@@ -67,7 +67,7 @@ type Scheduler struct {
 	active, waiting          atomic.Int64
 	prefixHits, prefixMisses atomic.Int64
 	imageHits, imageMisses   atomic.Int64
-	overlappedPieces         atomic.Int64
+	overlapStretches         atomic.Int64
 	cacheBytes               atomic.Int64
 
 	// Owned by the loop goroutine.
@@ -267,7 +267,7 @@ func (s *Scheduler) Stats() SchedulerStats {
 	return SchedulerStats{Active: int(s.active.Load()), Waiting: int(s.waiting.Load()),
 		PrefixHits: s.prefixHits.Load(), PrefixMisses: s.prefixMisses.Load(),
 		ImageHits: s.imageHits.Load(), ImageMisses: s.imageMisses.Load(), CacheBytes: s.cacheBytes.Load(),
-		OverlappedPieces: s.overlappedPieces.Load()}
+		OverlapStretches: s.overlapStretches.Load()}
 }
 
 // Close waits for the running and admitted requests to end (their contexts decide when), then frees the sequences
@@ -659,9 +659,10 @@ func (s *Scheduler) overlapOK() bool {
 }
 
 // encodeOverlap runs one cycle of image work while sequences decode: solo pieces (every thread, on the model's
-// runner) while the job's solo time is behind its share, then an overlapped stretch of about overlapPiece: pieces on
-// the image runner in another goroutine, one after the other, with decoder steps on the other threads, until the
-// stretch ends, the job is done or no sequence has a step to run.
+// runner) while the steps run since the job began still keep the sequences above overlapStreamShare of their rate,
+// then an overlapped stretch of about overlapPiece: pieces on the image runner in another goroutine, one after the
+// other, with decoder steps on the other threads, until the stretch ends, the job is done or no sequence has a step
+// to run.
 func (s *Scheduler) encodeOverlap() {
 	q := s.nextJob()
 	if q == nil {
@@ -750,7 +751,7 @@ func (s *Scheduler) encodeOverlap() {
 	}
 	s.m.g.SetThreads(full)
 	job.SetRunner(nil)
-	s.overlappedPieces.Add(1)
+	s.overlapStretches.Add(1)
 	s.sideRate = r.rate
 	// The rates are the stretch's own (recorded above); the last piece's outcome decides the job's end.
 	s.pieceDone(q, r.phase, 0, 0, r.err, nil)

@@ -549,8 +549,8 @@ func TestSchedulerOverlap(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := answer(alone)
-	if p := alone.Stats().OverlappedPieces; p != 0 {
-		t.Errorf("an image encoded with nothing else running took %d overlapped pieces, want 0", p)
+	if p := alone.Stats().OverlapStretches; p != 0 {
+		t.Errorf("an image encoded with nothing else running took %d overlapped stretches, want 0", p)
 	}
 	alone.Close()
 
@@ -582,8 +582,8 @@ func TestSchedulerOverlap(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("answer encoded beside a stream %v, alone %v", got, want)
 	}
-	if p := s.Stats().OverlappedPieces; p == 0 {
-		t.Error("the image was encoded with no overlapped piece")
+	if p := s.Stats().OverlapStretches; p == 0 {
+		t.Error("the image was encoded with no overlapped stretch")
 	}
 	if n := tokens.Load() - before; n == 0 {
 		t.Error("the stream made no token while the image was encoded")
