@@ -304,42 +304,13 @@ static void attn_item_avx512(attn_scratch * w, const attn_args * a, int64_t h, i
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA
 
-// Scores of 4 queries (qs rows i0 …) against the tile of 16 keys jt.
+// Scores of nq queries (qs rows i0 …; nq is 4 or 6, a constant at each call) against the tile of 16 keys jt: 6
+// queries give 12 accumulators, the most that leave registers for the two key vectors and the broadcast query value.
 __attribute__((target("avx2,fma"), always_inline))
-static inline void attn_scores4_avx2(const attn_scratch * w, int64_t hd, int i0, int64_t jt) {
-    __m256 acc[4][2];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        acc[i][0] = _mm256_setzero_ps();
-        acc[i][1] = _mm256_setzero_ps();
-    }
-    const float * k0 = w->kt + jt * hd * 16;
-    const float * q = w->qs + (int64_t) i0 * hd;
-    for (int64_t d = 0; d < hd; d++) {
-        const __m256 kv0 = _mm256_load_ps(k0 + d * 16);
-        const __m256 kv1 = _mm256_load_ps(k0 + d * 16 + 8);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            const __m256 b = _mm256_broadcast_ss(q + i * hd + d);
-            acc[i][0] = _mm256_fmadd_ps(b, kv0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(b, kv1, acc[i][1]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        float * s = w->s + (int64_t) (i0 + i) * w->nkp + jt * 16;
-        _mm256_store_ps(s, acc[i][0]);
-        _mm256_store_ps(s + 8, acc[i][1]);
-    }
-}
-
-// Scores of 6 queries (qs rows i0 …) against the tile of 16 keys jt: 12 accumulators, the most that leave
-// registers for the two key vectors and the broadcast query value.
-__attribute__((target("avx2,fma"), always_inline))
-static inline void attn_scores6_avx2(const attn_scratch * w, int64_t hd, int i0, int64_t jt) {
+static inline void attn_scores_avx2(const attn_scratch * w, int64_t hd, int i0, int64_t jt, const int nq) {
     __m256 acc[6][2];
 #pragma GCC unroll 6
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < nq; i++) {
         acc[i][0] = _mm256_setzero_ps();
         acc[i][1] = _mm256_setzero_ps();
     }
@@ -349,14 +320,14 @@ static inline void attn_scores6_avx2(const attn_scratch * w, int64_t hd, int i0,
         const __m256 kv0 = _mm256_load_ps(k0 + d * 16);
         const __m256 kv1 = _mm256_load_ps(k0 + d * 16 + 8);
 #pragma GCC unroll 6
-        for (int i = 0; i < 6; i++) {
+        for (int i = 0; i < nq; i++) {
             const __m256 b = _mm256_broadcast_ss(q + i * hd + d);
             acc[i][0] = _mm256_fmadd_ps(b, kv0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(b, kv1, acc[i][1]);
         }
     }
 #pragma GCC unroll 6
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < nq; i++) {
         float * s = w->s + (int64_t) (i0 + i) * w->nkp + jt * 16;
         _mm256_store_ps(s, acc[i][0]);
         _mm256_store_ps(s + 8, acc[i][1]);
@@ -404,10 +375,10 @@ static void attn_item_avx2(attn_scratch * w, const attn_args * a, int64_t h, int
     for (int64_t jt = 0; jt < ntiles; jt++) {
         for (int i0 = 0; i0 < n;) {
             if (i0 + 6 <= ATTN_QB && n - i0 > 4) {
-                attn_scores6_avx2(w, hd, i0, jt);
+                attn_scores_avx2(w, hd, i0, jt, 6);
                 i0 += 6;
             } else {
-                attn_scores4_avx2(w, hd, i0, jt);
+                attn_scores_avx2(w, hd, i0, jt, 4);
                 i0 += 4;
             }
         }

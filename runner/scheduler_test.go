@@ -454,32 +454,7 @@ func TestSchedulerInterleaving(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	stream, err := m.RawPrompt("The quick brown fox", nil, PromptOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	tokens := 0
-	seen := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return tokens
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.Generate(ctx, stream, GenerateOptions{MaxTokens: 400, Sampler: SamplerOptions{Temperature: 1, Seed: 1},
-			OnToken: func(int32) error {
-				mu.Lock()
-				tokens++
-				mu.Unlock()
-				return nil
-			}})
-		done <- err
-	}()
-	for seen() < 2 {
-		time.Sleep(time.Millisecond)
-	}
+	seen, stop := startStream(t, m, s)
 	long, err := m.RawPrompt(strings.Repeat("one two three four ", 20), nil, PromptOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -507,9 +482,38 @@ func TestSchedulerInterleaving(t *testing.T) {
 	if got, want := seen()-before, 2*m.g.Vision.Layers+2; got < want || res.Timings.ImageCacheMisses != 1 {
 		t.Errorf("the stream made %d tokens while an image was encoded (%d misses), want at least %d", got, res.Timings.ImageCacheMisses, want)
 	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("the stream ended with %v, want it cancelled", err)
+	stop()
+}
+
+// startStream starts a sampled generation of up to 400 tokens on s and waits for its first 2 tokens. seen counts its
+// tokens so far; stop cancels it and checks that it ended cancelled.
+func startStream(t *testing.T, m *Model, s *Scheduler) (seen func() int, stop func()) {
+	t.Helper()
+	stream, err := m.RawPrompt("The quick brown fox", nil, PromptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tokens atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Generate(ctx, stream, GenerateOptions{MaxTokens: 400, Sampler: SamplerOptions{Temperature: 1, Seed: 1},
+			OnToken: func(int32) error {
+				tokens.Add(1)
+				return nil
+			}})
+		done <- err
+	}()
+	seen = func() int { return int(tokens.Load()) }
+	for seen() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	return seen, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("the stream ended with %v, want it cancelled", err)
+		}
 	}
 }
 
@@ -559,25 +563,8 @@ func TestSchedulerOverlap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	stream, err := m.RawPrompt("The quick brown fox", nil, PromptOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tokens atomic.Int64
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.Generate(ctx, stream, GenerateOptions{MaxTokens: 400, Sampler: SamplerOptions{Temperature: 1, Seed: 1},
-			OnToken: func(int32) error {
-				tokens.Add(1)
-				return nil
-			}})
-		done <- err
-	}()
-	for tokens.Load() < 2 {
-		time.Sleep(time.Millisecond)
-	}
-	before := tokens.Load()
+	seen, stop := startStream(t, m, s)
+	before := seen()
 	got := answer(s)
 	if !slices.Equal(got, want) {
 		t.Errorf("answer encoded beside a stream %v, alone %v", got, want)
@@ -585,11 +572,8 @@ func TestSchedulerOverlap(t *testing.T) {
 	if p := s.Stats().OverlapStretches; p == 0 {
 		t.Error("the image was encoded with no overlapped stretch")
 	}
-	if n := tokens.Load() - before; n == 0 {
+	if n := seen() - before; n == 0 {
 		t.Error("the stream made no token while the image was encoded")
 	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("the stream ended with %v, want it cancelled", err)
-	}
+	stop()
 }
