@@ -163,7 +163,7 @@ cross-darwin:
 # llama.cpp loads our text GGUF and gives the same logits (build tag llamacpp: compiles llama.cpp's core from the
 # pinned ollama module once, minutes on 2 cores).
 check-llamacpp: ggml-cpu
-	CGO_CPPFLAGS="$(CGO_CPPFLAGS) -I$(OLLAMA_DIR)/llama/llama.cpp/include" IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) \
+	CGO_CPPFLAGS="$(CGO_CPPFLAGS) -I$(OLLAMA_DIR)/llama/llama.cpp/include -I$(OLLAMA_DIR)/llama/llama.cpp/tools/mtmd" IDEFICS2_LIB_DIR=$(GGML_CPU_DIR) \
 		$(GO) test -tags llamacpp -count=1 -v ./internal/llamacpptest/
 
 clean:
