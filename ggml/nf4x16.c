@@ -27,6 +27,7 @@
 #endif
 
 #define NF4X16_SUB 8 // sub-chunks of 8 columns per chunk
+#define NF4X16_PREFETCH_AHEAD 2304 // bytes ahead the one-vector AVX2 pass requests weights (x16.h: X16_PREFETCH_AHEAD)
 
 // round(level·127) + 128 for bitsandbytes' NF4 codebook (quant.NF4Codebook): no level·127 is
 // within 0.06 of a tie, so the rounding is unambiguous. Levels −1 and 1 map to 1 and 255; the
@@ -340,10 +341,14 @@ static void nf4x16_tile_vnni(const uint8_t * wg, int64_t nchunks, const uint8_t 
     }
 }
 
-// One half (rows 8h…8h+7) of a group for nt ≤ 4 vectors. |Σ| per chunk ≤ 64·127·127 < 2^20.
+// Rows 8h…8h+7 of a group for h in [h0, h0 + nh) and nt ≤ 4 vectors (nh·nt ≤ 4). |Σ| per chunk ≤ 64·127·127 < 2^20.
+// Each 64-byte sub-chunk of codes holds rows 0-7 in its first 32 bytes and rows 8-15 in its second. With one
+// vector both halves take one pass (nh = 2), which streams the weights through once and requests them
+// X16_PREFETCH_AHEAD bytes ahead (as the q4x16 kernels do); with more each half takes its own pass (nh = 1), the
+// second from the cache. A row's sums and float operations are the same either way, so the results are identical.
 __attribute__((target("avx2,fma"), always_inline))
-static inline void nf4x16_half_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
-                                    float * y, int64_t y_stride, const int nt, const int h) {
+static inline void nf4x16_rows_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                                    float * y, int64_t y_stride, const int nt, const int h0, const int nh) {
     int8_t lut_s8[16], lut_abs[16];
     for (int i = 0; i < 16; i++) {
         lut_s8[i] = (int8_t) (nf4x16_lut_u8[i] - 128);
@@ -353,48 +358,70 @@ static inline void nf4x16_half_avx2(const uint8_t * wg, int64_t nchunks, const u
     const __m256i luta = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) lut_abs));
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 accf[4];
+    __m256 accf[2][4];
     const uint8_t * xt[4];
     for (int t = 0; t < nt; t++) {
-        accf[t] = _mm256_setzero_ps();
         xt[t] = xq + t * xq_stride;
+    }
+#pragma GCC unroll 2
+    for (int e = 0; e < nh; e++) {
+        for (int t = 0; t < nt; t++) accf[e][t] = _mm256_setzero_ps();
     }
     for (int64_t j = 0; j < nchunks; j++) {
         const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
         const int64_t xo = j * IDEFICS2_NF4X16_QREC;
-        __m256i acc[4];
-        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
+        if (nh == 2) {
+            for (int o = 0; o < IDEFICS2_NF4X16_CHUNK; o += 64) __builtin_prefetch(blk + NF4X16_PREFETCH_AHEAD + o, 0, 3);
+        }
+        __m256i acc[2][4];
+#pragma GCC unroll 2
+        for (int e = 0; e < nh; e++) {
+            for (int t = 0; t < nt; t++) acc[e][t] = _mm256_setzero_si256();
+        }
 #pragma GCC unroll 8
         for (int k = 0; k < NF4X16_SUB; k++) {
-            const __m256i c = _mm256_loadu_si256((const __m256i *) (blk + 64 + 64 * k + 32 * h));
-            const __m256i il = _mm256_and_si256(c, m4), ih = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
-            const __m256i wl = _mm256_shuffle_epi8(lut, il), wh = _mm256_shuffle_epi8(lut, ih);
-            const __m256i al = _mm256_shuffle_epi8(luta, il), ah = _mm256_shuffle_epi8(luta, ih);
-            for (int t = 0; t < nt; t++) {
-                const uint8_t * x = xt[t] + xo + 8 * k;
-                const __m256i pl = _mm256_maddubs_epi16(al, _mm256_sign_epi8(_mm256_set1_epi32(nf4x16_rd_i32(x)), wl));
-                const __m256i ph = _mm256_maddubs_epi16(ah, _mm256_sign_epi8(_mm256_set1_epi32(nf4x16_rd_i32(x + 4)), wh));
-                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones)));
+#pragma GCC unroll 2
+            for (int e = 0; e < nh; e++) {
+                const __m256i c = _mm256_loadu_si256((const __m256i *) (blk + 64 + 64 * k + 32 * (h0 + e)));
+                const __m256i il = _mm256_and_si256(c, m4), ih = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+                const __m256i wl = _mm256_shuffle_epi8(lut, il), wh = _mm256_shuffle_epi8(lut, ih);
+                const __m256i al = _mm256_shuffle_epi8(luta, il), ah = _mm256_shuffle_epi8(luta, ih);
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t * x = xt[t] + xo + 8 * k;
+                    const __m256i pl = _mm256_maddubs_epi16(al, _mm256_sign_epi8(_mm256_set1_epi32(nf4x16_rd_i32(x)), wl));
+                    const __m256i ph = _mm256_maddubs_epi16(ah, _mm256_sign_epi8(_mm256_set1_epi32(nf4x16_rd_i32(x + 4)), wh));
+                    acc[e][t] = _mm256_add_epi32(acc[e][t], _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones)));
+                }
             }
         }
-        const __m256 sc = _mm256_loadu_ps((const float *) blk + 8 * h);
-        for (int t = 0; t < nt; t++) {
-            const __m256 f = _mm256_mul_ps(sc, _mm256_set1_ps(nf4x16_rd_f32(xt[t] + xo + 64)));
-            accf[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t]), f, accf[t]);
+#pragma GCC unroll 2
+        for (int e = 0; e < nh; e++) {
+            const __m256 sc = _mm256_loadu_ps((const float *) blk + 8 * (h0 + e));
+            for (int t = 0; t < nt; t++) {
+                const __m256 f = _mm256_mul_ps(sc, _mm256_set1_ps(nf4x16_rd_f32(xt[t] + xo + 64)));
+                accf[e][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[e][t]), f, accf[e][t]);
+            }
         }
     }
-    for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * y_stride + 8 * h, accf[t]);
+#pragma GCC unroll 2
+    for (int e = 0; e < nh; e++) {
+        for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * y_stride + 8 * (h0 + e), accf[e][t]);
+    }
 }
 
 #define NF4X16_AVX2_CASE(N) \
     case N: \
-        nf4x16_half_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 0); \
-        nf4x16_half_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 1); \
+        nf4x16_rows_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 0, 1); \
+        nf4x16_rows_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 1, 1); \
         break;
 
 __attribute__((target("avx2,fma")))
 static void nf4x16_tile_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
                              float * y, int64_t y_stride, int nt) {
+    if (nt == 1) {
+        nf4x16_rows_avx2(wg, nchunks, xq, xq_stride, y, y_stride, 1, 0, 2);
+        return;
+    }
     for (int t0 = 0; t0 < nt; t0 += 4) {
         switch (nt - t0 < 4 ? nt - t0 : 4) {
             NF4X16_AVX2_CASE(1)

@@ -378,72 +378,103 @@ static void q4kx16_tile_avx512_n(const uint8_t * wg, int64_t ns, const uint8_t *
         Q4KX16_CASE(8)
     }
 }
-// One half (rows 8h…8h+7) of a group for nt ≤ 4 tokens.
+// Rows 8h…8h+7 of a group for h in [h0, h0 + nh) and nt ≤ 4 tokens (nh·nt ≤ 4). Each 64-byte chunk of codes holds
+// rows 0-7 in its first 32 bytes and rows 8-15 in its second. With one token both halves take one pass (nh = 2):
+// the weights stream through once while the integer work runs, and the pass requests them X16_PREFETCH_AHEAD
+// bytes ahead. With more tokens each half takes its own pass (nh = 1), the second reading the weights from the
+// cache. A row's integer sums and float operations are the same either way, so the results are identical.
 __attribute__((target("avx2,fma,f16c"), always_inline))
-static inline void q4kx16_half_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, const int nt,
-                                    const int h) {
+static inline void q4kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, const int nt,
+                                    const int h0, const int nh) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4];
+    __m256 acc[2][4];
+#pragma GCC unroll 2
+    for (int e = 0; e < nh; e++) {
 #pragma GCC unroll 4
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+        for (int t = 0; t < nt; t++) acc[e][t] = _mm256_setzero_ps();
+    }
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
-        __m256i isum[4];
+        __m256i isum[2][4];
+#pragma GCC unroll 2
+        for (int e = 0; e < nh; e++) {
 #pragma GCC unroll 4
-        for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+            for (int t = 0; t < nt; t++) isum[e][t] = _mm256_setzero_si256();
+        }
         for (int j = 0; j < 8; j++) {
-            __m256i dot[4];
+            if (nh == 2) x16_prefetch(blk + X16_PREFETCH_AHEAD + IDEFICS2_Q4KX16_BLOCK / 8 * j, IDEFICS2_Q4KX16_BLOCK / 8);
+            __m256i dot[2][4];
+#pragma GCC unroll 2
+            for (int e = 0; e < nh; e++) {
 #pragma GCC unroll 4
-            for (int t = 0; t < nt; t++) dot[t] = _mm256_setzero_si256();
+                for (int t = 0; t < nt; t++) dot[e][t] = _mm256_setzero_si256();
+            }
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
-                const __m256i c = _mm256_loadu_si256((const __m256i *) (blk + Q4KX16_OFF_QS + 256 * j + 64 * k + 32 * h));
-                const __m256i cl = _mm256_and_si256(c, m4);
-                const __m256i ch = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+#pragma GCC unroll 2
+                for (int e = 0; e < nh; e++) {
+                    const __m256i c = _mm256_loadu_si256((const __m256i *) (blk + Q4KX16_OFF_QS + 256 * j + 64 * k + 32 * (h0 + e)));
+                    const __m256i cl = _mm256_and_si256(c, m4);
+                    const __m256i ch = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
 #pragma GCC unroll 4
-                for (int t = 0; t < nt; t++) {
-                    const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 32 * j + 8 * k;
-                    const __m256i pl = _mm256_maddubs_epi16(cl, _mm256_set1_epi32(q4kx16_load_i32(xb)));
-                    const __m256i ph = _mm256_maddubs_epi16(ch, _mm256_set1_epi32(q4kx16_load_i32(xb + 4)));
-                    dot[t] = _mm256_add_epi16(dot[t], _mm256_add_epi16(pl, ph));
+                    for (int t = 0; t < nt; t++) {
+                        const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 32 * j + 8 * k;
+                        const __m256i pl = _mm256_maddubs_epi16(cl, _mm256_set1_epi32(q4kx16_load_i32(xb)));
+                        const __m256i ph = _mm256_maddubs_epi16(ch, _mm256_set1_epi32(q4kx16_load_i32(xb + 4)));
+                        dot[e][t] = _mm256_add_epi16(dot[e][t], _mm256_add_epi16(pl, ph));
+                    }
                 }
             }
-            const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (blk + Q4KX16_OFF_SC + 16 * j + 8 * h)));
+#pragma GCC unroll 2
+            for (int e = 0; e < nh; e++) {
+                const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (blk + Q4KX16_OFF_SC + 16 * j + 8 * (h0 + e))));
 #pragma GCC unroll 4
-            for (int t = 0; t < nt; t++) {
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(_mm256_madd_epi16(dot[t], ones), sc));
+                for (int t = 0; t < nt; t++) {
+                    isum[e][t] = _mm256_add_epi32(isum[e][t], _mm256_mullo_epi32(_mm256_madd_epi16(dot[e][t], ones), sc));
+                }
             }
         }
-        __m256i mins[4];
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            mins[k] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *) (blk + Q4KX16_OFF_MIN + 32 * k + 16 * h)));
-        }
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + 16 * h)));
-        const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + Q4KX16_OFF_DMIN + 16 * h)));
-#pragma GCC unroll 4
-        for (int t = 0; t < nt; t++) {
-            const uint8_t * xr = xs[t] + s * IDEFICS2_Q8X256_RECORD;
-            __m256i msum = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int e = 0; e < nh; e++) {
+            const int h = h0 + e;
+            __m256i mins[4];
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
-                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mins[k], _mm256_set1_epi32(q4kx16_load_i32(xr + Q8X256_OFF_SUMS + 4 * k))));
+                mins[k] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *) (blk + Q4KX16_OFF_MIN + 32 * k + 16 * h)));
             }
-            const __m256 dx = _mm256_set1_ps(q4kx16_load_f32(xr + Q8X256_OFF_D));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, dx), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dx), acc[t]);
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + 16 * h)));
+            const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + Q4KX16_OFF_DMIN + 16 * h)));
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++) {
+                const uint8_t * xr = xs[t] + s * IDEFICS2_Q8X256_RECORD;
+                __m256i msum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mins[k], _mm256_set1_epi32(q4kx16_load_i32(xr + Q8X256_OFF_SUMS + 4 * k))));
+                }
+                const __m256 dx = _mm256_set1_ps(q4kx16_load_f32(xr + Q8X256_OFF_D));
+                acc[e][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[e][t]), _mm256_mul_ps(dw, dx), acc[e][t]);
+                acc[e][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dx), acc[e][t]);
+            }
         }
     }
+#pragma GCC unroll 2
+    for (int e = 0; e < nh; e++) {
 #pragma GCC unroll 4
-    for (int t = 0; t < nt; t++) _mm256_storeu_ps(ys[t] + 8 * h, acc[t]);
+        for (int t = 0; t < nt; t++) _mm256_storeu_ps(ys[t] + 8 * (h0 + e), acc[e][t]);
+    }
 }
 
 #define Q4KX16_AVX2_CASE(N) \
-    case N: q4kx16_half_avx2(wg, ns, xs + t0, ys + t0, N, 0); q4kx16_half_avx2(wg, ns, xs + t0, ys + t0, N, 1); break;
+    case N: q4kx16_rows_avx2(wg, ns, xs + t0, ys + t0, N, 0, 1); q4kx16_rows_avx2(wg, ns, xs + t0, ys + t0, N, 1, 1); break;
 
 __attribute__((target("avx2,fma,f16c")))
 static void q4kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    if (nt == 1) {
+        q4kx16_rows_avx2(wg, ns, xs, ys, 1, 0, 2);
+        return;
+    }
     for (int t0 = 0; t0 < nt; t0 += 4) {
         switch (nt - t0 < 4 ? nt - t0 : 4) {
             Q4KX16_AVX2_CASE(1)

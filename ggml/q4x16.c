@@ -217,6 +217,7 @@ static inline void q4x16_tile_avx2(const uint8_t * wg, int64_t nb, const uint8_t
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t * blk = wg + b * Q4X16_BLOCK;
+        if (nt == 1) x16_prefetch(blk + X16_PREFETCH_AHEAD, Q4X16_BLOCK);
         __m256i s0[2], s1[2];
         for (int t = 0; t < nt; t++) {
             s0[t] = _mm256_setzero_si256();

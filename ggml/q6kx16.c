@@ -217,71 +217,96 @@ static void q6kx16_tile_avx512_n(const uint8_t * wg, int64_t ns, const uint8_t *
         Q6KX16_CASE(8)
     }
 }
-// One half (rows 8h…8h+7) of a group for nt ≤ 4 tokens.
+// Rows 8h…8h+7 of a group for h in [h0, h0 + nh) and nt ≤ 4 tokens (nh·nt ≤ 4). Each sub-block's codes hold rows
+// 0-7 in the first 32 bytes of each 64 and rows 8-15 in the second. With one token both halves take one pass
+// (nh = 2), which streams the weights through once and requests them X16_PREFETCH_AHEAD bytes ahead; with more
+// tokens each half takes its own pass (nh = 1). A row's integer sums and float operations are the same either
+// way, so the results are identical.
 __attribute__((target("avx2,fma,f16c"), always_inline))
-static inline void q6kx16_half_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
-                                    float * const * ys, const int nt, const int h) {
+static inline void q6kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                                    float * const * ys, const int nt, const int h0, const int nh) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i m30 = _mm256_set1_epi8(0x30);
     const __m256i neg32 = _mm256_set1_epi16(-32);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4];
+    __m256 acc[2][4];
+#pragma GCC unroll 2
+    for (int e = 0; e < nh; e++) {
 #pragma GCC unroll 4
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+        for (int t = 0; t < nt; t++) acc[e][t] = _mm256_setzero_ps();
+    }
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t * blk = wg + s * IDEFICS2_Q6KX16_BLOCK;
-        __m256i isum[4];
-#pragma GCC unroll 4
-        for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
-        for (int m = 0; m < 8; m++) {
-            // Lane r: row 8h + r's scales of sub-blocks 2m (low int16) and 2m + 1 (high int16).
-            const __m256i scp = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) (blk + Q6KX16_OFF_SC + 32 * m + 16 * h)));
+        __m256i isum[2][4];
 #pragma GCC unroll 2
-            for (int i = 0; i < 2; i++) {
-                const int j = 2 * m + i;
-                const uint8_t * o = blk + Q6KX16_OFF_QS + Q6KX16_SUB * j + 32 * h;
-                const __m256i l0 = _mm256_loadu_si256((const __m256i *) o);
-                const __m256i l1 = _mm256_loadu_si256((const __m256i *) (o + 64));
-                const __m256i hb = _mm256_loadu_si256((const __m256i *) (o + 128));
-                const __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
-                const __m256i c1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
-                const __m256i c2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(hb, m30));
-                const __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
-                const __m256i sc = i == 0 ? _mm256_srai_epi32(_mm256_slli_epi32(scp, 16), 16) : _mm256_srai_epi32(scp, 16);
+        for (int e = 0; e < nh; e++) {
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++) isum[e][t] = _mm256_setzero_si256();
+        }
+        for (int m = 0; m < 8; m++) {
+            if (nh == 2) x16_prefetch(blk + X16_PREFETCH_AHEAD + IDEFICS2_Q6KX16_BLOCK / 8 * m, IDEFICS2_Q6KX16_BLOCK / 8);
+#pragma GCC unroll 2
+            for (int e = 0; e < nh; e++) {
+                const int h = h0 + e;
+                // Lane r: row 8h + r's scales of sub-blocks 2m (low int16) and 2m + 1 (high int16).
+                const __m256i scp = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) (blk + Q6KX16_OFF_SC + 32 * m + 16 * h)));
+#pragma GCC unroll 2
+                for (int i = 0; i < 2; i++) {
+                    const int j = 2 * m + i;
+                    const uint8_t * o = blk + Q6KX16_OFF_QS + Q6KX16_SUB * j + 32 * h;
+                    const __m256i l0 = _mm256_loadu_si256((const __m256i *) o);
+                    const __m256i l1 = _mm256_loadu_si256((const __m256i *) (o + 64));
+                    const __m256i hb = _mm256_loadu_si256((const __m256i *) (o + 128));
+                    const __m256i c0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+                    const __m256i c1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+                    const __m256i c2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(hb, m30));
+                    const __m256i c3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+                    const __m256i sc = i == 0 ? _mm256_srai_epi32(_mm256_slli_epi32(scp, 16), 16) : _mm256_srai_epi32(scp, 16);
+#pragma GCC unroll 4
+                    for (int t = 0; t < nt; t++) {
+                        const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 16 * j;
+                        const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, _mm256_set1_epi32(q6kx16_load_i32(xb))),
+                                                             _mm256_maddubs_epi16(c1, _mm256_set1_epi32(q6kx16_load_i32(xb + 4))));
+                        const __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, _mm256_set1_epi32(q6kx16_load_i32(xb + 8))),
+                                                             _mm256_maddubs_epi16(c3, _mm256_set1_epi32(q6kx16_load_i32(xb + 12))));
+                        const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones));
+                        isum[e][t] = _mm256_add_epi32(isum[e][t], _mm256_mullo_epi32(dot, sc));
+                    }
+                }
+                const __m256i scn = _mm256_mullo_epi16(scp, neg32);
 #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) {
-                    const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 16 * j;
-                    const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, _mm256_set1_epi32(q6kx16_load_i32(xb))),
-                                                         _mm256_maddubs_epi16(c1, _mm256_set1_epi32(q6kx16_load_i32(xb + 4))));
-                    const __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, _mm256_set1_epi32(q6kx16_load_i32(xb + 8))),
-                                                         _mm256_maddubs_epi16(c3, _mm256_set1_epi32(q6kx16_load_i32(xb + 12))));
-                    const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones));
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(dot, sc));
+                    isum[e][t] = _mm256_add_epi32(isum[e][t], _mm256_madd_epi16(scn, _mm256_set1_epi32(q6kx16_load_i32(bs[t] + 16 * s + 2 * m))));
                 }
             }
-            const __m256i scn = _mm256_mullo_epi16(scp, neg32);
+        }
+#pragma GCC unroll 2
+        for (int e = 0; e < nh; e++) {
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + 16 * (h0 + e))));
 #pragma GCC unroll 4
             for (int t = 0; t < nt; t++) {
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(scn, _mm256_set1_epi32(q6kx16_load_i32(bs[t] + 16 * s + 2 * m))));
+                const __m256 dx = _mm256_set1_ps(q6kx16_load_f32(xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_D));
+                acc[e][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[e][t]), _mm256_mul_ps(dw, dx), acc[e][t]);
             }
         }
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (blk + 16 * h)));
-#pragma GCC unroll 4
-        for (int t = 0; t < nt; t++) {
-            const __m256 dx = _mm256_set1_ps(q6kx16_load_f32(xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_D));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, dx), acc[t]);
-        }
     }
+#pragma GCC unroll 2
+    for (int e = 0; e < nh; e++) {
 #pragma GCC unroll 4
-    for (int t = 0; t < nt; t++) _mm256_storeu_ps(ys[t] + 8 * h, acc[t]);
+        for (int t = 0; t < nt; t++) _mm256_storeu_ps(ys[t] + 8 * (h0 + e), acc[e][t]);
+    }
 }
 
 #define Q6KX16_AVX2_CASE(N) \
-    case N: q6kx16_half_avx2(wg, ns, xs + t0, bs + t0, ys + t0, N, 0); q6kx16_half_avx2(wg, ns, xs + t0, bs + t0, ys + t0, N, 1); break;
+    case N: q6kx16_rows_avx2(wg, ns, xs + t0, bs + t0, ys + t0, N, 0, 1); q6kx16_rows_avx2(wg, ns, xs + t0, bs + t0, ys + t0, N, 1, 1); break;
 
 __attribute__((target("avx2,fma,f16c")))
 static void q6kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
                                float * const * ys, int nt) {
+    if (nt == 1) {
+        q6kx16_rows_avx2(wg, ns, xs, bs, ys, 1, 0, 2);
+        return;
+    }
     for (int t0 = 0; t0 < nt; t0 += 4) {
         switch (nt - t0 < 4 ? nt - t0 : 4) {
             Q6KX16_AVX2_CASE(1)

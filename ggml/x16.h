@@ -1,4 +1,4 @@
-// Shared pieces of the 16-row interleaved layouts' kernels (q4x16.c, q4kx16.c): the loop that walks
+// Shared pieces of the 16-row interleaved layouts' kernels (q4x16.c, q4kx16.c, q6kx16.c): the loop that walks
 // a thread's row groups over spans of tokens, and the custom-op body that quantizes activations row
 // by row. Private to those files.
 #ifndef IDEFICS2_X16_H
@@ -11,6 +11,21 @@
 #define X16_GROUP 16      // rows per group
 #define X16_TILE 8        // tokens per tile call
 #define X16_TOKEN_SPAN 64 // tokens whose activations are reused across all row groups of a thread
+
+// How far ahead of the weights being multiplied the AVX2 kernels request them (bytes) when they multiply one
+// token. On an AVX2 core a one-token kernel takes about as long per byte as the memory needs to deliver it, and
+// without the requests the two hardly overlap: the hardware prefetcher does not run far enough ahead. The
+// q4kx16 and q6kx16 kernels also take both halves of a group in one pass for one token (their multi-token
+// paths take rows 0-7, then rows 8-15, each from the cache after the first pass).
+#define X16_PREFETCH_AHEAD 2304
+
+// x16_prefetch requests the n bytes at p into the cache, one request per 64-byte line. A request never faults,
+// so p may lie past the end of the weights.
+static inline void x16_prefetch(const uint8_t * p, int n) {
+    for (int o = 0; o < n; o += 64) {
+        __builtin_prefetch(p + o, 0, 3);
+    }
+}
 
 // A tile kernel: rows of group wg (nb column blocks) times up to X16_TILE tokens' activation
 // records xs[t], 16 results to ys[t].
