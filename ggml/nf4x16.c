@@ -14,6 +14,7 @@
 
 #include "nf4.h"
 #include "nf4x16.h"
+#include "x16.h"
 
 #include <float.h>
 #include <math.h>
@@ -27,7 +28,6 @@
 #endif
 
 #define NF4X16_SUB 8 // sub-chunks of 8 columns per chunk
-#define NF4X16_PREFETCH_AHEAD 2304 // bytes ahead the one-vector AVX2 pass requests weights (x16.h: X16_PREFETCH_AHEAD)
 
 // round(level·127) + 128 for bitsandbytes' NF4 codebook (quant.NF4Codebook): no level·127 is
 // within 0.06 of a tie, so the rounding is unambiguous. Levels −1 and 1 map to 1 and 255; the
@@ -344,7 +344,7 @@ static void nf4x16_tile_vnni(const uint8_t * wg, int64_t nchunks, const uint8_t 
 // Rows 8h…8h+7 of a group for h in [h0, h0 + nh) and nt ≤ 4 vectors (nh·nt ≤ 4). |Σ| per chunk ≤ 64·127·127 < 2^20.
 // Each 64-byte sub-chunk of codes holds rows 0-7 in its first 32 bytes and rows 8-15 in its second. With one
 // vector both halves take one pass (nh = 2), which streams the weights through once and requests them
-// X16_PREFETCH_AHEAD bytes ahead (as the q4x16 kernels do); with more each half takes its own pass (nh = 1), the
+// X16_PREFETCH_AHEAD bytes ahead (x16.h); with more each half takes its own pass (nh = 1), the
 // second from the cache. A row's sums and float operations are the same either way, so the results are identical.
 __attribute__((target("avx2,fma"), always_inline))
 static inline void nf4x16_rows_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
@@ -370,9 +370,7 @@ static inline void nf4x16_rows_avx2(const uint8_t * wg, int64_t nchunks, const u
     for (int64_t j = 0; j < nchunks; j++) {
         const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
         const int64_t xo = j * IDEFICS2_NF4X16_QREC;
-        if (nh == 2) {
-            for (int o = 0; o < IDEFICS2_NF4X16_CHUNK; o += 64) __builtin_prefetch(blk + NF4X16_PREFETCH_AHEAD + o, 0, 3);
-        }
+        if (nh == 2) x16_prefetch(blk + X16_PREFETCH_AHEAD, IDEFICS2_NF4X16_CHUNK);
         __m256i acc[2][4];
 #pragma GCC unroll 2
         for (int e = 0; e < nh; e++) {

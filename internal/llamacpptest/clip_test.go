@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -193,32 +192,14 @@ func TestClipPeer(t *testing.T) {
 // $IDEFICS2_BENCH_THREADS threads (default 2). It is the peer of `idefics2-run bench --images`. One warm-up
 // encode, then b.N timed ones; run it with -benchtime Nx.
 func BenchmarkClipEncode(b *testing.B) {
-	threads := 2
-	if s := os.Getenv("IDEFICS2_BENCH_THREADS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("IDEFICS2_BENCH_THREADS=%q: want a positive integer", s)
-		}
-		threads = n
-	}
-	sides := []int{378, 980}
-	if s := os.Getenv("IDEFICS2_BENCH_IMAGES"); s != "" {
-		sides = sides[:0]
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 14 || n%14 != 0 {
-				b.Fatalf("IDEFICS2_BENCH_IMAGES=%q: %q is not a side that is a positive multiple of 14", s, f)
-			}
-			sides = append(sides, n)
+	threads := envInt(b, "IDEFICS2_BENCH_THREADS", 2)
+	sides := envInts(b, "IDEFICS2_BENCH_IMAGES", []int{378, 980})
+	for _, side := range sides {
+		if side%14 != 0 {
+			b.Fatalf("IDEFICS2_BENCH_IMAGES: side %d is not a multiple of the patch size 14", side)
 		}
 	}
-	if variantDir != "" {
-		n, ok := LoadCPUVariants(variantDir)
-		if !ok {
-			b.Fatalf("no CPU variant of %s was loaded (%d CPU devices registered)", variantDir, n)
-		}
-		b.Logf("llama.cpp computes with the best CPU variant of %s (%d CPU devices registered)", variantDir, n)
-	}
+	loadBenchVariants(b)
 	dir := b.TempDir()
 	for _, side := range sides {
 		// The file and the loaded encoder outlive the sub-benchmark's calls (the testing package calls it with

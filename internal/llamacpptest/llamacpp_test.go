@@ -341,21 +341,8 @@ func BenchmarkLlamaCpp(b *testing.B) {
 	if path == "" {
 		b.Skip("set IDEFICS2_BENCH_MODEL to a text model.gguf")
 	}
-	threads := 2
-	if s := os.Getenv("IDEFICS2_BENCH_THREADS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("IDEFICS2_BENCH_THREADS=%q: want a positive integer", s)
-		}
-		threads = n
-	}
-	if variantDir != "" {
-		n, ok := LoadCPUVariants(variantDir)
-		if !ok {
-			b.Fatalf("no CPU variant of %s was loaded (%d CPU devices registered)", variantDir, n)
-		}
-		b.Logf("llama.cpp computes with the best CPU variant of %s (%d CPU devices registered)", variantDir, n)
-	}
+	threads := envInt(b, "IDEFICS2_BENCH_THREADS", 2)
+	loadBenchVariants(b)
 	m, err := LoadLlama(path, 640, threads, "f16")
 	if err != nil {
 		b.Fatal(err)
@@ -416,34 +403,10 @@ func BenchmarkLlamaBatched(b *testing.B) {
 	if path == "" {
 		b.Skip("set IDEFICS2_BENCH_MODEL to a text model.gguf")
 	}
-	env := func(name string, def int) int {
-		s := os.Getenv(name)
-		if s == "" {
-			return def
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("%s=%q: want a positive integer", name, s)
-		}
-		return n
-	}
-	threads, pp, tg := env("IDEFICS2_BENCH_THREADS", 2), env("IDEFICS2_BENCH_PP", 128), env("IDEFICS2_BENCH_TG", 32)
-	levels := []int{1, 2, 4, 8}
-	if s := os.Getenv("IDEFICS2_BENCH_PL"); s != "" {
-		levels = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 {
-				b.Fatalf("IDEFICS2_BENCH_PL=%q: want comma-separated positive integers", s)
-			}
-			levels = append(levels, n)
-		}
-	}
-	if variantDir != "" {
-		if n, ok := LoadCPUVariants(variantDir); !ok {
-			b.Fatalf("no CPU variant of %s was loaded (%d CPU devices registered)", variantDir, n)
-		}
-	}
+	threads := envInt(b, "IDEFICS2_BENCH_THREADS", 2)
+	pp, tg := envInt(b, "IDEFICS2_BENCH_PP", 128), envInt(b, "IDEFICS2_BENCH_TG", 32)
+	levels := envInts(b, "IDEFICS2_BENCH_PL", []int{1, 2, 4, 8})
+	loadBenchVariants(b)
 	maxPL := slices.Max(levels)
 	m, err := LoadLlamaSeqs(path, maxPL*(pp+tg), maxPL, threads, "f16")
 	if err != nil {
@@ -485,6 +448,49 @@ func BenchmarkLlamaBatched(b *testing.B) {
 				pp, tg, pl, nKV, tPP, float64(pl*pp)/tPP, tTG, float64(pl*tg)/tTG, tPP+tTG, float64(nKV)/(tPP+tTG), threads)
 		}
 	}
+}
+
+// envInt is the positive integer in environment variable name, or def when it is unset.
+func envInt(b testing.TB, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return n
+}
+
+// envInts is the comma-separated positive integers in environment variable name, or def when it is unset.
+func envInts(b testing.TB, name string, def []int) []int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			b.Fatalf("%s=%q: want comma-separated positive integers", name, s)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// loadBenchVariants loads the CPU variant libraries of $IDEFICS2_LIB_DIR (as the test started) into llama.cpp's
+// registry, so that the peer computes with the same SIMD build of ggml as our runtime; nothing without it.
+func loadBenchVariants(b testing.TB) {
+	if variantDir == "" {
+		return
+	}
+	n, ok := LoadCPUVariants(variantDir)
+	if !ok {
+		b.Fatalf("no CPU variant of %s was loaded (%d CPU devices registered)", variantDir, n)
+	}
+	b.Logf("llama.cpp computes with the best CPU variant of %s (%d CPU devices registered)", variantDir, n)
 }
 
 func meanSD(v []float64) (mean, sd float64) {
