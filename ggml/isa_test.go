@@ -75,10 +75,11 @@ func isaCapChild() error {
 		above bool
 	}{
 		{"q4x16 " + Q4X16BestISA().String(), (Q4X16BestISA() == Q4X16AVX512VNNI && level < ISAAVX512) ||
-			(Q4X16BestISA() == Q4X16AVX2 && level < ISAAVX2)},
+			(Q4X16BestISA() == Q4X16AVX2VNNI && level < ISAAVX2VNNI) || (Q4X16BestISA() == Q4X16AVX2 && level < ISAAVX2)},
 		{"attn " + AttnBestISA().String(), (AttnBestISA() == AttnAVX512 && level < ISAAVX512) ||
 			(AttnBestISA() == AttnAVX2 && level < ISAAVX2)},
 		{"nf4 " + NF4BestISA().String(), (NF4BestISA() == NF4AVX2 && level < ISAAVX2) ||
+			(NF4BestISA() == NF4AVX2VNNI && level < ISAAVX2VNNI) ||
 			((NF4BestISA() == NF4AVX512 || NF4BestISA() == NF4AVX512VNNI) && level < ISAAVX512)},
 	}
 	for _, c := range checks {

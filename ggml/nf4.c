@@ -463,13 +463,23 @@ static void nf4_tile_dot_neon(const float * buf, int nr, int64_t cols, const flo
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 
+static int nf4_has_avxvnni(void) {
+#if defined(NF4_HAVE_X86)
+    return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni");
+#else
+    return 0;
+#endif
+}
+
 static int nf4_detect(void) {
 #if defined(NF4_HAVE_X86)
     __builtin_cpu_init();
     if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vnni")) return IDEFICS2_NF4_AVX512VNNI;
     if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f")) return IDEFICS2_NF4_AVX512;
-    if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return IDEFICS2_NF4_AVX2;
+    if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        return nf4_has_avxvnni() ? IDEFICS2_NF4_AVX2VNNI : IDEFICS2_NF4_AVX2;
+    }
     return IDEFICS2_NF4_SCALAR;
 #elif defined(NF4_HAVE_NEON)
     return IDEFICS2_NF4_NEON;
@@ -504,7 +514,13 @@ int idefics2_nf4_set_isa(int isa) {
         ok = 1;
         break;
     case IDEFICS2_NF4_AVX2:
-        ok = best == IDEFICS2_NF4_AVX2 || best == IDEFICS2_NF4_AVX512 || best == IDEFICS2_NF4_AVX512VNNI;
+    case IDEFICS2_NF4_AVX2VNNI_EMULATED:
+        ok = best == IDEFICS2_NF4_AVX2 || best == IDEFICS2_NF4_AVX2VNNI || best == IDEFICS2_NF4_AVX512 ||
+             best == IDEFICS2_NF4_AVX512VNNI;
+        break;
+    case IDEFICS2_NF4_AVX2VNNI:
+        ok = (best == IDEFICS2_NF4_AVX2VNNI || best == IDEFICS2_NF4_AVX512 || best == IDEFICS2_NF4_AVX512VNNI) &&
+             nf4_has_avxvnni();
         break;
     case IDEFICS2_NF4_AVX512:
         ok = best == IDEFICS2_NF4_AVX512 || best == IDEFICS2_NF4_AVX512VNNI;
@@ -526,6 +542,8 @@ static float nf4_row_dot(int isa, const uint8_t * w, int64_t e0, int64_t cols, i
 #ifdef NF4_HAVE_X86
     case IDEFICS2_NF4_AVX512VNNI: // the stream kernel has no VNNI path
     case IDEFICS2_NF4_AVX512: return nf4_row_dot_avx512(w, e0, cols, bs, x);
+    case IDEFICS2_NF4_AVX2VNNI: // nor any AVX-VNNI one
+    case IDEFICS2_NF4_AVX2VNNI_EMULATED:
     case IDEFICS2_NF4_AVX2:   return nf4_row_dot_avx2(w, e0, cols, bs, x);
 #endif
 #ifdef NF4_HAVE_NEON
@@ -540,6 +558,8 @@ static void nf4_row_dequant(int isa, const uint8_t * w, int64_t e0, int64_t cols
 #ifdef NF4_HAVE_X86
     case IDEFICS2_NF4_AVX512VNNI:
     case IDEFICS2_NF4_AVX512: nf4_row_dequant_avx512(w, e0, cols, bs, out); return;
+    case IDEFICS2_NF4_AVX2VNNI:
+    case IDEFICS2_NF4_AVX2VNNI_EMULATED:
     case IDEFICS2_NF4_AVX2:   nf4_row_dequant_avx2(w, e0, cols, bs, out); return;
 #endif
     default:                  nf4_row_dequant_scalar(w, e0, cols, bs, out); return;
@@ -553,6 +573,8 @@ static void nf4_tile_multi(int isa, const float * buf, int nr, int64_t cols, con
 #ifdef NF4_HAVE_X86
     case IDEFICS2_NF4_AVX512VNNI:
     case IDEFICS2_NF4_AVX512: nf4_tile_multi_avx512(buf, nr, cols, x, ntok, x_stride, y, y_stride); return;
+    case IDEFICS2_NF4_AVX2VNNI:
+    case IDEFICS2_NF4_AVX2VNNI_EMULATED:
     case IDEFICS2_NF4_AVX2:   nf4_tile_multi_avx2(buf, nr, cols, x, ntok, x_stride, y, y_stride); return;
 #endif
     default:

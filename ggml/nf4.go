@@ -27,6 +27,12 @@ const (
 	// NF4AVX512VNNI is AVX-512F + BW + VNNI: the stream kernel runs its AVX-512F path, the nf4x16
 	// kernel (MulMatNF4x16) its int8 dot-product path.
 	NF4AVX512VNNI NF4ISA = C.IDEFICS2_NF4_AVX512VNNI
+	// NF4AVX2VNNI is AVX2 + FMA + AVX-VNNI: the stream kernel runs its AVX2 path, the nf4x16 kernel its AVX2 path
+	// with vpdpbusd.
+	NF4AVX2VNNI NF4ISA = C.IDEFICS2_NF4_AVX2VNNI
+	// NF4AVX2VNNIEmulated is NF4AVX2VNNI with vpdpbusd computed from AVX2 instructions: never chosen, forced by
+	// tests so that a CPU without AVX-VNNI checks that path's kernels.
+	NF4AVX2VNNIEmulated NF4ISA = C.IDEFICS2_NF4_AVX2VNNI_EMULATED
 )
 
 func (i NF4ISA) String() string {
@@ -41,6 +47,10 @@ func (i NF4ISA) String() string {
 		return "neon"
 	case NF4AVX512VNNI:
 		return "avx512vnni"
+	case NF4AVX2VNNI:
+		return "avx2-vnni"
+	case NF4AVX2VNNIEmulated:
+		return "avx2-vnni-emulated"
 	}
 	return fmt.Sprintf("nf4isa(%d)", int(i))
 }
@@ -52,19 +62,17 @@ func NF4BestISA() NF4ISA { return NF4ISA(C.idefics2_nf4_best_isa()) }
 // NF4CurrentISA is the path the kernel uses now.
 func NF4CurrentISA() NF4ISA { return NF4ISA(C.idefics2_nf4_isa()) }
 
-// NF4SupportedISAs lists the paths this CPU can run, scalar first.
+// NF4SupportedISAs lists the paths this CPU can run (under the ISA cap), scalar first; the emulated AVX-VNNI
+// path is among them wherever the AVX2 path is.
 func NF4SupportedISAs() []NF4ISA {
 	out := []NF4ISA{NF4Scalar}
-	switch NF4BestISA() {
-	case NF4AVX512VNNI:
-		out = append(out, NF4AVX2, NF4AVX512, NF4AVX512VNNI)
-	case NF4AVX512:
-		out = append(out, NF4AVX2, NF4AVX512)
-	case NF4AVX2:
-		out = append(out, NF4AVX2)
-	case NF4NEON:
-		out = append(out, NF4NEON)
+	cur := NF4CurrentISA()
+	for _, isa := range []NF4ISA{NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4AVX512VNNI, NF4NEON} {
+		if SetNF4ISA(isa) == nil {
+			out = append(out, isa)
+		}
 	}
+	SetNF4ISA(cur)
 	return out
 }
 

@@ -20,6 +20,11 @@ enum idefics2_nf4_isa {
     // AVX-512F + BW + VNNI: the stream kernel runs its AVX-512F path; the repacked nf4x16 kernel
     // (nf4x16.h) runs its int8 dot-product path, which needs BW (vpshufb on zmm) and VNNI (vpdpbusd).
     IDEFICS2_NF4_AVX512VNNI = 4,
+    // AVX2 + FMA + AVX-VNNI: the stream kernel runs its AVX2 path, the nf4x16 kernel its AVX2 path with vpdpbusd.
+    IDEFICS2_NF4_AVX2VNNI = 5,
+    // As IDEFICS2_NF4_AVX2VNNI with vpdpbusd computed from AVX2 instructions: never chosen, forced by tests so that
+    // a CPU without AVX-VNNI checks that path's kernels.
+    IDEFICS2_NF4_AVX2VNNI_EMULATED = 6,
 };
 
 // Best path this CPU supports (detected once).

@@ -1,6 +1,6 @@
-// Repacked NF4 ("nf4x16", see nf4x16.h) times int8 activations: a scalar path, an AVX2 path and an
-// AVX-512 VNNI path, chosen by idefics2_nf4_isa() (the stream kernel's switch, nf4.c; its AVX2 and
-// AVX-512 levels take the AVX2 path). As in nf4.c, the SIMD functions carry target attributes and
+// Repacked NF4 ("nf4x16", see nf4x16.h) times int8 activations: a scalar path, an AVX2 path (with or without
+// AVX-VNNI) and an AVX-512 VNNI path, chosen by idefics2_nf4_isa() (the stream kernel's switch, nf4.c; its AVX2,
+// AVX-VNNI and AVX-512 levels take the AVX2 path). As in nf4.c, the SIMD functions carry target attributes and
 // only run after __builtin_cpu_supports said the CPU has their instructions.
 //
 // The AVX2 path multiplies the codebook as signed levels (round(level·127), −127…127) by the int8
@@ -104,10 +104,16 @@ static void nf4x16_record_nonfinite(uint8_t * rec) {
 }
 
 #ifdef NF4X16_HAVE_X86
-// The AVX2 path runs at the stream kernel's AVX2 and AVX-512 (without VNNI) levels.
-static int nf4x16_avx2(void) {
-    const int isa = idefics2_nf4_isa();
-    return isa == IDEFICS2_NF4_AVX2 || isa == IDEFICS2_NF4_AVX512;
+// How the AVX2 path multiplies (x16.h) at the stream kernel's level, or -1 where it does not run: the AVX2 and
+// AVX-512 (without VNNI) levels take vpmaddubsw, the AVX-VNNI level vpdpbusd.
+static int nf4x16_avx2_dot(void) {
+    switch (idefics2_nf4_isa()) {
+    case IDEFICS2_NF4_AVX2:
+    case IDEFICS2_NF4_AVX512: return X16_DOT_MADDUBS;
+    case IDEFICS2_NF4_AVX2VNNI: return X16_DOT_VNNI;
+    case IDEFICS2_NF4_AVX2VNNI_EMULATED: return X16_DOT_VNNI_EMULATED;
+    }
+    return -1;
 }
 #endif
 
@@ -224,7 +230,7 @@ void idefics2_nf4x16_quantize(const float * x, uint8_t * q, int64_t nrec) {
         }
         return;
     }
-    if (nf4x16_avx2()) {
+    if (nf4x16_avx2_dot() >= 0) {
         for (int64_t i = 0; i < nrec; i++) {
             nf4x16_quantize_avx2(x + i * IDEFICS2_NF4X16_COLS, q + i * IDEFICS2_NF4X16_QREC);
         }
@@ -346,9 +352,11 @@ static void nf4x16_tile_vnni(const uint8_t * wg, int64_t nchunks, const uint8_t 
 // vector both halves take one pass (nh = 2), which streams the weights through once and requests them
 // X16_PREFETCH_AHEAD bytes ahead (x16.h); with more each half takes its own pass (nh = 1), the
 // second from the cache. A row's sums and float operations are the same either way, so the results are identical.
+// With AVX-VNNI (dot, x16.h) the chunk's sums are the AVX-512 path's: vpdpbusd of the unsigned levels
+// (level + 128) and the activations, starting from −128·Σx.
 __attribute__((target("avx2,fma"), always_inline))
 static inline void nf4x16_rows_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
-                                    float * y, int64_t y_stride, const int nt, const int h0, const int nh) {
+                                    float * y, int64_t y_stride, const int nt, const int h0, const int nh, const int dot) {
     int8_t lut_s8[16], lut_abs[16];
     for (int i = 0; i < 16; i++) {
         lut_s8[i] = (int8_t) (nf4x16_lut_u8[i] - 128);
@@ -356,6 +364,7 @@ static inline void nf4x16_rows_avx2(const uint8_t * wg, int64_t nchunks, const u
     }
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) lut_s8));
     const __m256i luta = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) lut_abs));
+    const __m256i lutu = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) nf4x16_lut_u8));
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 accf[2][4];
@@ -374,7 +383,9 @@ static inline void nf4x16_rows_avx2(const uint8_t * wg, int64_t nchunks, const u
         __m256i acc[2][4];
 #pragma GCC unroll 2
         for (int e = 0; e < nh; e++) {
-            for (int t = 0; t < nt; t++) acc[e][t] = _mm256_setzero_si256();
+            for (int t = 0; t < nt; t++) {
+                acc[e][t] = dot == X16_DOT_MADDUBS ? _mm256_setzero_si256() : _mm256_set1_epi32(-nf4x16_rd_i32(xt[t] + xo + 68));
+            }
         }
 #pragma GCC unroll 8
         for (int k = 0; k < NF4X16_SUB; k++) {
@@ -382,6 +393,15 @@ static inline void nf4x16_rows_avx2(const uint8_t * wg, int64_t nchunks, const u
             for (int e = 0; e < nh; e++) {
                 const __m256i c = _mm256_loadu_si256((const __m256i *) (blk + 64 + 64 * k + 32 * (h0 + e)));
                 const __m256i il = _mm256_and_si256(c, m4), ih = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+                if (dot != X16_DOT_MADDUBS) {
+                    const __m256i ul = _mm256_shuffle_epi8(lutu, il), uh = _mm256_shuffle_epi8(lutu, ih);
+                    for (int t = 0; t < nt; t++) {
+                        const uint8_t * x = xt[t] + xo + 8 * k;
+                        acc[e][t] = x16_dpbusd(acc[e][t], ul, _mm256_set1_epi32(nf4x16_rd_i32(x)), dot);
+                        acc[e][t] = x16_dpbusd(acc[e][t], uh, _mm256_set1_epi32(nf4x16_rd_i32(x + 4)), dot);
+                    }
+                    continue;
+                }
                 const __m256i wl = _mm256_shuffle_epi8(lut, il), wh = _mm256_shuffle_epi8(lut, ih);
                 const __m256i al = _mm256_shuffle_epi8(luta, il), ah = _mm256_shuffle_epi8(luta, ih);
                 for (int t = 0; t < nt; t++) {
@@ -409,15 +429,15 @@ static inline void nf4x16_rows_avx2(const uint8_t * wg, int64_t nchunks, const u
 
 #define NF4X16_AVX2_CASE(N) \
     case N: \
-        nf4x16_rows_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 0, 1); \
-        nf4x16_rows_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 1, 1); \
+        nf4x16_rows_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 0, 1, dot); \
+        nf4x16_rows_avx2(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, N, 1, 1, dot); \
         break;
 
-__attribute__((target("avx2,fma")))
-static void nf4x16_tile_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
-                             float * y, int64_t y_stride, int nt) {
+__attribute__((target("avx2,fma"), always_inline))
+static inline void nf4x16_tiles_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                                     float * y, int64_t y_stride, int nt, const int dot) {
     if (nt == 1) {
-        nf4x16_rows_avx2(wg, nchunks, xq, xq_stride, y, y_stride, 1, 0, 2);
+        nf4x16_rows_avx2(wg, nchunks, xq, xq_stride, y, y_stride, 1, 0, 2, dot);
         return;
     }
     for (int t0 = 0; t0 < nt; t0 += 4) {
@@ -430,16 +450,35 @@ static void nf4x16_tile_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t 
     }
 }
 
+// One tile function per way of multiplying (x16.h), each with its constant inlined.
+__attribute__((target("avx2,fma")))
+static void nf4x16_tile_avx2(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                             float * y, int64_t y_stride, int nt) {
+    nf4x16_tiles_avx2(wg, nchunks, xq, xq_stride, y, y_stride, nt, X16_DOT_MADDUBS);
+}
+
+__attribute__((target("avx2,fma")))
+static void nf4x16_tile_avxvnni(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                                float * y, int64_t y_stride, int nt) {
+    nf4x16_tiles_avx2(wg, nchunks, xq, xq_stride, y, y_stride, nt, X16_DOT_VNNI);
+}
+
+__attribute__((target("avx2,fma")))
+static void nf4x16_tile_vnni_emulated(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                                      float * y, int64_t y_stride, int nt) {
+    nf4x16_tiles_avx2(wg, nchunks, xq, xq_stride, y, y_stride, nt, X16_DOT_VNNI_EMULATED);
+}
+
 #endif // NF4X16_HAVE_X86
 
 void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok, int64_t xq_stride,
                             float * y, int64_t y_stride, int64_t g0, int64_t g1) {
     const int64_t nchunks = cols / IDEFICS2_NF4X16_COLS;
     const int64_t gbytes = nchunks * IDEFICS2_NF4X16_CHUNK;
-    int vnni = 0, avx2 = 0;
+    int vnni = 0, avx2 = -1;
 #ifdef NF4X16_HAVE_X86
     vnni = idefics2_nf4_isa() == IDEFICS2_NF4_AVX512VNNI;
-    avx2 = nf4x16_avx2();
+    avx2 = nf4x16_avx2_dot();
 #endif
     // One vector: the groups in order. Several: blocks of groups that stay in L2 while every tile
     // of vectors passes over them, so the weights are read from memory once.
@@ -457,8 +496,16 @@ void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
                     nf4x16_tile_vnni(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
                     continue;
                 }
-                if (avx2) {
+                if (avx2 == X16_DOT_MADDUBS) {
                     nf4x16_tile_avx2(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
+                    continue;
+                }
+                if (avx2 == X16_DOT_VNNI) {
+                    nf4x16_tile_avxvnni(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
+                    continue;
+                }
+                if (avx2 == X16_DOT_VNNI_EMULATED) {
+                    nf4x16_tile_vnni_emulated(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
                     continue;
                 }
 #endif

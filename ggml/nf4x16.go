@@ -15,8 +15,8 @@ import (
 
 // Repacked NF4 on the CPU (nf4x16.c): the "nf4x16" layout of nf4x16.h, 16 rows interleaved per
 // 64-column chunk, multiplied with activations quantized to int8 per 64 values. It runs the AVX-512
-// VNNI path when NF4CurrentISA is NF4AVX512VNNI, the AVX2 path when it is NF4AVX2 or NF4AVX512, and a
-// scalar path otherwise; the scalar path is the reference (the vector paths give the same float32
+// VNNI path when NF4CurrentISA is NF4AVX512VNNI, the AVX2 path when it is NF4AVX2 or NF4AVX512 (with AVX-VNNI's
+// vpdpbusd when it is NF4AVX2VNNI, or that instruction emulated for tests), and a scalar path otherwise; the scalar path is the reference (the vector paths give the same float32
 // results bit for bit).
 
 // Shape units of the nf4x16 layout (nf4x16.h).
@@ -40,11 +40,11 @@ func NF4x16LUT() [16]byte {
 }
 
 // NF4x16Fast reports whether the nf4x16 product runs a vector path: AVX-512 VNNI, or AVX2 (NF4CurrentISA
-// NF4AVX2 or NF4AVX512); otherwise it runs the scalar reference, which exists to check the vector paths,
+// NF4AVX2, NF4AVX2VNNI or NF4AVX512; the emulated path is for tests); otherwise it runs the scalar reference, which exists to check the vector paths,
 // and callers keep the F32 stream kernel instead.
 func NF4x16Fast() bool {
 	switch NF4CurrentISA() {
-	case NF4AVX512VNNI, NF4AVX512, NF4AVX2:
+	case NF4AVX512VNNI, NF4AVX512, NF4AVX2, NF4AVX2VNNI:
 		return true
 	}
 	return false

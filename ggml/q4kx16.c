@@ -1,6 +1,6 @@
-// q4kx16 matrix multiplication (q4kx16.h): a scalar path, an AVX2 path and an AVX-512 VNNI path, chosen
-// by the q4x16 path selection (q4x16.h). The AVX2 and AVX-512 functions are compiled with target
-// attributes, so the file builds for baseline x86-64 and their instructions only run after
+// q4kx16 matrix multiplication (q4kx16.h): a scalar path, AVX2 paths (with and without AVX-VNNI) and an
+// AVX-512 VNNI path, chosen by the q4x16 path selection (q4x16.h). The AVX2 and AVX-512 functions are compiled
+// with target attributes, so the file builds for baseline x86-64 and their instructions only run after
 // __builtin_cpu_supports said the CPU has them.
 //
 // As in q4x16.c, one vpdpbusd multiplies 64 unsigned codes (16 rows × 4 columns) by a broadcast group
@@ -11,7 +11,8 @@
 //
 // The AVX2 path works on 8 rows (32 bytes) at a time: vpmaddubsw multiplies codes by activation bytes
 // into int16 pairs, which sum a sub-block without overflow (8 × 2 × 15 × 127 = 30480 < 2^15), and
-// vpmaddwd with ones widens each row's sum to int32. The rest is the AVX-512 path's, lane for lane.
+// vpmaddwd with ones widens each row's sum to int32; with AVX-VNNI, vpdpbusd sums into int32 directly (x16.h).
+// The rest is the AVX-512 path's, lane for lane.
 
 #include "q4kx16.h"
 #include "x16.h"
@@ -385,7 +386,7 @@ static void q4kx16_tile_avx512_n(const uint8_t * wg, int64_t ns, const uint8_t *
 // cache. A row's integer sums and float operations are the same either way, so the results are identical.
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline void q4kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, const int nt,
-                                    const int h0, const int nh) {
+                                    const int h0, const int nh, const int dot) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[2][4];
@@ -404,11 +405,11 @@ static inline void q4kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_
         }
         for (int j = 0; j < 8; j++) {
             if (nh == 2) x16_prefetch(blk + X16_PREFETCH_AHEAD + IDEFICS2_Q4KX16_BLOCK / 8 * j, IDEFICS2_Q4KX16_BLOCK / 8);
-            __m256i dot[2][4];
+            __m256i sub[2][4];
 #pragma GCC unroll 2
             for (int e = 0; e < nh; e++) {
 #pragma GCC unroll 4
-                for (int t = 0; t < nt; t++) dot[e][t] = _mm256_setzero_si256();
+                for (int t = 0; t < nt; t++) sub[e][t] = _mm256_setzero_si256();
             }
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
@@ -420,9 +421,12 @@ static inline void q4kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_
 #pragma GCC unroll 4
                     for (int t = 0; t < nt; t++) {
                         const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 32 * j + 8 * k;
-                        const __m256i pl = _mm256_maddubs_epi16(cl, _mm256_set1_epi32(q4kx16_load_i32(xb)));
-                        const __m256i ph = _mm256_maddubs_epi16(ch, _mm256_set1_epi32(q4kx16_load_i32(xb + 4)));
-                        dot[e][t] = _mm256_add_epi16(dot[e][t], _mm256_add_epi16(pl, ph));
+                        const __m256i xl = _mm256_set1_epi32(q4kx16_load_i32(xb)), xh = _mm256_set1_epi32(q4kx16_load_i32(xb + 4));
+                        if (dot == X16_DOT_MADDUBS) {
+                            sub[e][t] = _mm256_add_epi16(sub[e][t], _mm256_add_epi16(_mm256_maddubs_epi16(cl, xl), _mm256_maddubs_epi16(ch, xh)));
+                        } else {
+                            sub[e][t] = x16_dpbusd(x16_dpbusd(sub[e][t], cl, xl, dot), ch, xh, dot);
+                        }
                     }
                 }
             }
@@ -431,7 +435,8 @@ static inline void q4kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_
                 const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (blk + Q4KX16_OFF_SC + 16 * j + 8 * (h0 + e))));
 #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) {
-                    isum[e][t] = _mm256_add_epi32(isum[e][t], _mm256_mullo_epi32(_mm256_madd_epi16(dot[e][t], ones), sc));
+                    const __m256i s32 = dot == X16_DOT_MADDUBS ? _mm256_madd_epi16(sub[e][t], ones) : sub[e][t];
+                    isum[e][t] = _mm256_add_epi32(isum[e][t], _mm256_mullo_epi32(s32, sc));
                 }
             }
         }
@@ -467,12 +472,16 @@ static inline void q4kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_
 }
 
 #define Q4KX16_AVX2_CASE(N) \
-    case N: q4kx16_rows_avx2(wg, ns, xs + t0, ys + t0, N, 0, 1); q4kx16_rows_avx2(wg, ns, xs + t0, ys + t0, N, 1, 1); break;
+    case N: \
+        q4kx16_rows_avx2(wg, ns, xs + t0, ys + t0, N, 0, 1, dot); \
+        q4kx16_rows_avx2(wg, ns, xs + t0, ys + t0, N, 1, 1, dot); \
+        break;
 
-__attribute__((target("avx2,fma,f16c")))
-static void q4kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void q4kx16_tiles_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt,
+                                     const int dot) {
     if (nt == 1) {
-        q4kx16_rows_avx2(wg, ns, xs, ys, 1, 0, 2);
+        q4kx16_rows_avx2(wg, ns, xs, ys, 1, 0, 2, dot);
         return;
     }
     for (int t0 = 0; t0 < nt; t0 += 4) {
@@ -483,6 +492,22 @@ static void q4kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * c
             Q4KX16_AVX2_CASE(4)
         }
     }
+}
+
+// One tile function per way of multiplying (x16.h), each with its constant inlined.
+__attribute__((target("avx2,fma,f16c")))
+static void q4kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    q4kx16_tiles_avx2(wg, ns, xs, ys, nt, X16_DOT_MADDUBS);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void q4kx16_tile_avxvnni_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    q4kx16_tiles_avx2(wg, ns, xs, ys, nt, X16_DOT_VNNI);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void q4kx16_tile_vnni_emulated_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    q4kx16_tiles_avx2(wg, ns, xs, ys, nt, X16_DOT_VNNI_EMULATED);
 }
 #endif
 
@@ -495,7 +520,7 @@ void idefics2_q8x256_quantize_row(const float * x, uint8_t * dst, int64_t n) {
         q8x256_quantize_avx512(x, dst, n);
         return;
     }
-    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX2) {
+    if (idefics2_q4x16_avx2_dot(idefics2_q4x16_isa()) >= 0) {
         q8x256_quantize_avx2(x, dst, n);
         return;
     }
@@ -507,8 +532,11 @@ void idefics2_q4kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
                             int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
     x16_tile_fn tile = q4kx16_tile_scalar;
 #ifdef Q4KX16_HAVE_X86
-    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) tile = q4kx16_tile_avx512_n;
-    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX2) tile = q4kx16_tile_avx2_n;
+    const int isa = idefics2_q4x16_isa();
+    if (isa == IDEFICS2_Q4X16_AVX512VNNI) tile = q4kx16_tile_avx512_n;
+    if (isa == IDEFICS2_Q4X16_AVX2) tile = q4kx16_tile_avx2_n;
+    if (isa == IDEFICS2_Q4X16_AVX2VNNI) tile = q4kx16_tile_avxvnni_n;
+    if (isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED) tile = q4kx16_tile_vnni_emulated_n;
 #endif
     x16_matmul(tile, w, cols / 256, IDEFICS2_Q4KX16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

@@ -1,5 +1,5 @@
-// q4x16 matrix multiplication (q4x16.h): a scalar path, an AVX2 path and an AVX-512 VNNI path chosen at run
-// time. The SIMD functions are compiled with target attributes, so the file builds for baseline x86-64
+// q4x16 matrix multiplication (q4x16.h): a scalar path, AVX2 paths (with and without AVX-VNNI) and an AVX-512
+// VNNI path chosen at run time. The SIMD functions are compiled with target attributes, so the file builds for baseline x86-64
 // and their instructions only run after __builtin_cpu_supports said the CPU has them.
 //
 // One VNNI instruction (vpdpbusd) multiplies 64 unsigned codes by 64 signed activation bytes and
@@ -203,11 +203,12 @@ static void q4x16_tile_avx512_n(const uint8_t * wg, int64_t nb, const uint8_t * 
 // 16 int16 lanes; with 16 rows interleaved, a 64-byte chunk of codes is two registers (rows 0-7 and 8-15),
 // each row two lanes. A block's 8 products per lane stay within int16 (|sum| ≤ 4·2·2·15·127 = 30480), so
 // the block is summed in int16 and widened once by vpmaddwd. Tokens go in pairs to keep the sums and
-// accumulators in registers. The integer sums and the float operations are the scalar path's, so the
-// results are identical.
+// accumulators in registers. With AVX-VNNI (dot, x16.h) vpdpbusd adds each row's products to its int32 sums
+// directly. The integer sums and the float operations are the scalar path's, so the results are identical.
 #ifdef Q4X16_HAVE_X86
 __attribute__((target("avx2,fma,f16c"), always_inline))
-static inline void q4x16_tile_avx2(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, const int nt) {
+static inline void q4x16_tile_avx2(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, const int nt,
+                                   const int dot) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc0[2], acc1[2];
@@ -232,8 +233,13 @@ static inline void q4x16_tile_avx2(const uint8_t * wg, int64_t nb, const uint8_t
             for (int t = 0; t < nt; t++) {
                 const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD + 8 * k;
                 const __m256i xl = _mm256_set1_epi32(q4x16_load_i32(xb)), xh = _mm256_set1_epi32(q4x16_load_i32(xb + 4));
-                s0[t] = _mm256_add_epi16(s0[t], _mm256_add_epi16(_mm256_maddubs_epi16(l0, xl), _mm256_maddubs_epi16(h0, xh)));
-                s1[t] = _mm256_add_epi16(s1[t], _mm256_add_epi16(_mm256_maddubs_epi16(l1, xl), _mm256_maddubs_epi16(h1, xh)));
+                if (dot == X16_DOT_MADDUBS) {
+                    s0[t] = _mm256_add_epi16(s0[t], _mm256_add_epi16(_mm256_maddubs_epi16(l0, xl), _mm256_maddubs_epi16(h0, xh)));
+                    s1[t] = _mm256_add_epi16(s1[t], _mm256_add_epi16(_mm256_maddubs_epi16(l1, xl), _mm256_maddubs_epi16(h1, xh)));
+                } else {
+                    s0[t] = x16_dpbusd(x16_dpbusd(s0[t], l0, xl, dot), h0, xh, dot);
+                    s1[t] = x16_dpbusd(x16_dpbusd(s1[t], l1, xl, dot), h1, xh, dot);
+                }
             }
         }
         const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) blk));
@@ -242,8 +248,8 @@ static inline void q4x16_tile_avx2(const uint8_t * wg, int64_t nb, const uint8_t
             const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD;
             const __m256i bias = _mm256_set1_epi32(q4x16_load_i32(xb + 36));
             const __m256 dx = _mm256_set1_ps(q4x16_load_f32(xb + 32));
-            const __m256i i0 = _mm256_sub_epi32(_mm256_madd_epi16(s0[t], ones), bias);
-            const __m256i i1 = _mm256_sub_epi32(_mm256_madd_epi16(s1[t], ones), bias);
+            const __m256i i0 = _mm256_sub_epi32(dot == X16_DOT_MADDUBS ? _mm256_madd_epi16(s0[t], ones) : s0[t], bias);
+            const __m256i i1 = _mm256_sub_epi32(dot == X16_DOT_MADDUBS ? _mm256_madd_epi16(s1[t], ones) : s1[t], bias);
             acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(dw0, dx), acc0[t]);
             acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(dw1, dx), acc1[t]);
         }
@@ -254,15 +260,32 @@ static inline void q4x16_tile_avx2(const uint8_t * wg, int64_t nb, const uint8_t
     }
 }
 
-__attribute__((target("avx2,fma,f16c")))
-static void q4x16_tile_avx2_n(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void q4x16_tiles_avx2(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt,
+                                    const int dot) {
     for (int t0 = 0; t0 < nt; t0 += 2) {
         if (nt - t0 >= 2) {
-            q4x16_tile_avx2(wg, nb, xs + t0, ys + t0, 2);
+            q4x16_tile_avx2(wg, nb, xs + t0, ys + t0, 2, dot);
         } else {
-            q4x16_tile_avx2(wg, nb, xs + t0, ys + t0, 1);
+            q4x16_tile_avx2(wg, nb, xs + t0, ys + t0, 1, dot);
         }
     }
+}
+
+// One tile function per way of multiplying (x16.h), each with its constant inlined.
+__attribute__((target("avx2,fma,f16c")))
+static void q4x16_tile_avx2_n(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+    q4x16_tiles_avx2(wg, nb, xs, ys, nt, X16_DOT_MADDUBS);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void q4x16_tile_avxvnni_n(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+    q4x16_tiles_avx2(wg, nb, xs, ys, nt, X16_DOT_VNNI);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void q4x16_tile_vnni_emulated_n(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+    q4x16_tiles_avx2(wg, nb, xs, ys, nt, X16_DOT_VNNI_EMULATED);
 }
 #endif
 
@@ -278,7 +301,8 @@ static int q4x16_detect(void) {
     }
     if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c")) {
-        return IDEFICS2_Q4X16_AVX2;
+        return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni") ? IDEFICS2_Q4X16_AVX2VNNI
+                                                                                                 : IDEFICS2_Q4X16_AVX2;
     }
 #endif
     return IDEFICS2_Q4X16_SCALAR;
@@ -287,6 +311,14 @@ static int q4x16_detect(void) {
 static int q4x16_has_fma_f16c(void) {
 #if defined(Q4X16_HAVE_X86)
     return __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+static int q4x16_has_avxvnni(void) {
+#if defined(Q4X16_HAVE_X86)
+    return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni");
 #else
     return 0;
 #endif
@@ -311,14 +343,28 @@ int idefics2_q4x16_isa(void) {
 
 int idefics2_q4x16_set_isa(int isa) {
     const int best = idefics2_q4x16_best_isa();
-    // A CPU with the AVX-512 path also runs the AVX2 one when it has FMA and F16C (tests compare them).
-    const int ok = isa == -1 || isa == IDEFICS2_Q4X16_SCALAR || isa == best ||
-                   (isa == IDEFICS2_Q4X16_AVX2 && best == IDEFICS2_Q4X16_AVX512VNNI && q4x16_has_fma_f16c());
+    // A CPU with the AVX-512 path also runs the AVX2 ones when it has FMA and F16C (and AVX-VNNI for that path);
+    // every CPU with an AVX2 path runs the emulated AVX-VNNI one (tests compare them all with the scalar path).
+    const int avx2 = best == IDEFICS2_Q4X16_AVX2 || best == IDEFICS2_Q4X16_AVX2VNNI ||
+                     (best == IDEFICS2_Q4X16_AVX512VNNI && q4x16_has_fma_f16c());
+    int ok = isa == -1 || isa == IDEFICS2_Q4X16_SCALAR || isa == best;
+    ok |= isa == IDEFICS2_Q4X16_AVX2 && avx2;
+    ok |= isa == IDEFICS2_Q4X16_AVX2VNNI && avx2 && q4x16_has_avxvnni();
+    ok |= isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED && avx2;
     if (!ok) {
         return -1;
     }
     __atomic_store_n(&q4x16_current, isa, __ATOMIC_RELEASE);
     return 0;
+}
+
+int idefics2_q4x16_avx2_dot(int isa) {
+    switch (isa) {
+    case IDEFICS2_Q4X16_AVX2: return X16_DOT_MADDUBS;
+    case IDEFICS2_Q4X16_AVX2VNNI: return X16_DOT_VNNI;
+    case IDEFICS2_Q4X16_AVX2VNNI_EMULATED: return X16_DOT_VNNI_EMULATED;
+    }
+    return -1;
 }
 
 void idefics2_q8x32_quantize_row(const float * x, uint8_t * dst, int64_t n) {
@@ -335,8 +381,11 @@ void idefics2_q4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, 
                            int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
     x16_tile_fn tile = q4x16_tile_scalar;
 #ifdef Q4X16_HAVE_X86
-    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) tile = q4x16_tile_avx512_n;
-    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX2) tile = q4x16_tile_avx2_n;
+    const int isa = idefics2_q4x16_isa();
+    if (isa == IDEFICS2_Q4X16_AVX512VNNI) tile = q4x16_tile_avx512_n;
+    if (isa == IDEFICS2_Q4X16_AVX2) tile = q4x16_tile_avx2_n;
+    if (isa == IDEFICS2_Q4X16_AVX2VNNI) tile = q4x16_tile_avxvnni_n;
+    if (isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED) tile = q4x16_tile_vnni_emulated_n;
 #endif
     x16_matmul(tile, w, cols / 32, Q4X16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

@@ -21,6 +21,10 @@ const (
 	Q4X16Scalar     Q4X16ISA = C.IDEFICS2_Q4X16_SCALAR
 	Q4X16AVX512VNNI Q4X16ISA = C.IDEFICS2_Q4X16_AVX512VNNI
 	Q4X16AVX2       Q4X16ISA = C.IDEFICS2_Q4X16_AVX2
+	Q4X16AVX2VNNI   Q4X16ISA = C.IDEFICS2_Q4X16_AVX2VNNI
+	// Q4X16AVX2VNNIEmulated is the AVX-VNNI path's arithmetic with vpdpbusd computed from AVX2 instructions:
+	// never chosen, forced by tests so that a CPU without AVX-VNNI checks that path's kernels.
+	Q4X16AVX2VNNIEmulated Q4X16ISA = C.IDEFICS2_Q4X16_AVX2VNNI_EMULATED
 )
 
 func (i Q4X16ISA) String() string {
@@ -31,6 +35,10 @@ func (i Q4X16ISA) String() string {
 		return "avx512vnni"
 	case Q4X16AVX2:
 		return "avx2"
+	case Q4X16AVX2VNNI:
+		return "avx2-vnni"
+	case Q4X16AVX2VNNIEmulated:
+		return "avx2-vnni-emulated"
 	}
 	return fmt.Sprintf("q4x16isa(%d)", int(i))
 }
@@ -42,11 +50,12 @@ func Q4X16BestISA() Q4X16ISA { return Q4X16ISA(C.idefics2_q4x16_best_isa()) }
 // ggml's own repacked layout.
 func Q4X16Fast() bool { return Q4X16BestISA() == Q4X16AVX512VNNI }
 
-// Q4X16SupportedISAs lists the q4x16 paths this CPU can run (under the ISA cap), scalar first.
+// Q4X16SupportedISAs lists the q4x16 paths this CPU can run (under the ISA cap), scalar first; the emulated
+// AVX-VNNI path is among them wherever an AVX2 path is.
 func Q4X16SupportedISAs() []Q4X16ISA {
 	out := []Q4X16ISA{Q4X16Scalar}
 	cur := Q4X16ISA(C.idefics2_q4x16_isa())
-	for _, isa := range []Q4X16ISA{Q4X16AVX2, Q4X16AVX512VNNI} {
+	for _, isa := range []Q4X16ISA{Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI} {
 		if SetQ4X16ISA(isa) == nil {
 			out = append(out, isa)
 		}

@@ -24,14 +24,20 @@
 enum idefics2_q4x16_isa {
     IDEFICS2_Q4X16_SCALAR = 0,
     IDEFICS2_Q4X16_AVX512VNNI = 1, // AVX-512 F, BW and VNNI
-    IDEFICS2_Q4X16_AVX2 = 2,       // AVX2, FMA and F16C (q4x16 only: q4kx16 and q6kx16 take their scalar path)
+    IDEFICS2_Q4X16_AVX2 = 2,       // AVX2, FMA and F16C
+    IDEFICS2_Q4X16_AVX2VNNI = 3,   // AVX2, FMA, F16C and AVX-VNNI
+    // The AVX-VNNI path's arithmetic with vpdpbusd computed from AVX2 instructions: never chosen, forced by tests
+    // so that a CPU without AVX-VNNI checks that path's kernels.
+    IDEFICS2_Q4X16_AVX2VNNI_EMULATED = 4,
 };
 
 int idefics2_q4x16_best_isa(void);
 int idefics2_q4x16_isa(void);
-// Forces a path (tests, benchmarks) for q4x16 and q4kx16 (q4kx16.h); -1 selects the best. Returns 0, or -1
-// when unavailable.
+// Forces a path (tests, benchmarks) for q4x16, q4kx16 and q6kx16 (q4kx16.h, q6kx16.h); -1 selects the best.
+// Returns 0, or -1 when unavailable.
 int idefics2_q4x16_set_isa(int isa);
+// How the kernels of an AVX2 path multiply bytes (x16.h's X16_DOT_*), or -1 for the scalar and AVX-512 paths.
+int idefics2_q4x16_avx2_dot(int isa);
 
 #define IDEFICS2_Q8X32_RECORD 40
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -110,6 +111,29 @@ func runQ4X16(t testing.TB, c q4x16Case, w []byte, x []float32, threads int) []f
 		t.Fatal(err)
 	}
 	return y
+}
+
+// TestSetQ4X16ISA checks that every path is accepted exactly when Q4X16SupportedISAs lists it, that the emulated
+// AVX-VNNI path is listed wherever an AVX2 path is, and that an unknown path is refused.
+func TestSetQ4X16ISA(t *testing.T) {
+	defer SetQ4X16ISA(Q4X16BestISA())
+	supported := Q4X16SupportedISAs()
+	t.Logf("q4x16 paths on this CPU: %v (best %s)", supported, Q4X16BestISA())
+	for _, isa := range []Q4X16ISA{Q4X16Scalar, Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI} {
+		err := SetQ4X16ISA(isa)
+		if slices.Contains(supported, isa) != (err == nil) {
+			t.Fatalf("SetQ4X16ISA(%s) = %v, listed %v", isa, err, slices.Contains(supported, isa))
+		}
+	}
+	if slices.Contains(supported, Q4X16AVX2) != slices.Contains(supported, Q4X16AVX2VNNIEmulated) {
+		t.Fatalf("paths %v: the emulated AVX-VNNI path goes with the AVX2 one", supported)
+	}
+	if b := Q4X16BestISA(); b != Q4X16Scalar && !slices.Contains(supported, b) {
+		t.Fatalf("best path %s is not listed in %v", b, supported)
+	}
+	if err := SetQ4X16ISA(Q4X16ISA(17)); err == nil {
+		t.Fatal("unknown path accepted")
+	}
 }
 
 func TestQ4X16MatMul(t *testing.T) {

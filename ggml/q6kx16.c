@@ -1,6 +1,6 @@
-// q6kx16 matrix multiplication (q6kx16.h): a scalar path, an AVX2 path and an AVX-512 VNNI path, chosen
-// by the q4x16 path selection (q4x16.h). The AVX2 and AVX-512 functions are compiled with target
-// attributes, so the file builds for baseline x86-64 and their instructions only run after
+// q6kx16 matrix multiplication (q6kx16.h): a scalar path, AVX2 paths (with and without AVX-VNNI) and an
+// AVX-512 VNNI path, chosen by the q4x16 path selection (q4x16.h). The AVX2 and AVX-512 functions are compiled
+// with target attributes, so the file builds for baseline x86-64 and their instructions only run after
 // __builtin_cpu_supports said the CPU has them.
 //
 // One vpdpbusd multiplies 64 unsigned codes (16 rows × 4 columns, 0…63) by a broadcast group of 4
@@ -13,7 +13,8 @@
 //
 // The AVX2 path works on 8 rows (32 bytes) at a time with the same codes: vpmaddubsw multiplies them by
 // activation bytes into int16 pairs; two such products fit int16 (2 × 2 × 63 × 127 = 32004 < 2^15) and
-// vpmaddwd with ones widens them to each row's int32 sum. The rest is the AVX-512 path's, lane for lane.
+// vpmaddwd with ones widens them to each row's int32 sum; with AVX-VNNI, vpdpbusd sums into int32 directly
+// (x16.h). The rest is the AVX-512 path's, lane for lane.
 
 #include "q6kx16.h"
 #include "x16.h"
@@ -224,7 +225,7 @@ static void q6kx16_tile_avx512_n(const uint8_t * wg, int64_t ns, const uint8_t *
 // way, so the results are identical.
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline void q6kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
-                                    float * const * ys, const int nt, const int h0, const int nh) {
+                                    float * const * ys, const int nt, const int h0, const int nh, const int dot) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i m30 = _mm256_set1_epi8(0x30);
     const __m256i neg32 = _mm256_set1_epi16(-32);
@@ -265,12 +266,18 @@ static inline void q6kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_
 #pragma GCC unroll 4
                     for (int t = 0; t < nt; t++) {
                         const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 16 * j;
-                        const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, _mm256_set1_epi32(q6kx16_load_i32(xb))),
-                                                             _mm256_maddubs_epi16(c1, _mm256_set1_epi32(q6kx16_load_i32(xb + 4))));
-                        const __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, _mm256_set1_epi32(q6kx16_load_i32(xb + 8))),
-                                                             _mm256_maddubs_epi16(c3, _mm256_set1_epi32(q6kx16_load_i32(xb + 12))));
-                        const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones));
-                        isum[e][t] = _mm256_add_epi32(isum[e][t], _mm256_mullo_epi32(dot, sc));
+                        const __m256i x0 = _mm256_set1_epi32(q6kx16_load_i32(xb)), x1 = _mm256_set1_epi32(q6kx16_load_i32(xb + 4));
+                        const __m256i x2 = _mm256_set1_epi32(q6kx16_load_i32(xb + 8)), x3 = _mm256_set1_epi32(q6kx16_load_i32(xb + 12));
+                        __m256i d;
+                        if (dot == X16_DOT_MADDUBS) {
+                            const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, x0), _mm256_maddubs_epi16(c1, x1));
+                            const __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, x2), _mm256_maddubs_epi16(c3, x3));
+                            d = _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones));
+                        } else {
+                            d = x16_dpbusd(x16_dpbusd(_mm256_setzero_si256(), c0, x0, dot), c1, x1, dot);
+                            d = x16_dpbusd(x16_dpbusd(d, c2, x2, dot), c3, x3, dot);
+                        }
+                        isum[e][t] = _mm256_add_epi32(isum[e][t], _mm256_mullo_epi32(d, sc));
                     }
                 }
                 const __m256i scn = _mm256_mullo_epi16(scp, neg32);
@@ -298,13 +305,16 @@ static inline void q6kx16_rows_avx2(const uint8_t * wg, int64_t ns, const uint8_
 }
 
 #define Q6KX16_AVX2_CASE(N) \
-    case N: q6kx16_rows_avx2(wg, ns, xs + t0, bs + t0, ys + t0, N, 0, 1); q6kx16_rows_avx2(wg, ns, xs + t0, bs + t0, ys + t0, N, 1, 1); break;
+    case N: \
+        q6kx16_rows_avx2(wg, ns, xs + t0, bs + t0, ys + t0, N, 0, 1, dot); \
+        q6kx16_rows_avx2(wg, ns, xs + t0, bs + t0, ys + t0, N, 1, 1, dot); \
+        break;
 
-__attribute__((target("avx2,fma,f16c")))
-static void q6kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
-                               float * const * ys, int nt) {
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void q6kx16_tiles_avx2(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                                     float * const * ys, int nt, const int dot) {
     if (nt == 1) {
-        q6kx16_rows_avx2(wg, ns, xs, bs, ys, 1, 0, 2);
+        q6kx16_rows_avx2(wg, ns, xs, bs, ys, 1, 0, 2, dot);
         return;
     }
     for (int t0 = 0; t0 < nt; t0 += 4) {
@@ -315,6 +325,25 @@ static void q6kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * c
             Q6KX16_AVX2_CASE(4)
         }
     }
+}
+
+// One tile function per way of multiplying (x16.h), each with its constant inlined.
+__attribute__((target("avx2,fma,f16c")))
+static void q6kx16_tile_avx2_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                               float * const * ys, int nt) {
+    q6kx16_tiles_avx2(wg, ns, xs, bs, ys, nt, X16_DOT_MADDUBS);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void q6kx16_tile_avxvnni_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                                  float * const * ys, int nt) {
+    q6kx16_tiles_avx2(wg, ns, xs, bs, ys, nt, X16_DOT_VNNI);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void q6kx16_tile_vnni_emulated_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                                        float * const * ys, int nt) {
+    q6kx16_tiles_avx2(wg, ns, xs, bs, ys, nt, X16_DOT_VNNI_EMULATED);
 }
 #endif
 
@@ -363,6 +392,14 @@ void idefics2_q6kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
                 }
                 if (isa == IDEFICS2_Q4X16_AVX2) {
                     q6kx16_tile_avx2_n(wg, ns, xs, bs, ys, nt);
+                    continue;
+                }
+                if (isa == IDEFICS2_Q4X16_AVX2VNNI) {
+                    q6kx16_tile_avxvnni_n(wg, ns, xs, bs, ys, nt);
+                    continue;
+                }
+                if (isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED) {
+                    q6kx16_tile_vnni_emulated_n(wg, ns, xs, bs, ys, nt);
                     continue;
                 }
 #endif

@@ -19,6 +19,36 @@
 // paths take rows 0-7, then rows 8-15, each from the cache after the first pass).
 #define X16_PREFETCH_AHEAD 2304
 
+// How the AVX2 kernels multiply unsigned code bytes by signed activation bytes (their `dot` argument, a
+// constant after inlining):
+//   X16_DOT_MADDUBS: vpmaddubsw into int16 pairs, widened by vpmaddwd (every AVX2 CPU);
+//   X16_DOT_VNNI: AVX-VNNI's vpdpbusd, which adds the four products of each 32-bit lane to an int32 at once;
+//   X16_DOT_VNNI_EMULATED: the same int32 sums as vpdpbusd from AVX2 instructions, so that a CPU without
+//     AVX-VNNI checks the VNNI kernels' arithmetic (tests only; it is slower than either).
+// The kernels' int16 sums never saturate (each file states its bound), so all three give the same integers.
+#define X16_DOT_MADDUBS 0
+#define X16_DOT_VNNI 1
+#define X16_DOT_VNNI_EMULATED 2
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+// acc + Σ u·s over each 32-bit lane's 4 bytes (u unsigned, s signed), without saturation: vpdpbusd. The VEX
+// instruction is written as assembly so that this function, and the kernels that inline it, keep the AVX2
+// target; it only runs where the caller checked that the CPU has AVX-VNNI.
+__attribute__((target("avx2"), always_inline))
+static inline __m256i x16_dpbusd(__m256i acc, __m256i u, __m256i s, const int dot) {
+    if (dot == X16_DOT_VNNI) {
+        __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
+        return acc;
+    }
+    // Even and odd bytes as int16 (u zero-extended, s sign-extended): vpmaddwd's int32 sums are exact.
+    const __m256i ue = _mm256_and_si256(u, _mm256_set1_epi16(0x00FF)), uo = _mm256_srli_epi16(u, 8);
+    const __m256i se = _mm256_srai_epi16(_mm256_slli_epi16(s, 8), 8), so = _mm256_srai_epi16(s, 8);
+    return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(ue, se), _mm256_madd_epi16(uo, so)));
+}
+#endif
+
 // x16_prefetch requests the n bytes at p into the cache, one request per 64-byte line. A request never faults,
 // so p may lie past the end of the weights.
 static inline void x16_prefetch(const uint8_t * p, int n) {

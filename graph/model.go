@@ -116,7 +116,7 @@ func targetOf(b *ggml.Backend) Target {
 	if ggml.Q4X16Fast() {
 		t.Caps |= CapX16VNNI
 	}
-	if isa := ggml.Q4X16BestISA(); isa == ggml.Q4X16AVX2 || isa == ggml.Q4X16AVX512VNNI {
+	if isa := ggml.Q4X16BestISA(); isa == ggml.Q4X16AVX2 || isa == ggml.Q4X16AVX2VNNI || isa == ggml.Q4X16AVX512VNNI {
 		t.Caps |= CapX16AVX2
 	}
 	if ggml.NF4x16Fast() {

@@ -52,6 +52,9 @@ type System struct {
 	// kernel paths above it are not used. Capped lists the variants it left out.
 	MaxISA string
 	Capped []string
+	// Kernels are the paths this project's CPU kernels take here (under the cap): the 16-row layouts (q4x16,
+	// q4kx16, q6kx16), NF4, and the fused attention, e.g. "x16 avx2-vnni".
+	Kernels []string
 	// Devices are best first: GPUs, then the chosen CPU variant, then the portable CPU backend.
 	Devices []Device
 	// DefaultThreads is the thread count used when none is given: the physical cores.
@@ -67,6 +70,8 @@ func HostSystem() System {
 			LogicalCores: c.LogicalCores, Features: c.Features},
 		LibDir: rep.Dir, CPUVariant: rep.CPUVariant, CPUScores: rep.CPUScores, Problems: rep.Problems, Notes: rep.Notes, Capped: rep.Capped,
 		DefaultThreads: DefaultThreads(),
+		Kernels: []string{"x16 " + ggml.Q4X16BestISA().String(), "nf4 " + ggml.NF4BestISA().String(),
+			"attention " + ggml.AttnBestISA().String()},
 	}
 	if s.CPUVariant == "" {
 		s.CPUVariant = "portable"

@@ -21,6 +21,7 @@ type infoReport struct {
 	Notes     []string       `json:"notes,omitempty"`
 	MaxISA    string         `json:"max_isa,omitempty"`
 	Capped    []string       `json:"capped_variants,omitempty"`
+	Kernels   []string       `json:"kernels"`
 	Devices   []deviceInfo   `json:"devices"`
 	Chosen    string         `json:"chosen_device"`
 	Threads   int            `json:"default_threads"`
@@ -52,7 +53,8 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	}
 	sys := runner.HostSystem()
 	info := infoReport{CPU: newCPUReport(sys.CPU), LibDir: sys.LibDir, Variant: sys.CPUVariant, Scores: sys.CPUScores,
-		Problems: sys.Problems, Notes: sys.Notes, Threads: sys.DefaultThreads, MaxISA: sys.MaxISA, Capped: sys.Capped}
+		Problems: sys.Problems, Notes: sys.Notes, Threads: sys.DefaultThreads, MaxISA: sys.MaxISA, Capped: sys.Capped,
+		Kernels: sys.Kernels}
 	for _, d := range sys.Devices {
 		info.Devices = append(info.Devices, deviceInfo{Name: d.Name, Backend: d.Backend, Kind: d.Kind, Index: d.Index,
 			Description: d.Description, Variant: d.Variant, FreeMiB: d.FreeMemory >> 20, TotalMiB: d.TotalMemory >> 20,
@@ -97,6 +99,7 @@ func writeInfo(w io.Writer, info infoReport, device string) {
 	if info.MaxISA != "" {
 		fmt.Fprintf(w, "ISA cap:    %s (IDEFICS2_MAX_ISA; variants left out: %s)\n", info.MaxISA, orNone(strings.Join(info.Capped, " ")))
 	}
+	fmt.Fprintf(w, "kernels:    %s (this project's CPU kernels: 16-row layouts, NF4, fused attention)\n", strings.Join(info.Kernels, ", "))
 	for _, p := range info.Problems {
 		fmt.Fprintf(w, "problem:    %s\n", p)
 	}
