@@ -2,8 +2,10 @@ package ggml
 
 import (
 	"fmt"
+	"github.com/klauspost/cpuid/v2"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,6 +148,12 @@ func TestSetNF4ISA(t *testing.T) {
 		if err == nil && NF4CurrentISA() != isa {
 			t.Fatalf("current %s after setting %s", NF4CurrentISA(), isa)
 		}
+	}
+	// The AVX-VNNI level runs exactly where cpuid reports the instructions and the cap allows them.
+	level, _, _ := MaxISA()
+	vnni := level >= ISAAVX2VNNI && cpuid.CPU.Supports(cpuid.AVX2, cpuid.FMA3, cpuid.AVXVNNI)
+	if got := slices.Contains(NF4SupportedISAs(), NF4AVX2VNNI); got != vnni {
+		t.Fatalf("NF4 path avx2-vnni listed %v under cap %s, but cpuid's AVX2+FMA+AVX-VNNI says %v", got, level, vnni)
 	}
 	if err := SetNF4ISA(NF4ISA(17)); err == nil {
 		t.Fatal("unknown path accepted")

@@ -2,6 +2,7 @@ package ggml
 
 import (
 	"fmt"
+	"github.com/klauspost/cpuid/v2"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -130,6 +131,12 @@ func TestSetQ4X16ISA(t *testing.T) {
 	}
 	if b := Q4X16BestISA(); b != Q4X16Scalar && !slices.Contains(supported, b) {
 		t.Fatalf("best path %s is not listed in %v", b, supported)
+	}
+	// The AVX-VNNI path runs exactly where cpuid reports the instructions and the cap allows them.
+	level, _, _ := MaxISA()
+	vnni := level >= ISAAVX2VNNI && cpuid.CPU.Supports(cpuid.AVX2, cpuid.FMA3, cpuid.F16C, cpuid.AVXVNNI)
+	if slices.Contains(supported, Q4X16AVX2VNNI) != vnni {
+		t.Fatalf("paths %v under cap %s, but cpuid's AVX2+FMA+F16C+AVX-VNNI says %v", supported, level, vnni)
 	}
 	if err := SetQ4X16ISA(Q4X16ISA(17)); err == nil {
 		t.Fatal("unknown path accepted")
