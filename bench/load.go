@@ -9,11 +9,14 @@ type LoadOptions struct {
 	// FlashAttn uses ggml's fused attention in the decoder.
 	FlashAttn bool
 	// NoRepack keeps quantized weights in the file's layout instead of the CPU's row-interleaved ones (it wins over
-	// GGMLRepack).
+	// GGMLRepack and X16; the bench command refuses more than one of them).
 	NoRepack bool
 	// GGMLRepack puts Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and
 	// q4kx16 (and Q6_K matrices in their plain blocks), to compare the two.
 	GGMLRepack bool
+	// X16 puts Q4_0, Q4_K and Q6_K matrices in this project's 16-row layouts wherever a vector path of their kernels
+	// runs, also where the default keeps ggml's because they were not measured there (AArch64 with NEON dot products).
+	X16 bool
 	// UnfusedAttn computes attention with ggml's separate products and softmax instead of this project's fused
 	// CPU kernels, to compare the two (FlashAttn wins over it for the decoder).
 	UnfusedAttn bool
@@ -35,6 +38,8 @@ func (o LoadOptions) graphOptions() graph.Options {
 		g.Layouts = graph.LayoutsFile
 	case o.GGMLRepack:
 		g.Layouts = graph.LayoutsGGML
+	case o.X16:
+		g.Layouts = graph.LayoutsX16
 	}
 	if o.UnfusedAttn {
 		g.TextAttn, g.VisionAttn = graph.AttnGGML, graph.AttnGGML

@@ -1,7 +1,7 @@
-// q4kx16 matrix multiplication (q4kx16.h): a scalar path, AVX2 paths (with and without AVX-VNNI) and an
-// AVX-512 VNNI path, chosen by the q4x16 path selection (q4x16.h). The AVX2 and AVX-512 functions are compiled
-// with target attributes, so the file builds for baseline x86-64 and their instructions only run after
-// __builtin_cpu_supports said the CPU has them.
+// q4kx16 matrix multiplication (q4kx16.h): a scalar path, AVX2 paths (with and without AVX-VNNI), an AVX-512
+// VNNI path and a NEON dot-product path, chosen by the q4x16 path selection (q4x16.h). The SIMD functions are
+// compiled with target attributes, so the file builds for the baseline architecture and their instructions only
+// run after the CPU was found to have them.
 //
 // As in q4x16.c, one vpdpbusd multiplies 64 unsigned codes (16 rows × 4 columns) by a broadcast group
 // of 4 activation bytes into 16 int32 lanes, one per row. A sub-block of 32 columns takes 4 loads and
@@ -511,6 +511,96 @@ static void q4kx16_tile_vnni_emulated_n(const uint8_t * wg, int64_t ns, const ui
 }
 #endif
 
+// NEON with the dot-product extension (q4x16.c): per sub-block of 32 columns, 4 registers of 16 code bytes (4 rows
+// each) split into nibbles take 8 sdot per token into each row's int32 lane; the sub-block's sums are multiplied by
+// the rows' scales (vmlaq) into the super-block's. The mins term multiplies the rows' mins (vld2q splits the two
+// sub-blocks of each pair) by the activations' sub-block sums. Integers and float operations are the scalar
+// path's, lane for lane.
+#ifdef X16_HAVE_NEON
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline int32x4_t q4kx16_neon_widen(uint8x16_t v, const int j) {
+    const uint16x8_t h = j < 2 ? vmovl_u8(vget_low_u8(v)) : vmovl_u8(vget_high_u8(v));
+    return vreinterpretq_s32_u32(j % 2 == 0 ? vmovl_u16(vget_low_u16(h)) : vmovl_u16(vget_high_u16(h)));
+}
+
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void q4kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, const int nt) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    float32x4_t acc[2][4];
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
+        int32x4_t isum[2][4];
+        for (int t = 0; t < nt; t++) {
+            for (int r = 0; r < 4; r++) isum[t][r] = vdupq_n_s32(0);
+        }
+        for (int j = 0; j < 8; j++) {
+            int32x4_t dot[2][4];
+            for (int t = 0; t < nt; t++) {
+                for (int r = 0; r < 4; r++) dot[t][r] = vdupq_n_s32(0);
+            }
+            for (int k = 0; k < 4; k++) {
+                int8x16_t xl[2], xh[2];
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t * xb = xs[t] + s * IDEFICS2_Q8X256_RECORD + 32 * j + 8 * k;
+                    xl[t] = x16_neon_group4(xb);
+                    xh[t] = x16_neon_group4(xb + 4);
+                }
+                for (int r = 0; r < 4; r++) {
+                    const uint8x16_t c = vld1q_u8(blk + Q4KX16_OFF_QS + 256 * j + 64 * k + 16 * r);
+                    const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(c, m4)), hi = vreinterpretq_s8_u8(vshrq_n_u8(c, 4));
+                    for (int t = 0; t < nt; t++) dot[t][r] = vdotq_s32(vdotq_s32(dot[t][r], lo, xl[t]), hi, xh[t]);
+                }
+            }
+            const uint8x16_t sc = vld1q_u8(blk + Q4KX16_OFF_SC + 16 * j);
+            for (int r = 0; r < 4; r++) {
+                const int32x4_t sc4 = q4kx16_neon_widen(sc, r);
+                for (int t = 0; t < nt; t++) isum[t][r] = vmlaq_s32(isum[t][r], dot[t][r], sc4);
+            }
+        }
+        int32x4_t msum[2][4];
+        for (int t = 0; t < nt; t++) {
+            for (int r = 0; r < 4; r++) msum[t][r] = vdupq_n_s32(0);
+        }
+        for (int k = 0; k < 4; k++) {
+            const uint8x16x2_t mins = vld2q_u8(blk + Q4KX16_OFF_MIN + 32 * k); // sub-blocks 2k and 2k + 1
+            for (int i = 0; i < 2; i++) {
+                for (int t = 0; t < nt; t++) {
+                    int16_t xsum;
+                    memcpy(&xsum, xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_SUMS + 2 * (2 * k + i), 2);
+                    for (int r = 0; r < 4; r++) msum[t][r] = vmlaq_n_s32(msum[t][r], q4kx16_neon_widen(mins.val[i], r), xsum);
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const float dx = q4kx16_load_f32(xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_D);
+            for (int r = 0; r < 4; r++) {
+                const float32x4_t dw = vmulq_n_f32(x16_neon_f16x4(blk + 8 * r), dx);
+                const float32x4_t dm = vmulq_n_f32(x16_neon_f16x4(blk + Q4KX16_OFF_DMIN + 8 * r), dx);
+                acc[t][r] = vfmaq_f32(acc[t][r], vcvtq_f32_s32(isum[t][r]), dw);
+                acc[t][r] = vfmsq_f32(acc[t][r], vcvtq_f32_s32(msum[t][r]), dm);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
+    }
+}
+
+X16_DOTPROD_TARGET
+static void q4kx16_tile_neon_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    for (int t0 = 0; t0 < nt; t0 += 2) {
+        if (nt - t0 >= 2) {
+            q4kx16_tile_neon(wg, ns, xs + t0, ys + t0, 2);
+        } else {
+            q4kx16_tile_neon(wg, ns, xs + t0, ys + t0, 1);
+        }
+    }
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Dispatch (the path is q4x16's: idefics2_q4x16_isa)
 
@@ -537,6 +627,9 @@ void idefics2_q4kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
     if (isa == IDEFICS2_Q4X16_AVX2) tile = q4kx16_tile_avx2_n;
     if (isa == IDEFICS2_Q4X16_AVX2VNNI) tile = q4kx16_tile_avxvnni_n;
     if (isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED) tile = q4kx16_tile_vnni_emulated_n;
+#endif
+#ifdef X16_HAVE_NEON
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_NEON_DOTPROD) tile = q4kx16_tile_neon_n;
 #endif
     x16_matmul(tile, w, cols / 256, IDEFICS2_Q4KX16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

@@ -1,5 +1,5 @@
-// q4x16 matrix multiplication (q4x16.h): a scalar path, AVX2 paths (with and without AVX-VNNI) and an AVX-512
-// VNNI path chosen at run time. The SIMD functions are compiled with target attributes, so the file builds for baseline x86-64
+// q4x16 matrix multiplication (q4x16.h): a scalar path, AVX2 paths (with and without AVX-VNNI), an AVX-512 VNNI
+// path and, on AArch64, a NEON path with the dot-product extension, chosen at run time. The SIMD functions are compiled with target attributes, so the file builds for baseline x86-64
 // and their instructions only run after __builtin_cpu_supports said the CPU has them.
 //
 // One VNNI instruction (vpdpbusd) multiplies 64 unsigned codes by 64 signed activation bytes and
@@ -289,6 +289,64 @@ static void q4x16_tile_vnni_emulated_n(const uint8_t * wg, int64_t nb, const uin
 }
 #endif
 
+// NEON with the dot-product extension: one sdot (vdotq_s32) multiplies 16 code bytes, 4 rows × 4 columns, by a
+// 4-byte group of a token's activations broadcast to every lane, and adds each row's 4 products to its int32 lane.
+// A sub-block of 16 rows is 4 registers, each split into low and high nibbles (0…15, which the signed instruction
+// takes as they are): 8 sdot per token. The integer sums and the float operations are the scalar path's, so the
+// results are identical.
+#ifdef X16_HAVE_NEON
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void q4x16_tile_neon(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, const int nt) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    float32x4_t acc[2][4];
+    for (int t = 0; t < nt; t++) {
+        for (int j = 0; j < 4; j++) acc[t][j] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t * blk = wg + b * Q4X16_BLOCK;
+        int32x4_t s[2][4];
+        for (int t = 0; t < nt; t++) {
+            for (int j = 0; j < 4; j++) s[t][j] = vdupq_n_s32(0);
+        }
+        for (int k = 0; k < 4; k++) {
+            int8x16_t xl[2], xh[2];
+            for (int t = 0; t < nt; t++) {
+                xl[t] = x16_neon_group4(xs[t] + b * IDEFICS2_Q8X32_RECORD + 8 * k);
+                xh[t] = x16_neon_group4(xs[t] + b * IDEFICS2_Q8X32_RECORD + 8 * k + 4);
+            }
+            for (int j = 0; j < 4; j++) {
+                const uint8x16_t c = vld1q_u8(blk + 32 + 64 * k + 16 * j);
+                const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(c, m4)), hi = vreinterpretq_s8_u8(vshrq_n_u8(c, 4));
+                for (int t = 0; t < nt; t++) s[t][j] = vdotq_s32(vdotq_s32(s[t][j], lo, xl[t]), hi, xh[t]);
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD;
+            const int32x4_t bias = vdupq_n_s32(q4x16_load_i32(xb + 36));
+            const float dx = q4x16_load_f32(xb + 32);
+            for (int j = 0; j < 4; j++) {
+                const float32x4_t d = vmulq_n_f32(x16_neon_f16x4(blk + 8 * j), dx);
+                acc[t][j] = vfmaq_f32(acc[t][j], vcvtq_f32_s32(vsubq_s32(s[t][j], bias)), d);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        for (int j = 0; j < 4; j++) vst1q_f32(ys[t] + 4 * j, acc[t][j]);
+    }
+}
+
+X16_DOTPROD_TARGET
+static void q4x16_tile_neon_n(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+    for (int t0 = 0; t0 < nt; t0 += 2) {
+        if (nt - t0 >= 2) {
+            q4x16_tile_neon(wg, nb, xs + t0, ys + t0, 2);
+        } else {
+            q4x16_tile_neon(wg, nb, xs + t0, ys + t0, 1);
+        }
+    }
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 
@@ -304,6 +362,8 @@ static int q4x16_detect(void) {
         return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni") ? IDEFICS2_Q4X16_AVX2VNNI
                                                                                                  : IDEFICS2_Q4X16_AVX2;
     }
+#elif defined(X16_HAVE_NEON)
+    if (x16_arm_dotprod()) return IDEFICS2_Q4X16_NEON_DOTPROD;
 #endif
     return IDEFICS2_Q4X16_SCALAR;
 }
@@ -386,6 +446,9 @@ void idefics2_q4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, 
     if (isa == IDEFICS2_Q4X16_AVX2) tile = q4x16_tile_avx2_n;
     if (isa == IDEFICS2_Q4X16_AVX2VNNI) tile = q4x16_tile_avxvnni_n;
     if (isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED) tile = q4x16_tile_vnni_emulated_n;
+#endif
+#ifdef X16_HAVE_NEON
+    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_NEON_DOTPROD) tile = q4x16_tile_neon_n;
 #endif
     x16_matmul(tile, w, cols / 32, Q4X16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

@@ -25,6 +25,8 @@ const (
 	// Q4X16AVX2VNNIEmulated is the AVX-VNNI path's arithmetic with vpdpbusd computed from AVX2 instructions:
 	// never chosen, forced by tests so that a CPU without AVX-VNNI checks that path's kernels.
 	Q4X16AVX2VNNIEmulated Q4X16ISA = C.IDEFICS2_Q4X16_AVX2VNNI_EMULATED
+	// Q4X16NEONDotProd is AArch64 NEON with the dot-product extension (sdot).
+	Q4X16NEONDotProd Q4X16ISA = C.IDEFICS2_Q4X16_NEON_DOTPROD
 )
 
 func (i Q4X16ISA) String() string {
@@ -39,6 +41,8 @@ func (i Q4X16ISA) String() string {
 		return "avx2-vnni"
 	case Q4X16AVX2VNNIEmulated:
 		return "avx2-vnni-emulated"
+	case Q4X16NEONDotProd:
+		return "neon-dotprod"
 	}
 	return fmt.Sprintf("q4x16isa(%d)", int(i))
 }
@@ -55,7 +59,7 @@ func Q4X16Fast() bool { return Q4X16BestISA() == Q4X16AVX512VNNI }
 func Q4X16SupportedISAs() []Q4X16ISA {
 	out := []Q4X16ISA{Q4X16Scalar}
 	cur := Q4X16ISA(C.idefics2_q4x16_isa())
-	for _, isa := range []Q4X16ISA{Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI} {
+	for _, isa := range []Q4X16ISA{Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI, Q4X16NEONDotProd} {
 		if SetQ4X16ISA(isa) == nil {
 			out = append(out, isa)
 		}

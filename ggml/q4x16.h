@@ -29,6 +29,7 @@ enum idefics2_q4x16_isa {
     // The AVX-VNNI path's arithmetic with vpdpbusd computed from AVX2 instructions: never chosen, forced by tests
     // so that a CPU without AVX-VNNI checks that path's kernels.
     IDEFICS2_Q4X16_AVX2VNNI_EMULATED = 4,
+    IDEFICS2_Q4X16_NEON_DOTPROD = 5, // AArch64 NEON with the dot-product extension (sdot)
 };
 
 int idefics2_q4x16_best_isa(void);

@@ -5,6 +5,7 @@ import (
 	"github.com/klauspost/cpuid/v2"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -120,7 +121,7 @@ func TestSetQ4X16ISA(t *testing.T) {
 	defer SetQ4X16ISA(Q4X16BestISA())
 	supported := Q4X16SupportedISAs()
 	t.Logf("q4x16 paths on this CPU: %v (best %s)", supported, Q4X16BestISA())
-	for _, isa := range []Q4X16ISA{Q4X16Scalar, Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI} {
+	for _, isa := range []Q4X16ISA{Q4X16Scalar, Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI, Q4X16NEONDotProd} {
 		err := SetQ4X16ISA(isa)
 		if slices.Contains(supported, isa) != (err == nil) {
 			t.Fatalf("SetQ4X16ISA(%s) = %v, listed %v", isa, err, slices.Contains(supported, isa))
@@ -137,6 +138,10 @@ func TestSetQ4X16ISA(t *testing.T) {
 	vnni := level >= ISAAVX2VNNI && cpuid.CPU.Supports(cpuid.AVX2, cpuid.FMA3, cpuid.F16C, cpuid.AVXVNNI)
 	if slices.Contains(supported, Q4X16AVX2VNNI) != vnni {
 		t.Fatalf("paths %v under cap %s, but cpuid's AVX2+FMA+F16C+AVX-VNNI says %v", supported, level, vnni)
+	}
+	// The NEON path runs exactly where cpuid reports the dot-product extension.
+	if dp := runtime.GOARCH == "arm64" && cpuid.CPU.Supports(cpuid.ASIMDDP); slices.Contains(supported, Q4X16NEONDotProd) != dp {
+		t.Fatalf("paths %v, but cpuid's ASIMDDP on %s says %v", supported, runtime.GOARCH, dp)
 	}
 	if err := SetQ4X16ISA(Q4X16ISA(17)); err == nil {
 		t.Fatal("unknown path accepted")

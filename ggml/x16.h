@@ -49,6 +49,56 @@ static inline __m256i x16_dpbusd(__m256i acc, __m256i u, __m256i s, const int do
 }
 #endif
 
+#if defined(__aarch64__) && defined(__ARM_NEON) && (defined(__GNUC__) || defined(__clang__))
+#define X16_HAVE_NEON 1
+#include <arm_neon.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
+// The NEON kernels use the dot-product extension (sdot, Armv8.2 and later: Apple M1 on, Cortex-A55/A75 on,
+// Neoverse). Where the compiler's target already has it no attribute is needed; otherwise the functions carry it
+// and only run after x16_arm_dotprod said the CPU has it.
+#if defined(__ARM_FEATURE_DOTPROD)
+#define X16_DOTPROD_TARGET
+#elif defined(__clang__)
+#define X16_DOTPROD_TARGET __attribute__((target("dotprod")))
+#else
+#define X16_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+// x16_arm_dotprod reports whether the CPU (and OS) run sdot: the kernel's hardware capabilities on Linux, the
+// system's feature report on macOS.
+static inline int x16_arm_dotprod(void) {
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    int v = 0;
+    size_t n = sizeof v;
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &n, NULL, 0) == 0 && v != 0;
+#else
+    return 0;
+#endif
+}
+
+// x16_neon_group4 broadcasts the 4 activation bytes at p to every 32-bit lane.
+static inline int8x16_t x16_neon_group4(const uint8_t * p) {
+    int32_t v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return vreinterpretq_s8_s32(vdupq_n_s32(v));
+}
+
+// x16_neon_f16x4 widens the 4 float16 values at p to float32 (exactly).
+static inline float32x4_t x16_neon_f16x4(const uint8_t * p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) (const void *) p)));
+}
+#endif
+
 // x16_prefetch requests the n bytes at p into the cache, one request per 64-byte line. A request never faults,
 // so p may lie past the end of the weights.
 static inline void x16_prefetch(const uint8_t * p, int n) {

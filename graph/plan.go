@@ -67,12 +67,14 @@ const (
 	CapNF4X16                      // the nf4x16 kernel's vector path (AVX-512 VNNI or AVX2)
 	CapFusedAttn                   // the attention kernels' vector path (ggml.FusedAttention, DecodeAttention: AVX-512F or AVX2)
 	CapX16AVX2                     // the q4x16, q4kx16 and q6kx16 kernels' AVX2 path
+	CapX16NEON                     // the q4x16, q4kx16 and q6kx16 kernels' NEON dot-product path (taken under LayoutsX16)
 )
 
 var capNames = []struct {
 	c    Caps
 	name string
-}{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16, "nf4x16"}, {CapFusedAttn, "fused-attn"}, {CapX16AVX2, "x16-avx2"}}
+}{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16, "nf4x16"}, {CapFusedAttn, "fused-attn"}, {CapX16AVX2, "x16-avx2"},
+	{CapX16NEON, "x16-neon"}}
 
 func (c Caps) String() string {
 	var out []string
@@ -100,9 +102,12 @@ const (
 	LayoutsBest LayoutPolicy = iota // the fastest layout the target runs
 	LayoutsGGML                     // ggml's repacked layouts where ggml has one, never this project's 16-row ones (NF4 keeps its own)
 	LayoutsFile                     // every weight in the file's layout (NF4 still expands where no kernel takes it)
+	// LayoutsX16 takes this project's 16-row layouts wherever one of their vector paths runs, also where LayoutsBest
+	// does not take them because they were not measured against ggml's kernels on such a CPU (the NEON path).
+	LayoutsX16
 )
 
-var policyNames = [...]string{"best", "ggml", "file"}
+var policyNames = [...]string{"best", "ggml", "file", "x16"}
 
 func (p LayoutPolicy) String() string { return enumName(policyNames[:], int(p), "policy") }
 
@@ -173,6 +178,7 @@ type matmulRule struct {
 	typ      ggml.Type
 	needs    Caps
 	own      bool // one of this project's layouts (off with LayoutsGGML)
+	optIn    bool // taken only under LayoutsX16: not measured against ggml's kernels on such CPUs
 	layout   Layout
 	kernel   Kernel
 	rowGroup int
@@ -183,15 +189,18 @@ type matmulRule struct {
 // matmulRules are tried in order; the first whose capability the target has and whose shape fits wins. ggml
 // repacks Q4_0, Q4_K and IQ4_NL for AVX2 in groups of 8 rows (ggml_repack_get_optimal_repack_type).
 var matmulRules = []matmulRule{
-	{ggml.TypeQ4_0, CapX16VNNI, true, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
-	{ggml.TypeQ4_K, CapX16VNNI, true, LayoutQ4KX16, KernelQ4KX16, 16, ggml.Q4KX16Eligible, true},
-	{ggml.TypeQ6_K, CapX16VNNI, true, LayoutQ6KX16, KernelQ6KX16, 16, ggml.Q6KX16Eligible, true},
-	{ggml.TypeQ4_0, CapX16AVX2, true, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
-	{ggml.TypeQ4_K, CapX16AVX2, true, LayoutQ4KX16, KernelQ4KX16, 16, ggml.Q4KX16Eligible, true},
-	{ggml.TypeQ6_K, CapX16AVX2, true, LayoutQ6KX16, KernelQ6KX16, 16, ggml.Q6KX16Eligible, true},
-	{ggml.TypeQ4_0, CapGGMLRepack, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},
-	{ggml.TypeQ4_K, CapGGMLRepack, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},
-	{ggml.TypeIQ4_NL, CapGGMLRepack, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},
+	{ggml.TypeQ4_0, CapX16VNNI, true, false, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
+	{ggml.TypeQ4_K, CapX16VNNI, true, false, LayoutQ4KX16, KernelQ4KX16, 16, ggml.Q4KX16Eligible, true},
+	{ggml.TypeQ6_K, CapX16VNNI, true, false, LayoutQ6KX16, KernelQ6KX16, 16, ggml.Q6KX16Eligible, true},
+	{ggml.TypeQ4_0, CapX16AVX2, true, false, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
+	{ggml.TypeQ4_K, CapX16AVX2, true, false, LayoutQ4KX16, KernelQ4KX16, 16, ggml.Q4KX16Eligible, true},
+	{ggml.TypeQ6_K, CapX16AVX2, true, false, LayoutQ6KX16, KernelQ6KX16, 16, ggml.Q6KX16Eligible, true},
+	{ggml.TypeQ4_0, CapX16NEON, true, true, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
+	{ggml.TypeQ4_K, CapX16NEON, true, true, LayoutQ4KX16, KernelQ4KX16, 16, ggml.Q4KX16Eligible, true},
+	{ggml.TypeQ6_K, CapX16NEON, true, true, LayoutQ6KX16, KernelQ6KX16, 16, ggml.Q6KX16Eligible, true},
+	{ggml.TypeQ4_0, CapGGMLRepack, false, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},
+	{ggml.TypeQ4_K, CapGGMLRepack, false, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},
+	{ggml.TypeIQ4_NL, CapGGMLRepack, false, false, LayoutGGMLRepack, KernelMulMat, 8, anyShape, false},
 }
 
 func anyShape(rows, cols int) bool { return true }
@@ -245,7 +254,7 @@ func place(ts TensorSpec, t Target, p LayoutPolicy) (Placement, bool) {
 	}
 	cols, rows := ts.Shape[0], ts.Shape[1]
 	for _, r := range matmulRules {
-		if r.typ != ts.Type || t.Caps&r.needs != r.needs || (r.own && p == LayoutsGGML) {
+		if r.typ != ts.Type || t.Caps&r.needs != r.needs || (r.own && p == LayoutsGGML) || (r.optIn && p != LayoutsX16) {
 			continue
 		}
 		tail := rows % r.rowGroup

@@ -67,6 +67,11 @@ func TestPlanWeights(t *testing.T) {
 		{"avx2 cpu file", Target{CPU: true, Caps: CapGGMLRepack}, LayoutsFile, portable},
 		{"avx2 cpu with x16", Target{CPU: true, Caps: CapGGMLRepack | CapX16AVX2}, LayoutsBest, avx2x16},
 		{"avx2 cpu with x16, ggml", Target{CPU: true, Caps: CapGGMLRepack | CapX16AVX2}, LayoutsGGML, avx2},
+		{"avx2 cpu with x16, x16", Target{CPU: true, Caps: CapGGMLRepack | CapX16AVX2}, LayoutsX16, avx2x16},
+		// The NEON path is taken only when asked for (not measured against ggml's kernels on an ARM CPU).
+		{"neon cpu", Target{CPU: true, Caps: CapX16NEON | CapFusedAttn}, LayoutsBest, portable},
+		{"neon cpu x16", Target{CPU: true, Caps: CapX16NEON | CapFusedAttn}, LayoutsX16, avx2x16},
+		{"neon cpu ggml", Target{CPU: true, Caps: CapX16NEON | CapFusedAttn}, LayoutsGGML, portable},
 		{"avx512 vnni cpu", Target{CPU: true, Caps: allVNNI}, LayoutsBest, vnni},
 		{"avx512 vnni cpu ggml", Target{CPU: true, Caps: allVNNI}, LayoutsGGML,
 			append(slices.Clone(avx2[:9]), want{LayoutNF4X16, KernelNF4X16, 0, ""}, stream, expandedOperand)},

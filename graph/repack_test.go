@@ -27,20 +27,23 @@ type repackFile struct {
 	typ      string
 	ckpt     func(t *testing.T) string
 	own      []Layout // this project's layouts for the file's matrix types, each taken by some tensor
-	ownCaps  Caps     // a CPU with any of these runs them (the placement plan's rows for the file's types)
+	ownCaps  Caps     // a CPU with any of these runs them (the placement plan's rows for the file's types; CapX16NEON only under LayoutsX16)
 	split    bool     // with ggml's layouts, output.weight (32003 rows) is split into a repacked head and a plain tail
 	ownSplit bool     // the same with this project's layouts
 }
 
+// x16Caps are the capabilities under which this project's q4x16, q4kx16 and q6kx16 layouts are placed.
+const x16Caps = CapX16VNNI | CapX16AVX2 | CapX16NEON
+
 var repackFiles = []repackFile{
-	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []Layout{LayoutQ4X16}, CapX16VNNI | CapX16AVX2, true, true},
-	{"q4_k", wideCheckpoint, []Layout{LayoutQ4KX16}, CapX16VNNI | CapX16AVX2, true, true},
-	{"q4_k_m", wideCheckpoint, []Layout{LayoutQ4KX16, LayoutQ6KX16}, CapX16VNNI | CapX16AVX2, false, true},
+	{"q4_0", func(*testing.T) string { return filepath.Join("..", "testdata", "hf", "checkpoints", "p1") }, []Layout{LayoutQ4X16}, x16Caps, true, true},
+	{"q4_k", wideCheckpoint, []Layout{LayoutQ4KX16}, x16Caps, true, true},
+	{"q4_k_m", wideCheckpoint, []Layout{LayoutQ4KX16, LayoutQ6KX16}, x16Caps, false, true},
 }
 
 // TestRepackedWeightsSameLogits loads quantized files with every layout policy and compares the prompt logits with
 // those of the file's layout: ggml's row-interleaved layouts (CPU variants built with them) and this project's q4x16,
-// q4kx16 and q6kx16 layouts (CPUs with AVX2 or AVX-512 VNNI). What each load must take is what this CPU's capabilities
+// q4kx16 and q6kx16 layouts (CPUs with AVX2 or AVX-512 VNNI; with NEON dot products under LayoutsX16). What each load must take is what this CPU's capabilities
 // (Model.Target) allow, so the test checks the path this CPU takes and says which it was.
 func TestRepackedWeightsSameLogits(t *testing.T) {
 	for _, rf := range repackFiles {
@@ -118,10 +121,10 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 		t.Fatalf("%d tensors repacked with the file's layouts asked for", plain.packed)
 	}
 	caps := plain.target.Caps
-	for _, p := range []LayoutPolicy{LayoutsGGML, LayoutsBest} {
+	for _, p := range []LayoutPolicy{LayoutsGGML, LayoutsBest, LayoutsX16} {
 		t.Run(p.String(), func(t *testing.T) {
 			r := loadPlaced(t, textPath, p, ids)
-			own := p == LayoutsBest && caps&rf.ownCaps != 0
+			own := (p == LayoutsBest && caps&rf.ownCaps&^CapX16NEON != 0) || (p == LayoutsX16 && caps&rf.ownCaps != 0)
 			ggmlOnly := !own && caps&CapGGMLRepack != 0
 			var wantSplit bool
 			switch {

@@ -68,6 +68,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Bool(&f.load.FlashAttn, "flash-attn", "fused attention in the decoder")
 	fs.Bool(&f.load.NoRepack, "no-repack", "keep quantized weights in the file layout (no CPU repacking)")
 	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts (and Q6_K in the file's) instead of this project's q4x16, q4kx16 and q6kx16")
+	fs.Bool(&f.load.X16, "x16", "Q4_0, Q4_K and Q6_K matrices in this project's q4x16, q4kx16 and q6kx16 layouts wherever their kernels have a vector path, also where the default keeps ggml's (AArch64 NEON: not yet measured there)")
 	fs.Bool(&f.load.UnfusedAttn, "unfused-attn", "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
 	fs.List(&f.loras, "lora", "run-time LoRA adapter GGUF `FILE[:SCALE]` (repeatable; its mmproj part is found next to it)")
 	fs.Bool(&f.loraAB, "lora-ab", "with --lora: run each tg test with the adapters off and on, alternating within each repetition, and report both (no read limit is timed)")
@@ -153,6 +154,18 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 	if len(a.threads) == 0 {
 		return benchArgs{}, cli.Usagef("bench: -t %q: want at least one thread count", f.threads)
 	}
+	var layouts []string
+	for _, o := range []struct {
+		name string
+		set  bool
+	}{{"--no-repack", f.load.NoRepack}, {"--ggml-repack", f.load.GGMLRepack}, {"--x16", f.load.X16}} {
+		if o.set {
+			layouts = append(layouts, o.name)
+		}
+	}
+	if len(layouts) > 1 {
+		return benchArgs{}, cli.Usagef("bench: %s choose different layouts: give one", strings.Join(layouts, " and "))
+	}
 	if f.jsonSchema != "" && !f.constrained {
 		return benchArgs{}, cli.Usagef("bench: --json-schema needs --constrained")
 	}
@@ -187,7 +200,7 @@ func (f *benchFlags) check(fs *cli.FlagSet) (benchArgs, error) {
 			set  bool
 		}{{"--images", len(a.sizes) > 0}, {"--split", f.split}, {"--perceiver", f.perceiver}, {"--ttft", f.ttft},
 			{"--constrained", f.constrained}, {"--lora", len(f.loras) > 0}, {"--no-repack", f.load.NoRepack},
-			{"--ggml-repack", f.load.GGMLRepack}, {"--unfused-attn", f.load.UnfusedAttn}, {"-r", fs.Set("r")}} {
+			{"--ggml-repack", f.load.GGMLRepack}, {"--x16", f.load.X16}, {"--unfused-attn", f.load.UnfusedAttn}, {"-r", fs.Set("r")}} {
 			if o.set {
 				return benchArgs{}, cli.Usagef("bench: %s is not part of the batched test (--parallel)", o.name)
 			}

@@ -95,6 +95,8 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"bench", "-m", "x.gguf", "--device", "tpu"}, `--device "tpu"`},
 		{[]string{"bench", "-m", "x.gguf", "--warmup=maybe"}, "--warmup"},
 		{[]string{"bench", "-m", "x.gguf", "extra"}, `"extra"`},
+		{[]string{"bench", "-m", "x.gguf", "--x16", "--ggml-repack"}, "--ggml-repack and --x16"},
+		{[]string{"bench", "-m", "x.gguf", "--no-repack", "--ggml-repack"}, "--no-repack and --ggml-repack"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer
