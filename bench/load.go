@@ -14,8 +14,9 @@ type LoadOptions struct {
 	// GGMLRepack puts Q4_0 and Q4_K matrices in ggml's repacked layouts instead of this project's q4x16 and
 	// q4kx16 (and Q6_K matrices in their plain blocks), to compare the two.
 	GGMLRepack bool
-	// X16 puts Q4_0, Q4_K and Q6_K matrices in this project's 16-row layouts wherever a vector path of their kernels
-	// runs, also where the default keeps ggml's because they were not measured there (AArch64 with NEON dot products).
+	// X16 puts Q4_0, Q4_K, Q6_K and NF4 matrices in this project's 16-row layouts wherever a vector path of their
+	// kernels runs, also where the default does not take them because they were not measured there (AArch64 with NEON
+	// dot products).
 	X16 bool
 	// UnfusedAttn computes attention with ggml's separate products and softmax instead of this project's fused
 	// CPU kernels, to compare the two (FlashAttn wins over it for the decoder).

@@ -5,6 +5,7 @@
 
 #include "nf4.h"
 #include "isacap.h"
+#include "x16.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -482,6 +483,9 @@ static int nf4_detect(void) {
     }
     return IDEFICS2_NF4_SCALAR;
 #elif defined(NF4_HAVE_NEON)
+#if defined(X16_HAVE_NEON)
+    if (x16_arm_dotprod()) return IDEFICS2_NF4_NEON_DOTPROD;
+#endif
     return IDEFICS2_NF4_NEON;
 #else
     return IDEFICS2_NF4_SCALAR;
@@ -529,7 +533,10 @@ int idefics2_nf4_set_isa(int isa) {
         ok = best == IDEFICS2_NF4_AVX512VNNI;
         break;
     case IDEFICS2_NF4_NEON:
-        ok = best == IDEFICS2_NF4_NEON;
+        ok = best == IDEFICS2_NF4_NEON || best == IDEFICS2_NF4_NEON_DOTPROD;
+        break;
+    case IDEFICS2_NF4_NEON_DOTPROD:
+        ok = best == IDEFICS2_NF4_NEON_DOTPROD;
         break;
     }
     if (!ok) return -1;
@@ -595,7 +602,8 @@ void idefics2_nf4_matmul(const uint8_t * w, int64_t rows, int64_t cols, int bs,
                          const float * x, int64_t ntok, int64_t x_stride,
                          float * y, int64_t y_stride, int64_t r0, int64_t r1) {
     (void) rows;
-    const int isa = idefics2_nf4_isa();
+    // The stream kernel has no dot-product path: NEON_DOTPROD runs its NEON one.
+    const int isa = idefics2_nf4_isa() == IDEFICS2_NF4_NEON_DOTPROD ? IDEFICS2_NF4_NEON : idefics2_nf4_isa();
     float * buf = NULL;
     if (ntok > 1) {
         buf = (float *) malloc((size_t) NF4_TILE * (size_t) cols * sizeof(float));

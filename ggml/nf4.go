@@ -33,6 +33,9 @@ const (
 	// NF4AVX2VNNIEmulated is NF4AVX2VNNI with vpdpbusd computed from AVX2 instructions: never chosen, forced by
 	// tests so that a CPU without AVX-VNNI checks that path's kernels.
 	NF4AVX2VNNIEmulated NF4ISA = C.IDEFICS2_NF4_AVX2VNNI_EMULATED
+	// NF4NEONDotProd is AArch64 NEON with the dot-product extension: the stream kernel runs its NEON path, the nf4x16
+	// kernel its sdot path.
+	NF4NEONDotProd NF4ISA = C.IDEFICS2_NF4_NEON_DOTPROD
 )
 
 func (i NF4ISA) String() string {
@@ -51,6 +54,8 @@ func (i NF4ISA) String() string {
 		return "avx2-vnni"
 	case NF4AVX2VNNIEmulated:
 		return "avx2-vnni-emulated"
+	case NF4NEONDotProd:
+		return "neon-dotprod"
 	}
 	return fmt.Sprintf("nf4isa(%d)", int(i))
 }
@@ -67,7 +72,7 @@ func NF4CurrentISA() NF4ISA { return NF4ISA(C.idefics2_nf4_isa()) }
 func NF4SupportedISAs() []NF4ISA {
 	out := []NF4ISA{NF4Scalar}
 	cur := NF4CurrentISA()
-	for _, isa := range []NF4ISA{NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4AVX512VNNI, NF4NEON} {
+	for _, isa := range []NF4ISA{NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4AVX512VNNI, NF4NEON, NF4NEONDotProd} {
 		if SetNF4ISA(isa) == nil {
 			out = append(out, isa)
 		}

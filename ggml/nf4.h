@@ -25,6 +25,9 @@ enum idefics2_nf4_isa {
     // As IDEFICS2_NF4_AVX2VNNI with vpdpbusd computed from AVX2 instructions: never chosen, forced by tests so that
     // a CPU without AVX-VNNI checks that path's kernels.
     IDEFICS2_NF4_AVX2VNNI_EMULATED = 6,
+    // AArch64 NEON with the dot-product extension: the stream kernel runs its NEON path, the nf4x16 kernel its sdot
+    // path.
+    IDEFICS2_NF4_NEON_DOTPROD = 7,
 };
 
 // Best path this CPU supports (detected once).

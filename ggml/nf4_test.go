@@ -136,7 +136,7 @@ func TestNF4ISAsAgree(t *testing.T) {
 
 func TestSetNF4ISA(t *testing.T) {
 	defer SetNF4ISA(NF4BestISA())
-	for _, isa := range []NF4ISA{NF4Scalar, NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4NEON, NF4AVX512VNNI} {
+	for _, isa := range []NF4ISA{NF4Scalar, NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4NEON, NF4AVX512VNNI, NF4NEONDotProd} {
 		supported := false
 		for _, s := range NF4SupportedISAs() {
 			supported = supported || s == isa

@@ -1,6 +1,6 @@
 // Repacked NF4 ("nf4x16", see nf4x16.h) times int8 activations: a scalar path, an AVX2 path (with or without
-// AVX-VNNI) and an AVX-512 VNNI path, chosen by idefics2_nf4_isa() (the stream kernel's switch, nf4.c; its AVX2,
-// AVX-VNNI and AVX-512 levels take the AVX2 path). As in nf4.c, the SIMD functions carry target attributes and
+// AVX-VNNI), an AVX-512 VNNI path and a NEON dot-product path, chosen by idefics2_nf4_isa() (the stream kernel's
+// switch, nf4.c; its AVX2, AVX-VNNI and AVX-512 levels take the AVX2 path). As in nf4.c, the SIMD functions carry target attributes and
 // only run after __builtin_cpu_supports said the CPU has their instructions.
 //
 // The AVX2 path multiplies the codebook as signed levels (round(level·127), −127…127) by the int8
@@ -471,6 +471,66 @@ static void nf4x16_tile_vnni_emulated(const uint8_t * wg, int64_t nchunks, const
 
 #endif // NF4X16_HAVE_X86
 
+// NEON with the dot-product extension: a table lookup (vqtbl1q) turns 16 code nibbles into the signed levels
+// (round(level·127), −127…127), and sdot multiplies them, 4 rows × 4 columns, by a 4-byte group of activations into
+// each row's int32 lane: Σ level·x, the AVX2 path's integers. The float operations are the scalar path's.
+#ifdef X16_HAVE_NEON
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void nf4x16_tile_neon(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                                    float * y, int64_t y_stride, const int nt) {
+    int8_t lut_s8[16];
+    for (int i = 0; i < 16; i++) lut_s8[i] = (int8_t) (nf4x16_lut_u8[i] - 128);
+    const int8x16_t lut = vld1q_s8(lut_s8);
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    float32x4_t accf[2][4];
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) accf[t][r] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t j = 0; j < nchunks; j++) {
+        const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
+        const int64_t xo = j * IDEFICS2_NF4X16_QREC;
+        int32x4_t acc[2][4];
+        for (int t = 0; t < nt; t++) {
+            for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_s32(0);
+        }
+        for (int k = 0; k < NF4X16_SUB; k++) {
+            int8x16_t xl[2], xh[2];
+            for (int t = 0; t < nt; t++) {
+                xl[t] = x16_neon_group4(xq + t * xq_stride + xo + 8 * k);
+                xh[t] = x16_neon_group4(xq + t * xq_stride + xo + 8 * k + 4);
+            }
+            for (int r = 0; r < 4; r++) {
+                const uint8x16_t c = vld1q_u8(blk + 64 + 64 * k + 16 * r);
+                const int8x16_t wl = vqtbl1q_s8(lut, vandq_u8(c, m4)), wh = vqtbl1q_s8(lut, vshrq_n_u8(c, 4));
+                for (int t = 0; t < nt; t++) acc[t][r] = vdotq_s32(vdotq_s32(acc[t][r], wl, xl[t]), wh, xh[t]);
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const float dx = nf4x16_rd_f32(xq + t * xq_stride + xo + 64);
+            for (int r = 0; r < 4; r++) {
+                const float32x4_t f = vmulq_n_f32(vld1q_f32((const float *) (const void *) (blk + 16 * r)), dx);
+                accf[t][r] = vfmaq_f32(accf[t][r], vcvtq_f32_s32(acc[t][r]), f);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) vst1q_f32(y + t * y_stride + 4 * r, accf[t][r]);
+    }
+}
+
+X16_DOTPROD_TARGET
+static void nf4x16_tile_neon_n(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                               float * y, int64_t y_stride, int nt) {
+    for (int t0 = 0; t0 < nt; t0 += 2) {
+        if (nt - t0 >= 2) {
+            nf4x16_tile_neon(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, 2);
+        } else {
+            nf4x16_tile_neon(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, 1);
+        }
+    }
+}
+#endif
+
 void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok, int64_t xq_stride,
                             float * y, int64_t y_stride, int64_t g0, int64_t g1) {
     const int64_t nchunks = cols / IDEFICS2_NF4X16_COLS;
@@ -506,6 +566,12 @@ void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
                 }
                 if (avx2 == X16_DOT_VNNI_EMULATED) {
                     nf4x16_tile_vnni_emulated(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
+                    continue;
+                }
+#endif
+#ifdef X16_HAVE_NEON
+                if (idefics2_nf4_isa() == IDEFICS2_NF4_NEON_DOTPROD) {
+                    nf4x16_tile_neon_n(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
                     continue;
                 }
 #endif

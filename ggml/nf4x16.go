@@ -39,9 +39,10 @@ func NF4x16LUT() [16]byte {
 	return b
 }
 
-// NF4x16Fast reports whether the nf4x16 product runs a vector path: AVX-512 VNNI, or AVX2 (NF4CurrentISA
-// NF4AVX2, NF4AVX2VNNI or NF4AVX512; the emulated path is for tests); otherwise it runs the scalar reference, which exists to check the vector paths,
-// and callers keep the F32 stream kernel instead.
+// NF4x16Fast reports whether the nf4x16 product runs a vector path measured to beat the F32 stream kernel:
+// AVX-512 VNNI, or AVX2 (NF4CurrentISA NF4AVX2, NF4AVX2VNNI or NF4AVX512; the emulated path is for tests).
+// Otherwise callers keep the stream kernel (and the nf4x16 product runs its NEON path, NF4x16NEON, or the scalar
+// reference, which exists to check the vector paths).
 func NF4x16Fast() bool {
 	switch NF4CurrentISA() {
 	case NF4AVX512VNNI, NF4AVX512, NF4AVX2, NF4AVX2VNNI:
@@ -49,6 +50,10 @@ func NF4x16Fast() bool {
 	}
 	return false
 }
+
+// NF4x16NEON reports whether the nf4x16 product runs its NEON dot-product path, which has not been measured against
+// the stream kernel on an ARM CPU.
+func NF4x16NEON() bool { return NF4CurrentISA() == NF4NEONDotProd }
 
 // NF4x16Check returns nil when a rows × cols NF4 matrix in blocks of blockSize can be repacked to
 // nf4x16: rows a multiple of 16, cols a multiple of 64 and of blockSize (no block straddles a

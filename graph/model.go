@@ -125,6 +125,9 @@ func targetOf(b *ggml.Backend) Target {
 	if ggml.NF4x16Fast() {
 		t.Caps |= CapNF4X16
 	}
+	if ggml.NF4x16NEON() {
+		t.Caps |= CapNF4X16NEON
+	}
 	if ggml.AttnFast() {
 		t.Caps |= CapFusedAttn
 	}

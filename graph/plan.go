@@ -68,13 +68,14 @@ const (
 	CapFusedAttn                   // the attention kernels' vector path (ggml.FusedAttention, DecodeAttention: AVX-512F or AVX2)
 	CapX16AVX2                     // the q4x16, q4kx16 and q6kx16 kernels' AVX2 path
 	CapX16NEON                     // the q4x16, q4kx16 and q6kx16 kernels' NEON dot-product path (taken under LayoutsX16)
+	CapNF4X16NEON                  // the nf4x16 kernel's NEON dot-product path (taken under LayoutsX16)
 )
 
 var capNames = []struct {
 	c    Caps
 	name string
 }{{CapGGMLRepack, "ggml-repack"}, {CapX16VNNI, "x16-vnni"}, {CapNF4X16, "nf4x16"}, {CapFusedAttn, "fused-attn"}, {CapX16AVX2, "x16-avx2"},
-	{CapX16NEON, "x16-neon"}}
+	{CapX16NEON, "x16-neon"}, {CapNF4X16NEON, "nf4x16-neon"}}
 
 func (c Caps) String() string {
 	var out []string
@@ -102,8 +103,9 @@ const (
 	LayoutsBest LayoutPolicy = iota // the fastest layout the target runs
 	LayoutsGGML                     // ggml's repacked layouts where ggml has one, never this project's 16-row ones (NF4 keeps its own)
 	LayoutsFile                     // every weight in the file's layout (NF4 still expands where no kernel takes it)
-	// LayoutsX16 takes this project's 16-row layouts wherever one of their vector paths runs, also where LayoutsBest
-	// does not take them because they were not measured against ggml's kernels on such a CPU (the NEON path).
+	// LayoutsX16 takes this project's 16-row layouts (q4x16, q4kx16, q6kx16, nf4x16) wherever one of their vector
+	// paths runs, also where LayoutsBest does not take them because they were not measured against ggml's kernels and
+	// the NF4 stream kernel on such a CPU (the NEON paths).
 	LayoutsX16
 )
 
@@ -270,9 +272,9 @@ func place(ts TensorSpec, t Target, p LayoutPolicy) (Placement, bool) {
 	return pl, false
 }
 
-// placeNF4 places an NF4 tensor: matrices on a CPU take the NF4 kernels (nf4x16 where a vector path of it runs and the
-// shape fits, unless the policy keeps the file's layout; else the stream kernel in place); everything else is
-// expanded to F16 for ggml's own ops.
+// placeNF4 places an NF4 tensor: matrices on a CPU take the NF4 kernels (nf4x16 where a measured vector path of it
+// runs, or its NEON path under LayoutsX16, and the shape fits, unless the policy keeps the file's layout; else the
+// stream kernel in place); everything else is expanded to F16 for ggml's own ops.
 func placeNF4(ts TensorSpec, t Target, p LayoutPolicy) Placement {
 	pl := Placement{Layout: LayoutF16, Kernel: KernelMulMat, Type: ggml.TypeF16, Shape: ts.NF4.Shape, BlockSize: ts.NF4.BlockSize}
 	matrix := len(ts.NF4.Shape) == 2 && !notMatMul[ts.Name]
@@ -280,7 +282,7 @@ func placeNF4(ts TensorSpec, t Target, p LayoutPolicy) Placement {
 	case !matrix:
 		pl.Kernel = KernelNone
 	case !t.CPU:
-	case p != LayoutsFile && t.Caps&CapNF4X16 != 0 && ggml.NF4x16Check(ts.NF4.Shape[1], ts.NF4.Shape[0], ts.NF4.BlockSize) == nil:
+	case p != LayoutsFile && (t.Caps&CapNF4X16 != 0 || (p == LayoutsX16 && t.Caps&CapNF4X16NEON != 0)) && ggml.NF4x16Check(ts.NF4.Shape[1], ts.NF4.Shape[0], ts.NF4.BlockSize) == nil:
 		pl.Layout, pl.Kernel, pl.Type = LayoutNF4X16, KernelNF4X16, ggml.TypeI8
 	default:
 		pl.Layout, pl.Kernel, pl.Type = LayoutNF4Stream, KernelNF4, ggml.TypeI8

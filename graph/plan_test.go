@@ -53,6 +53,7 @@ func TestPlanWeights(t *testing.T) {
 	avx2x16[9] = stream
 	// With q, k in q4x16 and v in q6kx16 the attention projections do not share a layout: no attn_qkv group.
 	allVNNI := CapGGMLRepack | CapX16VNNI | CapNF4X16 | CapFusedAttn | CapX16AVX2
+	neon := CapX16NEON | CapNF4X16NEON | CapFusedAttn
 	cases := []struct {
 		name   string
 		target Target
@@ -68,10 +69,11 @@ func TestPlanWeights(t *testing.T) {
 		{"avx2 cpu with x16", Target{CPU: true, Caps: CapGGMLRepack | CapX16AVX2}, LayoutsBest, avx2x16},
 		{"avx2 cpu with x16, ggml", Target{CPU: true, Caps: CapGGMLRepack | CapX16AVX2}, LayoutsGGML, avx2},
 		{"avx2 cpu with x16, x16", Target{CPU: true, Caps: CapGGMLRepack | CapX16AVX2}, LayoutsX16, avx2x16},
-		// The NEON path is taken only when asked for (not measured against ggml's kernels on an ARM CPU).
-		{"neon cpu", Target{CPU: true, Caps: CapX16NEON | CapFusedAttn}, LayoutsBest, portable},
-		{"neon cpu x16", Target{CPU: true, Caps: CapX16NEON | CapFusedAttn}, LayoutsX16, avx2x16},
-		{"neon cpu ggml", Target{CPU: true, Caps: CapX16NEON | CapFusedAttn}, LayoutsGGML, portable},
+		// The NEON paths are taken only when asked for (not measured against ggml's kernels on an ARM CPU).
+		{"neon cpu", Target{CPU: true, Caps: neon}, LayoutsBest, portable},
+		{"neon cpu x16", Target{CPU: true, Caps: neon}, LayoutsX16, vnni},
+		{"neon cpu ggml", Target{CPU: true, Caps: neon}, LayoutsGGML, portable},
+		{"neon cpu file", Target{CPU: true, Caps: neon}, LayoutsFile, portable},
 		{"avx512 vnni cpu", Target{CPU: true, Caps: allVNNI}, LayoutsBest, vnni},
 		{"avx512 vnni cpu ggml", Target{CPU: true, Caps: allVNNI}, LayoutsGGML,
 			append(slices.Clone(avx2[:9]), want{LayoutNF4X16, KernelNF4X16, 0, ""}, stream, expandedOperand)},

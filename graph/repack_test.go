@@ -348,11 +348,7 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 		prompt, step, image []float32
 		repacked, stream    int
 	}
-	run := func(noRepack bool) result {
-		p := LayoutsBest
-		if noRepack {
-			p = LayoutsFile
-		}
+	run := func(p LayoutPolicy) result {
 		m, err := Load(textPath, mmPath, Options{Device: "cpu", Threads: 2, Layouts: p})
 		if err != nil {
 			t.Fatal(err)
@@ -397,21 +393,30 @@ func TestNF4RepackedSameLogits(t *testing.T) {
 		res.image = feats.Embeddings
 		return res
 	}
-	stream := run(true)
-	packed := run(false)
+	stream := run(LayoutsFile)
 	if stream.repacked != 0 {
 		t.Fatalf("%d tensors repacked with repacking off", stream.repacked)
 	}
-	if targetOf(testBackend(t)).Caps&CapNF4X16 == 0 {
-		if packed.repacked != 0 {
-			t.Fatalf("%d tensors repacked without the VNNI path", packed.repacked)
-		}
-		t.Logf("NF4 path %s has no AVX-512 VNNI: nothing repacked, both loads use the stream kernel", ggml.NF4CurrentISA())
-	} else if packed.repacked == 0 {
-		t.Fatal("the CPU has AVX-512 VNNI but no NF4 tensor was repacked")
+	caps := targetOf(testBackend(t)).Caps
+	// LayoutsBest takes nf4x16 where a measured vector path of it runs; LayoutsX16 also takes its NEON path.
+	for _, c := range []struct {
+		policy LayoutPolicy
+		caps   Caps
+	}{{LayoutsBest, CapNF4X16}, {LayoutsX16, CapNF4X16 | CapNF4X16NEON}} {
+		t.Run(c.policy.String(), func(t *testing.T) {
+			packed := run(c.policy)
+			if caps&c.caps == 0 {
+				if packed.repacked != 0 {
+					t.Fatalf("%d tensors repacked without an nf4x16 vector path (%s)", packed.repacked, caps)
+				}
+				t.Logf("NF4 path %s: nothing repacked, both loads use the stream kernel", ggml.NF4CurrentISA())
+			} else if packed.repacked == 0 {
+				t.Fatalf("the CPU has an nf4x16 vector path (%s) but no NF4 tensor was repacked", caps)
+			}
+			t.Logf("repacking on: %d NF4 tensors in nf4x16, %d streams; off: %d streams", packed.repacked, packed.stream, stream.stream)
+			checkClose(t, "nf4x16 vs stream prompt logits", packed.prompt, stream.prompt, tolNF4x16Logits)
+			checkClose(t, "nf4x16 vs stream step logits", packed.step, stream.step, tolNF4x16Logits)
+			checkClose(t, "nf4x16 vs stream image features", packed.image, stream.image, tolNF4x16Logits)
+		})
 	}
-	t.Logf("repacking on: %d NF4 tensors in nf4x16, %d streams; off: %d streams", packed.repacked, packed.stream, stream.stream)
-	checkClose(t, "nf4x16 vs stream prompt logits", packed.prompt, stream.prompt, tolNF4x16Logits)
-	checkClose(t, "nf4x16 vs stream step logits", packed.step, stream.step, tolNF4x16Logits)
-	checkClose(t, "nf4x16 vs stream image features", packed.image, stream.image, tolNF4x16Logits)
 }

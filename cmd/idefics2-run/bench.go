@@ -68,7 +68,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Bool(&f.load.FlashAttn, "flash-attn", "fused attention in the decoder")
 	fs.Bool(&f.load.NoRepack, "no-repack", "keep quantized weights in the file layout (no CPU repacking)")
 	fs.Bool(&f.load.GGMLRepack, "ggml-repack", "Q4_0 and Q4_K matrices in ggml's repacked layouts (and Q6_K in the file's) instead of this project's q4x16, q4kx16 and q6kx16")
-	fs.Bool(&f.load.X16, "x16", "Q4_0, Q4_K and Q6_K matrices in this project's q4x16, q4kx16 and q6kx16 layouts wherever their kernels have a vector path, also where the default keeps ggml's (AArch64 NEON: not yet measured there)")
+	fs.Bool(&f.load.X16, "x16", "Q4_0, Q4_K, Q6_K and NF4 matrices in this project's 16-row layouts (q4x16, q4kx16, q6kx16, nf4x16) wherever their kernels have a vector path, also where the default does not take them (AArch64 NEON with dot products: not yet measured there)")
 	fs.Bool(&f.load.UnfusedAttn, "unfused-attn", "vision and perceiver attention through ggml's separate products instead of the fused CPU kernel")
 	fs.List(&f.loras, "lora", "run-time LoRA adapter GGUF `FILE[:SCALE]` (repeatable; its mmproj part is found next to it)")
 	fs.Bool(&f.loraAB, "lora-ab", "with --lora: run each tg test with the adapters off and on, alternating within each repetition, and report both (no read limit is timed)")
