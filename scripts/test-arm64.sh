@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cross-builds the ggml, quant and graph tests for linux/arm64 and runs them under qemu-user: they check that the
 # NEON paths (ggml's portable CPU backend as compiled for aarch64, this project's kernels' arm64 paths, the Go
-# quantizers) give the same results as on x86-64 — exactness, not speed. When the shared checks folder is present
+# quantizers) give the same results as on x86-64 — exactness, not speed. qemu's default CPU has the dot-product
+# extension; the ggml tests run a second time on one without it. When the shared checks folder is present
 # (../shared/checks), its parity check also runs on the p1 fixture cases with arm64 builds of both binaries.
 #
 # Needs: a C cross compiler and qemu-user (Debian: gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user).
@@ -55,6 +56,18 @@ for p in $packages; do
     echo "FAIL ./$p (linux/arm64)"; status=1
   fi
 done
+
+# The ggml tests again on a CPU without the dot-product extension (qemu's Cortex-A53; qemu-user reads QEMU_CPU, and
+# the tests' child processes inherit it), so that the paths such CPUs take are checked too: the 16-row layouts'
+# scalar kernels and the NF4 stream kernel's NEON path.
+if [[ " $packages " == *" ggml "* ]]; then
+  echo "== linux/arm64 (qemu-user, cortex-a53: no dot products): ./ggml"
+  if (cd ggml && QEMU_CPU=cortex-a53 qemu "$out/ggml.test" -test.count=1 -test.timeout=30m); then
+    echo "ok   ./ggml (linux/arm64, cortex-a53)"
+  else
+    echo "FAIL ./ggml (linux/arm64, cortex-a53)"; status=1
+  fi
+fi
 
 if [ -x "$shared/checks/parity.sh" ] && [ -d "$shared/fixtures/hf/cases" ]; then
   echo "== linux/arm64 (qemu-user): $shared/checks/parity.sh on the p1 cases"
