@@ -464,14 +464,6 @@ static void nf4_tile_dot_neon(const float * buf, int nr, int64_t cols, const flo
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 
-static int nf4_has_avxvnni(void) {
-#if defined(NF4_HAVE_X86)
-    return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni");
-#else
-    return 0;
-#endif
-}
-
 static int nf4_detect(void) {
 #if defined(NF4_HAVE_X86)
     __builtin_cpu_init();
@@ -479,7 +471,7 @@ static int nf4_detect(void) {
         __builtin_cpu_supports("avx512vnni")) return IDEFICS2_NF4_AVX512VNNI;
     if (idefics2_isa_allows(IDEFICS2_ISA_AVX512) && __builtin_cpu_supports("avx512f")) return IDEFICS2_NF4_AVX512;
     if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        return nf4_has_avxvnni() ? IDEFICS2_NF4_AVX2VNNI : IDEFICS2_NF4_AVX2;
+        return x16_avxvnni() ? IDEFICS2_NF4_AVX2VNNI : IDEFICS2_NF4_AVX2;
     }
     return IDEFICS2_NF4_SCALAR;
 #elif defined(NF4_HAVE_NEON)
@@ -523,8 +515,10 @@ int idefics2_nf4_set_isa(int isa) {
              best == IDEFICS2_NF4_AVX512VNNI;
         break;
     case IDEFICS2_NF4_AVX2VNNI:
+#ifdef NF4_HAVE_X86
         ok = (best == IDEFICS2_NF4_AVX2VNNI || best == IDEFICS2_NF4_AVX512 || best == IDEFICS2_NF4_AVX512VNNI) &&
-             nf4_has_avxvnni();
+             x16_avxvnni();
+#endif
         break;
     case IDEFICS2_NF4_AVX512:
         ok = best == IDEFICS2_NF4_AVX512 || best == IDEFICS2_NF4_AVX512VNNI;

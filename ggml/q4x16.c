@@ -359,8 +359,7 @@ static int q4x16_detect(void) {
     }
     if (idefics2_isa_allows(IDEFICS2_ISA_AVX2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c")) {
-        return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni") ? IDEFICS2_Q4X16_AVX2VNNI
-                                                                                                 : IDEFICS2_Q4X16_AVX2;
+        return x16_avxvnni() ? IDEFICS2_Q4X16_AVX2VNNI : IDEFICS2_Q4X16_AVX2;
     }
 #elif defined(X16_HAVE_NEON)
     if (x16_arm_dotprod()) return IDEFICS2_Q4X16_NEON_DOTPROD;
@@ -371,14 +370,6 @@ static int q4x16_detect(void) {
 static int q4x16_has_fma_f16c(void) {
 #if defined(Q4X16_HAVE_X86)
     return __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-    return 0;
-#endif
-}
-
-static int q4x16_has_avxvnni(void) {
-#if defined(Q4X16_HAVE_X86)
-    return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni");
 #else
     return 0;
 #endif
@@ -409,7 +400,9 @@ int idefics2_q4x16_set_isa(int isa) {
                      (best == IDEFICS2_Q4X16_AVX512VNNI && q4x16_has_fma_f16c());
     int ok = isa == -1 || isa == IDEFICS2_Q4X16_SCALAR || isa == best;
     ok |= isa == IDEFICS2_Q4X16_AVX2 && avx2;
-    ok |= isa == IDEFICS2_Q4X16_AVX2VNNI && avx2 && q4x16_has_avxvnni();
+#ifdef Q4X16_HAVE_X86
+    ok |= isa == IDEFICS2_Q4X16_AVX2VNNI && avx2 && x16_avxvnni();
+#endif
     ok |= isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED && avx2;
     if (!ok) {
         return -1;

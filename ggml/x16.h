@@ -33,6 +33,14 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
+#include "isacap.h"
+
+// x16_avxvnni reports whether the kernels may run AVX-VNNI's instructions: the CPU (and OS) have them and the
+// instruction-set cap allows them.
+static inline int x16_avxvnni(void) {
+    return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni");
+}
+
 // acc + Σ u·s over each 32-bit lane's 4 bytes (u unsigned, s signed), without saturation: vpdpbusd. The VEX
 // instruction is written as assembly so that this function, and the kernels that inline it, keep the AVX2
 // target; it only runs where the caller checked that the CPU has AVX-VNNI.

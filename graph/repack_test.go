@@ -41,6 +41,12 @@ var repackFiles = []repackFile{
 	{"q4_k_m", wideCheckpoint, []Layout{LayoutQ4KX16, LayoutQ6KX16}, x16Caps, false, true},
 }
 
+// ownTaken reports whether policy p puts rf's matrices in this project's layouts on a target with caps: LayoutsBest
+// where a measured path of their kernels runs, LayoutsX16 also where the NEON path does.
+func (rf repackFile) ownTaken(p LayoutPolicy, caps Caps) bool {
+	return (p == LayoutsBest && caps&rf.ownCaps&^CapX16NEON != 0) || (p == LayoutsX16 && caps&rf.ownCaps != 0)
+}
+
 // TestRepackedWeightsSameLogits loads quantized files with every layout policy and compares the prompt logits with
 // those of the file's layout: ggml's row-interleaved layouts (CPU variants built with them) and this project's q4x16,
 // q4kx16 and q6kx16 layouts (CPUs with AVX2 or AVX-512 VNNI; with NEON dot products under LayoutsX16). What each load must take is what this CPU's capabilities
@@ -124,7 +130,7 @@ func testRepackedSameLogits(t *testing.T, rf repackFile) {
 	for _, p := range []LayoutPolicy{LayoutsGGML, LayoutsBest, LayoutsX16} {
 		t.Run(p.String(), func(t *testing.T) {
 			r := loadPlaced(t, textPath, p, ids)
-			own := (p == LayoutsBest && caps&rf.ownCaps&^CapX16NEON != 0) || (p == LayoutsX16 && caps&rf.ownCaps != 0)
+			own := rf.ownTaken(p, caps)
 			ggmlOnly := !own && caps&CapGGMLRepack != 0
 			var wantSplit bool
 			switch {
@@ -244,7 +250,7 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 	}
 	b := testBackend(t)
 	target := targetOf(b)
-	for _, p := range []LayoutPolicy{LayoutsGGML, LayoutsBest} {
+	for _, p := range []LayoutPolicy{LayoutsGGML, LayoutsBest, LayoutsX16} {
 		t.Run(p.String(), func(t *testing.T) {
 			w, err := LoadWeights(f, b, target, p)
 			if err != nil {
@@ -253,7 +259,7 @@ func testSplitTailWithoutMapping(t *testing.T, rf repackFile) {
 			defer w.Close()
 			checkFollowsPlan(t, w)
 			tail := w.Tail("output.weight")
-			own := p == LayoutsBest && target.Caps&rf.ownCaps != 0
+			own := rf.ownTaken(p, target.Caps)
 			ggmlOnly := !own && target.Caps&CapGGMLRepack != 0
 			if split := (own && rf.ownSplit) || (ggmlOnly && rf.split); !split {
 				if !tail.IsNil() {
