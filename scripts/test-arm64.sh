@@ -2,7 +2,8 @@
 # Cross-builds the ggml, quant and graph tests for linux/arm64 and runs them under qemu-user: they check that the
 # NEON paths (ggml's portable CPU backend as compiled for aarch64, this project's kernels' arm64 paths, the Go
 # quantizers) give the same results as on x86-64 — exactness, not speed. qemu's default CPU has the dot-product
-# extension; the ggml tests run a second time on one without it. When the shared checks folder is present
+# extension; the ggml tests run a second time on one without it, and the ggml and graph tests a third time with
+# ggml's AArch64 CPU variants loaded (cross-built with cmake when it is present). When the shared checks folder is present
 # (../shared/checks), its parity check also runs on the p1 fixture cases with arm64 builds of both binaries.
 #
 # Needs: a C cross compiler and qemu-user (Debian: gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user).
@@ -41,8 +42,9 @@ cross() {
     CGO_CFLAGS="-O2 -g -ffp-contract=off" IDEFICS2_LIB_DIR= "$GO" "$@"
 }
 qemu() {
-  # Children a test starts from its own binary go through the same emulator (internal/testexec).
-  QEMU_LD_PREFIX=$sysroot IDEFICS2_TEST_EXEC=qemu-aarch64 IDEFICS2_LIB_DIR= qemu-aarch64 "$@"
+  # Children a test starts from its own binary go through the same emulator (internal/testexec). arm_libs: the
+  # folder of ggml's AArch64 CPU variants to load (none: the portable backend built into the binary).
+  QEMU_LD_PREFIX=$sysroot IDEFICS2_TEST_EXEC=qemu-aarch64 IDEFICS2_LIB_DIR=${arm_libs:-} qemu-aarch64 "$@"
 }
 
 status=0
@@ -67,6 +69,23 @@ if [[ " $packages " == *" ggml "* ]]; then
   else
     echo "FAIL ./ggml (linux/arm64, cortex-a53)"; status=1
   fi
+fi
+
+# ggml's AArch64 CPU variants (scripts/ggml-cpu-variants.sh, cross-built once and cached), as `make build` builds
+# them on an ARM Linux machine: the ggml and graph tests again with them loaded (qemu's CPU scores armv8.2_1 best).
+if command -v cmake >/dev/null; then
+  libs=$(GGML_CROSS=aarch64-linux-gnu GO=$GO scripts/ggml-cpu-variants.sh)
+  for p in ggml graph; do
+    [[ " $packages " == *" $p "* ]] || continue
+    echo "== linux/arm64 (qemu-user, ggml's AArch64 CPU variants from $libs): ./$p"
+    if (cd "$p" && arm_libs=$libs qemu "$out/$p.test" -test.count=1 -test.timeout=30m); then
+      echo "ok   ./$p (linux/arm64, ggml's CPU variants)"
+    else
+      echo "FAIL ./$p (linux/arm64, ggml's CPU variants)"; status=1
+    fi
+  done
+else
+  echo "test-arm64: cmake not found: ggml's AArch64 CPU variants are not built, and the tests above ran on the portable backend only"
 fi
 
 if [ -x "$shared/checks/parity.sh" ] && [ -d "$shared/fixtures/hf/cases" ]; then
