@@ -1,6 +1,7 @@
-// Shared pieces of the 16-row interleaved layouts' kernels (q4x16.c, q4kx16.c, q6kx16.c; nf4x16.c takes the
-// prefetch): the loop that walks a thread's row groups over spans of tokens, the custom-op body that quantizes
-// activations row by row, and the one-token kernels' weight requests. Private to those files.
+// Shared pieces of the 16-row interleaved layouts' kernels (q4x16.c, q4kx16.c, q6kx16.c, nf4x16.c; nf4.c takes the
+// CPU checks): the loop that walks a thread's row groups over spans of tokens, the custom-op body that quantizes
+// activations row by row, the one-token kernels' weight requests, and the CPU checks and byte products of the
+// AVX-VNNI and NEON dot-product paths. Private to those files.
 #ifndef IDEFICS2_X16_H
 #define IDEFICS2_X16_H
 
