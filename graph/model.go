@@ -110,7 +110,9 @@ func targetOf(b *ggml.Backend) Target {
 		return Target{}
 	}
 	t := Target{CPU: true}
-	if len(b.ExtraBufferTypes()) > 0 && b.Device.Features["AVX2"] == "1" {
+	// ggml repacks Q4_0, Q4_K and IQ4_NL for AVX2 and, on AArch64, for its dot-product variants (rows in groups of 4
+	// or 8 there; the plan's groups of 8 fit both).
+	if f := b.Device.Features; len(b.ExtraBufferTypes()) > 0 && (f["AVX2"] == "1" || f["DOTPROD"] == "1") {
 		t.Caps |= CapGGMLRepack
 	}
 	if ggml.Q4X16Fast() {

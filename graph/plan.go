@@ -62,7 +62,7 @@ func (k Kernel) String() string { return enumName(kernelNames[:], int(k), "kerne
 type Caps uint32
 
 const (
-	CapGGMLRepack Caps = 1 << iota // ggml's CPU repack buffer type is offered (CPU variants built with it, AVX2)
+	CapGGMLRepack Caps = 1 << iota // ggml's CPU repack buffer type is offered (CPU variants built with it: AVX2, or AArch64 dot products)
 	CapX16VNNI                     // the q4x16, q4kx16 and q6kx16 kernels' AVX-512 VNNI path
 	CapNF4X16                      // the nf4x16 kernel's vector path (AVX-512 VNNI or AVX2)
 	CapFusedAttn                   // the attention kernels' vector path (ggml.FusedAttention, DecodeAttention: AVX-512F or AVX2)
@@ -189,7 +189,8 @@ type matmulRule struct {
 }
 
 // matmulRules are tried in order; the first whose capability the target has and whose shape fits wins. ggml
-// repacks Q4_0, Q4_K and IQ4_NL for AVX2 in groups of 8 rows (ggml_repack_get_optimal_repack_type).
+// repacks Q4_0, Q4_K and IQ4_NL for AVX2 in groups of 8 rows, and for AArch64's dot products in groups of 4 (Q4_0,
+// IQ4_NL) or 8 (Q4_K) (ggml_repack_get_optimal_repack_type); groups of 8 fit both.
 var matmulRules = []matmulRule{
 	{ggml.TypeQ4_0, CapX16VNNI, true, false, LayoutQ4X16, KernelQ4X16, 16, ggml.Q4X16Eligible, true},
 	{ggml.TypeQ4_K, CapX16VNNI, true, false, LayoutQ4KX16, KernelQ4KX16, 16, ggml.Q4KX16Eligible, true},
