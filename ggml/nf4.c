@@ -597,7 +597,8 @@ void idefics2_nf4_matmul(const uint8_t * w, int64_t rows, int64_t cols, int bs,
                          float * y, int64_t y_stride, int64_t r0, int64_t r1) {
     (void) rows;
     // The stream kernel has no dot-product path: NEON_DOTPROD runs its NEON one.
-    const int isa = idefics2_nf4_isa() == IDEFICS2_NF4_NEON_DOTPROD ? IDEFICS2_NF4_NEON : idefics2_nf4_isa();
+    const int cur = idefics2_nf4_isa();
+    const int isa = cur == IDEFICS2_NF4_NEON_DOTPROD ? IDEFICS2_NF4_NEON : cur;
     float * buf = NULL;
     if (ntok > 1) {
         buf = (float *) malloc((size_t) NF4_TILE * (size_t) cols * sizeof(float));

@@ -535,10 +535,13 @@ void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
                             float * y, int64_t y_stride, int64_t g0, int64_t g1) {
     const int64_t nchunks = cols / IDEFICS2_NF4X16_COLS;
     const int64_t gbytes = nchunks * IDEFICS2_NF4X16_CHUNK;
-    int vnni = 0, avx2 = -1;
+    int vnni = 0, avx2 = -1, neon = 0;
 #ifdef NF4X16_HAVE_X86
     vnni = idefics2_nf4_isa() == IDEFICS2_NF4_AVX512VNNI;
     avx2 = nf4x16_avx2_dot();
+#endif
+#ifdef X16_HAVE_NEON
+    neon = idefics2_nf4_isa() == IDEFICS2_NF4_NEON_DOTPROD;
 #endif
     // One vector: the groups in order. Several: blocks of groups that stay in L2 while every tile
     // of vectors passes over them, so the weights are read from memory once.
@@ -570,7 +573,7 @@ void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
                 }
 #endif
 #ifdef X16_HAVE_NEON
-                if (idefics2_nf4_isa() == IDEFICS2_NF4_NEON_DOTPROD) {
+                if (neon) {
                     nf4x16_tile_neon_n(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
                     continue;
                 }
@@ -581,6 +584,7 @@ void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
     }
     (void) vnni;
     (void) avx2;
+    (void) neon;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -606,11 +606,12 @@ static void q4kx16_tile_neon_n(const uint8_t * wg, int64_t ns, const uint8_t * c
 
 void idefics2_q8x256_quantize_row(const float * x, uint8_t * dst, int64_t n) {
 #ifdef Q4KX16_HAVE_X86
-    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_AVX512VNNI) {
+    const int isa = idefics2_q4x16_isa();
+    if (isa == IDEFICS2_Q4X16_AVX512VNNI) {
         q8x256_quantize_avx512(x, dst, n);
         return;
     }
-    if (idefics2_q4x16_avx2_dot(idefics2_q4x16_isa()) >= 0) {
+    if (idefics2_q4x16_avx2_dot(isa) >= 0) {
         q8x256_quantize_avx2(x, dst, n);
         return;
     }
@@ -621,15 +622,16 @@ void idefics2_q8x256_quantize_row(const float * x, uint8_t * dst, int64_t n) {
 void idefics2_q4kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok,
                             int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
     x16_tile_fn tile = q4kx16_tile_scalar;
-#ifdef Q4KX16_HAVE_X86
     const int isa = idefics2_q4x16_isa();
+    (void) isa;
+#ifdef Q4KX16_HAVE_X86
     if (isa == IDEFICS2_Q4X16_AVX512VNNI) tile = q4kx16_tile_avx512_n;
     if (isa == IDEFICS2_Q4X16_AVX2) tile = q4kx16_tile_avx2_n;
     if (isa == IDEFICS2_Q4X16_AVX2VNNI) tile = q4kx16_tile_avxvnni_n;
     if (isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED) tile = q4kx16_tile_vnni_emulated_n;
 #endif
 #ifdef X16_HAVE_NEON
-    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_NEON_DOTPROD) tile = q4kx16_tile_neon_n;
+    if (isa == IDEFICS2_Q4X16_NEON_DOTPROD) tile = q4kx16_tile_neon_n;
 #endif
     x16_matmul(tile, w, cols / 256, IDEFICS2_Q4KX16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

@@ -433,15 +433,16 @@ void idefics2_q8x32_quantize_row(const float * x, uint8_t * dst, int64_t n) {
 void idefics2_q4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok,
                            int64_t x_stride, float * y, int64_t y_stride, int64_t r0, int64_t r1) {
     x16_tile_fn tile = q4x16_tile_scalar;
-#ifdef Q4X16_HAVE_X86
     const int isa = idefics2_q4x16_isa();
+    (void) isa;
+#ifdef Q4X16_HAVE_X86
     if (isa == IDEFICS2_Q4X16_AVX512VNNI) tile = q4x16_tile_avx512_n;
     if (isa == IDEFICS2_Q4X16_AVX2) tile = q4x16_tile_avx2_n;
     if (isa == IDEFICS2_Q4X16_AVX2VNNI) tile = q4x16_tile_avxvnni_n;
     if (isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED) tile = q4x16_tile_vnni_emulated_n;
 #endif
 #ifdef X16_HAVE_NEON
-    if (idefics2_q4x16_isa() == IDEFICS2_Q4X16_NEON_DOTPROD) tile = q4x16_tile_neon_n;
+    if (isa == IDEFICS2_Q4X16_NEON_DOTPROD) tile = q4x16_tile_neon_n;
 #endif
     x16_matmul(tile, w, cols / 32, Q4X16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }
