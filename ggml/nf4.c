@@ -476,6 +476,7 @@ static int nf4_detect(void) {
     return IDEFICS2_NF4_SCALAR;
 #elif defined(NF4_HAVE_NEON)
 #if defined(X16_HAVE_NEON)
+    if (x16_arm_i8mm()) return IDEFICS2_NF4_NEON_I8MM;
     if (x16_arm_dotprod()) return IDEFICS2_NF4_NEON_DOTPROD;
 #endif
     return IDEFICS2_NF4_NEON;
@@ -527,10 +528,13 @@ int idefics2_nf4_set_isa(int isa) {
         ok = best == IDEFICS2_NF4_AVX512VNNI;
         break;
     case IDEFICS2_NF4_NEON:
-        ok = best == IDEFICS2_NF4_NEON || best == IDEFICS2_NF4_NEON_DOTPROD;
+        ok = best == IDEFICS2_NF4_NEON || best == IDEFICS2_NF4_NEON_DOTPROD || best == IDEFICS2_NF4_NEON_I8MM;
         break;
     case IDEFICS2_NF4_NEON_DOTPROD:
-        ok = best == IDEFICS2_NF4_NEON_DOTPROD;
+        ok = best == IDEFICS2_NF4_NEON_DOTPROD || best == IDEFICS2_NF4_NEON_I8MM;
+        break;
+    case IDEFICS2_NF4_NEON_I8MM:
+        ok = best == IDEFICS2_NF4_NEON_I8MM;
         break;
     }
     if (!ok) return -1;
@@ -596,9 +600,9 @@ void idefics2_nf4_matmul(const uint8_t * w, int64_t rows, int64_t cols, int bs,
                          const float * x, int64_t ntok, int64_t x_stride,
                          float * y, int64_t y_stride, int64_t r0, int64_t r1) {
     (void) rows;
-    // The stream kernel has no dot-product path: NEON_DOTPROD runs its NEON one.
+    // The stream kernel has no dot-product or matrix-multiply path: NEON_DOTPROD and NEON_I8MM run its NEON one.
     const int cur = idefics2_nf4_isa();
-    const int isa = cur == IDEFICS2_NF4_NEON_DOTPROD ? IDEFICS2_NF4_NEON : cur;
+    const int isa = cur == IDEFICS2_NF4_NEON_DOTPROD || cur == IDEFICS2_NF4_NEON_I8MM ? IDEFICS2_NF4_NEON : cur;
     float * buf = NULL;
     if (ntok > 1) {
         buf = (float *) malloc((size_t) NF4_TILE * (size_t) cols * sizeof(float));

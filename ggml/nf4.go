@@ -36,6 +36,9 @@ const (
 	// NF4NEONDotProd is AArch64 NEON with the dot-product extension: the stream kernel runs its NEON path, the nf4x16
 	// kernel its sdot path.
 	NF4NEONDotProd NF4ISA = C.IDEFICS2_NF4_NEON_DOTPROD
+	// NF4NEONI8MM is AArch64 NEON with dot products and the int8 matrix multiply: the stream kernel runs its NEON
+	// path, the nf4x16 kernel its smmla path (two tokens at a time, a lone token by sdot).
+	NF4NEONI8MM NF4ISA = C.IDEFICS2_NF4_NEON_I8MM
 )
 
 func (i NF4ISA) String() string {
@@ -56,6 +59,8 @@ func (i NF4ISA) String() string {
 		return "avx2-vnni-emulated"
 	case NF4NEONDotProd:
 		return "neon-dotprod"
+	case NF4NEONI8MM:
+		return "neon-i8mm"
 	}
 	return fmt.Sprintf("nf4isa(%d)", int(i))
 }
@@ -72,7 +77,7 @@ func NF4CurrentISA() NF4ISA { return NF4ISA(C.idefics2_nf4_isa()) }
 func NF4SupportedISAs() []NF4ISA {
 	out := []NF4ISA{NF4Scalar}
 	cur := NF4CurrentISA()
-	for _, isa := range []NF4ISA{NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4AVX512VNNI, NF4NEON, NF4NEONDotProd} {
+	for _, isa := range []NF4ISA{NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4AVX512VNNI, NF4NEON, NF4NEONDotProd, NF4NEONI8MM} {
 		if SetNF4ISA(isa) == nil {
 			out = append(out, isa)
 		}

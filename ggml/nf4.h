@@ -28,6 +28,9 @@ enum idefics2_nf4_isa {
     // AArch64 NEON with the dot-product extension: the stream kernel runs its NEON path, the nf4x16 kernel its sdot
     // path.
     IDEFICS2_NF4_NEON_DOTPROD = 7,
+    // AArch64 NEON with dot products and the int8 matrix multiply: the stream kernel runs its NEON path, the nf4x16
+    // kernel its smmla path (two tokens at a time, a lone one by sdot).
+    IDEFICS2_NF4_NEON_I8MM = 8,
 };
 
 // Best path this CPU supports (detected once).

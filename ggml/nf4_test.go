@@ -5,6 +5,7 @@ import (
 	"github.com/klauspost/cpuid/v2"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -136,7 +137,7 @@ func TestNF4ISAsAgree(t *testing.T) {
 
 func TestSetNF4ISA(t *testing.T) {
 	defer SetNF4ISA(NF4BestISA())
-	for _, isa := range []NF4ISA{NF4Scalar, NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4NEON, NF4AVX512VNNI, NF4NEONDotProd} {
+	for _, isa := range []NF4ISA{NF4Scalar, NF4AVX2, NF4AVX2VNNI, NF4AVX2VNNIEmulated, NF4AVX512, NF4NEON, NF4AVX512VNNI, NF4NEONDotProd, NF4NEONI8MM} {
 		supported := false
 		for _, s := range NF4SupportedISAs() {
 			supported = supported || s == isa
@@ -154,6 +155,16 @@ func TestSetNF4ISA(t *testing.T) {
 	vnni := level >= ISAAVX2VNNI && cpuid.CPU.Supports(cpuid.AVX2, cpuid.FMA3, cpuid.AVXVNNI)
 	if got := slices.Contains(NF4SupportedISAs(), NF4AVX2VNNI); got != vnni {
 		t.Fatalf("NF4 path avx2-vnni listed %v under cap %s, but cpuid's AVX2+FMA+AVX-VNNI says %v", got, level, vnni)
+	}
+	// The NEON paths run exactly where cpuid reports their extensions.
+	for _, c := range []struct {
+		isa   NF4ISA
+		feats []cpuid.FeatureID
+	}{{NF4NEONDotProd, []cpuid.FeatureID{cpuid.ASIMDDP}}, {NF4NEONI8MM, []cpuid.FeatureID{cpuid.ASIMDDP, cpuid.I8MM}}} {
+		want := runtime.GOARCH == "arm64" && cpuid.CPU.Supports(c.feats...)
+		if got := slices.Contains(NF4SupportedISAs(), c.isa); got != want {
+			t.Fatalf("NF4 path %s listed %v, but cpuid on %s says %v", c.isa, got, runtime.GOARCH, want)
+		}
 	}
 	if err := SetNF4ISA(NF4ISA(17)); err == nil {
 		t.Fatal("unknown path accepted")

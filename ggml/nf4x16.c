@@ -1,5 +1,5 @@
 // Repacked NF4 ("nf4x16", see nf4x16.h) times int8 activations: a scalar path, an AVX2 path (with or without
-// AVX-VNNI), an AVX-512 VNNI path and a NEON dot-product path, chosen by idefics2_nf4_isa() (the stream kernel's
+// AVX-VNNI), an AVX-512 VNNI path and NEON paths (dot products; i8mm), chosen by idefics2_nf4_isa() (the stream kernel's
 // switch, nf4.c; its AVX2, AVX-VNNI and AVX-512 levels take the AVX2 path). As in nf4.c, the SIMD functions carry target attributes and
 // only run after __builtin_cpu_supports said the CPU has their instructions.
 //
@@ -473,14 +473,33 @@ static void nf4x16_tile_vnni_emulated(const uint8_t * wg, int64_t nchunks, const
 
 // NEON with the dot-product extension: a table lookup (vqtbl1q) turns 16 code nibbles into the signed levels
 // (round(level·127), −127…127), and sdot multiplies them, 4 rows × 4 columns, by a 4-byte group of activations into
-// each row's int32 lane: Σ level·x, the AVX2 path's integers. The float operations are the scalar path's.
+// each row's int32 lane: Σ level·x, the AVX2 path's integers. The i8mm path multiplies the same levels by two
+// tokens' activations with smmla (x16.h). The float operations are the scalar path's.
 #ifdef X16_HAVE_NEON
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline int8x16_t nf4x16_neon_lut(void) {
+    int8_t lut_s8[16];
+    for (int i = 0; i < 16; i++) lut_s8[i] = (int8_t) (nf4x16_lut_u8[i] - 128);
+    return vld1q_s8(lut_s8);
+}
+
+// accf[t] += chunk j's sums acc[t] (rows 4r…4r+3 in acc[t][r]) times the rows' scales and token t's.
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void nf4x16_neon_chunk_acc(const uint8_t * blk, const uint8_t * xq, int64_t xq_stride, int64_t xo,
+                                         int32x4_t acc[2][4], float32x4_t accf[2][4], const int nt) {
+    for (int t = 0; t < nt; t++) {
+        const float dx = nf4x16_rd_f32(xq + t * xq_stride + xo + 64);
+        for (int r = 0; r < 4; r++) {
+            const float32x4_t f = vmulq_n_f32(vld1q_f32((const float *) (const void *) (blk + 16 * r)), dx);
+            accf[t][r] = vfmaq_f32(accf[t][r], vcvtq_f32_s32(acc[t][r]), f);
+        }
+    }
+}
+
 X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline void nf4x16_tile_neon(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
                                     float * y, int64_t y_stride, const int nt) {
-    int8_t lut_s8[16];
-    for (int i = 0; i < 16; i++) lut_s8[i] = (int8_t) (nf4x16_lut_u8[i] - 128);
-    const int8x16_t lut = vld1q_s8(lut_s8);
+    const int8x16_t lut = nf4x16_neon_lut();
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     float32x4_t accf[2][4];
     for (int t = 0; t < nt; t++) {
@@ -505,13 +524,7 @@ static inline void nf4x16_tile_neon(const uint8_t * wg, int64_t nchunks, const u
                 for (int t = 0; t < nt; t++) acc[t][r] = vdotq_s32(vdotq_s32(acc[t][r], wl, xl[t]), wh, xh[t]);
             }
         }
-        for (int t = 0; t < nt; t++) {
-            const float dx = nf4x16_rd_f32(xq + t * xq_stride + xo + 64);
-            for (int r = 0; r < 4; r++) {
-                const float32x4_t f = vmulq_n_f32(vld1q_f32((const float *) (const void *) (blk + 16 * r)), dx);
-                accf[t][r] = vfmaq_f32(accf[t][r], vcvtq_f32_s32(acc[t][r]), f);
-            }
-        }
+        nf4x16_neon_chunk_acc(blk, xq, xq_stride, xo, acc, accf, nt);
     }
     for (int t = 0; t < nt; t++) {
         for (int r = 0; r < 4; r++) vst1q_f32(y + t * y_stride + 4 * r, accf[t][r]);
@@ -529,19 +542,65 @@ static void nf4x16_tile_neon_n(const uint8_t * wg, int64_t nchunks, const uint8_
         }
     }
 }
+
+// Two tokens with smmla: per chunk, p[r] holds rows 4r…4r+3 in pair order (x16.h).
+X16_I8MM_TARGET __attribute__((always_inline))
+static inline void nf4x16_tile_i8mm(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                                    float * y, int64_t y_stride) {
+    const int8x16_t lut = nf4x16_neon_lut();
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    float32x4_t accf[2][4];
+    for (int t = 0; t < 2; t++) {
+        for (int r = 0; r < 4; r++) accf[t][r] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t j = 0; j < nchunks; j++) {
+        const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
+        const int64_t xo = j * IDEFICS2_NF4X16_QREC;
+        int32x4_t p[4][2];
+        for (int r = 0; r < 4; r++) p[r][0] = p[r][1] = vdupq_n_s32(0);
+        for (int k = 0; k < NF4X16_SUB; k++) {
+            const int8x16_t x2 = x16_neon_pair8(xq + xo + 8 * k, xq + xq_stride + xo + 8 * k);
+            for (int r = 0; r < 4; r++) {
+                const uint8x16_t c = vld1q_u8(blk + 64 + 64 * k + 16 * r);
+                x16_mmla_rows4(p[r], vqtbl1q_s8(lut, vandq_u8(c, m4)), vqtbl1q_s8(lut, vshrq_n_u8(c, 4)), x2);
+            }
+        }
+        int32x4_t acc[2][4];
+        for (int t = 0; t < 2; t++) {
+            for (int r = 0; r < 4; r++) acc[t][r] = x16_neon_token(p[r][0], p[r][1], t);
+        }
+        nf4x16_neon_chunk_acc(blk, xq, xq_stride, xo, acc, accf, 2);
+    }
+    for (int t = 0; t < 2; t++) {
+        for (int r = 0; r < 4; r++) vst1q_f32(y + t * y_stride + 4 * r, accf[t][r]);
+    }
+}
+
+// Pairs of tokens with smmla, a last odd one with sdot.
+X16_I8MM_TARGET
+static void nf4x16_tile_i8mm_n(const uint8_t * wg, int64_t nchunks, const uint8_t * xq, int64_t xq_stride,
+                               float * y, int64_t y_stride, int nt) {
+    int t0 = 0;
+    for (; nt - t0 >= 2; t0 += 2) nf4x16_tile_i8mm(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride);
+    if (t0 < nt) nf4x16_tile_neon(wg, nchunks, xq + t0 * xq_stride, xq_stride, y + t0 * y_stride, y_stride, 1);
+}
 #endif
 
 void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, int64_t ntok, int64_t xq_stride,
                             float * y, int64_t y_stride, int64_t g0, int64_t g1) {
     const int64_t nchunks = cols / IDEFICS2_NF4X16_COLS;
     const int64_t gbytes = nchunks * IDEFICS2_NF4X16_CHUNK;
-    int vnni = 0, avx2 = -1, neon = 0;
+    int vnni = 0, avx2 = -1, neon = 0, i8mm = 0;
 #ifdef NF4X16_HAVE_X86
     vnni = idefics2_nf4_isa() == IDEFICS2_NF4_AVX512VNNI;
     avx2 = nf4x16_avx2_dot();
 #endif
 #ifdef X16_HAVE_NEON
-    neon = idefics2_nf4_isa() == IDEFICS2_NF4_NEON_DOTPROD;
+    {
+        const int isa = idefics2_nf4_isa();
+        neon = isa == IDEFICS2_NF4_NEON_DOTPROD;
+        i8mm = isa == IDEFICS2_NF4_NEON_I8MM;
+    }
 #endif
     // One vector: the groups in order. Several: blocks of groups that stay in L2 while every tile
     // of vectors passes over them, so the weights are read from memory once.
@@ -577,6 +636,10 @@ void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
                     nf4x16_tile_neon_n(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
                     continue;
                 }
+                if (i8mm) {
+                    nf4x16_tile_i8mm_n(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
+                    continue;
+                }
 #endif
                 nf4x16_tile_scalar(wg, nchunks, xt, xq_stride, yt, y_stride, nt);
             }
@@ -585,6 +648,7 @@ void idefics2_nf4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
     (void) vnni;
     (void) avx2;
     (void) neon;
+    (void) i8mm;
 }
 
 // ---------------------------------------------------------------------------------------------

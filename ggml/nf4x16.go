@@ -51,9 +51,9 @@ func NF4x16Fast() bool {
 	return false
 }
 
-// NF4x16NEON reports whether the nf4x16 product runs its NEON dot-product path, which has not been measured against
-// the stream kernel on an ARM CPU.
-func NF4x16NEON() bool { return NF4CurrentISA() == NF4NEONDotProd }
+// NF4x16NEON reports whether the nf4x16 product runs one of its NEON paths (dot products, or the int8 matrix multiply
+// with them), which have not been measured against the stream kernel on an ARM CPU.
+func NF4x16NEON() bool { isa := NF4CurrentISA(); return isa == NF4NEONDotProd || isa == NF4NEONI8MM }
 
 // NF4x16Check returns nil when a rows × cols NF4 matrix in blocks of blockSize can be repacked to
 // nf4x16: rows a multiple of 16, cols a multiple of 64 and of blockSize (no block straddles a

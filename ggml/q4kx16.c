@@ -1,5 +1,5 @@
 // q4kx16 matrix multiplication (q4kx16.h): a scalar path, AVX2 paths (with and without AVX-VNNI), an AVX-512
-// VNNI path and a NEON dot-product path, chosen by the q4x16 path selection (q4x16.h). The SIMD functions are
+// VNNI path and NEON paths (dot products; i8mm), chosen by the q4x16 path selection (q4x16.h). The SIMD functions are
 // compiled with target attributes, so the file builds for the baseline architecture and their instructions only
 // run after the CPU was found to have them.
 //
@@ -514,13 +514,60 @@ static void q4kx16_tile_vnni_emulated_n(const uint8_t * wg, int64_t ns, const ui
 // NEON with the dot-product extension (q4x16.c): per sub-block of 32 columns, 4 registers of 16 code bytes (4 rows
 // each) split into nibbles take 8 sdot per token into each row's int32 lane; the sub-block's sums are multiplied by
 // the rows' scales (vmlaq) into the super-block's. The mins term multiplies the rows' mins (vld2q splits the two
-// sub-blocks of each pair) by the activations' sub-block sums. Integers and float operations are the scalar
-// path's, lane for lane.
+// sub-blocks of each pair) by the activations' sub-block sums. The i8mm path takes a sub-block's sums for two tokens
+// from smmla (x16.h) and the rest from the same code. Integers and float operations are the scalar path's, lane for
+// lane.
 #ifdef X16_HAVE_NEON
 X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline int32x4_t q4kx16_neon_widen(uint8x16_t v, const int j) {
     const uint16x8_t h = j < 2 ? vmovl_u8(vget_low_u8(v)) : vmovl_u8(vget_high_u8(v));
     return vreinterpretq_s32_u32(j % 2 == 0 ? vmovl_u16(vget_low_u16(h)) : vmovl_u16(vget_high_u16(h)));
+}
+
+// isum[t] += sub-block j's sums dot[t] (rows 4r…4r+3 in dot[t][r]) times the rows' scales.
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void q4kx16_neon_scale(const uint8_t * blk, const int j, int32x4_t dot[2][4], int32x4_t isum[2][4], const int nt) {
+    const uint8x16_t sc = vld1q_u8(blk + Q4KX16_OFF_SC + 16 * j);
+    for (int r = 0; r < 4; r++) {
+        const int32x4_t sc4 = q4kx16_neon_widen(sc, r);
+        for (int t = 0; t < nt; t++) isum[t][r] = vmlaq_s32(isum[t][r], dot[t][r], sc4);
+    }
+}
+
+// acc[t] += super-block s's isum[t] and mins term, scaled as the scalar path scales them.
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void q4kx16_neon_super_acc(const uint8_t * blk, const uint8_t * const * xs, int64_t s, int32x4_t isum[2][4],
+                                         float32x4_t acc[2][4], const int nt) {
+    int32x4_t msum[2][4];
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) msum[t][r] = vdupq_n_s32(0);
+    }
+    for (int k = 0; k < 4; k++) {
+        const uint8x16x2_t mins = vld2q_u8(blk + Q4KX16_OFF_MIN + 32 * k); // sub-blocks 2k and 2k + 1
+        for (int i = 0; i < 2; i++) {
+            for (int t = 0; t < nt; t++) {
+                int16_t xsum;
+                memcpy(&xsum, xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_SUMS + 2 * (2 * k + i), 2);
+                for (int r = 0; r < 4; r++) msum[t][r] = vmlaq_n_s32(msum[t][r], q4kx16_neon_widen(mins.val[i], r), xsum);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        const float dx = q4kx16_load_f32(xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_D);
+        for (int r = 0; r < 4; r++) {
+            const float32x4_t dw = vmulq_n_f32(x16_neon_f16x4(blk + 8 * r), dx);
+            const float32x4_t dm = vmulq_n_f32(x16_neon_f16x4(blk + Q4KX16_OFF_DMIN + 8 * r), dx);
+            acc[t][r] = vfmaq_f32(acc[t][r], vcvtq_f32_s32(isum[t][r]), dw);
+            acc[t][r] = vfmsq_f32(acc[t][r], vcvtq_f32_s32(msum[t][r]), dm);
+        }
+    }
+}
+
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void q4kx16_neon_zero(int32x4_t v[2][4], const int nt) {
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) v[t][r] = vdupq_n_s32(0);
+    }
 }
 
 X16_DOTPROD_TARGET __attribute__((always_inline))
@@ -533,14 +580,10 @@ static inline void q4kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
         int32x4_t isum[2][4];
-        for (int t = 0; t < nt; t++) {
-            for (int r = 0; r < 4; r++) isum[t][r] = vdupq_n_s32(0);
-        }
+        q4kx16_neon_zero(isum, nt);
         for (int j = 0; j < 8; j++) {
             int32x4_t dot[2][4];
-            for (int t = 0; t < nt; t++) {
-                for (int r = 0; r < 4; r++) dot[t][r] = vdupq_n_s32(0);
-            }
+            q4kx16_neon_zero(dot, nt);
             for (int k = 0; k < 4; k++) {
                 int8x16_t xl[2], xh[2];
                 for (int t = 0; t < nt; t++) {
@@ -554,35 +597,9 @@ static inline void q4kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_
                     for (int t = 0; t < nt; t++) dot[t][r] = vdotq_s32(vdotq_s32(dot[t][r], lo, xl[t]), hi, xh[t]);
                 }
             }
-            const uint8x16_t sc = vld1q_u8(blk + Q4KX16_OFF_SC + 16 * j);
-            for (int r = 0; r < 4; r++) {
-                const int32x4_t sc4 = q4kx16_neon_widen(sc, r);
-                for (int t = 0; t < nt; t++) isum[t][r] = vmlaq_s32(isum[t][r], dot[t][r], sc4);
-            }
+            q4kx16_neon_scale(blk, j, dot, isum, nt);
         }
-        int32x4_t msum[2][4];
-        for (int t = 0; t < nt; t++) {
-            for (int r = 0; r < 4; r++) msum[t][r] = vdupq_n_s32(0);
-        }
-        for (int k = 0; k < 4; k++) {
-            const uint8x16x2_t mins = vld2q_u8(blk + Q4KX16_OFF_MIN + 32 * k); // sub-blocks 2k and 2k + 1
-            for (int i = 0; i < 2; i++) {
-                for (int t = 0; t < nt; t++) {
-                    int16_t xsum;
-                    memcpy(&xsum, xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_SUMS + 2 * (2 * k + i), 2);
-                    for (int r = 0; r < 4; r++) msum[t][r] = vmlaq_n_s32(msum[t][r], q4kx16_neon_widen(mins.val[i], r), xsum);
-                }
-            }
-        }
-        for (int t = 0; t < nt; t++) {
-            const float dx = q4kx16_load_f32(xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_D);
-            for (int r = 0; r < 4; r++) {
-                const float32x4_t dw = vmulq_n_f32(x16_neon_f16x4(blk + 8 * r), dx);
-                const float32x4_t dm = vmulq_n_f32(x16_neon_f16x4(blk + Q4KX16_OFF_DMIN + 8 * r), dx);
-                acc[t][r] = vfmaq_f32(acc[t][r], vcvtq_f32_s32(isum[t][r]), dw);
-                acc[t][r] = vfmsq_f32(acc[t][r], vcvtq_f32_s32(msum[t][r]), dm);
-            }
-        }
+        q4kx16_neon_super_acc(blk, xs, s, isum, acc, nt);
     }
     for (int t = 0; t < nt; t++) {
         for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
@@ -598,6 +615,50 @@ static void q4kx16_tile_neon_n(const uint8_t * wg, int64_t ns, const uint8_t * c
             q4kx16_tile_neon(wg, ns, xs + t0, ys + t0, 1);
         }
     }
+}
+
+// Two tokens with smmla: per sub-block, p[r] holds rows 4r…4r+3 in pair order (x16.h).
+X16_I8MM_TARGET __attribute__((always_inline))
+static inline void q4kx16_tile_i8mm(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    float32x4_t acc[2][4];
+    for (int t = 0; t < 2; t++) {
+        for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
+        int32x4_t isum[2][4];
+        q4kx16_neon_zero(isum, 2);
+        for (int j = 0; j < 8; j++) {
+            int32x4_t p[4][2];
+            for (int r = 0; r < 4; r++) p[r][0] = p[r][1] = vdupq_n_s32(0);
+            for (int k = 0; k < 4; k++) {
+                const int64_t xo = s * IDEFICS2_Q8X256_RECORD + 32 * j + 8 * k;
+                const int8x16_t x2 = x16_neon_pair8(xs[0] + xo, xs[1] + xo);
+                for (int r = 0; r < 4; r++) {
+                    const uint8x16_t c = vld1q_u8(blk + Q4KX16_OFF_QS + 256 * j + 64 * k + 16 * r);
+                    x16_mmla_rows4(p[r], vreinterpretq_s8_u8(vandq_u8(c, m4)), vreinterpretq_s8_u8(vshrq_n_u8(c, 4)), x2);
+                }
+            }
+            int32x4_t dot[2][4];
+            for (int t = 0; t < 2; t++) {
+                for (int r = 0; r < 4; r++) dot[t][r] = x16_neon_token(p[r][0], p[r][1], t);
+            }
+            q4kx16_neon_scale(blk, j, dot, isum, 2);
+        }
+        q4kx16_neon_super_acc(blk, xs, s, isum, acc, 2);
+    }
+    for (int t = 0; t < 2; t++) {
+        for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
+    }
+}
+
+// Pairs of tokens with smmla, a last odd one with sdot.
+X16_I8MM_TARGET
+static void q4kx16_tile_i8mm_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, int nt) {
+    int t0 = 0;
+    for (; nt - t0 >= 2; t0 += 2) q4kx16_tile_i8mm(wg, ns, xs + t0, ys + t0);
+    if (t0 < nt) q4kx16_tile_neon(wg, ns, xs + t0, ys + t0, 1);
 }
 #endif
 
@@ -632,6 +693,7 @@ void idefics2_q4kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
 #endif
 #ifdef X16_HAVE_NEON
     if (isa == IDEFICS2_Q4X16_NEON_DOTPROD) tile = q4kx16_tile_neon_n;
+    if (isa == IDEFICS2_Q4X16_NEON_I8MM) tile = q4kx16_tile_i8mm_n;
 #endif
     x16_matmul(tile, w, cols / 256, IDEFICS2_Q4KX16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

@@ -1,6 +1,7 @@
 // q4x16 matrix multiplication (q4x16.h): a scalar path, AVX2 paths (with and without AVX-VNNI), an AVX-512 VNNI
-// path and, on AArch64, a NEON path with the dot-product extension, chosen at run time. The SIMD functions are compiled with target attributes, so the file builds for baseline x86-64
-// and their instructions only run after __builtin_cpu_supports said the CPU has them.
+// path and, on AArch64, NEON paths with the dot-product extension (and with the int8 matrix multiply), chosen at run
+// time. The SIMD functions are compiled with target attributes, so the file builds for the baseline architecture
+// and their instructions only run after the CPU was found to have them.
 //
 // One VNNI instruction (vpdpbusd) multiplies 64 unsigned codes by 64 signed activation bytes and
 // adds groups of 4 into 16 int32 lanes. With 16 rows interleaved, each lane is one row: a sub-block
@@ -291,10 +292,26 @@ static void q4x16_tile_vnni_emulated_n(const uint8_t * wg, int64_t nb, const uin
 
 // NEON with the dot-product extension: one sdot (vdotq_s32) multiplies 16 code bytes, 4 rows × 4 columns, by a
 // 4-byte group of a token's activations broadcast to every lane, and adds each row's 4 products to its int32 lane.
-// A sub-block of 16 rows is 4 registers, each split into low and high nibbles (0…15, which the signed instruction
-// takes as they are): 8 sdot per token. The integer sums and the float operations are the scalar path's, so the
-// results are identical.
+// A sub-block of 16 rows is 4 registers, each split into low and high nibbles (0…15, which the signed instructions
+// take as they are): 8 sdot per token. The i8mm path multiplies two tokens at once: per register, the low and high
+// nibbles of rows 0, 1 and of rows 2, 3 make two smmla operands of 2 rows × 8 columns (x16.h). The integer sums and
+// the float operations are the scalar path's, so the results are identical.
 #ifdef X16_HAVE_NEON
+// acc[t] += the block's sums s[t] (rows 4j…4j+3 in s[t][j]) scaled as the scalar path scales them.
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void q4x16_neon_block_acc(const uint8_t * blk, const uint8_t * const * xs, int64_t b, int32x4_t s[2][4],
+                                        float32x4_t acc[2][4], const int nt) {
+    for (int t = 0; t < nt; t++) {
+        const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD;
+        const int32x4_t bias = vdupq_n_s32(q4x16_load_i32(xb + 36));
+        const float dx = q4x16_load_f32(xb + 32);
+        for (int j = 0; j < 4; j++) {
+            const float32x4_t d = vmulq_n_f32(x16_neon_f16x4(blk + 8 * j), dx);
+            acc[t][j] = vfmaq_f32(acc[t][j], vcvtq_f32_s32(vsubq_s32(s[t][j], bias)), d);
+        }
+    }
+}
+
 X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline void q4x16_tile_neon(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, const int nt) {
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
@@ -320,15 +337,7 @@ static inline void q4x16_tile_neon(const uint8_t * wg, int64_t nb, const uint8_t
                 for (int t = 0; t < nt; t++) s[t][j] = vdotq_s32(vdotq_s32(s[t][j], lo, xl[t]), hi, xh[t]);
             }
         }
-        for (int t = 0; t < nt; t++) {
-            const uint8_t * xb = xs[t] + b * IDEFICS2_Q8X32_RECORD;
-            const int32x4_t bias = vdupq_n_s32(q4x16_load_i32(xb + 36));
-            const float dx = q4x16_load_f32(xb + 32);
-            for (int j = 0; j < 4; j++) {
-                const float32x4_t d = vmulq_n_f32(x16_neon_f16x4(blk + 8 * j), dx);
-                acc[t][j] = vfmaq_f32(acc[t][j], vcvtq_f32_s32(vsubq_s32(s[t][j], bias)), d);
-            }
-        }
+        q4x16_neon_block_acc(blk, xs, b, s, acc, nt);
     }
     for (int t = 0; t < nt; t++) {
         for (int j = 0; j < 4; j++) vst1q_f32(ys[t] + 4 * j, acc[t][j]);
@@ -344,6 +353,44 @@ static void q4x16_tile_neon_n(const uint8_t * wg, int64_t nb, const uint8_t * co
             q4x16_tile_neon(wg, nb, xs + t0, ys + t0, 1);
         }
     }
+}
+
+// Two tokens with smmla: p[j] holds rows 4j…4j+3 in pair order (x16.h).
+X16_I8MM_TARGET __attribute__((always_inline))
+static inline void q4x16_tile_i8mm(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    float32x4_t acc[2][4];
+    for (int t = 0; t < 2; t++) {
+        for (int j = 0; j < 4; j++) acc[t][j] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t * blk = wg + b * Q4X16_BLOCK;
+        int32x4_t p[4][2];
+        for (int j = 0; j < 4; j++) p[j][0] = p[j][1] = vdupq_n_s32(0);
+        for (int k = 0; k < 4; k++) {
+            const int8x16_t x2 = x16_neon_pair8(xs[0] + b * IDEFICS2_Q8X32_RECORD + 8 * k, xs[1] + b * IDEFICS2_Q8X32_RECORD + 8 * k);
+            for (int j = 0; j < 4; j++) {
+                const uint8x16_t c = vld1q_u8(blk + 32 + 64 * k + 16 * j);
+                x16_mmla_rows4(p[j], vreinterpretq_s8_u8(vandq_u8(c, m4)), vreinterpretq_s8_u8(vshrq_n_u8(c, 4)), x2);
+            }
+        }
+        int32x4_t s[2][4];
+        for (int t = 0; t < 2; t++) {
+            for (int j = 0; j < 4; j++) s[t][j] = x16_neon_token(p[j][0], p[j][1], t);
+        }
+        q4x16_neon_block_acc(blk, xs, b, s, acc, 2);
+    }
+    for (int t = 0; t < 2; t++) {
+        for (int j = 0; j < 4; j++) vst1q_f32(ys[t] + 4 * j, acc[t][j]);
+    }
+}
+
+// Pairs of tokens with smmla, a last odd one with sdot.
+X16_I8MM_TARGET
+static void q4x16_tile_i8mm_n(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, int nt) {
+    int t0 = 0;
+    for (; nt - t0 >= 2; t0 += 2) q4x16_tile_i8mm(wg, nb, xs + t0, ys + t0);
+    if (t0 < nt) q4x16_tile_neon(wg, nb, xs + t0, ys + t0, 1);
 }
 #endif
 
@@ -362,6 +409,7 @@ static int q4x16_detect(void) {
         return x16_avxvnni() ? IDEFICS2_Q4X16_AVX2VNNI : IDEFICS2_Q4X16_AVX2;
     }
 #elif defined(X16_HAVE_NEON)
+    if (x16_arm_i8mm()) return IDEFICS2_Q4X16_NEON_I8MM;
     if (x16_arm_dotprod()) return IDEFICS2_Q4X16_NEON_DOTPROD;
 #endif
     return IDEFICS2_Q4X16_SCALAR;
@@ -404,6 +452,8 @@ int idefics2_q4x16_set_isa(int isa) {
     ok |= isa == IDEFICS2_Q4X16_AVX2VNNI && avx2 && x16_avxvnni();
 #endif
     ok |= isa == IDEFICS2_Q4X16_AVX2VNNI_EMULATED && avx2;
+    // A CPU with the i8mm path has the dot products of the other NEON path.
+    ok |= isa == IDEFICS2_Q4X16_NEON_DOTPROD && best == IDEFICS2_Q4X16_NEON_I8MM;
     if (!ok) {
         return -1;
     }
@@ -443,6 +493,7 @@ void idefics2_q4x16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq, 
 #endif
 #ifdef X16_HAVE_NEON
     if (isa == IDEFICS2_Q4X16_NEON_DOTPROD) tile = q4x16_tile_neon_n;
+    if (isa == IDEFICS2_Q4X16_NEON_I8MM) tile = q4x16_tile_i8mm_n;
 #endif
     x16_matmul(tile, w, cols / 32, Q4X16_BLOCK, xq, ntok, x_stride, y, y_stride, r0 / X16_GROUP, r1 / X16_GROUP);
 }

@@ -27,6 +27,9 @@ const (
 	Q4X16AVX2VNNIEmulated Q4X16ISA = C.IDEFICS2_Q4X16_AVX2VNNI_EMULATED
 	// Q4X16NEONDotProd is AArch64 NEON with the dot-product extension (sdot).
 	Q4X16NEONDotProd Q4X16ISA = C.IDEFICS2_Q4X16_NEON_DOTPROD
+	// Q4X16NEONI8MM is AArch64 NEON with dot products and the int8 matrix multiply (smmla), which takes two tokens at
+	// a time (a lone token goes by sdot).
+	Q4X16NEONI8MM Q4X16ISA = C.IDEFICS2_Q4X16_NEON_I8MM
 )
 
 func (i Q4X16ISA) String() string {
@@ -43,6 +46,8 @@ func (i Q4X16ISA) String() string {
 		return "avx2-vnni-emulated"
 	case Q4X16NEONDotProd:
 		return "neon-dotprod"
+	case Q4X16NEONI8MM:
+		return "neon-i8mm"
 	}
 	return fmt.Sprintf("q4x16isa(%d)", int(i))
 }
@@ -59,7 +64,7 @@ func Q4X16Fast() bool { return Q4X16BestISA() == Q4X16AVX512VNNI }
 func Q4X16SupportedISAs() []Q4X16ISA {
 	out := []Q4X16ISA{Q4X16Scalar}
 	cur := Q4X16ISA(C.idefics2_q4x16_isa())
-	for _, isa := range []Q4X16ISA{Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI, Q4X16NEONDotProd} {
+	for _, isa := range []Q4X16ISA{Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI, Q4X16NEONDotProd, Q4X16NEONI8MM} {
 		if SetQ4X16ISA(isa) == nil {
 			out = append(out, isa)
 		}

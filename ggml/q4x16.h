@@ -30,6 +30,8 @@ enum idefics2_q4x16_isa {
     // so that a CPU without AVX-VNNI checks that path's kernels.
     IDEFICS2_Q4X16_AVX2VNNI_EMULATED = 4,
     IDEFICS2_Q4X16_NEON_DOTPROD = 5, // AArch64 NEON with the dot-product extension (sdot)
+    // AArch64 NEON with dot products and the int8 matrix multiply (smmla): two tokens at a time, a lone one by sdot.
+    IDEFICS2_Q4X16_NEON_I8MM = 6,
 };
 
 int idefics2_q4x16_best_isa(void);

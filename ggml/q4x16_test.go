@@ -121,7 +121,7 @@ func TestSetQ4X16ISA(t *testing.T) {
 	defer SetQ4X16ISA(Q4X16BestISA())
 	supported := Q4X16SupportedISAs()
 	t.Logf("q4x16 paths on this CPU: %v (best %s)", supported, Q4X16BestISA())
-	for _, isa := range []Q4X16ISA{Q4X16Scalar, Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI, Q4X16NEONDotProd} {
+	for _, isa := range []Q4X16ISA{Q4X16Scalar, Q4X16AVX2, Q4X16AVX2VNNI, Q4X16AVX2VNNIEmulated, Q4X16AVX512VNNI, Q4X16NEONDotProd, Q4X16NEONI8MM} {
 		err := SetQ4X16ISA(isa)
 		if slices.Contains(supported, isa) != (err == nil) {
 			t.Fatalf("SetQ4X16ISA(%s) = %v, listed %v", isa, err, slices.Contains(supported, isa))
@@ -142,6 +142,11 @@ func TestSetQ4X16ISA(t *testing.T) {
 	// The NEON path runs exactly where cpuid reports the dot-product extension.
 	if dp := runtime.GOARCH == "arm64" && cpuid.CPU.Supports(cpuid.ASIMDDP); slices.Contains(supported, Q4X16NEONDotProd) != dp {
 		t.Fatalf("paths %v, but cpuid's ASIMDDP on %s says %v", supported, runtime.GOARCH, dp)
+	}
+	// The i8mm path runs exactly where cpuid reports the int8 matrix multiply as well, and is then the best.
+	mm := runtime.GOARCH == "arm64" && cpuid.CPU.Supports(cpuid.ASIMDDP, cpuid.I8MM)
+	if slices.Contains(supported, Q4X16NEONI8MM) != mm || (mm && Q4X16BestISA() != Q4X16NEONI8MM) {
+		t.Fatalf("paths %v (best %s), but cpuid's ASIMDDP+I8MM on %s says %v", supported, Q4X16BestISA(), runtime.GOARCH, mm)
 	}
 	if err := SetQ4X16ISA(Q4X16ISA(17)); err == nil {
 		t.Fatal("unknown path accepted")

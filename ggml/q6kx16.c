@@ -1,5 +1,5 @@
 // q6kx16 matrix multiplication (q6kx16.h): a scalar path, AVX2 paths (with and without AVX-VNNI), an AVX-512
-// VNNI path and a NEON dot-product path, chosen by the q4x16 path selection (q4x16.h). The SIMD functions are
+// VNNI path and NEON paths (dot products; i8mm), chosen by the q4x16 path selection (q4x16.h). The SIMD functions are
 // compiled with target attributes, so the file builds for the baseline architecture and their instructions only
 // run after the CPU was found to have them.
 //
@@ -350,7 +350,9 @@ static void q6kx16_tile_vnni_emulated_n(const uint8_t * wg, int64_t ns, const ui
 // NEON with the dot-product extension (q4x16.c): per sub-block of 16 columns, each register of 16 rows' bytes
 // (4 rows) is rebuilt into 4 code vectors (0…63) as on AVX2, which take 4 sdot per token into each row's int32
 // lane; the sums are multiplied by the rows' scales (vld2q splits the two sub-blocks of each pair) and the −32
-// offset adds scale·(−32)·Σq. Integers and float operations are the scalar path's, lane for lane.
+// offset adds scale·(−32)·Σq. The i8mm path takes a sub-block's sums for two tokens from smmla (x16.h), code
+// vectors 0, 1 and 2, 3 each making the left operands of 8 columns. Integers and float operations are the scalar
+// path's, lane for lane.
 #ifdef X16_HAVE_NEON
 X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline int32x4_t q6kx16_neon_widen(int8x16_t v, const int r) {
@@ -358,10 +360,32 @@ static inline int32x4_t q6kx16_neon_widen(int8x16_t v, const int r) {
     return r % 2 == 0 ? vmovl_s16(vget_low_s16(h)) : vmovl_s16(vget_high_s16(h));
 }
 
+// c[k] = the codes of rows 4r…4r+3, columns 4k…4k+3 of the sub-block at o.
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void q6kx16_neon_codes(const uint8_t * o, const int r, int8x16_t c[4]) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F), m30 = vdupq_n_u8(0x30);
+    const uint8x16_t l0 = vld1q_u8(o + 16 * r), l1 = vld1q_u8(o + 64 + 16 * r), hb = vld1q_u8(o + 128 + 16 * r);
+    c[0] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(hb, 4), m30)));
+    c[1] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(vshlq_n_u8(hb, 2), m30)));
+    c[2] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(l1, m4), vandq_u8(hb, m30)));
+    c[3] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(hb, 2), m30)));
+}
+
+// acc[t] += super-block s's isum[t] times the rows' d and the token's scale.
+X16_DOTPROD_TARGET __attribute__((always_inline))
+static inline void q6kx16_neon_super_acc(const uint8_t * blk, const uint8_t * const * xs, int64_t s, int32x4_t isum[2][4],
+                                         float32x4_t acc[2][4], const int nt) {
+    for (int t = 0; t < nt; t++) {
+        const float dx = q6kx16_load_f32(xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_D);
+        for (int r = 0; r < 4; r++) {
+            acc[t][r] = vfmaq_f32(acc[t][r], vcvtq_f32_s32(isum[t][r]), vmulq_n_f32(x16_neon_f16x4(blk + 8 * r), dx));
+        }
+    }
+}
+
 X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline void q6kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
                                     float * const * ys, const int nt) {
-    const uint8x16_t m4 = vdupq_n_u8(0x0F), m30 = vdupq_n_u8(0x30);
     float32x4_t acc[2][4];
     for (int t = 0; t < nt; t++) {
         for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_f32(0.0f);
@@ -382,27 +406,19 @@ static inline void q6kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_
                     for (int k = 0; k < 4; k++) x[t][k] = x16_neon_group4(xs[t] + s * IDEFICS2_Q8X256_RECORD + 16 * j + 4 * k);
                 }
                 for (int r = 0; r < 4; r++) {
-                    const uint8x16_t l0 = vld1q_u8(o + 16 * r), l1 = vld1q_u8(o + 64 + 16 * r), hb = vld1q_u8(o + 128 + 16 * r);
-                    const int8x16_t c0 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(hb, 4), m30)));
-                    const int8x16_t c1 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(vshlq_n_u8(hb, 2), m30)));
-                    const int8x16_t c2 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(l1, m4), vandq_u8(hb, m30)));
-                    const int8x16_t c3 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(hb, 2), m30)));
+                    int8x16_t c[4];
+                    q6kx16_neon_codes(o, r, c);
                     const int32x4_t sc = q6kx16_neon_widen(scp.val[i], r);
                     for (int t = 0; t < nt; t++) {
-                        int32x4_t d = vdotq_s32(vdotq_s32(vdupq_n_s32(0), c0, x[t][0]), c1, x[t][1]);
-                        d = vdotq_s32(vdotq_s32(d, c2, x[t][2]), c3, x[t][3]);
+                        int32x4_t d = vdotq_s32(vdotq_s32(vdupq_n_s32(0), c[0], x[t][0]), c[1], x[t][1]);
+                        d = vdotq_s32(vdotq_s32(d, c[2], x[t][2]), c[3], x[t][3]);
                         isum[t][r] = vmlaq_s32(isum[t][r], d, sc);
                         isum[t][r] = vmlaq_n_s32(isum[t][r], sc, -32 * (int32_t) bs[t][16 * s + j]);
                     }
                 }
             }
         }
-        for (int t = 0; t < nt; t++) {
-            const float dx = q6kx16_load_f32(xs[t] + s * IDEFICS2_Q8X256_RECORD + Q8X256_OFF_D);
-            for (int r = 0; r < 4; r++) {
-                acc[t][r] = vfmaq_f32(acc[t][r], vcvtq_f32_s32(isum[t][r]), vmulq_n_f32(x16_neon_f16x4(blk + 8 * r), dx));
-            }
-        }
+        q6kx16_neon_super_acc(blk, xs, s, isum, acc, nt);
     }
     for (int t = 0; t < nt; t++) {
         for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
@@ -419,6 +435,57 @@ static void q6kx16_tile_neon_n(const uint8_t * wg, int64_t ns, const uint8_t * c
             q6kx16_tile_neon(wg, ns, xs + t0, bs + t0, ys + t0, 1);
         }
     }
+}
+
+// Two tokens with smmla.
+X16_I8MM_TARGET __attribute__((always_inline))
+static inline void q6kx16_tile_i8mm(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                                    float * const * ys) {
+    float32x4_t acc[2][4];
+    for (int t = 0; t < 2; t++) {
+        for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t * blk = wg + s * IDEFICS2_Q6KX16_BLOCK;
+        int32x4_t isum[2][4];
+        for (int t = 0; t < 2; t++) {
+            for (int r = 0; r < 4; r++) isum[t][r] = vdupq_n_s32(0);
+        }
+        for (int m = 0; m < 8; m++) {
+            const int8x16x2_t scp = vld2q_s8((const int8_t *) (blk + Q6KX16_OFF_SC + 32 * m)); // sub-blocks 2m, 2m + 1
+            for (int i = 0; i < 2; i++) {
+                const int j = 2 * m + i;
+                const uint8_t * o = blk + Q6KX16_OFF_QS + Q6KX16_SUB * j;
+                const int64_t xo = s * IDEFICS2_Q8X256_RECORD + 16 * j;
+                const int8x16_t xa = x16_neon_pair8(xs[0] + xo, xs[1] + xo), xb = x16_neon_pair8(xs[0] + xo + 8, xs[1] + xo + 8);
+                for (int r = 0; r < 4; r++) {
+                    int8x16_t c[4];
+                    q6kx16_neon_codes(o, r, c);
+                    const int32x4_t sc = q6kx16_neon_widen(scp.val[i], r);
+                    int32x4_t p[2] = { vdupq_n_s32(0), vdupq_n_s32(0) };
+                    x16_mmla_rows4(p, c[0], c[1], xa);
+                    x16_mmla_rows4(p, c[2], c[3], xb);
+                    for (int t = 0; t < 2; t++) {
+                        isum[t][r] = vmlaq_s32(isum[t][r], x16_neon_token(p[0], p[1], t), sc);
+                        isum[t][r] = vmlaq_n_s32(isum[t][r], sc, -32 * (int32_t) bs[t][16 * s + j]);
+                    }
+                }
+            }
+        }
+        q6kx16_neon_super_acc(blk, xs, s, isum, acc, 2);
+    }
+    for (int t = 0; t < 2; t++) {
+        for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
+    }
+}
+
+// Pairs of tokens with smmla, a last odd one with sdot.
+X16_I8MM_TARGET
+static void q6kx16_tile_i8mm_n(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
+                               float * const * ys, int nt) {
+    int t0 = 0;
+    for (; nt - t0 >= 2; t0 += 2) q6kx16_tile_i8mm(wg, ns, xs + t0, bs + t0, ys + t0);
+    if (t0 < nt) q6kx16_tile_neon(wg, ns, xs + t0, bs + t0, ys + t0, 1);
 }
 #endif
 
@@ -481,6 +548,10 @@ void idefics2_q6kx16_matmul(const uint8_t * w, int64_t cols, const uint8_t * xq,
 #ifdef X16_HAVE_NEON
                 if (isa == IDEFICS2_Q4X16_NEON_DOTPROD) {
                     q6kx16_tile_neon_n(wg, ns, xs, bs, ys, nt);
+                    continue;
+                }
+                if (isa == IDEFICS2_Q4X16_NEON_I8MM) {
+                    q6kx16_tile_i8mm_n(wg, ns, xs, bs, ys, nt);
                     continue;
                 }
 #endif

@@ -1,7 +1,7 @@
 // Shared pieces of the 16-row interleaved layouts' kernels (q4x16.c, q4kx16.c, q6kx16.c, nf4x16.c; nf4.c takes the
 // CPU checks): the loop that walks a thread's row groups over spans of tokens, the custom-op body that quantizes
 // activations row by row, the one-token kernels' weight requests, and the CPU checks and byte products of the
-// AVX-VNNI and NEON dot-product paths. Private to those files.
+// AVX-VNNI, NEON dot-product and NEON int8 matrix-multiply paths. Private to those files.
 #ifndef IDEFICS2_X16_H
 #define IDEFICS2_X16_H
 
@@ -66,6 +66,9 @@ static inline __m256i x16_dpbusd(__m256i acc, __m256i u, __m256i s, const int do
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
 #endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
 #elif defined(__APPLE__)
 #include <sys/sysctl.h>
 #endif
@@ -79,6 +82,17 @@ static inline __m256i x16_dpbusd(__m256i acc, __m256i u, __m256i s, const int do
 #define X16_DOTPROD_TARGET __attribute__((target("dotprod")))
 #else
 #define X16_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+// The int8 matrix-multiply extension (smmla, Armv8.6 and later: Apple M2 on, Cortex-A510/A710/X2 on, Neoverse
+// V1/N2): its kernels carry this target, a superset of the dot-product one, so they inline the dot-product helpers,
+// and only run after x16_arm_i8mm said the CPU has it.
+#if defined(__ARM_FEATURE_MATMUL_INT8) && defined(__ARM_FEATURE_DOTPROD)
+#define X16_I8MM_TARGET
+#elif defined(__clang__)
+#define X16_I8MM_TARGET __attribute__((target("dotprod,i8mm")))
+#else
+#define X16_I8MM_TARGET __attribute__((target("arch=armv8.2-a+dotprod+i8mm")))
 #endif
 
 // x16_arm_dotprod reports whether the CPU (and OS) run sdot: the kernel's hardware capabilities on Linux, the
@@ -95,6 +109,21 @@ static inline int x16_arm_dotprod(void) {
 #endif
 }
 
+// x16_arm_i8mm reports whether the CPU (and OS) run smmla as well as sdot (every CPU with the first has the
+// second; the i8mm kernels use both).
+static inline int x16_arm_i8mm(void) {
+    if (!x16_arm_dotprod()) return 0;
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0;
+#elif defined(__APPLE__)
+    int v = 0;
+    size_t n = sizeof v;
+    return sysctlbyname("hw.optional.arm.FEAT_I8MM", &v, &n, NULL, 0) == 0 && v != 0;
+#else
+    return 0;
+#endif
+}
+
 // x16_neon_group4 broadcasts the 4 activation bytes at p to every 32-bit lane.
 static inline int8x16_t x16_neon_group4(const uint8_t * p) {
     int32_t v;
@@ -105,6 +134,36 @@ static inline int8x16_t x16_neon_group4(const uint8_t * p) {
 // x16_neon_f16x4 widens the 4 float16 values at p to float32 (exactly).
 static inline float32x4_t x16_neon_f16x4(const uint8_t * p) {
     return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) (const void *) p)));
+}
+
+// The i8mm kernels multiply two tokens at a time with smmla (vmmlaq_s32), which takes a 2 × 8 matrix of int8 in each
+// operand and adds their 2 × 2 product (row·row) to an int32 register: [a0·b0, a0·b1, a1·b0, a1·b1]. The left
+// operand is two weight rows × 8 columns, the right one the same 8 columns of two tokens, so each sum holds the
+// same integers as the sdot path's, in the "pair" order [r0 t0, r0 t1, r1 t0, r1 t1].
+
+// x16_neon_pair8 holds the 8 activation bytes at p0 (token 0) and at p1 (token 1): smmla's right operand.
+static inline int8x16_t x16_neon_pair8(const uint8_t * p0, const uint8_t * p1) {
+    return vcombine_s8(vld1_s8((const int8_t *) p0), vld1_s8((const int8_t *) p1));
+}
+
+// x16_neon_rows2: a and b hold rows 0…3 (row r in 32-bit lane r) × 4 columns each, b the 4 columns after a's; the
+// result holds rows 2h and 2h + 1 × those 8 columns, smmla's left operand.
+static inline int8x16_t x16_neon_rows2(int8x16_t a, int8x16_t b, const int h) {
+    const int32x4_t a32 = vreinterpretq_s32_s8(a), b32 = vreinterpretq_s32_s8(b);
+    return vreinterpretq_s8_s32(h == 0 ? vzip1q_s32(a32, b32) : vzip2q_s32(a32, b32));
+}
+
+// x16_neon_token takes token t's sums of rows 0…3 out of the pair-order sums of rows 0, 1 (p01) and 2, 3 (p23).
+static inline int32x4_t x16_neon_token(int32x4_t p01, int32x4_t p23, const int t) {
+    return t == 0 ? vuzp1q_s32(p01, p23) : vuzp2q_s32(p01, p23);
+}
+
+// x16_mmla_rows4 adds the products of rows 0…3 × 8 columns (a: 4 columns per row, b: the next 4) with two tokens'
+// 8 activations x2 to p[0] (rows 0, 1) and p[1] (rows 2, 3), in pair order.
+X16_I8MM_TARGET __attribute__((always_inline))
+static inline void x16_mmla_rows4(int32x4_t p[2], int8x16_t a, int8x16_t b, int8x16_t x2) {
+    p[0] = vmmlaq_s32(p[0], x16_neon_rows2(a, b, 0), x2);
+    p[1] = vmmlaq_s32(p[1], x16_neon_rows2(a, b, 1), x2);
 }
 #endif
 

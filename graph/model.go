@@ -121,7 +121,7 @@ func targetOf(b *ggml.Backend) Target {
 	if isa := ggml.Q4X16BestISA(); isa == ggml.Q4X16AVX2 || isa == ggml.Q4X16AVX2VNNI || isa == ggml.Q4X16AVX512VNNI {
 		t.Caps |= CapX16AVX2
 	}
-	if ggml.Q4X16BestISA() == ggml.Q4X16NEONDotProd {
+	if isa := ggml.Q4X16BestISA(); isa == ggml.Q4X16NEONDotProd || isa == ggml.Q4X16NEONI8MM {
 		t.Caps |= CapX16NEON
 	}
 	if ggml.NF4x16Fast() {

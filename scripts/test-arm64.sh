@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cross-builds the ggml, quant and graph tests for linux/arm64 and runs them under qemu-user: they check that the
 # NEON paths (ggml's portable CPU backend as compiled for aarch64, this project's kernels' arm64 paths, the Go
-# quantizers) give the same results as on x86-64 — exactness, not speed. qemu's default CPU has the dot-product
-# extension; the ggml tests run a second time on one without it, and the ggml and graph tests a third time with
+# quantizers) give the same results as on x86-64 — exactness, not speed. qemu's default CPU has the dot-product and
+# int8 matrix-multiply extensions (the tests force each path in turn); the ggml tests run a second time on one
+# without either, their path checks again on one with dot products only, and the ggml and graph tests once more with
 # ggml's AArch64 CPU variants loaded (cross-built with cmake when it is present). When the shared checks folder is present
 # (../shared/checks), its parity check also runs on the p1 fixture cases with arm64 builds of both binaries.
 #
@@ -68,6 +69,17 @@ if [[ " $packages " == *" ggml "* ]]; then
     echo "ok   ./ggml (linux/arm64, cortex-a53)"
   else
     echo "FAIL ./ggml (linux/arm64, cortex-a53)"; status=1
+  fi
+fi
+
+# The path checks on a CPU with dot products but not the int8 matrix multiply (qemu's Cortex-A76): the kernels must
+# find the dot-product path best there.
+if [[ " $packages " == *" ggml "* ]]; then
+  echo "== linux/arm64 (qemu-user, cortex-a76: dot products, no i8mm): ./ggml -run ISA"
+  if (cd ggml && QEMU_CPU=cortex-a76 qemu "$out/ggml.test" -test.count=1 -test.run 'ISA' -test.v | grep -E '^(---|ok|FAIL|PASS)|paths|best'); then
+    echo "ok   ./ggml ISA (linux/arm64, cortex-a76)"
+  else
+    echo "FAIL ./ggml ISA (linux/arm64, cortex-a76)"; status=1
   fi
 fi
 
