@@ -354,11 +354,10 @@ func BenchmarkQ4KX16MatVec(b *testing.B) {
 	}
 }
 
-// TestQ8X256QuantizePaths checks that every activation quantizer path this CPU runs writes the scalar path's
-// bytes, on blocks that exercise the first-largest-magnitude rule, rounding ties, zeros, NaN and infinities.
-func TestQ8X256QuantizePaths(t *testing.T) {
-	r := rand.New(rand.NewPCG(7, 11))
-	blocks := map[string]func(i int) float32{
+// quantizeTestBlocks are activation blocks (value i of a block of n) for the quantizer path tests: the
+// first-largest-magnitude rule, rounding ties, zeros, NaN and infinities.
+func quantizeTestBlocks(r *rand.Rand) map[string]func(i int) float32 {
+	return map[string]func(i int) float32{
 		"normal": func(int) float32 { return float32(r.NormFloat64()) },
 		"ties":   func(int) float32 { return float32(r.IntN(255)-127) * 0.5 },
 		"equal_magnitudes": func(i int) float32 {
@@ -371,24 +370,30 @@ func TestQ8X256QuantizePaths(t *testing.T) {
 		"subnormal":  func(int) float32 { return float32(r.NormFloat64() * 1e-40) },
 		"huge":       func(int) float32 { return float32(r.NormFloat64() * 1e38) },
 		"nan":        func(i int) float32 { return map[bool]float32{true: float32(math.NaN()), false: 1}[i == 5] },
-		"inf":        func(i int) float32 { return map[bool]float32{true: float32(math.Inf(-1)), false: 1}[i == 77] },
+		"inf":        func(i int) float32 { return map[bool]float32{true: float32(math.Inf(-1)), false: 1}[i == 27] },
 		"nan_larger": func(i int) float32 { return map[bool]float32{true: float32(math.NaN()), false: float32(i)}[i == 0] },
 	}
+}
+
+// checkQuantizePaths checks that every activation quantizer path of the q4x16 selection writes the scalar path's
+// bytes for blocks of n values (quantize: the row quantizer under the current path).
+func checkQuantizePaths(t *testing.T, n int, quantize func([]float32) []byte) {
+	t.Helper()
 	defer SetQ4X16ISA(Q4X16BestISA())
-	for name, gen := range blocks {
-		x := make([]float32, 512)
+	for name, gen := range quantizeTestBlocks(rand.New(rand.NewPCG(7, 11))) {
+		x := make([]float32, 2*n)
 		for i := range x {
-			x[i] = gen(i % 256)
+			x[i] = gen(i % n)
 		}
 		if err := SetQ4X16ISA(Q4X16Scalar); err != nil {
 			t.Fatal(err)
 		}
-		want := q8x256QuantizeRow(x)
+		want := quantize(x)
 		for _, isa := range Q4X16SupportedISAs()[1:] {
 			if err := SetQ4X16ISA(isa); err != nil {
 				t.Fatal(err)
 			}
-			if got := q8x256QuantizeRow(x); !bytes.Equal(got, want) {
+			if got := quantize(x); !bytes.Equal(got, want) {
 				i := 0
 				for got[i] == want[i] {
 					i++
@@ -398,3 +403,9 @@ func TestQ8X256QuantizePaths(t *testing.T) {
 		}
 	}
 }
+
+// TestQ8X256QuantizePaths checks that every q8x256 quantizer path this CPU runs writes the scalar path's bytes.
+func TestQ8X256QuantizePaths(t *testing.T) { checkQuantizePaths(t, 256, q8x256QuantizeRow) }
+
+// TestQ8X32QuantizePaths does the same for the q8x32 records of q4x16.
+func TestQ8X32QuantizePaths(t *testing.T) { checkQuantizePaths(t, 32, q8x32QuantizeRow) }

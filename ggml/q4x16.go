@@ -137,3 +137,14 @@ func (w Tensor) MulMatQ4X16(ctx *Context, x Tensor, rows int) Tensor {
 	xq := ctx.quantizeOnce(x, quantQ8x32)
 	return ctx.node(op, C.idefics2_q4x16_mul_mat(ctx.ptr, w.ptr, xq.ptr, C.int64_t(rows)))
 }
+
+// q8x32QuantizeRow quantizes x (a multiple of 32 values) into q8x32 records with the current path (tests).
+func q8x32QuantizeRow(x []float32) []byte {
+	out := make([]byte, len(x)/32*C.IDEFICS2_Q8X32_RECORD)
+	if len(out) == 0 {
+		return out
+	}
+	C.idefics2_q8x32_quantize_row((*C.float)(unsafe.Pointer(&x[0])), (*C.uint8_t)(unsafe.Pointer(&out[0])), C.int64_t(len(x)))
+	runtime.KeepAlive(x)
+	return out
+}
