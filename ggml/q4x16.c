@@ -145,6 +145,42 @@ static void q8x32_quantize_avx2(const float * x, uint8_t * dst, int64_t n) {
 }
 #endif
 
+#ifdef X16_HAVE_NEON
+// The scalar quantizer's operations on eight 4-lane registers: fmaxnm ignores a NaN as fmaxf does, fcvtns rounds
+// half to even as nearbyintf does (and, like the scalar path's conversion, gives 0 for a NaN), and the clamped
+// integers narrow to int8 unchanged.
+static void q8x32_quantize_neon(const float * x, uint8_t * dst, int64_t n) {
+    const int32x4_t lim = vdupq_n_s32(127), nlim = vdupq_n_s32(-127);
+    for (int64_t b = 0; b < n / 32; b++) {
+        float32x4_t v[8];
+        float32x4_t a = vdupq_n_f32(0.0f);
+        for (int i = 0; i < 8; i++) {
+            v[i] = vld1q_f32(x + 32 * b + 4 * i);
+            a = vmaxnmq_f32(a, vabsq_f32(v[i]));
+        }
+        const float amax = vmaxnmvq_f32(a);
+        const float d = ggml_fp16_to_fp32(ggml_fp32_to_fp16(amax / 127.0f));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int32x4_t sum = vdupq_n_s32(0);
+        int16x8_t h[4];
+        for (int i = 0; i < 4; i++) {
+            int32x4_t q[2];
+            for (int k = 0; k < 2; k++) {
+                q[k] = vmaxq_s32(vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(v[2 * i + k], id)), lim), nlim);
+                sum = vaddq_s32(sum, q[k]);
+            }
+            h[i] = vcombine_s16(vmovn_s32(q[0]), vmovn_s32(q[1]));
+        }
+        uint8_t * rec = dst + IDEFICS2_Q8X32_RECORD * b;
+        vst1q_s8((int8_t *) rec, vcombine_s8(vmovn_s16(h[0]), vmovn_s16(h[1])));
+        vst1q_s8((int8_t *) (rec + 16), vcombine_s8(vmovn_s16(h[2]), vmovn_s16(h[3])));
+        const int32_t bias = 8 * vaddvq_s32(sum);
+        memcpy(rec + 32, &d, 4);
+        memcpy(rec + 36, &bias, 4);
+    }
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Products
 
@@ -509,14 +545,21 @@ int idefics2_q4x16_avx2_dot(int isa) {
 }
 
 void idefics2_q8x32_quantize_row(const float * x, uint8_t * dst, int64_t n) {
-#ifdef Q4X16_HAVE_X86
     const int isa = idefics2_q4x16_isa();
+    (void) isa;
+#ifdef Q4X16_HAVE_X86
     if (isa == IDEFICS2_Q4X16_AVX512VNNI) {
         q8x32_quantize_avx512(x, dst, n);
         return;
     }
     if (idefics2_q4x16_avx2_dot(isa) >= 0) {
         q8x32_quantize_avx2(x, dst, n);
+        return;
+    }
+#endif
+#ifdef X16_HAVE_NEON
+    if (isa == IDEFICS2_Q4X16_NEON_DOTPROD || isa == IDEFICS2_Q4X16_NEON_I8MM) {
+        q8x32_quantize_neon(x, dst, n);
         return;
     }
 #endif
