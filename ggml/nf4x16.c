@@ -193,14 +193,10 @@ static void nf4x16_quantize_avx2(const float * x, uint8_t * rec) {
         nf4x16_record_nonfinite(rec);
         return;
     }
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
     float id, dd;
-    nf4x16_record_scales(_mm_cvtss_f32(h), &id, &dd);
+    nf4x16_record_scales(x16_avx2_hmax(m), &id, &dd);
     const __m256 idv = _mm256_set1_ps(id);
     const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i s = _mm256_setzero_si256();
     for (int g = 0; g < 2; g++) {
         __m256i q[4];
@@ -208,14 +204,9 @@ static void nf4x16_quantize_avx2(const float * x, uint8_t * rec) {
             q[i] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[4 * g + i], idv)), lim), nlim);
             s = _mm256_add_epi32(s, q[i]);
         }
-        // Values lie in −127…127: the saturating packs are exact; the permutation undoes their lane order.
-        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-        _mm256_storeu_si256((__m256i *) (rec + 32 * g), _mm256_permutevar8x32_epi32(p, order));
+        _mm256_storeu_si256((__m256i *) (rec + 32 * g), x16_avx2_pack_i8(q));
     }
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-    const int32_t bias = 128 * _mm_cvtsi128_si32(s4);
+    const int32_t bias = 128 * x16_avx2_hsum_epi32(s);
     memcpy(rec + 64, &dd, 4);
     memcpy(rec + 68, &bias, 4);
 }

@@ -202,7 +202,6 @@ __attribute__((target("avx2,fma,f16c")))
 static void q8x256_quantize_avx2(const float * x, uint8_t * dst, int64_t n) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i lim = _mm256_set1_epi32(127);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t b = 0; b < n / 256; b++) {
         const float * xb = x + 256 * b;
         uint8_t * rec = dst + IDEFICS2_Q8X256_RECORD * b;
@@ -213,10 +212,7 @@ static void q8x256_quantize_avx2(const float * x, uint8_t * dst, int64_t n) {
             a = _mm256_max_ps(_mm256_and_ps(v, absmask), a);
             nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
         }
-        __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-        const float amax = _mm_cvtss_f32(m);
+        const float amax = x16_avx2_hmax(a);
         if (_mm256_movemask_ps(nan) != 0 || !isfinite(amax)) {
             // NaN and infinite inputs convert to integers as C's casts do: the scalar code.
             q8x256_quantize_block(xb, rec);
@@ -246,14 +242,9 @@ static void q8x256_quantize_avx2(const float * x, uint8_t * dst, int64_t n) {
             for (int i = 0; i < 4; i++) {
                 q[i] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * j + 8 * i), vs)), lim);
             }
-            // Values lie in −127…127: the saturating packs are exact; the permutation undoes their lane order.
-            const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-            _mm256_storeu_si256((__m256i *) (rec + 32 * j), _mm256_permutevar8x32_epi32(p, order));
-            __m256i sv = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
-            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-            const int16_t s16 = (int16_t) _mm_cvtsi128_si32(s4);
+            // Values lie in −127…127 (x16_avx2_pack_i8).
+            _mm256_storeu_si256((__m256i *) (rec + 32 * j), x16_avx2_pack_i8(q));
+            const int16_t s16 = (int16_t) x16_avx2_hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
             memcpy(rec + Q8X256_OFF_SUMS + 2 * j, &s16, 2);
         }
         const float d = 1.0f / iscale;

@@ -372,6 +372,9 @@ func quantizeTestBlocks(r *rand.Rand) map[string]func(i int) float32 {
 		"nan":        func(i int) float32 { return map[bool]float32{true: float32(math.NaN()), false: 1}[i == 5] },
 		"inf":        func(i int) float32 { return map[bool]float32{true: float32(math.Inf(-1)), false: 1}[i == 27] },
 		"nan_larger": func(i int) float32 { return map[bool]float32{true: float32(math.NaN()), false: float32(i)}[i == 0] },
+		"nan_last": func(i int) float32 {
+			return map[bool]float32{true: float32(math.NaN()), false: float32(i%7) - 3}[i%32 == 31]
+		},
 	}
 }
 

@@ -88,7 +88,8 @@ static void q8x32_quantize_avx512(const float * x, uint8_t * dst, int64_t n) {
     for (int64_t b = 0; b < n / 32; b++) {
         const __m512 x0 = _mm512_loadu_ps(x + 32 * b);
         const __m512 x1 = _mm512_loadu_ps(x + 32 * b + 16);
-        const __m512 a = _mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1));
+        // max(v, a) keeps a where v is NaN, as fmaxf skips NaN.
+        const __m512 a = _mm512_max_ps(_mm512_abs_ps(x1), _mm512_max_ps(_mm512_abs_ps(x0), _mm512_setzero_ps()));
         const float amax = _mm512_reduce_max_ps(a);
         const float d = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
         const __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
@@ -106,8 +107,9 @@ static void q8x32_quantize_avx512(const float * x, uint8_t * dst, int64_t n) {
     }
 }
 
-// The AVX-512 quantizer's operations on four 8-lane registers: the maximum is exact in any order, vcvtps2dq rounds
-// half to even as nearbyintf does, and the clamped integers pack to int8 without saturating.
+// The AVX-512 quantizer's operations on four 8-lane registers: the maximum is exact in any order (max(v, a) keeps a
+// where v is NaN, as fmaxf skips NaN), vcvtps2dq rounds half to even as nearbyintf does, and the clamped integers
+// pack to int8 unchanged.
 __attribute__((target("avx2,f16c")))
 static void q8x32_quantize_avx2(const float * x, uint8_t * dst, int64_t n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -117,28 +119,18 @@ static void q8x32_quantize_avx2(const float * x, uint8_t * dst, int64_t n) {
         __m256 a = _mm256_setzero_ps();
         for (int i = 0; i < 4; i++) {
             v[i] = _mm256_loadu_ps(x + 32 * b + 8 * i);
-            a = _mm256_max_ps(a, _mm256_andnot_ps(sign, v[i]));
+            a = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), a);
         }
-        __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        m = _mm_max_ss(m, _mm_movehdup_ps(m));
-        const float amax = _mm_cvtss_f32(m);
+        const float amax = x16_avx2_hmax(a);
         const float d = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
         const __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
         __m256i q[4];
         for (int i = 0; i < 4; i++) {
             q[i] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[i], id)), lim), nlim);
         }
-        // packs interleave 128-bit lanes: bytes come out as q0[0:4] q1[0:4] q2[0:4] q3[0:4] q0[4:8] …; the
-        // permutation puts them back in column order.
-        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
         uint8_t * rec = dst + IDEFICS2_Q8X32_RECORD * b;
-        _mm256_storeu_si256((__m256i *) rec, _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
-        const __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
-        const int32_t bias = 8 * _mm_cvtsi128_si32(s4);
+        _mm256_storeu_si256((__m256i *) rec, x16_avx2_pack_i8(q));
+        const int32_t bias = 8 * x16_avx2_hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
         memcpy(rec + 32, &d, 4);
         memcpy(rec + 36, &bias, 4);
     }

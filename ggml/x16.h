@@ -42,6 +42,32 @@ static inline int x16_avxvnni(void) {
     return idefics2_isa_allows(IDEFICS2_ISA_AVX2_VNNI) && __builtin_cpu_supports("avxvnni");
 }
 
+// x16_avx2_hmax is the largest of a's 8 lanes (none of them NaN).
+__attribute__((target("avx2"), always_inline))
+static inline float x16_avx2_hmax(__m256 a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+// x16_avx2_hsum_epi32 is the sum of s's 8 int32 lanes.
+__attribute__((target("avx2"), always_inline))
+static inline int32_t x16_avx2_hsum_epi32(__m256i s) {
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s4);
+}
+
+// x16_avx2_pack_i8 packs 32 int32 in −127…127 (q[0] first) into 32 int8 in the same order. The saturating packs are
+// exact on that range; they interleave 128-bit lanes (bytes come out as q0[0:4] q1[0:4] q2[0:4] q3[0:4] q0[4:8] …),
+// which the permutation undoes.
+__attribute__((target("avx2"), always_inline))
+static inline __m256i x16_avx2_pack_i8(const __m256i q[4]) {
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 // acc + Σ u·s over each 32-bit lane's 4 bytes (u unsigned, s signed), without saturation: vpdpbusd. The VEX
 // instruction is written as assembly so that this function, and the kernels that inline it, keep the AVX2
 // target; it only runs where the caller checked that the CPU has AVX-VNNI.
