@@ -493,16 +493,12 @@ static inline void nf4x16_tile_neon(const uint8_t * wg, int64_t nchunks, const u
     const int8x16_t lut = nf4x16_neon_lut();
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     float32x4_t accf[2][4];
-    for (int t = 0; t < nt; t++) {
-        for (int r = 0; r < 4; r++) accf[t][r] = vdupq_n_f32(0.0f);
-    }
+    x16_neon_zero_f32(accf, nt);
     for (int64_t j = 0; j < nchunks; j++) {
         const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
         const int64_t xo = j * IDEFICS2_NF4X16_QREC;
         int32x4_t acc[2][4];
-        for (int t = 0; t < nt; t++) {
-            for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_s32(0);
-        }
+        x16_neon_zero_s32(acc, nt);
         for (int k = 0; k < NF4X16_SUB; k++) {
             int8x16_t xl[2], xh[2];
             for (int t = 0; t < nt; t++) {
@@ -541,9 +537,7 @@ static inline void nf4x16_tile_i8mm(const uint8_t * wg, int64_t nchunks, const u
     const int8x16_t lut = nf4x16_neon_lut();
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     float32x4_t accf[2][4];
-    for (int t = 0; t < 2; t++) {
-        for (int r = 0; r < 4; r++) accf[t][r] = vdupq_n_f32(0.0f);
-    }
+    x16_neon_zero_f32(accf, 2);
     for (int64_t j = 0; j < nchunks; j++) {
         const uint8_t * blk = wg + j * IDEFICS2_NF4X16_CHUNK;
         const int64_t xo = j * IDEFICS2_NF4X16_QREC;
@@ -557,9 +551,7 @@ static inline void nf4x16_tile_i8mm(const uint8_t * wg, int64_t nchunks, const u
             }
         }
         int32x4_t acc[2][4];
-        for (int t = 0; t < 2; t++) {
-            for (int r = 0; r < 4; r++) acc[t][r] = x16_neon_token(p[r][0], p[r][1], t);
-        }
+        x16_neon_unpair(p, acc);
         nf4x16_neon_chunk_acc(blk, xq, xq_stride, xo, acc, accf, 2);
     }
     for (int t = 0; t < 2; t++) {

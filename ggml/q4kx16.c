@@ -530,9 +530,7 @@ X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline void q4kx16_neon_super_acc(const uint8_t * blk, const uint8_t * const * xs, int64_t s, int32x4_t isum[2][4],
                                          float32x4_t acc[2][4], const int nt) {
     int32x4_t msum[2][4];
-    for (int t = 0; t < nt; t++) {
-        for (int r = 0; r < 4; r++) msum[t][r] = vdupq_n_s32(0);
-    }
+    x16_neon_zero_s32(msum, nt);
     for (int k = 0; k < 4; k++) {
         const uint8x16x2_t mins = vld2q_u8(blk + Q4KX16_OFF_MIN + 32 * k); // sub-blocks 2k and 2k + 1
         for (int i = 0; i < 2; i++) {
@@ -555,26 +553,17 @@ static inline void q4kx16_neon_super_acc(const uint8_t * blk, const uint8_t * co
 }
 
 X16_DOTPROD_TARGET __attribute__((always_inline))
-static inline void q4kx16_neon_zero(int32x4_t v[2][4], const int nt) {
-    for (int t = 0; t < nt; t++) {
-        for (int r = 0; r < 4; r++) v[t][r] = vdupq_n_s32(0);
-    }
-}
-
-X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline void q4kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys, const int nt) {
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     float32x4_t acc[2][4];
-    for (int t = 0; t < nt; t++) {
-        for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_f32(0.0f);
-    }
+    x16_neon_zero_f32(acc, nt);
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
         int32x4_t isum[2][4];
-        q4kx16_neon_zero(isum, nt);
+        x16_neon_zero_s32(isum, nt);
         for (int j = 0; j < 8; j++) {
             int32x4_t dot[2][4];
-            q4kx16_neon_zero(dot, nt);
+            x16_neon_zero_s32(dot, nt);
             for (int k = 0; k < 4; k++) {
                 int8x16_t xl[2], xh[2];
                 for (int t = 0; t < nt; t++) {
@@ -592,9 +581,7 @@ static inline void q4kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_
         }
         q4kx16_neon_super_acc(blk, xs, s, isum, acc, nt);
     }
-    for (int t = 0; t < nt; t++) {
-        for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
-    }
+    x16_neon_store(ys, acc, nt);
 }
 
 X16_DOTPROD_TARGET
@@ -611,15 +598,12 @@ static void q4kx16_tile_neon_n(const uint8_t * wg, int64_t ns, const uint8_t * c
 // Two tokens with smmla: per sub-block, p[r] holds rows 4r…4r+3 in pair order (x16.h).
 X16_I8MM_TARGET __attribute__((always_inline))
 static inline void q4kx16_tile_i8mm(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, float * const * ys) {
-    const uint8x16_t m4 = vdupq_n_u8(0x0F);
     float32x4_t acc[2][4];
-    for (int t = 0; t < 2; t++) {
-        for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_f32(0.0f);
-    }
+    x16_neon_zero_f32(acc, 2);
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t * blk = wg + s * IDEFICS2_Q4KX16_BLOCK;
         int32x4_t isum[2][4];
-        q4kx16_neon_zero(isum, 2);
+        x16_neon_zero_s32(isum, 2);
         for (int j = 0; j < 8; j++) {
             int32x4_t p[4][2];
             for (int r = 0; r < 4; r++) p[r][0] = p[r][1] = vdupq_n_s32(0);
@@ -628,20 +612,16 @@ static inline void q4kx16_tile_i8mm(const uint8_t * wg, int64_t ns, const uint8_
                 const int8x16_t x2 = x16_neon_pair8(xs[0] + xo, xs[1] + xo);
                 for (int r = 0; r < 4; r++) {
                     const uint8x16_t c = vld1q_u8(blk + Q4KX16_OFF_QS + 256 * j + 64 * k + 16 * r);
-                    x16_mmla_rows4(p[r], vreinterpretq_s8_u8(vandq_u8(c, m4)), vreinterpretq_s8_u8(vshrq_n_u8(c, 4)), x2);
+                    x16_mmla_nibbles(p[r], c, x2);
                 }
             }
             int32x4_t dot[2][4];
-            for (int t = 0; t < 2; t++) {
-                for (int r = 0; r < 4; r++) dot[t][r] = x16_neon_token(p[r][0], p[r][1], t);
-            }
+            x16_neon_unpair(p, dot);
             q4kx16_neon_scale(blk, j, dot, isum, 2);
         }
         q4kx16_neon_super_acc(blk, xs, s, isum, acc, 2);
     }
-    for (int t = 0; t < 2; t++) {
-        for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
-    }
+    x16_neon_store(ys, acc, 2);
 }
 
 // Pairs of tokens with smmla, a last odd one with sdot.

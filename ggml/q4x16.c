@@ -382,15 +382,11 @@ X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline void q4x16_tile_neon(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys, const int nt) {
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     float32x4_t acc[2][4];
-    for (int t = 0; t < nt; t++) {
-        for (int j = 0; j < 4; j++) acc[t][j] = vdupq_n_f32(0.0f);
-    }
+    x16_neon_zero_f32(acc, nt);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t * blk = wg + b * Q4X16_BLOCK;
         int32x4_t s[2][4];
-        for (int t = 0; t < nt; t++) {
-            for (int j = 0; j < 4; j++) s[t][j] = vdupq_n_s32(0);
-        }
+        x16_neon_zero_s32(s, nt);
         for (int k = 0; k < 4; k++) {
             int8x16_t xl[2], xh[2];
             for (int t = 0; t < nt; t++) {
@@ -405,9 +401,7 @@ static inline void q4x16_tile_neon(const uint8_t * wg, int64_t nb, const uint8_t
         }
         q4x16_neon_block_acc(blk, xs, b, s, acc, nt);
     }
-    for (int t = 0; t < nt; t++) {
-        for (int j = 0; j < 4; j++) vst1q_f32(ys[t] + 4 * j, acc[t][j]);
-    }
+    x16_neon_store(ys, acc, nt);
 }
 
 X16_DOTPROD_TARGET
@@ -424,11 +418,8 @@ static void q4x16_tile_neon_n(const uint8_t * wg, int64_t nb, const uint8_t * co
 // Two tokens with smmla: p[j] holds rows 4j…4j+3 in pair order (x16.h).
 X16_I8MM_TARGET __attribute__((always_inline))
 static inline void q4x16_tile_i8mm(const uint8_t * wg, int64_t nb, const uint8_t * const * xs, float * const * ys) {
-    const uint8x16_t m4 = vdupq_n_u8(0x0F);
     float32x4_t acc[2][4];
-    for (int t = 0; t < 2; t++) {
-        for (int j = 0; j < 4; j++) acc[t][j] = vdupq_n_f32(0.0f);
-    }
+    x16_neon_zero_f32(acc, 2);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t * blk = wg + b * Q4X16_BLOCK;
         int32x4_t p[4][2];
@@ -437,18 +428,14 @@ static inline void q4x16_tile_i8mm(const uint8_t * wg, int64_t nb, const uint8_t
             const int8x16_t x2 = x16_neon_pair8(xs[0] + b * IDEFICS2_Q8X32_RECORD + 8 * k, xs[1] + b * IDEFICS2_Q8X32_RECORD + 8 * k);
             for (int j = 0; j < 4; j++) {
                 const uint8x16_t c = vld1q_u8(blk + 32 + 64 * k + 16 * j);
-                x16_mmla_rows4(p[j], vreinterpretq_s8_u8(vandq_u8(c, m4)), vreinterpretq_s8_u8(vshrq_n_u8(c, 4)), x2);
+                x16_mmla_nibbles(p[j], c, x2);
             }
         }
         int32x4_t s[2][4];
-        for (int t = 0; t < 2; t++) {
-            for (int j = 0; j < 4; j++) s[t][j] = x16_neon_token(p[j][0], p[j][1], t);
-        }
+        x16_neon_unpair(p, s);
         q4x16_neon_block_acc(blk, xs, b, s, acc, 2);
     }
-    for (int t = 0; t < 2; t++) {
-        for (int j = 0; j < 4; j++) vst1q_f32(ys[t] + 4 * j, acc[t][j]);
-    }
+    x16_neon_store(ys, acc, 2);
 }
 
 // Pairs of tokens with smmla, a last odd one with sdot.

@@ -387,15 +387,11 @@ X16_DOTPROD_TARGET __attribute__((always_inline))
 static inline void q6kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
                                     float * const * ys, const int nt) {
     float32x4_t acc[2][4];
-    for (int t = 0; t < nt; t++) {
-        for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_f32(0.0f);
-    }
+    x16_neon_zero_f32(acc, nt);
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t * blk = wg + s * IDEFICS2_Q6KX16_BLOCK;
         int32x4_t isum[2][4];
-        for (int t = 0; t < nt; t++) {
-            for (int r = 0; r < 4; r++) isum[t][r] = vdupq_n_s32(0);
-        }
+        x16_neon_zero_s32(isum, nt);
         for (int m = 0; m < 8; m++) {
             const int8x16x2_t scp = vld2q_s8((const int8_t *) (blk + Q6KX16_OFF_SC + 32 * m)); // sub-blocks 2m, 2m + 1
             for (int i = 0; i < 2; i++) {
@@ -420,9 +416,7 @@ static inline void q6kx16_tile_neon(const uint8_t * wg, int64_t ns, const uint8_
         }
         q6kx16_neon_super_acc(blk, xs, s, isum, acc, nt);
     }
-    for (int t = 0; t < nt; t++) {
-        for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
-    }
+    x16_neon_store(ys, acc, nt);
 }
 
 X16_DOTPROD_TARGET
@@ -442,15 +436,11 @@ X16_I8MM_TARGET __attribute__((always_inline))
 static inline void q6kx16_tile_i8mm(const uint8_t * wg, int64_t ns, const uint8_t * const * xs, const int16_t * const * bs,
                                     float * const * ys) {
     float32x4_t acc[2][4];
-    for (int t = 0; t < 2; t++) {
-        for (int r = 0; r < 4; r++) acc[t][r] = vdupq_n_f32(0.0f);
-    }
+    x16_neon_zero_f32(acc, 2);
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t * blk = wg + s * IDEFICS2_Q6KX16_BLOCK;
         int32x4_t isum[2][4];
-        for (int t = 0; t < 2; t++) {
-            for (int r = 0; r < 4; r++) isum[t][r] = vdupq_n_s32(0);
-        }
+        x16_neon_zero_s32(isum, 2);
         for (int m = 0; m < 8; m++) {
             const int8x16x2_t scp = vld2q_s8((const int8_t *) (blk + Q6KX16_OFF_SC + 32 * m)); // sub-blocks 2m, 2m + 1
             for (int i = 0; i < 2; i++) {
@@ -474,9 +464,7 @@ static inline void q6kx16_tile_i8mm(const uint8_t * wg, int64_t ns, const uint8_
         }
         q6kx16_neon_super_acc(blk, xs, s, isum, acc, 2);
     }
-    for (int t = 0; t < 2; t++) {
-        for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
-    }
+    x16_neon_store(ys, acc, 2);
 }
 
 // Pairs of tokens with smmla, a last odd one with sdot.

@@ -184,12 +184,48 @@ static inline int32x4_t x16_neon_token(int32x4_t p01, int32x4_t p23, const int t
     return t == 0 ? vuzp1q_s32(p01, p23) : vuzp2q_s32(p01, p23);
 }
 
+// Accumulators of a NEON tile: v[t][r] holds token t's rows 4r…4r+3 (t < nt ≤ 2).
+static inline void x16_neon_zero_f32(float32x4_t v[2][4], const int nt) {
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) v[t][r] = vdupq_n_f32(0.0f);
+    }
+}
+
+static inline void x16_neon_zero_s32(int32x4_t v[2][4], const int nt) {
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) v[t][r] = vdupq_n_s32(0);
+    }
+}
+
+// x16_neon_store writes token t's 16 results to ys[t].
+static inline void x16_neon_store(float * const * ys, float32x4_t acc[2][4], const int nt) {
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < 4; r++) vst1q_f32(ys[t] + 4 * r, acc[t][r]);
+    }
+}
+
 // x16_mmla_rows4 adds the products of rows 0…3 × 8 columns (a: 4 columns per row, b: the next 4) with two tokens'
 // 8 activations x2 to p[0] (rows 0, 1) and p[1] (rows 2, 3), in pair order.
 X16_I8MM_TARGET __attribute__((always_inline))
 static inline void x16_mmla_rows4(int32x4_t p[2], int8x16_t a, int8x16_t b, int8x16_t x2) {
     p[0] = vmmlaq_s32(p[0], x16_neon_rows2(a, b, 0), x2);
     p[1] = vmmlaq_s32(p[1], x16_neon_rows2(a, b, 1), x2);
+}
+
+// x16_mmla_nibbles is x16_mmla_rows4 for 16 code bytes of 4 rows whose low nibbles hold 4 columns and high nibbles
+// the next 4 (the q4x16 and q4kx16 layouts).
+X16_I8MM_TARGET __attribute__((always_inline))
+static inline void x16_mmla_nibbles(int32x4_t p[2], uint8x16_t c, int8x16_t x2) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    x16_mmla_rows4(p, vreinterpretq_s8_u8(vandq_u8(c, m4)), vreinterpretq_s8_u8(vshrq_n_u8(c, 4)), x2);
+}
+
+// x16_neon_unpair turns pair-order sums of 16 rows (p[r]: rows 4r…4r+3) into the sdot paths' order: s[t][r] holds
+// token t's rows 4r…4r+3.
+static inline void x16_neon_unpair(int32x4_t p[4][2], int32x4_t s[2][4]) {
+    for (int t = 0; t < 2; t++) {
+        for (int r = 0; r < 4; r++) s[t][r] = x16_neon_token(p[r][0], p[r][1], t);
+    }
 }
 #endif
 
